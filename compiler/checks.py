@@ -1,0 +1,170 @@
+"""Second-stage validation: the spec against the model, the data and the hardware.
+
+Each `@check` function yields `(key, message)` pairs; `run_checks` runs them all, locates each
+key in the spec file and returns every problem at once, with the facts the later stages need.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from ftc.compiler.catalog import GPUS, find_gpu
+from ftc.compiler.errors import Problem, SpecError
+from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, model_facts
+from ftc.compiler.load import SpecSource, locate
+from ftc.compiler.spec import FORMAT_FIELDS, REQUIRED_FIELDS, Spec
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the planner knows besides the spec."""
+
+    model: ModelFacts | None
+    data: DataFacts | None
+    validation: DataFacts | None
+
+
+Finding = tuple[str, str]
+Check = Callable[[Spec, Facts], Iterator[Finding]]
+CHECKS: list[Check] = []
+
+
+def check(fn: Check) -> Check:
+    """Register a consistency check."""
+    CHECKS.append(fn)
+    return fn
+
+
+def _columns_problems(spec: Spec, facts: DataFacts, key: str) -> Iterator[Finding]:
+    if facts.columns is None:
+        return
+    found = ", ".join(facts.columns) or "(none)"
+    fmt = spec.data.format
+    for field in FORMAT_FIELDS[fmt]:
+        column = spec.data.columns.get(field, field)
+        if column in facts.columns:
+            continue
+        if field in REQUIRED_FIELDS[fmt] or field in spec.data.columns:
+            close = difflib.get_close_matches(column, list(facts.columns), n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            how = f"set data.columns.{field} to one of them" if field not in spec.data.columns else "fix the mapping"
+            where = f"data.columns.{field}" if field in spec.data.columns else key
+            yield where, (f"the {fmt} format needs a {field!r} field, but {facts.source} has no column "
+                          f"{column!r}; columns found: {found}; {hint}{how}")
+
+
+@check
+def data_columns(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """Mapped format fields exist in the format, and their columns exist in the data."""
+    fmt = spec.data.format
+    for field in spec.data.columns:
+        if field not in FORMAT_FIELDS[fmt]:
+            close = difflib.get_close_matches(field, FORMAT_FIELDS[fmt], n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]!r}?" if close else f"its fields are: {', '.join(FORMAT_FIELDS[fmt])}"
+            yield f"data.columns.{field}", f"not a field of the {fmt} format; {hint}"
+    if facts.data is not None:
+        yield from _columns_problems(spec, facts.data, "data.source")
+    if facts.validation is not None:
+        yield from _columns_problems(spec, facts.validation, "data.validation")
+
+
+@check
+def data_not_empty(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """A data source with no rows cannot train."""
+    if facts.data is not None and facts.data.rows == 0:
+        yield "data.source", f"{spec.data.source} holds no rows; add examples or fix the path"
+
+
+@check
+def compare_needs_answers(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """Before/after generation compares answers, which `text` data has not."""
+    if spec.eval.compare and spec.data.format == "text":
+        yield "eval.compare", "the text format has no answers to compare; set compare = 0 or use another format"
+    if spec.eval.steps != "auto" and spec.data.validation == 0:
+        yield "eval.steps", "sets a validation cadence, but data.validation = 0; hold some rows out or remove it"
+    if spec.eval.compare and spec.data.validation == 0:
+        yield "eval.compare", "compares on validation examples, but data.validation = 0; hold some out"
+
+
+@check
+def hardware_budget(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """A CUDA run states its budget; a named GPU is known; the precision runs on the device."""
+    hw = spec.hardware
+    gpu = find_gpu(hw.gpu) if hw.gpu else None
+    if hw.gpu and gpu is None:
+        names = [g.name for g in GPUS]
+        close = difflib.get_close_matches(hw.gpu, names, n=1, cutoff=0.4)
+        hint = f"did you mean {close[0]!r}?" if close else "set vram_gb instead"
+        yield "hardware.gpu", f"unknown GPU (got {hw.gpu!r}); known: {', '.join(names)}; {hint}"
+    if hw.device == "cuda" and hw.gpu is None and hw.vram_gb is None:
+        yield "hardware", "a cuda run needs a memory budget: set vram_gb = <GB per GPU> or gpu = \"<name>\""
+    if hw.gpus > 1:
+        yield "hardware.gpus", (f"{hw.gpus} devices: multi-device launch (torchrun) is not built yet, and one "
+                                "process would silently train a smaller batch; set gpus = 1")
+    if hw.device == "cpu" and hw.gpu:
+        yield "hardware.gpu", "names a GPU but device = \"cpu\"; remove gpu or set device = \"cuda\""
+    if hw.device == "cpu" and hw.precision == "fp16":
+        yield "hardware.precision", "fp16 training needs a GPU; use fp32 (or bf16) on cpu"
+    if gpu is not None and not gpu.bf16 and hw.precision == "bf16":
+        yield "hardware.precision", f"the {gpu.name} has no bf16 support; use fp16 or auto"
+
+
+@check
+def batch_divides(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """micro-batch × accumulation × devices must equal the effective batch exactly."""
+    t, gpus = spec.train, spec.hardware.gpus
+    if t.batch_size % gpus:
+        yield "train.batch_size", (f"{t.batch_size} examples cannot be split evenly over {gpus} devices; "
+                                   f"use a multiple of {gpus}")
+    elif isinstance(t.micro_batch_size, int) and (t.batch_size // gpus) % t.micro_batch_size:
+        per_device = t.batch_size // gpus
+        fits = [d for d in range(1, per_device + 1) if per_device % d == 0]
+        yield "train.micro_batch_size", (f"{t.micro_batch_size} does not divide the {per_device} examples per "
+                                         f"device and step (batch_size {t.batch_size} / {gpus} devices); "
+                                         f"use one of {fits} or \"auto\"")
+
+
+@check
+def remote_code(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """A model that needs its own Python code only runs with explicit trust."""
+    config = facts.model.config if facts.model else None
+    if config and config.get("auto_map") and not spec.model.trust_remote_code:
+        yield "model.trust_remote_code", ("the model ships its own Python code (auto_map in config.json); "
+                                          "set trust_remote_code = true only if you trust its authors")
+
+
+def _facts(spec: Spec) -> tuple[Facts, list[Finding]]:
+    findings: list[Finding] = []
+    model = data = validation = None
+    try:
+        model = model_facts(spec.model.base, spec.model.revision)
+    except FactError as exc:
+        findings.append((exc.key, str(exc)))
+    try:
+        data = data_facts(spec.data.source)
+    except FactError as exc:
+        findings.append((exc.key, str(exc)))
+    if isinstance(spec.data.validation, str):
+        try:
+            validation = data_facts(spec.data.validation)
+            if validation.kind != "files":
+                findings.append(("data.validation", "a second validation source must be data files "
+                                 f"(.jsonl/.json/.csv/.parquet or a glob; got a {validation.kind} dataset)"))
+        except FactError as exc:
+            findings.append(("data.validation", str(exc)))
+    return Facts(model, data, validation), findings
+
+
+def run_checks(source: SpecSource) -> Facts:
+    """Read the facts and run every check; raises one SpecError listing all problems."""
+    facts, findings = _facts(source.spec)
+    for fn in CHECKS:
+        findings.extend(fn(source.spec, facts))
+    if findings:
+        problems = [Problem(source.display, locate(source.text, tuple(key.split("."))), key, message)
+                    for key, message in findings]
+        problems.sort(key=lambda p: (p.line or 0, p.key))
+        raise SpecError(problems)
+    return facts

@@ -1,0 +1,91 @@
+"""The `ftc` command. The only place that catches FtcError; torch and the runtime load lazily."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ftc.compiler.errors import FtcError, SpecError
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from ftc.compiler.compile import compile_spec
+
+    result = compile_spec(args.spec, args.out)
+    out = result.out_dir
+    if args.check:
+        stale = result.stale_files()
+        if stale:
+            print(f"{out}/ is stale for {result.source.display}: {', '.join(stale)} would change; "
+                  f"run: ftc compile {result.source.display}" + (f" --out {args.out}" if args.out else ""),
+                  file=sys.stderr)
+            return 1
+        print(f"{out}/ is up to date with {result.source.display}")
+        return 0
+    changed = result.write()
+    what = ", ".join(changed) if changed else "nothing changed"
+    print(f"compiled {result.source.display} -> {out}/ ({what})")
+    for reason in result.plan.reasons:
+        print(f"  {reason}")
+    for note in result.plan.notes:
+        print(f"  note: {note}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ftc.runtime.launch import run_spec
+
+    return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ftc.compiler.compile import VERSION
+
+    parser = argparse.ArgumentParser(prog="ftc", description="Compile a fine-tuning spec into a reviewable "
+                                     "training script, and run it.")
+    parser.add_argument("--version", action="version", version=f"ftc {VERSION}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("compile", help="validate a spec and write build/<name>/{train.py,plan.json,plan.md}")
+    p.add_argument("spec", help="the spec file (.toml)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: build/<name>)")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 if DIR is stale")
+    p.set_defaults(handler=_compile)
+
+    p = commands.add_parser("run", help="compile if needed, then run the script under supervision")
+    p.add_argument("spec", help="the spec file (.toml)")
+    p.add_argument("--run-dir", metavar="DIR", help="where the run goes (default: runs/<name>/<timestamp>)")
+    p.add_argument("--out", metavar="DIR", help="build directory (default: build/<name>)")
+    p.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the monitor")
+    p.set_defaults(handler=_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except SpecError as exc:
+        count = len(exc.problems)
+        print(str(exc), file=sys.stderr)
+        print(f"{count} problem{'s' if count != 1 else ''} in the spec; nothing was written", file=sys.stderr)
+        return exc.exit_code
+    except FtcError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into a message
+        if args.debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc}\nthis is a bug in ftc; rerun with --debug for the "
+              "traceback and report it", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""`compile_spec`: the whole pipeline, load -> check -> plan -> emit, as one call.
+
+The CLI, the runtime and the tests all go through it. Only `write` touches the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from ftc.compiler.checks import Facts, run_checks
+from ftc.compiler.emit import Emitted, emit
+from ftc.compiler.load import SpecSource, load_spec
+from ftc.compiler.plan import Plan, build_plan
+
+try:
+    VERSION = version("ftc")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    VERSION = "0+unknown"
+
+
+@dataclass(frozen=True)
+class CompileResult:
+    """A compiled spec: what was read, decided and rendered, and where it belongs."""
+
+    source: SpecSource
+    facts: Facts
+    plan: Plan
+    emitted: Emitted
+    out_dir: Path
+
+    def stale_files(self) -> list[str]:
+        """Files of out_dir that are missing or differ from this compile."""
+        stale = []
+        for name, text in self.emitted.files.items():
+            path = self.out_dir / name
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        return stale
+
+    def write(self) -> list[str]:
+        """Write the files that changed (atomically); returns their names."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        changed = self.stale_files()
+        for name in changed:
+            fd, tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{name}.")
+            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+                handle.write(self.emitted.files[name])
+            os.replace(tmp, self.out_dir / name)
+        return changed
+
+
+def compile_spec(path: str | Path, out_dir: str | Path | None = None) -> CompileResult:
+    """Compile a spec file; raises SpecError (all problems at once) for a bad spec."""
+    source = load_spec(path)
+    facts = run_checks(source)
+    plan = build_plan(source.spec, facts, source.name)
+    assert facts.model is not None
+    emitted = emit(plan, spec_path=source.display, spec_text=source.text, version=VERSION,
+                   origin=facts.model.origin)
+    out = Path(out_dir) if out_dir is not None else Path("build") / source.name
+    return CompileResult(source, facts, plan, emitted, out)

@@ -1,0 +1,198 @@
+"""Render a plan into build/<name>/: train.py, plan.json and plan.md.
+
+Templates only place values: every value comes from the plan through `lit` (the one escaping
+function) and every comment from `comment` (which refuses anything but one line of text).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ftc.compiler.errors import TemplateError
+from ftc.compiler.literal import lit
+from ftc.compiler.plan import Plan
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+try:  # installed as a wheel: templates are the ftc.templates package
+    import ftc.templates as _templates
+
+    TEMPLATES = Path(_templates.__file__).parent
+except ImportError:  # pragma: no cover
+    pass
+
+# (CONFIG name in train.py, plan setting): the config block, in reading order.
+CONFIG_LINES: tuple[tuple[str, str], ...] = (
+    ("BASE_MODEL", "base_model"),
+    ("REVISION", "revision"),
+    ("TRUST_REMOTE_CODE", "trust_remote_code"),
+    ("DATA_SOURCE", "data_source"),
+    ("DATA_LOADER", "data_loader"),
+    ("DATA_FILES", "data_files"),
+    ("DATA_SPLIT", "data_split"),
+    ("VALIDATION", "validation"),
+    ("VALIDATION_LOADER", "validation_loader"),
+    ("MAX_LENGTH", "max_length"),
+    ("LOAD_DTYPE", "load_dtype"),
+    ("DOUBLE_QUANT", "double_quant"),
+    ("INT8_THRESHOLD", "int8_threshold"),
+    ("LORA_R", "r"),
+    ("LORA_ALPHA", "alpha"),
+    ("LORA_DROPOUT", "dropout"),
+    ("TARGET_MODULES", "target_modules"),
+    ("PRECISION", "precision"),
+    ("EPOCHS", "epochs"),
+    ("MAX_STEPS", "max_steps"),
+    ("LEARNING_RATE", "learning_rate"),
+    ("BATCH_SIZE", "batch_size"),
+    ("MICRO_BATCH_SIZE", "micro_batch_size"),
+    ("GRAD_ACCUM", "grad_accum"),
+    ("GRADIENT_CHECKPOINTING", "gradient_checkpointing"),
+    ("OPTIMIZER", "optimizer"),
+    ("SCHEDULER", "scheduler"),
+    ("WARMUP", "warmup"),
+    ("WEIGHT_DECAY", "weight_decay"),
+    ("MAX_GRAD_NORM", "max_grad_norm"),
+    ("SEED", "seed"),
+    ("LOGGING_STEPS", "logging_steps"),
+    ("EVAL_STEPS", "eval_steps"),
+    ("SAVE_STEPS", "save_steps"),
+    ("SAVE_TOTAL_LIMIT", "save_total_limit"),
+    ("COMPARE", "compare"),
+    ("MAX_NEW_TOKENS", "max_new_tokens"),
+)
+_ONLY_FOR_DATA: dict[str, tuple[str, ...]] = {  # settings that only one kind of data source reads
+    "data_source": ("saved", "hub"), "data_split": ("saved", "hub"), "data_loader": ("files",), "data_files": ("files",),
+}
+
+
+def comment(text: str) -> str:
+    """A comment's text: one line of ftc's own words (spec values inside went through `lit`)."""
+    if "\n" in text or "\r" in text:
+        raise TemplateError(f"a comment must be one line (got {text!r})")
+    return text
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """The files of one compile, as text, before they are written."""
+
+    files: dict[str, str]
+
+
+class _Values:
+    """Attribute access to the plan's settings inside templates (plan.learning_rate)."""
+
+    def __init__(self, plan: Plan, extra: dict[str, Any]) -> None:
+        self._plan, self._extra = plan, extra
+
+    def __getattr__(self, key: str) -> Any:
+        if key in self._extra:
+            return self._extra[key]
+        try:
+            return self._plan[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def _config_lines(plan: Plan) -> list[tuple[str, str]]:
+    lines = []
+    for name, key in CONFIG_LINES:
+        if key not in plan.settings:
+            continue
+        if key in _ONLY_FOR_DATA and plan["data_kind"] not in _ONLY_FOR_DATA[key]:
+            continue
+        if key == "eval_steps" and plan[key] is None:
+            continue
+        if key in ("compare", "max_new_tokens") and not plan["compare"]:
+            continue
+        if key == "max_steps" and plan[key] == -1 or key == "epochs" and plan[key] is None:
+            continue
+        lines.append((name, key))
+    return lines
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["lit"] = lit
+    env.filters["comment"] = comment
+    return env
+
+
+def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str, origin: str) -> str:
+    """train.py for a plan."""
+    lines = _config_lines(plan)
+    width = max(len(f"{name} = {lit(plan[key])}") for name, key in lines)
+
+    def setting(name: str, key: str) -> str:
+        code = f"{name} = {lit(plan[key])}"
+        return f"{code.ljust(width)}  # {comment(plan.settings[key].why)}"
+
+    kind = plan["data_kind"]
+    imports = {"files": "load_dataset", "hub": "load_dataset", "saved": "DatasetDict, load_from_disk"}[kind]
+    if kind == "saved" and isinstance(plan["validation"], str):
+        imports = "DatasetDict, load_dataset, load_from_disk"
+    method_title = {"full": "full fine-tuning (every weight)", "lora": "LoRA", "qlora": "QLoRA (LoRA on a 4-bit NF4 base)",
+                    "lora8": "LoRA on an 8-bit base"}[plan.method]
+    values = _Values(plan, {"origin": origin, "method": plan.method})
+    device_map = '"cpu"' if plan["device"] == "cpu" else '{"": torch.cuda.current_device()}'
+    try:
+        return _environment().get_template("train.py.j2").render(
+            plan=values,
+            plan_template=plan.template,
+            config_lines=lines,
+            setting=setting,
+            version=version,
+            spec_path=spec_path,
+            spec_sha256=spec_sha256,
+            title=method_title,
+            datasets_imports=imports,
+            has_validation=plan["validation"] != 0,
+            default_run_dir=f"runs/{plan.name}/manual",
+            quantized_device_map=device_map,
+        )
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"template {getattr(exc, 'name', None) or 'train.py.j2'} failed: {exc}") from exc
+
+
+def render_plan_md(plan: Plan, *, spec_path: str) -> str:
+    """plan.md: the same plan for reviewers."""
+    out = [f"# Plan for `{plan.name}`", "", f"Compiled from {lit(spec_path)}. Edit the spec, not these files.", ""]
+    out += ["## Decisions", ""] + [f"- {r}" for r in plan.reasons] + [""]
+    if plan.notes:
+        out += ["## Notes", ""] + [f"- {n}" for n in plan.notes] + [""]
+    out += ["## Settings", "", "| setting | value | why |", "|---|---|---|"]
+    for key, s in plan.settings.items():
+        value = lit(s.value).replace("|", "\\|")
+        out.append(f"| {key} | `{value}` | {s.why.replace('|', '/')} |")
+    return "\n".join(out) + "\n"
+
+
+def emit(plan: Plan, *, spec_path: str, spec_text: str, version: str, origin: str) -> Emitted:
+    """Every file of build/<name>/, deterministic for the same plan."""
+    spec_sha256 = hashlib.sha256(spec_text.encode("utf-8")).hexdigest()
+    script = render_script(plan, spec_path=spec_path, spec_sha256=spec_sha256, version=version, origin=origin)
+    plan_json = {
+        "ftc_version": version,
+        "spec": spec_path,
+        "spec_sha256": spec_sha256,
+        "train_py_sha256": hashlib.sha256(script.encode("utf-8")).hexdigest(),
+        **plan.to_json(),
+    }
+    return Emitted({
+        "train.py": script,
+        "plan.json": json.dumps(plan_json, indent=2, ensure_ascii=False) + "\n",
+        "plan.md": render_plan_md(plan, spec_path=spec_path),
+    })

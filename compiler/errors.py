@@ -1,0 +1,53 @@
+"""The one exception tree of ftc. Only `cli.main` catches these; it prints them without a traceback.
+
+Every message names where (file and line when known), the key, what is wrong with the value
+seen, and how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One located problem in a spec: rendered as `FILE:LINE: key.path: message`."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class FtcError(Exception):
+    """Root of every error ftc reports to a user. `exit_code` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+class SpecError(FtcError):
+    """The spec is wrong: syntax, shape, or consistency with the model and data. Lists every problem."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+class BudgetError(FtcError):
+    """No setting fits the hardware budget; the message says by how much and what would fit."""
+
+    exit_code = 2
+
+
+class TemplateError(FtcError):
+    """A template failed to render: a bug in ftc, never in the user's spec."""
+
+
+class RunError(FtcError):
+    """A run could not start or did not finish; the message says where its log is."""

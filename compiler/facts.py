@@ -1,0 +1,267 @@
+"""Facts about the model and the data, read without torch and without downloading weights.
+
+Model facts come from a bundled alias, a local directory's config.json, or the Hugging Face
+cache; a hub id that is not cached is allowed (it is downloaded when the run starts), with a
+note in the plan. Data facts are the columns and row count, read from the files' first rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ftc.compiler.catalog import BUNDLED
+
+HUB_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class FactError(Exception):
+    """A fact could not be read; `key` is the spec key it concerns, the message says how to fix."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the compiler knows about the base model."""
+
+    base: str
+    """As written in the spec."""
+    origin: Literal["bundled", "local", "hub"]
+    config: dict[str, Any] | None
+    """config.json, when it could be read (None for an uncached hub id)."""
+    chat_template: bool | None
+    """Whether the tokenizer carries a chat template (None: unknown until run time)."""
+
+    @property
+    def params(self) -> int | None:
+        """Parameter count of a decoder-only transformer from its config (None if unknown)."""
+        c = self.config
+        try:
+            h, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c["vocab_size"])  # type: ignore[index]
+            inter = int(c.get("intermediate_size") or 4 * h)  # type: ignore[union-attr]
+            heads = int(c["num_attention_heads"])  # type: ignore[index]
+            kv = int(c.get("num_key_value_heads") or heads)  # type: ignore[union-attr]
+        except (TypeError, KeyError, ValueError):
+            return None
+        head_dim = int(c.get("head_dim") or h // heads)  # type: ignore[union-attr]
+        attention = h * heads * head_dim * 2 + h * kv * head_dim * 2  # q, o + k, v (GQA)
+        mlp = 3 * h * inter  # SwiGLU: gate, up, down
+        per_layer = attention + mlp + 2 * h  # two RMSNorms
+        embed = vocab * h
+        head = 0 if c.get("tie_word_embeddings", False) else vocab * h  # type: ignore[union-attr]
+        return embed + layers * per_layer + h + head
+
+
+def _has_chat_template(directory: Path) -> bool:
+    if (directory / "chat_template.jinja").exists() or (directory / "chat_template.json").exists():
+        return True
+    config = directory / "tokenizer_config.json"
+    if config.exists():
+        try:
+            return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
+        except (OSError, json.JSONDecodeError):
+            return False
+    return False
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise FactError("model.base", f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}); "
+                        "repair or re-download the model") from None
+    if not isinstance(data, dict):
+        raise FactError("model.base", f"{path} does not hold a JSON object; is it a model config?")
+    return data
+
+
+def _hf_cache_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
+    repo = hub.expanduser() / ("models--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / (revision or "main")
+    commit = ref.read_text().strip() if ref.exists() else revision
+    if commit:
+        snapshot = repo / "snapshots" / commit
+        if (snapshot / "config.json").exists():
+            return snapshot
+    return None
+
+
+def model_facts(base: str, revision: str | None = None) -> ModelFacts:
+    """Resolve `model.base` to facts; raises FactError for names that cannot be a model."""
+    if base in BUNDLED:
+        bundled = BUNDLED[base]
+        if importlib.util.find_spec(bundled.package) is None:  # located, never imported
+            raise FactError("model.base", f"the bundled model {base!r} is not installed; install it with: "
+                            f"{bundled.install}")
+        return ModelFacts(base, "bundled", dict(bundled.config), bundled.chat_template)
+    path = Path(base).expanduser()
+    if path.is_dir():
+        config = path / "config.json"
+        if not config.exists():
+            raise FactError("model.base", f"directory {base!r} has no config.json; point to a saved "
+                            "transformers model (save_pretrained) or use a hub id")
+        return ModelFacts(base, "local", _read_config(config), _has_chat_template(path))
+    parts = base.split("/")
+    if base.startswith((".", "/", "~")) or len(parts) > 2 or not all(parts) or not set(base) <= HUB_ID_CHARS | {"/"}:
+        raise FactError("model.base", f"no such directory (got {base!r}); give a local model directory, "
+                        f"a hub id such as 'Qwen/Qwen2.5-0.5B-Instruct', or a bundled model: {', '.join(BUNDLED)}")
+    if len(parts) == 1:
+        import difflib
+
+        close = difflib.get_close_matches(base, list(BUNDLED), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]!r}?" if close else f"bundled models: {', '.join(BUNDLED)}"
+        raise FactError("model.base", f"unknown model (got {base!r}); not a directory, not a bundled "
+                        f"model and not a hub id of the form 'org/name'; {hint}")
+    snapshot = _hf_cache_snapshot(base, revision)
+    if snapshot is not None:
+        return ModelFacts(base, "hub", _read_config(snapshot / "config.json"), _has_chat_template(snapshot))
+    return ModelFacts(base, "hub", None, None)
+
+
+# ---------------------------------------------------------------------------------------- data
+
+DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What the compiler knows about one data source."""
+
+    source: str
+    kind: Literal["files", "saved", "hub"]
+    loader: str | None
+    """The `datasets` builder for files: json, csv or parquet."""
+    files: tuple[str, ...] = ()
+    columns: tuple[str, ...] | None = None
+    """Column names seen in the first rows (None: unknown, e.g. a hub dataset offline)."""
+    rows: int | None = None
+    sample: dict[str, Any] | None = field(default=None, compare=False)
+
+
+def _jsonl_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
+    columns: dict[str, None] = {}
+    rows = 0
+    sample = None
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            rows += 1
+            if rows <= 100:
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise FactError("data.source", f"{path}:{number}: not valid JSON ({exc.msg} at column "
+                                    f"{exc.colno}); each line of a .jsonl file must be one JSON object") from None
+                if not isinstance(row, dict):
+                    raise FactError("data.source", f"{path}:{number}: a line must be a JSON object "
+                                    f"(got {type(row).__name__})")
+                sample = sample or row
+                columns.update(dict.fromkeys(row))
+    return list(columns), rows, sample
+
+
+def _json_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise FactError("data.source", f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); if the file "
+                        "holds one object per line, name it .jsonl") from None
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        raise FactError("data.source", f"{path}: the rows are nested under a key; save them as a top-level "
+                        "JSON list or as .jsonl")
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data[:100]):
+        raise FactError("data.source", f"{path}: a .json data file must hold a list of objects")
+    columns: dict[str, None] = {}
+    for row in data[:100]:
+        columns.update(dict.fromkeys(row))
+    return list(columns), len(data), data[0] if data else None
+
+
+def _csv_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = list(reader.fieldnames or [])
+        sample = next(reader, None)
+        rows = (1 if sample else 0) + sum(1 for _ in reader)
+    return columns, rows, dict(sample) if sample else None
+
+
+def _parquet_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
+    import pyarrow.parquet as pq  # pyarrow comes with datasets; imported only for parquet data
+
+    meta = pq.ParquetFile(path)
+    return list(meta.schema_arrow.names), meta.metadata.num_rows, None
+
+
+_READERS = {".jsonl": _jsonl_facts, ".json": _json_facts, ".csv": _csv_facts, ".parquet": _parquet_facts}
+
+
+def data_facts(source: str) -> DataFacts:
+    """Columns and rows of a data source; raises FactError for missing or unreadable files."""
+    path = Path(source).expanduser()
+    if any(ch in source for ch in "*?["):
+        files = sorted(glob.glob(os.path.expanduser(source), recursive=True))
+        if not files:
+            raise FactError("data.source", f"the pattern {source!r} matches no file (searched from {Path.cwd()})")
+        return _files_facts(source, [Path(f) for f in files])
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            return _saved_facts(source, path)
+        files = sorted(p for p in path.iterdir() if p.suffix in DATA_SUFFIXES)
+        if not files:
+            raise FactError("data.source", f"directory {source!r} holds no .jsonl/.json/.csv/.parquet file "
+                            "and was not saved by datasets (save_to_disk)")
+        return _files_facts(source, files)
+    if path.suffix in DATA_SUFFIXES or path.exists() or source.startswith((".", "/", "~")):
+        if not path.exists():
+            raise FactError("data.source", f"file not found: {source} (relative paths are resolved from "
+                            f"{Path.cwd()}); check the path or run ftc from the project's root")
+        return _files_facts(source, [path])
+    if source.count("/") == 1 and set(source) <= HUB_ID_CHARS | {"/"}:
+        return DataFacts(source, "hub", None)
+    raise FactError("data.source", f"not a file, directory, glob or hub dataset id (got {source!r})")
+
+
+def _files_facts(source: str, files: list[Path]) -> DataFacts:
+    suffixes = {f.suffix for f in files}
+    if not suffixes <= set(DATA_SUFFIXES):
+        bad = sorted(str(f) for f in files if f.suffix not in DATA_SUFFIXES)[:3]
+        raise FactError("data.source", f"unsupported file type: {', '.join(bad)}; use .jsonl, .json, .csv or .parquet")
+    loaders = {DATA_SUFFIXES[s] for s in suffixes}
+    if len(loaders) > 1:
+        raise FactError("data.source", f"{source!r} mixes file types ({', '.join(sorted(suffixes))}); "
+                        "use one type per source")
+    columns: dict[str, None] = {}
+    rows = 0
+    sample = None
+    for file in files:
+        try:
+            cols, n, first = _READERS[file.suffix](file)
+        except UnicodeDecodeError as exc:
+            raise FactError("data.source", f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                            "convert it, e.g. iconv -f latin1 -t utf-8") from None
+        except OSError as exc:
+            raise FactError("data.source", f"{file}: cannot be read ({exc.strerror})") from None
+        columns.update(dict.fromkeys(cols))
+        rows += n
+        sample = sample or first
+    return DataFacts(source, "files", loaders.pop(), tuple(str(f) for f in files), tuple(columns), rows, sample)
+
+
+def _saved_facts(source: str, path: Path) -> DataFacts:
+    info_path = path / "dataset_info.json"
+    columns = None
+    if info_path.exists():  # a saved Dataset; a DatasetDict keeps one per split folder
+        columns = tuple(json.loads(info_path.read_text(encoding="utf-8")).get("features", {}))
+    return DataFacts(source, "saved", None, (), columns, None)

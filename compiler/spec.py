@@ -1,0 +1,142 @@
+"""The spec: one pydantic model per TOML table. This file is the user-facing contract.
+
+Every field's docstring is its documentation (docs/spec.md is written from the same words).
+Shape only: consistency with the model and the data is checked in `checks.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ftc.compiler.methods import Method
+
+Format = Literal["chat", "instruction", "completion", "text"]
+
+# Fields of each data format, required ones first. `[data.columns]` maps these to dataset columns.
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "chat": ("messages",),
+    "instruction": ("instruction", "output", "input", "system"),
+    "completion": ("prompt", "completion"),
+    "text": ("text",),
+}
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "chat": ("messages",),
+    "instruction": ("instruction", "output"),
+    "completion": ("prompt", "completion"),
+    "text": ("text",),
+}
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelSpec(_Table):
+    """`[model]`: which base model to fine-tune."""
+
+    base: str = Field(min_length=1)
+    """A hub id (`org/name`), a local directory with config.json, or a bundled alias
+    (`smollm2-135m-instruct`)."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) for hub ids."""
+    trust_remote_code: bool = False
+    """Allow the model's own Python code to run. Off unless you trust its authors."""
+
+
+class DataSpec(_Table):
+    """`[data]`: where the examples are and how their columns map onto a format."""
+
+    source: str = Field(min_length=1)
+    """A .jsonl/.json/.csv/.parquet file, a glob of them, a directory saved by `datasets`, or a
+    hub dataset id. Relative paths are resolved from the directory ftc runs in."""
+    format: Format
+    """`chat` (messages), `instruction` (instruction/input/output), `completion`
+    (prompt/completion) or `text` (raw text, every token trained)."""
+    columns: dict[str, str] = Field(default_factory=dict)
+    """Format field = dataset column, for fields whose column has another name."""
+    validation: float | str = 0.1
+    """Share of the rows held out for validation (0 to 0.5), or a second source."""
+    max_length: int = Field(1024, gt=8, le=1_048_576)
+    """Longest example in tokens; longer ones are truncated (and counted)."""
+    split: str = "train"
+    """Split to read from a hub dataset or a saved DatasetDict."""
+
+    @model_validator(mode="after")
+    def _validation_range(self) -> DataSpec:
+        if isinstance(self.validation, float) and not 0 <= self.validation <= 0.5:
+            raise ValueError(
+                f"data.validation must be a fraction between 0 and 0.5 or a path (got {self.validation})"
+            )
+        return self
+
+
+class TrainSpec(_Table):
+    """`[train]`: the optimisation. Left-out values are chosen by the planner."""
+
+    epochs: float | None = Field(None, gt=0)
+    """Passes over the training rows (default 3 unless max_steps is set)."""
+    max_steps: int | None = Field(None, gt=0)
+    """Optimizer steps; overrides epochs."""
+    learning_rate: float | None = Field(None, gt=0, lt=1)
+    """Peak learning rate (default: the method's, e.g. 2e-4 for LoRA, 2e-5 for full)."""
+    batch_size: int = Field(16, gt=0)
+    """Effective batch: examples per optimizer step over all devices. Never changed by the planner."""
+    micro_batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    """Examples per forward pass on one device; the rest is gradient accumulation."""
+    gradient_checkpointing: bool | Literal["auto"] = "auto"
+    """Recompute activations in the backward pass to save memory (slower)."""
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    """Learning-rate decay after warmup."""
+    warmup: float = Field(0.05, ge=0, lt=1)
+    """Share of the steps spent warming the learning rate up (seeds: 5 to 10 %)."""
+    weight_decay: float = Field(0.0, ge=0, lt=1)
+    """AdamW weight decay (seeds: 1e-4 to 1e-2 for full fine-tuning)."""
+    max_grad_norm: float = Field(1.0, gt=0)
+    """Gradient clipping norm."""
+    seed: int = 42
+    """Seed for data order, initialisation of adapters and dropout."""
+    logging_steps: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    """Log (and emit a step event) every N optimizer steps."""
+
+
+
+class HardwareSpec(_Table):
+    """`[hardware]`: what the run must fit."""
+
+    device: Literal["cuda", "cpu"] = "cuda"
+    """Where training runs."""
+    gpu: str | None = None
+    """A GPU name from the catalog (e.g. "RTX 4090", "A100 80GB"); sets vram_gb and bf16 support."""
+    vram_gb: float | None = Field(None, gt=0)
+    """Memory budget per device in GiB; on `cpu` the RAM to stay under."""
+    gpus: int = Field(1, ge=1, le=64)
+    """Devices in data parallel (one today: multi-device launch is not built yet)."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """Compute precision; auto picks bf16 where the GPU supports it, fp16 otherwise, fp32 on CPU."""
+
+
+class EvalSpec(_Table):
+    """`[eval]`: checks around training."""
+
+    compare: int = Field(0, ge=0, le=1000)
+    """Generate answers for this many validation examples before and after training and print
+    them side by side with the exact-match rate (0 = off; not for `text` data)."""
+    max_new_tokens: int = Field(64, gt=0, le=4096)
+    """Generation length for `compare`."""
+    steps: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    """Validation loss every N optimizer steps (auto: about 5 times per run)."""
+
+
+class Spec(_Table):
+    """A whole ftc spec file."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    """Run name: the build and run folders are named after it (default: the spec file's stem)."""
+    model: ModelSpec
+    data: DataSpec
+    method: Method
+    train: TrainSpec = TrainSpec()
+    hardware: HardwareSpec = HardwareSpec()
+    eval: EvalSpec = EvalSpec()

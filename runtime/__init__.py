@@ -1,0 +1,1 @@
+"""ftc runtime: what runs and supervises training, and the helpers emitted scripts import."""

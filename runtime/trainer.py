@@ -1,0 +1,125 @@
+"""Helpers the emitted train.py calls around the Hugging Face Trainer: events, parameter counts,
+and the before/after generation check. Imported only by training scripts (needs torch)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from transformers import TrainerCallback
+
+from ftc.runtime.events import EventLog, describe
+
+
+class EventsCallback(TrainerCallback):  # type: ignore[misc]
+    """Writes step, eval and checkpoint events (with tokens/s) as the Trainer logs them, and prints
+    one line for each (it replaces the Trainer's PrinterCallback, which prints raw dicts)."""
+
+    def __init__(self, events: EventLog) -> None:
+        self.events = _PrintingLog(events)
+        self._last_time: float | None = None
+        self._last_tokens = 0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._last_time = time.perf_counter()
+        self._last_tokens = state.num_input_tokens_seen or 0
+        self.events.write("status", state="running", step=state.global_step, total_steps=state.max_steps,
+                          message=f"training for {state.max_steps} steps")
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
+               **kwargs: Any) -> None:
+        logs = dict(logs or {})
+        step = state.global_step
+        if "loss" in logs:
+            now = time.perf_counter()
+            tokens = state.num_input_tokens_seen or 0
+            elapsed = now - (self._last_time or now)
+            rate = (tokens - self._last_tokens) / elapsed if elapsed > 0 else None
+            self._last_time, self._last_tokens = now, tokens
+            self.events.write("step", step=step, total_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
+                              loss=logs["loss"], learning_rate=logs.get("learning_rate"),
+                              grad_norm=logs.get("grad_norm"), tokens_per_s=round(rate, 1) if rate else None,
+                              tokens_seen=tokens)
+        elif "eval_loss" in logs:
+            self.events.write("eval", step=step, loss=logs["eval_loss"], epoch=round(state.epoch or 0, 4))
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.events.write("checkpoint", step=state.global_step,
+                          path=f"{args.output_dir}/checkpoint-{state.global_step}")
+
+
+class _PrintingLog:
+    def __init__(self, events: EventLog) -> None:
+        self._events = events
+
+    def write(self, type: str, message: str | None = None, **fields: Any) -> None:
+        line = describe(self._events.write(type, message, **fields))
+        if line:
+            print(line, flush=True)
+
+
+def count_parameters(model: Any) -> tuple[int, int]:
+    """(trainable, total) parameters; 4-bit weights count as their unpacked size."""
+    trainable = total = 0
+    for param in model.parameters():
+        n = param.numel()
+        if param.__class__.__name__ == "Params4bit":
+            n *= 2  # two 4-bit values per stored byte
+        total += n
+        if param.requires_grad:
+            trainable += n
+    return trainable, total
+
+
+def report_parameters(model: Any, events: EventLog) -> None:
+    trainable, total = count_parameters(model)
+    share = 100 * trainable / total if total else 0.0
+    message = f"trainable parameters: {trainable:,} of {total:,} ({share:.3f} %)"
+    print(message, flush=True)
+    events.write("params", message, trainable=trainable, total=total)
+
+
+def generate_answers(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
+                     max_new_tokens: int) -> list[str]:
+    """Greedy answers to each conversation's prompt (all turns but the final assistant one)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    answers = []
+    device = next(model.parameters()).device
+    for messages in conversations:
+        prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+        inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(device)
+        with torch.no_grad():
+            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+        answers.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    if was_training:
+        model.train()
+    return answers
+
+
+def compare_answers(conversations: list[list[dict[str, str]]], before: list[str], after: list[str],
+                    events: EventLog) -> None:
+    """Print references with the answers before and after training, and the exact-match rates."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    references = [m[-1]["content"].strip() for m in conversations]
+    hits_before = sum(a == r for a, r in zip(before, references))
+    hits_after = sum(a == r for a, r in zip(after, references))
+    table = Table(title="held-out examples: base model vs fine-tuned", show_lines=False)
+    for column in ("prompt", "expected", "before", "after"):
+        table.add_column(column, overflow="fold")
+    for messages, ref, b, a in zip(conversations, references, before, after):
+        table.add_row(Text(messages[-2]["content"]), Text(ref), Text(b), Text(a, style="green" if a == ref else "red"))
+    n = len(references)
+    console = Console(width=160)
+    console.print(table)
+    message = (f"exact match on {n} held-out examples: before {hits_before}/{n} ({100 * hits_before / n:.0f} %), "
+               f"after {hits_after}/{n} ({100 * hits_after / n:.0f} %)")
+    console.print(message)
+    events.write("compare", message, examples=n, exact_before=hits_before, exact_after=hits_after,
+                 samples=[{"expected": r, "before": b, "after": a} for r, b, a in zip(references, before, after)][:50])

@@ -1,0 +1,1 @@
+"""Jinja templates of the files ftc emits (package data; loaded through a FileSystemLoader)."""

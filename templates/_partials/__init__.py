@@ -1,0 +1,1 @@
+"""Shared sections of train.py."""

@@ -1,0 +1,1 @@
+"""Templates of the per-method sections of train.py."""

@@ -1,0 +1,78 @@
+"""`ftc run` end to end on the tiny model: each data format and each method trains (the loss falls on a
+memorisable set), writes events, and leaves a result that loads with plain transformers/PEFT."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import run_ftc, write_jsonl
+
+WORDS = "red green blue yellow black white cat dog".split()
+DATA = {
+    "completion": [{"q": f"translate {w}", "a": w.upper()} for w in WORDS],
+    "instruction": [{"instruction": "reverse", "input": w, "output": w[::-1], "system": "be brief" if i % 2 else ""}
+                    for i, w in enumerate(WORDS)],
+    "chat": [{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": w},
+                           {"role": "assistant", "content": w.upper()}, {"role": "user", "content": "again"},
+                           {"role": "assistant", "content": w[::-1]}]} for w in WORDS],
+    "text": [{"text": f"the {w} cat jumps over the lazy {w} dog"} for w in WORDS],
+}
+CASES = [  # (format, method, extra spec lines): every format and every method at least once
+    ("completion", "lora", '[data.columns]\nprompt = "q"\ncompletion = "a"\n[eval]\ncompare = 2\nmax_new_tokens = 4\n'),
+    ("chat", "full", ""),
+    ("instruction", "qlora", ""),
+    ("text", "lora8", ""),
+]
+
+
+@pytest.mark.parametrize(("fmt", "method", "extra"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_run_trains_and_saves(fmt: str, method: str, extra: str, tiny_model: Path, tmp_path: Path) -> None:
+    shutil.copytree(tiny_model, tmp_path / "tiny")
+    write_jsonl(tmp_path / "d.jsonl", DATA[fmt] * 4)
+    lr = 3e-3 if method == "full" else 5e-2
+    knobs = "" if method == "full" else "r = 16\nalpha = 32\n"
+    spec = (f'name = "e2e"\n[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\nformat = "{fmt}"\n'
+            f'validation = 0.25\nmax_length = 64\n[method]\nkind = "{method}"\n{knobs}'
+            f'[train]\nmax_steps = 30\nbatch_size = 4\nlearning_rate = {lr}\nlogging_steps = 1\nwarmup = 0\n'
+            f'[hardware]\ndevice = "cpu"\n{extra}')
+    (tmp_path / "s.toml").write_text(spec)
+    done = run_ftc("run", "s.toml", "--run-dir", "runs/e2e/r1", "--no-tui", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = tmp_path / "runs/e2e/r1"
+    assert {"spec.toml", "train.py", "plan.json", "events.jsonl", "train.log", "final"} <= {p.name for p in run.iterdir()}
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["type"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 31))
+    assert all({"loss", "learning_rate", "tokens_per_s"} <= set(e) for e in steps)
+    first, last = sum(e["loss"] for e in steps[:3]) / 3, sum(e["loss"] for e in steps[-3:]) / 3
+    assert last < 0.8 * first, [e["loss"] for e in steps]
+    assert events[-1]["type"] == "status" and events[-1]["state"] == "completed"
+    assert "run finished" in done.stdout
+    if "compare" in extra:
+        compare = next(e for e in events if e["type"] == "compare")
+        assert compare["examples"] == 2 and "held-out examples" in done.stdout
+    _check_result_loads_without_ftc(run / "final", tmp_path / "tiny", method)
+
+
+def _check_result_loads_without_ftc(final: Path, base: Path, method: str) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(final)
+    assert tokenizer.chat_template  # saved with the template used in training
+    ids = tokenizer("red green blue", return_tensors="pt")["input_ids"]
+    reference = AutoModelForCausalLM.from_pretrained(base)
+    if method == "full":
+        tuned = AutoModelForCausalLM.from_pretrained(final)
+    else:
+        from peft import PeftModel
+
+        assert (final / "adapter_config.json").exists()
+        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), final)
+    with torch.no_grad():
+        before, after = reference(ids).logits, tuned(ids).logits
+    assert torch.isfinite(after).all()
+    assert not torch.allclose(before, after, atol=1e-4)  # the trained weights were saved
