@@ -61,7 +61,8 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
     events = EventLog(events_path)
     events.write("status", f"launching {target / 'train.py'}", state="starting", spec=result.source.display)
     console.print(f"run directory: {target}")
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",  # quiet, line-by-line output:
+               HF_DATASETS_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_PROGRESS_BARS="1")  # progress comes from events
     tail: deque[str] = deque(maxlen=25)
     started = time.monotonic()
     with (target / "train.log").open("w", encoding="utf-8") as log:

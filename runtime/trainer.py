@@ -80,23 +80,30 @@ def report_parameters(model: Any, events: EventLog) -> None:
 
 
 def generate_answers(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
-                     max_new_tokens: int) -> list[str]:
-    """Greedy answers to each conversation's prompt (all turns but the final assistant one)."""
+                     max_new_tokens: int, batch_size: int = 16) -> list[str]:
+    """Greedy answers to each conversation's prompt (all turns but the final assistant one),
+    generated in left-padded batches."""
     import torch
 
-    was_training = model.training
+    was_training, side = model.training, tokenizer.padding_side
     model.eval()
-    answers = []
+    tokenizer.padding_side = "left"  # generation continues from the right end of every row
     device = next(model.parameters()).device
-    for messages in conversations:
-        prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-        inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(device)
-        with torch.no_grad():
-            output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
-        answers.append(tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
-    if was_training:
-        model.train()
+    answers: list[str] = []
+    try:
+        for start in range(0, len(conversations), batch_size):
+            prompts = [tokenizer.apply_chat_template(m[:-1], tokenize=False, add_generation_prompt=True)
+                       for m in conversations[start:start + batch_size]]
+            inputs = tokenizer(prompts, add_special_tokens=False, padding=True, return_tensors="pt").to(device)
+            with torch.no_grad():
+                output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                        pad_token_id=tokenizer.pad_token_id)
+            new = output[:, inputs["input_ids"].shape[1]:]
+            answers += [text.strip() for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = side
+        if was_training:
+            model.train()
     return answers
 
 

