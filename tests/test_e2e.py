@@ -93,3 +93,23 @@ def test_bundled_model_runs_a_few_steps(tmp_path: Path) -> None:
     events = [json.loads(line) for line in (tmp_path / "runs/demo/r1/events.jsonl").read_text().splitlines()]
     assert [e["step"] for e in events if e["type"] == "step"] == [1, 2, 3]
     assert (tmp_path / "runs/demo/r1/final/adapter_model.safetensors").exists()
+
+
+def test_failed_run_says_why_and_where(tiny_model: Path, tmp_path: Path) -> None:
+    """An answer truncated away by max_length stops the run before training, with the rows named."""
+    shutil.copytree(tiny_model, tmp_path / "tiny")
+    rows = [{"prompt": "one two three " * 20, "completion": "four"}] + DATA["completion"] * 2
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": r.get("q", r.get("prompt")), "completion": r.get("a", r.get("completion"))}
+                                       for r in rows])
+    (tmp_path / "s.toml").write_text('[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\nformat = "completion"\n'
+                                     'validation = 0\nmax_length = 32\n[method]\nkind = "lora"\n'
+                                     '[train]\nmax_steps = 2\nbatch_size = 2\n[hardware]\ndevice = "cpu"\n')
+    done = run_ftc("run", "s.toml", "--run-dir", "r", "--no-tui", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "examples with no trained token (rows 0 after the split)" in done.stderr
+    assert "(training stopped with exit code 1; full log: r/train.log)" in done.stderr
+    assert "Traceback" not in done.stderr
+    events = [json.loads(line) for line in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
+    assert events[-1]["state"] == "failed"
+    again = run_ftc("run", "s.toml", "--run-dir", "r", "--no-tui", cwd=tmp_path)
+    assert again.returncode == 1 and "r already holds a run" in again.stderr
