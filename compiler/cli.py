@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -33,6 +34,50 @@ def _compile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    import json
+
+    from ftc.compiler.compile import compile_spec
+
+    result = compile_spec(args.spec)
+    plan = result.plan
+    core = {"settings": {k: s.value for k, s in plan.settings.items()},
+            "memory": plan.memory.as_dict() if plan.memory else None,
+            "budget": plan.budget_bytes, "reasons": plan.reasons, "notes": plan.notes}
+    if args.json:
+        print(json.dumps(core, indent=2))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    if plan.memory is not None:
+        table = Table(title=f"estimated peak memory of one step: {result.source.display}")
+        table.add_column("component")
+        table.add_column("GiB", justify="right")
+        table.add_column("share", justify="right")
+        total = plan.memory.total
+        for key, value in plan.memory.as_dict().items():
+            if key == "total":
+                continue
+            table.add_row(key, f"{value / 2**30:,.2f}", f"{100 * value / total:.0f} %" if total else "")
+        table.add_row("total", f"{total / 2**30:,.2f}", "", style="bold")
+        if plan.budget_bytes:
+            table.add_row("budget", f"{plan.budget_bytes / 2**30:,.2f}",
+                          f"{100 * total / plan.budget_bytes:.0f} % used", style="bold")
+        console.print(table)
+    else:
+        console.print("no memory estimate: the model's config is not available offline")
+    decisions = Table(title="decisions", show_header=False)
+    for reason in plan.reasons:
+        topic, _, text = reason.partition(": ")
+        decisions.add_row(topic, text)
+    console.print(decisions)
+    for note in plan.notes:
+        console.print(f"note: {note}", markup=False)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from ftc.runtime.launch import run_spec
 
@@ -53,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output directory (default: build/<name>)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if DIR is stale")
     p.set_defaults(handler=_compile)
+
+    p = commands.add_parser("plan", help="show the memory estimate and every planning decision")
+    p.add_argument("spec", help="the spec file (.toml)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (bytes as integers)")
+    p.set_defaults(handler=_plan)
 
     p = commands.add_parser("run", help="compile if needed, then run the script under supervision")
     p.add_argument("spec", help="the spec file (.toml)")
@@ -76,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FtcError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `ftc plan --json | head`: the reader left; nothing to report
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -13,6 +13,8 @@ from typing import Any
 
 from ftc.compiler.catalog import find_gpu
 from ftc.compiler.checks import Facts
+from ftc.compiler.errors import BudgetError
+from ftc.compiler.estimate import Memory, RunShape, estimate_memory
 from ftc.compiler.literal import lit
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
 
@@ -35,6 +37,8 @@ class Plan:
     settings: dict[str, Setting]
     reasons: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    memory: Memory | None = None
+    budget_bytes: int | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self.settings[key].value
@@ -44,6 +48,8 @@ class Plan:
             "name": self.name,
             "method": self.method,
             "settings": {k: s.value for k, s in self.settings.items()},
+            "memory": self.memory.as_dict() if self.memory else None,
+            "budget": self.budget_bytes,
             "provenance": {k: s.why for k, s in self.settings.items()},
             "reasons": self.reasons,
             "notes": self.notes,
@@ -68,25 +74,129 @@ def _precision(spec: Spec) -> tuple[str, str]:
     return "bf16", "planned: bf16, assuming an Ampere or newer GPU; set precision = \"fp16\" for T4/V100"
 
 
-def _micro_batch(spec: Spec, per_device: int) -> tuple[int, str]:
-    t = spec.train
+# Keep the estimated peak this far under the budget: allocator fragmentation under variable
+# sequence lengths adds 5-20 % of reserved over allocated memory (MEMORY.md, pitfall 10).
+SAFETY_MARGIN = 0.10
+# Relative step throughput of gradient checkpointing: one extra forward of every block
+# (~4/3 of the compute; Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost").
+CHECKPOINTING_SPEED = 0.75
+
+
+@dataclass(frozen=True)
+class BatchChoice:
+    """The memory-relevant settings the planner picked, with the estimate that justified them."""
+
+    micro: int
+    checkpointing: bool
+    optimizer: str
+    memory: Memory | None
+    why_micro: str
+    why_checkpointing: str
+
+
+def _throughput(device: str, tokens: int, checkpointing: bool) -> float:
+    """Relative tokens/s of a micro-batch: small batches leave the device idle. Saturates around
+    2k tokens per step on a GPU and ~128 on a CPU (measured: benchmarks/README.md)."""
+    saturation = 2048 if device == "cuda" else 128
+    return tokens / (tokens + saturation) * (CHECKPOINTING_SPEED if checkpointing else 1.0)
+
+
+def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointing: bool, dtype: str,
+              optimizer: str, grad_accum: int, seq_len: int | None = None, method: str | None = None) -> RunShape:
+    """The RunShape of the script this spec emits, for one candidate setting."""
+    m = spec.method
+    targets = getattr(m, "target_modules", "all-linear")
+    return RunShape(
+        config=config, method=method or m.kind, micro_batch=micro, seq_len=seq_len or spec.data.max_length,
+        gradient_checkpointing=checkpointing, dtype=dtype, lora_r=getattr(m, "r", 8),
+        lora_targets=targets if isinstance(targets, str) else tuple(targets),
+        lora_dropout=getattr(m, "dropout", 0.0), double_quant=getattr(m, "double_quant", True),
+        optimizer=optimizer, device=spec.hardware.device, padded=micro > 1, grad_accum=grad_accum,
+        gpus=spec.hardware.gpus)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:,.2f} GiB"
+
+
+def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budget_gib: float | None,
+                 per_device: int) -> BatchChoice:
+    """The fastest micro-batch / checkpointing pair whose estimated peak fits the budget."""
+    t, device = spec.train, spec.hardware.device
+    optimizer = "adamw_torch_fused" if device == "cuda" else "adamw_torch"
+    micros = [d for d in range(per_device, 0, -1) if per_device % d == 0]
     if isinstance(t.micro_batch_size, int):
-        return t.micro_batch_size, "spec: train.micro_batch_size"
-    cap = 8 if spec.hardware.device == "cpu" else 4
-    micro = max(d for d in range(1, min(cap, per_device) + 1) if per_device % d == 0)
-    return micro, (f"planned: largest divisor of {per_device} not above {cap} (interim rule until "
-                   "the memory estimator lands)")
+        micros = [t.micro_batch_size]
+    flags = [False, True] if t.gradient_checkpointing == "auto" else [bool(t.gradient_checkpointing)]
+    forced = "spec: train.micro_batch_size" if isinstance(t.micro_batch_size, int) else None
+    forced_gc = "spec: train.gradient_checkpointing" if t.gradient_checkpointing != "auto" else None
+    if config is None:  # no facts to estimate from: the simplest safe rules
+        cap = 8 if device == "cpu" else 4
+        micro = micros[0] if forced else max(d for d in micros if d <= cap)
+        gc = flags[0] if forced_gc else device == "cuda"
+        return BatchChoice(micro, gc, optimizer, None,
+                           forced or f"planned: largest divisor of {per_device} not above {cap} (model size "
+                           "unknown offline, so no estimate)",
+                           forced_gc or ("planned: the model size is unknown offline" if gc
+                                         else "planned: cpu, where memory is rarely the limit"))
+    limit = budget_gib * 2**30 * (1 - SAFETY_MARGIN) if budget_gib else None
+    candidates = []
+    for micro in micros:
+        for gc in flags:
+            shape = shape_for(spec, config, micro=micro, checkpointing=gc, dtype=dtype, optimizer=optimizer,
+                              grad_accum=per_device // micro)
+            memory = estimate_memory(shape)
+            tokens = micro * spec.data.max_length
+            candidates.append((_throughput(device, tokens, gc), micro, gc, memory))
+    fitting = [c for c in candidates if limit is None or c[3].total <= limit]
+    if not fitting:
+        raise BudgetError(_no_fit_message(spec, config, dtype, budget_gib, candidates, forced or forced_gc))
+    _, micro, gc, memory = max(fitting, key=lambda c: (c[0], -c[3].total))
+    budget = f"under {_gib(limit)} ({budget_gib:g} GiB less {SAFETY_MARGIN:.0%} margin)" if limit else "no budget set"
+    why_micro = forced or (f"planned: the largest micro-batch that divides {per_device} with the estimated peak "
+                           f"{_gib(memory.total)} {budget}")
+    if forced_gc:
+        why_gc = forced_gc
+    elif gc:
+        why_gc = "planned: without it no micro-batch fits the budget" if not any(
+            not c[2] for c in fitting) else "planned: a larger micro-batch fits with it (faster overall)"
+    else:
+        why_gc = "planned: the run fits without it (faster)"
+    return BatchChoice(micro, gc, optimizer, memory, why_micro, why_gc)
 
 
-def _checkpointing(spec: Spec, params: int | None) -> tuple[bool, str]:
-    value = spec.train.gradient_checkpointing
-    if value != "auto":
-        return bool(value), "spec: train.gradient_checkpointing"
-    if spec.hardware.device == "cpu":
-        return False, "planned: off on cpu, where memory is rarely the limit and recomputing costs ~30 %"
-    if params is None or params >= 1_000_000_000:
-        return True, "planned: on for models of 1B parameters or more (or of unknown size) to save activations"
-    return False, "planned: off for a model under 1B parameters (faster)"
+def _no_fit_message(spec: Spec, config: dict[str, object], dtype: str, budget_gib: float | None,
+                    candidates: list[tuple[float, int, bool, Memory]], forced: str | None) -> str:
+    smallest = min(candidates, key=lambda c: c[3].total)
+    _, micro, gc, memory = smallest
+    limit = (budget_gib or 0) * 2**30 * (1 - SAFETY_MARGIN)
+    lines = [f"the run does not fit: the smallest setting (micro-batch {micro}, gradient checkpointing "
+             f"{'on' if gc else 'off'}) needs an estimated {_gib(memory.total)}, {_gib(memory.total - limit)} over "
+             f"the budget of {budget_gib:g} GiB less a {SAFETY_MARGIN:.0%} margin ({_gib(limit)})",
+             "  " + ", ".join(f"{k} {_gib(v)}" for k, v in memory.as_dict().items() if v and k != "total")]
+    if forced:
+        lines.append(f"  {forced.split(': ')[1]} is set in the spec; \"auto\" lets the planner search")
+    options = []
+    for method in ("lora", "qlora"):
+        if method != spec.method.kind and not (spec.method.kind == "qlora" and method == "lora"):
+            shape = shape_for(spec, config, micro=1, checkpointing=True, dtype=dtype, optimizer="adamw_torch_fused",
+                              grad_accum=1, method=method)
+            total = estimate_memory(shape).total
+            if total <= limit:
+                options.append(f"method.kind = \"{method}\" (estimated {_gib(total)})")
+    length = spec.data.max_length
+    while length > 64:
+        length //= 2
+        shape = shape_for(spec, config, micro=1, checkpointing=True, dtype=dtype, optimizer="adamw_torch_fused",
+                          grad_accum=1, seq_len=length)
+        total = estimate_memory(shape).total
+        if total <= limit:
+            options.append(f"data.max_length = {length} (estimated {_gib(total)})")
+            break
+    needed = memory.total / (1 - SAFETY_MARGIN) / 2**30
+    options.append(f"a device with at least {needed:,.1f} GiB (hardware.vram_gb)")
+    lines.append("  what would fit: " + "; or ".join(options))
+    return "\n".join(lines)
 
 
 def _steps(spec: Spec, facts: Facts) -> tuple[int | None, int | None]:
@@ -194,15 +304,14 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     s["batch_size"] = Setting(t.batch_size, "spec: train.batch_size" if "batch_size" in t.model_fields_set
                               else "default")
     per_device = t.batch_size // hw.gpus
-    micro, why = _micro_batch(spec, per_device)
-    s["micro_batch_size"] = Setting(micro, why)
+    choice = choose_batch(spec, model.config, s["load_dtype"].value, budget, per_device)
+    micro, checkpointing = choice.micro, choice.checkpointing
+    s["micro_batch_size"] = Setting(micro, choice.why_micro)
     s["grad_accum"] = Setting(per_device // micro,
                               f"derived: {t.batch_size} = {micro} x {per_device // micro} x {hw.gpus} device(s)")
-    checkpointing, why = _checkpointing(spec, params)
-    s["gradient_checkpointing"] = Setting(checkpointing, why)
-    s["optimizer"] = Setting("adamw_torch_fused" if hw.device == "cuda" else "adamw_torch",
-                             "planned: fused AdamW on cuda (no foreach temporaries)" if hw.device == "cuda"
-                             else "planned: AdamW (fused kernels are for cuda)")
+    s["gradient_checkpointing"] = Setting(checkpointing, choice.why_checkpointing)
+    s["optimizer"] = Setting(choice.optimizer, "planned: fused AdamW on cuda (no foreach temporaries)"
+                             if hw.device == "cuda" else "planned: AdamW (fused kernels are for cuda)")
     s["scheduler"] = _given(t.scheduler, "train.scheduler", "cosine")
     s["warmup"] = _given(t.warmup, "train.warmup", 0.05)
     s["weight_decay"] = _given(t.weight_decay, "train.weight_decay", 0.0)
@@ -233,9 +342,15 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     s["max_new_tokens"] = Setting(spec.eval.max_new_tokens, "spec: eval.max_new_tokens"
                                   if "max_new_tokens" in spec.eval.model_fields_set else "default")
 
-    reasons.append(f"precision: {precision} ({s['precision'].why.split(': ', 1)[1]})")
+    reasons.append(f"precision: {precision} ({s['precision'].why.removeprefix('planned: ')})")
     reasons.append(f"batch: {micro} per step x {per_device // micro} accumulated x {hw.gpus} device(s) "
                    f"= {t.batch_size}")
     reasons.append(f"gradient checkpointing: {'on' if checkpointing else 'off'} "
-                   f"({s['gradient_checkpointing'].why.split(': ', 1)[1]})")
-    return Plan(name=name, method=method.kind, template=method.template, settings=s, reasons=reasons, notes=notes)
+                   f"({s['gradient_checkpointing'].why.removeprefix('planned: ')})")
+    if choice.memory is not None:
+        reasons.append(f"memory: estimated peak {_gib(choice.memory.total)} at the {choice.memory.peak_phase}"
+                       + (f", budget {budget:g} GiB" if budget else "") + " ("
+                       + ", ".join(f"{k} {_gib(v)}" for k, v in choice.memory.as_dict().items()
+                                   if v and k != "total") + ")")
+    return Plan(name=name, method=method.kind, template=method.template, settings=s, reasons=reasons, notes=notes,
+                memory=choice.memory, budget_bytes=int(budget * 2**30) if budget else None)

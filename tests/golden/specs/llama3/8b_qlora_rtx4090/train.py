@@ -39,9 +39,9 @@ PRECISION = 'bf16'                               # planned: the RTX 4090 compute
 EPOCHS = 2.0                                     # spec: train.epochs
 LEARNING_RATE = 0.0001                           # spec: train.learning_rate
 BATCH_SIZE = 32                                  # spec: train.batch_size
-MICRO_BATCH_SIZE = 4                             # planned: largest divisor of 32 not above 4 (interim rule until the memory estimator lands)
-GRAD_ACCUM = 8                                   # derived: 32 = 4 x 8 x 1 device(s)
-GRADIENT_CHECKPOINTING = True                    # planned: on for models of 1B parameters or more (or of unknown size) to save activations
+MICRO_BATCH_SIZE = 2                             # planned: the largest micro-batch that divides 32 with the estimated peak 19.38 GiB under 21.24 GiB (23.6 GiB less 10% margin)
+GRAD_ACCUM = 16                                  # derived: 32 = 2 x 16 x 1 device(s)
+GRADIENT_CHECKPOINTING = True                    # planned: without it no micro-batch fits the budget
 OPTIMIZER = 'adamw_torch_fused'                  # planned: fused AdamW on cuda (no foreach temporaries)
 SCHEDULER = 'cosine'                             # default
 WARMUP = 0.05                                    # default

@@ -40,9 +40,9 @@ PRECISION = 'fp32'                           # planned: cpu trains in fp32; bf16
 MAX_STEPS = 20                               # spec: train.max_steps
 LEARNING_RATE = 0.0002                       # default: for qlora
 BATCH_SIZE = 4                               # spec: train.batch_size
-MICRO_BATCH_SIZE = 4                         # planned: largest divisor of 4 not above 8 (interim rule until the memory estimator lands)
+MICRO_BATCH_SIZE = 4                         # planned: the largest micro-batch that divides 4 with the estimated peak 2.62 GiB no budget set
 GRAD_ACCUM = 1                               # derived: 4 = 4 x 1 x 1 device(s)
-GRADIENT_CHECKPOINTING = False               # planned: off on cpu, where memory is rarely the limit and recomputing costs ~30 %
+GRADIENT_CHECKPOINTING = False               # planned: the run fits without it (faster)
 OPTIMIZER = 'adamw_torch'                    # planned: AdamW (fused kernels are for cuda)
 SCHEDULER = 'cosine'                         # default
 WARMUP = 0.05                                # default

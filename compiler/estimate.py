@@ -1,0 +1,238 @@
+"""Peak memory of one training step of the emitted script, component by component (pure, no torch).
+
+The model is a decoder-only transformer as Hugging Face builds it (Llama, Mistral, Qwen2, Gemma 2,
+Phi-3: RMSNorm, rotary embeddings, GQA attention through SDPA, SwiGLU MLP). Each activation term
+below names the tensors autograd keeps for the backward pass; they were read off the modules'
+forward code (transformers 5.23 `modeling_llama.py`, `integrations/sdpa_attention.py`, peft 0.21
+`tuners/lora/layer.py`, bitsandbytes 0.50) and checked against measured peaks
+(benchmarks/memory.py, results in benchmarks/README.md).
+
+Units: every `*_bytes` value is in bytes; `T` is tokens per micro-batch (micro_batch x seq_len).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ftc.compiler.catalog_data import with_defaults
+
+DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+
+# CUDA context + cuBLAS/cuDNN workspaces, outside PyTorch's allocator: ~300-600 MiB depending on
+# the driver and GPU (PyTorch docs "CUDA memory management"; MEMORY.md pitfall 1). NVML sees it.
+CUDA_CONTEXT_BYTES = 512 * 2**20
+
+# bitsandbytes NF4 (functional.quantize_4bit, blocksize 64): 4 bits per weight = 0.5 B, plus one
+# fp32 absmax per 64 weights (0.0625 B), or with double quantization an int8 absmax per 64 weights
+# plus an fp32 scale per 256 blocks (QLoRA paper §3: 0.127 bit instead of 0.5 bit).
+NF4_BYTES_PER_PARAM = 0.5 + 4 / 64
+NF4_DQ_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
+# LLM.int8 (Linear8bitLt, has_fp16_weights=False): int8 weight plus one fp32 scale per output row.
+INT8_BYTES_PER_PARAM = 1.0
+
+LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """Everything the peak of one step depends on."""
+
+    config: dict[str, object]
+    """config.json facts: hidden_size, intermediate_size, num_hidden_layers, heads, vocab, ..."""
+    method: Literal["full", "lora", "qlora", "lora8"]
+    micro_batch: int
+    seq_len: int
+    gradient_checkpointing: bool
+    dtype: str = "float32"
+    """Dtype the weights are loaded in (for quantized bases: the compute dtype)."""
+    lora_r: int = 8
+    lora_targets: str | tuple[str, ...] = "all-linear"
+    lora_dropout: float = 0.05
+    double_quant: bool = True
+    optimizer: str = "adamw_torch"
+    device: Literal["cuda", "cpu"] = "cpu"
+    attention: str = "sdpa"
+    padded: bool = False
+    """An attention mask is passed (padded batches): SDPA then repeats K/V for every query head."""
+    grad_accum: int = 1
+    gpus: int = 1
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Bytes per component at the estimated peak, and why."""
+
+    weights: int
+    trainable: int
+    gradients: int
+    optimizer: int
+    activations: int
+    logits: int
+    overhead: int
+    peak_phase: str
+    reasons: tuple[str, ...] = field(default=())
+
+    @property
+    def total(self) -> int:
+        return (self.weights + self.trainable + self.gradients + self.optimizer + self.activations
+                + self.logits + self.overhead)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"weights": self.weights, "trainable": self.trainable, "gradients": self.gradients,
+                "optimizer": self.optimizer, "activations": self.activations, "logits": self.logits,
+                "overhead": self.overhead, "total": self.total}
+
+
+@dataclass(frozen=True)
+class _Dims:
+    h: int
+    inter: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def linears(self) -> dict[str, tuple[int, int]]:
+        """(in, out) features of each linear layer of one decoder block."""
+        return {"q_proj": (self.h, self.q_dim), "k_proj": (self.h, self.kv_dim), "v_proj": (self.h, self.kv_dim),
+                "o_proj": (self.q_dim, self.h), "gate_proj": (self.h, self.inter),
+                "up_proj": (self.h, self.inter), "down_proj": (self.inter, self.h)}
+
+
+def dims(config: dict[str, object]) -> _Dims:
+    """The shapes that memory depends on, from config.json facts."""
+    c = with_defaults(config)
+    h = int(c["hidden_size"])  # type: ignore[call-overload]
+    heads = int(c["num_attention_heads"])  # type: ignore[call-overload]
+    return _Dims(
+        h=h,
+        inter=int(c.get("intermediate_size") or 4 * h),  # type: ignore[call-overload]
+        layers=int(c["num_hidden_layers"]),  # type: ignore[call-overload]
+        heads=heads,
+        kv_heads=int(c.get("num_key_value_heads") or heads),  # type: ignore[call-overload]
+        head_dim=int(c.get("head_dim") or h // heads),  # type: ignore[call-overload]
+        vocab=int(c["vocab_size"]),  # type: ignore[call-overload]
+        tied=bool(c.get("tie_word_embeddings", False)),
+    )
+
+
+def parameter_counts(d: _Dims) -> dict[str, int]:
+    """Parameters by kind: linear (quantizable), embed, head (0 if tied), norm."""
+    linear = d.layers * sum(i * o for i, o in d.linears().values())
+    return {"linear": linear, "embed": d.vocab * d.h, "head": 0 if d.tied else d.vocab * d.h,
+            "norm": d.layers * 2 * d.h + d.h}
+
+
+def lora_parameters(d: _Dims, r: int, targets: str | tuple[str, ...]) -> int:
+    """A (r x in) and B (out x r) for every targeted linear of every block."""
+    names = LINEAR_NAMES if targets == "all-linear" else tuple(t for t in targets if t in LINEAR_NAMES)
+    return d.layers * sum(r * (i + o) for n, (i, o) in d.linears().items() if n in names)
+
+
+def _weights(shape: RunShape, d: _Dims) -> tuple[int, int, list[str]]:
+    """(frozen weight bytes, trainable weight bytes, reasons)."""
+    e = DTYPE_BYTES[shape.dtype]
+    counts = parameter_counts(d)
+    total = sum(counts.values())
+    if shape.method == "full":
+        return 0, total * e, [f"weights: {total / 1e6:,.0f}M parameters x {e} B, all trainable"]
+    # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype=True) whatever the base dtype.
+    lora = lora_parameters(d, shape.lora_r, shape.lora_targets) * 4
+    if shape.method == "lora":
+        return total * e, lora, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; LoRA adapters in fp32"]
+    per = {"qlora": NF4_DQ_BYTES_PER_PARAM if shape.double_quant else NF4_BYTES_PER_PARAM,
+           "lora8": INT8_BYTES_PER_PARAM}[shape.method]
+    # prepare_model_for_kbit_training upcasts every non-quantized parameter (embeddings, head,
+    # norms) to fp32 (peft utils/other.py).
+    rest = counts["embed"] + counts["head"] + counts["norm"]
+    frozen = int(counts["linear"] * per) + rest * 4
+    if shape.method == "lora8":
+        frozen += d.layers * sum(o for _, o in d.linears().values()) * 4  # SCB: fp32 scale per row
+    return frozen, lora, [f"weights: {counts['linear'] / 1e6:,.0f}M quantized at {per:.3f} B, "
+                          f"{rest / 1e6:,.0f}M embedding/head/norm parameters upcast to fp32"]
+
+
+def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
+    """Bytes one decoder block keeps for backward (no checkpointing)."""
+    e = DTYPE_BYTES[shape.dtype]
+    full = shape.method == "full"
+    attn_kv = 2 * (d.q_dim if shape.padded else d.kv_dim)  # K and V, repeated per query head under a mask
+    # RMSNorm computes in fp32: pow() keeps the fp32 input; with a trainable weight the normalized
+    # fp32 value, its cast back to the dtype and the output (input of the projections) are kept too.
+    norm = 4 * d.h + ((4 + (e if e != 4 else 0) + e) * d.h if full else 0)
+    # SDPA (flash kernels on CUDA and CPU) keeps q, k, v and its output (+ a logsumexp per row);
+    # o_proj's input is a contiguous copy of that output, kept only if o_proj's weight trains.
+    attention = e * (d.q_dim + attn_kv + d.q_dim) + 4 * d.heads + (e * d.q_dim if full else 0)
+    # SwiGLU: silu keeps gate, the product keeps silu(gate) and up; down_proj keeps the product
+    # only when its weight trains.
+    mlp = e * (3 * d.inter + (d.inter if full else 0))
+    per_token = 2 * norm + attention + mlp + (e * d.h if full else 0)  # + residual sum kept by norm 2 (full)
+    if not full:
+        # LoRA: dropout copies each adapted layer's input (kept by lora_A) with a 1-byte mask; q, k
+        # and v each drop out their shared input separately. lora_A's r-wide output is kept by lora_B.
+        names = LINEAR_NAMES if shape.lora_targets == "all-linear" else shape.lora_targets
+        drop = (e + 1) if shape.lora_dropout > 0 else 0
+        for name, (i, _o) in d.linears().items():
+            if name in names:
+                per_token += drop * i + 4 * shape.lora_r
+    return per_token * tokens
+
+
+def _activations(shape: RunShape, d: _Dims) -> tuple[int, str]:
+    tokens = shape.micro_batch * shape.seq_len
+    e = DTYPE_BYTES[shape.dtype]
+    layer = _layer_activations(shape, d, tokens)
+    embed_out = e * d.h * tokens  # embedding output (the first block's input)
+    final_norm = 4 * d.h * tokens * 2  # final RMSNorm in fp32 (+ its output for the head)
+    if shape.gradient_checkpointing:
+        # Each checkpointed block keeps its input; backward recomputes one block at a time.
+        kept = d.layers * e * d.h * tokens
+        return kept + layer + embed_out + final_norm, "activations: block inputs kept, one block recomputed"
+    return d.layers * layer + embed_out + final_norm, f"activations: {d.layers} blocks x {layer / 2**20:,.1f} MiB"
+
+
+def _logits(shape: RunShape, d: _Dims) -> int:
+    """lm_head output, its fp32 upcast for the loss, log_softmax kept by cross_entropy, and the two
+    vocab-wide gradients of the backward pass (transformers loss_utils.ForCausalLMLoss)."""
+    tokens = shape.micro_batch * shape.seq_len
+    e = DTYPE_BYTES[shape.dtype]
+    upcast = 4 if e != 4 else 0
+    return tokens * d.vocab * (e + upcast + 4 + 4 + 4)
+
+
+def estimate_memory(shape: RunShape) -> Memory:
+    """The estimated peak of one optimizer step, split by component."""
+    d = dims(shape.config)
+    frozen, trainable, reasons = _weights(shape, d)
+    train_dtype_bytes = 4 if shape.method != "full" else DTYPE_BYTES[shape.dtype]
+    trainable_params = trainable // train_dtype_bytes
+    grads = trainable
+    if "8bit" in shape.optimizer:
+        # bnb 8-bit AdamW: two uint8 states + an fp32 absmax per 256 values (optim/optimizer.py)
+        optimizer = int(trainable_params * (2 + 2 * 4 / 256))
+    else:
+        optimizer = 2 * trainable  # exp_avg and exp_avg_sq in the parameter's dtype
+    activations, why = _activations(shape, d)
+    logits = _logits(shape, d)
+    overhead = CUDA_CONTEXT_BYTES if shape.device == "cuda" else 0
+    # Two candidate peaks: the start of backward (activations + logits live, gradients only if
+    # accumulated from earlier micro-batches) and the optimizer step (all gradients live).
+    forward_peak = activations + logits + (grads if shape.grad_accum > 1 else 0)
+    step_peak = grads + (0 if shape.optimizer.endswith("fused") or shape.device == "cpu" else grads)
+    if forward_peak >= step_peak:
+        g = grads if shape.grad_accum > 1 else 0
+        memory = Memory(frozen, trainable, g, optimizer, activations, logits, overhead, "start of backward")
+    else:
+        memory = Memory(frozen, trainable, step_peak, optimizer, 0, 0, overhead, "optimizer step")
+    return Memory(**{**memory.__dict__, "reasons": (*reasons, why)})

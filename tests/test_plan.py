@@ -1,0 +1,93 @@
+"""The planner: every choice it claims fits stays under the budget; forced values are respected;
+a run that cannot fit gets the numbers and what would fit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import write_jsonl
+
+from ftc.compiler import compile_spec
+from ftc.compiler.catalog_data import MODELS
+from ftc.compiler.errors import BudgetError
+from ftc.compiler.plan import SAFETY_MARGIN
+
+
+def spec_text(base: str, kind: str = "lora", hardware: str = 'gpu = "RTX 4090"', train: str = "",
+              max_length: int = 1024) -> str:
+    return (f'[model]\nbase = "{base}"\n[data]\nsource = "d.jsonl"\nformat = "completion"\nmax_length = {max_length}\n'
+            f'[method]\nkind = "{kind}"\n[train]\nbatch_size = 16\n{train}\n[hardware]\n{hardware}\n')
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "no-cache"))
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "p", "completion": "c"}] * 20)
+    return tmp_path
+
+
+def compile_text(workdir: Path, text: str):  # type: ignore[no-untyped-def]
+    (workdir / "s.toml").write_text(text)
+    return compile_spec(workdir / "s.toml")
+
+
+@pytest.mark.parametrize("base", sorted(MODELS))
+@pytest.mark.parametrize("kind", ["lora", "qlora", "full"])
+def test_choices_never_exceed_the_budget(base: str, kind: str, workdir: Path) -> None:
+    for budget in (24, 80):
+        try:
+            result = compile_text(workdir, spec_text(base, kind, f"vram_gb = {budget}"))
+        except BudgetError as exc:
+            assert "does not fit" in str(exc) and "what would fit" in str(exc)
+            continue
+        plan = result.plan
+        assert plan.memory is not None
+        assert plan.memory.total <= budget * 2**30 * (1 - SAFETY_MARGIN)
+        assert plan["micro_batch_size"] * plan["grad_accum"] == 16
+
+
+def test_forced_micro_batch_is_respected_or_refused(workdir: Path) -> None:
+    plan = compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B", train="micro_batch_size = 2")).plan
+    assert plan["micro_batch_size"] == 2 and plan["grad_accum"] == 8
+    assert plan.settings["micro_batch_size"].why == "spec: train.micro_batch_size"
+    with pytest.raises(BudgetError, match=r"micro_batch_size is set in the spec"):
+        compile_text(workdir, spec_text("meta-llama/Llama-3.1-8B", "full", train="micro_batch_size = 16"))
+
+
+def test_no_fit_names_the_gap_and_the_options(workdir: Path) -> None:
+    with pytest.raises(BudgetError) as info:
+        compile_text(workdir, spec_text("meta-llama/Llama-3.1-8B", "full", "vram_gb = 24"))
+    message = str(info.value)
+    assert "the run does not fit: the smallest setting (micro-batch 1, gradient checkpointing on)" in message
+    assert "GiB over the budget of 24 GiB" in message
+    assert 'method.kind = "qlora" (estimated' in message
+    assert "a device with at least" in message
+
+
+def test_bigger_budget_never_plans_slower(workdir: Path) -> None:
+    small = compile_text(workdir, spec_text("Qwen/Qwen2.5-7B", "qlora", "vram_gb = 16")).plan
+    large = compile_text(workdir, spec_text("Qwen/Qwen2.5-7B", "qlora", "vram_gb = 80")).plan
+    assert large["micro_batch_size"] >= small["micro_batch_size"]
+    assert (not large["gradient_checkpointing"]) or small["gradient_checkpointing"]
+
+
+def test_plan_json_offline_and_fast(workdir: Path) -> None:
+    (workdir / "s.toml").write_text(spec_text("meta-llama/Llama-2-70b-hf", "qlora", 'gpu = "H100"',
+                                              max_length=512))
+    started = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "plan", "s.toml", "--json"], cwd=workdir,
+                         capture_output=True, text=True, check=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+    elapsed = time.perf_counter() - started
+    plan = json.loads(out.stdout)
+    assert set(plan) >= {"settings", "memory", "budget", "reasons"}
+    assert set(plan["memory"]) == {"weights", "trainable", "gradients", "optimizer", "activations", "logits",
+                                   "overhead", "total"}
+    assert all(isinstance(v, int) for v in plan["memory"].values())
+    assert plan["memory"]["total"] <= plan["budget"]
+    assert elapsed < 5  # a loose bound for a loaded CI machine; ~0.3 s here
