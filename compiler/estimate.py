@@ -110,6 +110,14 @@ class _Dims:
                 "up_proj": (self.h, self.inter), "down_proj": (self.inter, self.h)}
 
 
+REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+def can_estimate(config: dict[str, object] | None) -> bool:
+    """Whether a config holds the shapes the estimate needs."""
+    return config is not None and all(isinstance(config.get(k), int) for k in REQUIRED_KEYS)
+
+
 def dims(config: dict[str, object]) -> _Dims:
     """The shapes that memory depends on, from config.json facts."""
     c = with_defaults(config)

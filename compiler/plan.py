@@ -14,7 +14,7 @@ from typing import Any
 from ftc.compiler.catalog import find_gpu
 from ftc.compiler.checks import Facts
 from ftc.compiler.errors import BudgetError
-from ftc.compiler.estimate import Memory, RunShape, estimate_memory
+from ftc.compiler.estimate import Memory, RunShape, can_estimate, estimate_memory
 from ftc.compiler.literal import lit
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
 
@@ -304,7 +304,8 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     s["batch_size"] = Setting(t.batch_size, "spec: train.batch_size" if "batch_size" in t.model_fields_set
                               else "default")
     per_device = t.batch_size // hw.gpus
-    choice = choose_batch(spec, model.config, s["load_dtype"].value, budget, per_device)
+    config = model.config if can_estimate(model.config) else None
+    choice = choose_batch(spec, config, s["load_dtype"].value, budget, per_device)
     micro, checkpointing = choice.micro, choice.checkpointing
     s["micro_batch_size"] = Setting(micro, choice.why_micro)
     s["grad_accum"] = Setting(per_device // micro,
