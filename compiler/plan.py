@@ -152,9 +152,13 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
     if not fitting:
         raise BudgetError(_no_fit_message(spec, config, dtype, budget_gib, candidates, forced or forced_gc))
     _, micro, gc, memory = max(fitting, key=lambda c: (c[0], -c[3].total))
-    budget = f"under {_gib(limit)} ({budget_gib:g} GiB less {SAFETY_MARGIN:.0%} margin)" if limit else "no budget set"
-    why_micro = forced or (f"planned: the largest micro-batch that divides {per_device} with the estimated peak "
-                           f"{_gib(memory.total)} {budget}")
+    budget = f"under {_gib(limit)} ({budget_gib:g} GiB less {SAFETY_MARGIN:.0%} margin)"
+    if limit:
+        why_micro = forced or (f"planned: the fastest divisor of {per_device} whose estimated peak "
+                               f"{_gib(memory.total)} stays {budget}")
+    else:
+        why_micro = forced or (f"planned: the fastest divisor of {per_device} (estimated peak {_gib(memory.total)}; "
+                               "no budget set)")
     if forced_gc:
         why_gc = forced_gc
     elif gc:

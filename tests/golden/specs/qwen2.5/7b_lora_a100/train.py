@@ -38,7 +38,7 @@ PRECISION = 'bf16'                             # planned: the A100 80GB computes
 EPOCHS = 3.0                                   # spec: train.epochs
 LEARNING_RATE = 0.0002                         # default: for lora
 BATCH_SIZE = 64                                # spec: train.batch_size
-MICRO_BATCH_SIZE = 4                           # planned: the largest micro-batch that divides 64 with the estimated peak 57.80 GiB under 71.28 GiB (79.2 GiB less 10% margin)
+MICRO_BATCH_SIZE = 4                           # planned: the fastest divisor of 64 whose estimated peak 57.80 GiB stays under 71.28 GiB (79.2 GiB less 10% margin)
 GRAD_ACCUM = 16                                # derived: 64 = 4 x 16 x 1 device(s)
 GRADIENT_CHECKPOINTING = False                 # planned: the run fits without it (faster)
 OPTIMIZER = 'adamw_torch_fused'                # planned: fused AdamW on cuda (no foreach temporaries)
