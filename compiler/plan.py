@@ -152,8 +152,8 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
     if not fitting:
         raise BudgetError(_no_fit_message(spec, config, dtype, budget_gib, candidates, forced or forced_gc))
     _, micro, gc, memory = max(fitting, key=lambda c: (c[0], -c[3].total))
-    budget = f"under {_gib(limit)} ({budget_gib:g} GiB less {SAFETY_MARGIN:.0%} margin)"
     if limit:
+        budget = f"under {_gib(limit)} ({budget_gib:g} GiB less {SAFETY_MARGIN:.0%} margin)"
         why_micro = forced or (f"planned: the fastest divisor of {per_device} whose estimated peak "
                                f"{_gib(memory.total)} stays {budget}")
     else:
