@@ -171,6 +171,12 @@ def render_plan_md(plan: Plan, *, spec_path: str) -> str:
     """plan.md: the same plan for reviewers."""
     out = [f"# Plan for `{plan.name}`", "", f"Compiled from {lit(spec_path)}. Edit the spec, not these files.", ""]
     out += ["## Decisions", ""] + [f"- {r}" for r in plan.reasons] + [""]
+    if plan.memory is not None:
+        out += ["## Estimated peak memory of one step", "", "| component | GiB |", "|---|---:|"]
+        out += [f"| {k} | {v / 2**30:,.2f} |" for k, v in plan.memory.as_dict().items()]
+        if plan.budget_bytes:
+            out.append(f"| budget | {plan.budget_bytes / 2**30:,.2f} |")
+        out.append("")
     if plan.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in plan.notes] + [""]
     out += ["## Settings", "", "| setting | value | why |", "|---|---|---|"]
