@@ -31,6 +31,19 @@ NF4_DQ_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
 # LLM.int8 (Linear8bitLt, has_fp16_weights=False): int8 weight plus one fp32 scale per output row.
 INT8_BYTES_PER_PARAM = 1.0
 
+# Vocab-wide bytes per token at the start of backward: logits, fp32 copy, log-softmax, gradient
+# (measured on CPU for fp32 and bf16 alike: benchmarks/README.md).
+LOGITS_BYTES_PER_ENTRY = 12
+
+# TRL's fused LM head tiles (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE and
+# _CHUNKED_LOGPROB_CHUNK_SIZE) and the bytes per tile entry its CPU backward keeps (measured:
+# mm buffer, exp, 2 x mul, 2 x sub, 2 x empty_strided in fp32, plus a bool mask).
+# bitsandbytes LLM.int8 state kept per input feature and token (measured, benchmarks/README.md).
+INT8_STATE_BYTES_PER_INPUT = 2.5
+TRL_TOKEN_CHUNK = 4096
+TRL_VOCAB_CHUNK = 32768
+TRL_CPU_BYTES_PER_TILE_ENTRY = 33
+
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -57,6 +70,9 @@ class RunShape:
     """An attention mask is passed (padded batches): SDPA then repeats K/V for every query head."""
     grad_accum: int = 1
     gpus: int = 1
+    loss: Literal["trl", "hf"] = "trl"
+    """How the loss is computed: "trl" is SFTTrainer's fused, tiled LM head (what train.py runs);
+    "hf" is the model's own forward with labels (full logits, then cross-entropy)."""
 
 
 @dataclass(frozen=True)
@@ -171,52 +187,99 @@ def _weights(shape: RunShape, d: _Dims) -> tuple[int, int, list[str]]:
                           f"{rest / 1e6:,.0f}M embedding/head/norm parameters upcast to fp32"]
 
 
+def _activation_bytes(shape: RunShape) -> int:
+    """Bytes per element of the hidden states. A quantized base runs them in fp32 whatever the
+    compute dtype: prepare_model_for_kbit_training upcasts the norm weights to fp32, and each
+    RMSNorm's `weight * x` then promotes its output (measured: qlora bf16 = lora fp32)."""
+    return 4 if shape.method in ("qlora", "lora8") else DTYPE_BYTES[shape.dtype]
+
+
 def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
     """Bytes one decoder block keeps for backward (no checkpointing)."""
-    e = DTYPE_BYTES[shape.dtype]
-    full = shape.method == "full"
+    e = _activation_bytes(shape)
     attn_kv = 2 * (d.q_dim if shape.padded else d.kv_dim)  # K and V, repeated per query head under a mask
-    # RMSNorm computes in fp32: pow() keeps the fp32 input; with a trainable weight the normalized
-    # fp32 value, its cast back to the dtype and the output (input of the projections) are kept too.
-    norm = 4 * d.h + ((4 + (e if e != 4 else 0) + e) * d.h if full else 0)
-    # SDPA (flash kernels on CUDA and CPU) keeps q, k, v and its output (+ a logsumexp per row);
-    # o_proj's input is a contiguous copy of that output, kept only if o_proj's weight trains.
-    attention = e * (d.q_dim + attn_kv + d.q_dim) + 4 * d.heads + (e * d.q_dim if full else 0)
-    # SwiGLU: silu keeps gate, the product keeps silu(gate) and up; down_proj keeps the product
-    # only when its weight trains.
-    mlp = e * (3 * d.inter + (d.inter if full else 0))
-    per_token = 2 * norm + attention + mlp + (e * d.h if full else 0)  # + residual sum kept by norm 2 (full)
-    if not full:
-        # LoRA: dropout copies each adapted layer's input (kept by lora_A) with a 1-byte mask; q, k
-        # and v each drop out their shared input separately. lora_A's r-wide output is kept by lora_B.
+    # RMSNorm computes in fp32: pow() keeps the fp32 input, the weight's multiply keeps the
+    # normalized value cast back to the dtype (the same fp32 tensor when e = 4), and the output is
+    # kept as the projections' input. fp32: 4 + 4 + 4 bytes; bf16: 4 + 2 + 2.
+    norm = (4 + e + e) * d.h
+    # SDPA (flash kernels on CUDA and CPU) keeps q, k, v, its output and a logsumexp per row; o_proj
+    # keeps a contiguous copy of the output as its input. (Linear layers keep their input even when
+    # their weight is frozen: measured, LoRA keeps what full fine-tuning keeps plus the adapters'.)
+    attention = e * (d.q_dim + attn_kv + d.q_dim + d.q_dim) + 4 * d.heads
+    # SwiGLU: silu keeps gate, the product keeps silu(gate) and up, down_proj keeps the product.
+    mlp = 4 * e * d.inter
+    per_token = 2 * norm + attention + mlp
+    if shape.method != "full":
+        # LoRA (fp32 adapters): each adapted layer's input is cast to fp32 and dropped out; lora_A
+        # keeps the result (4 B) and dropout its mask (1 B); q, k and v each do this separately.
+        # lora_A's r-wide output is kept by lora_B.
         names = LINEAR_NAMES if shape.lora_targets == "all-linear" else shape.lora_targets
-        drop = (e + 1) if shape.lora_dropout > 0 else 0
+        drop = 5 if shape.lora_dropout > 0 else (4 if e != 4 else 0)
         for name, (i, _o) in d.linears().items():
             if name in names:
                 per_token += drop * i + 4 * shape.lora_r
-    return per_token * tokens
+    return per_token * tokens + _int8_state(shape, d, tokens)
+
+
+def _int8_state(shape: RunShape, d: _Dims, tokens: int) -> int:
+    """bitsandbytes int8 matmuls keep a quantized copy of each input with its row statistics in
+    the layer's state, outside autograd, so checkpointing does not drop it (measured ~2.5 B per
+    input feature of every linear layer, with and without checkpointing)."""
+    if shape.method != "lora8":
+        return 0
+    return int(INT8_STATE_BYTES_PER_INPUT * sum(i for i, _o in d.linears().values()) * tokens)
 
 
 def _activations(shape: RunShape, d: _Dims) -> tuple[int, str]:
     tokens = shape.micro_batch * shape.seq_len
-    e = DTYPE_BYTES[shape.dtype]
+    e = _activation_bytes(shape)
     layer = _layer_activations(shape, d, tokens)
     embed_out = e * d.h * tokens  # embedding output (the first block's input)
-    final_norm = 4 * d.h * tokens * 2  # final RMSNorm in fp32 (+ its output for the head)
+    final_norm = (4 + e + e) * d.h * tokens  # the final RMSNorm, as in a block
     if shape.gradient_checkpointing:
-        # Each checkpointed block keeps its input; backward recomputes one block at a time.
-        kept = d.layers * e * d.h * tokens
-        return kept + layer + embed_out + final_norm, "activations: block inputs kept, one block recomputed"
+        # Each checkpointed block keeps its input; backward recomputes one block at a time, after
+        # the loss's vocab-wide buffers are gone with the fused TRL head (they overlap otherwise).
+        kept = d.layers * (e * d.h * tokens + _int8_state(shape, d, tokens))
+        # "hf" keeps the logits themselves (4 B per entry of the 12) through the backward.
+        retained = 0 if shape.loss == "trl" else shape.micro_batch * shape.seq_len * d.vocab * 4
+        recomputed = max(0, layer + retained - _logits(shape, d))
+        return kept + recomputed + embed_out + final_norm, "activations: block inputs kept, one block recomputed"
     return d.layers * layer + embed_out + final_norm, f"activations: {d.layers} blocks x {layer / 2**20:,.1f} MiB"
 
 
 def _logits(shape: RunShape, d: _Dims) -> int:
-    """lm_head output, its fp32 upcast for the loss, log_softmax kept by cross_entropy, and the two
-    vocab-wide gradients of the backward pass (transformers loss_utils.ForCausalLMLoss)."""
-    tokens = shape.micro_batch * shape.seq_len
+    """Vocab-wide memory of the loss.
+
+    "hf": the logits, their fp32 upcast (a copy unless already fp32), the log-softmax that
+    cross_entropy keeps and the gradient being formed (transformers loss_utils.ForCausalLMLoss);
+    measured 12 bytes per token and vocab entry in fp32 and bf16 alike.
+
+    "trl": TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py) never builds the whole
+    logits: it projects tiles of at most 4096 positions x 32768 vocab entries. Off Triton (CPU)
+    the backward's torch ops keep ~8 fp32 tiles and a bool one alive (measured 33 B per tile
+    entry); with Triton (CUDA) the fold runs in place on one tile (estimated, not yet measured on
+    a GPU: one compute-dtype tile plus one fp32 tile). The backward also accumulates an fp32
+    gradient of the hidden states, and of the head's weight when it trains (full fine-tuning).
+    """
     e = DTYPE_BYTES[shape.dtype]
-    upcast = 4 if e != 4 else 0
-    return tokens * d.vocab * (e + upcast + 4 + 4 + 4)
+    if shape.loss == "hf":
+        return shape.micro_batch * shape.seq_len * d.vocab * LOGITS_BYTES_PER_ENTRY
+    positions = shape.micro_batch * max(1, shape.seq_len - 1)
+    tile = min(positions, TRL_TOKEN_CHUNK) * min(d.vocab, TRL_VOCAB_CHUNK)
+    per_entry = TRL_CPU_BYTES_PER_TILE_ENTRY if shape.device == "cpu" else 4 + e
+    head_grad = d.vocab * d.h * 4 if shape.method == "full" else 0
+    return tile * per_entry + positions * d.h * 4 + head_grad
+
+
+def _optimizer_step_temporaries(shape: RunShape, d: _Dims) -> int:
+    """Extra bytes while AdamW updates: the single-tensor loop (CPU) allocates sqrt(v) and the
+    division for one parameter at a time, so twice the largest trainable tensor; the fused kernel
+    (CUDA) none; the foreach path (CUDA, adamw_torch) about one more copy of all gradients."""
+    if shape.device == "cuda":
+        return 0 if shape.optimizer.endswith("fused") or "8bit" in shape.optimizer else -1
+    e = DTYPE_BYTES[shape.dtype] if shape.method == "full" else 4
+    largest = d.vocab * d.h if shape.method == "full" else max(shape.lora_r * max(i, o) for i, o in d.linears().values())
+    return 2 * largest * e
 
 
 def estimate_memory(shape: RunShape) -> Memory:
@@ -236,11 +299,11 @@ def estimate_memory(shape: RunShape) -> Memory:
     overhead = CUDA_CONTEXT_BYTES if shape.device == "cuda" else 0
     # Two candidate peaks: the start of backward (activations + logits live, gradients only if
     # accumulated from earlier micro-batches) and the optimizer step (all gradients live).
-    forward_peak = activations + logits + (grads if shape.grad_accum > 1 else 0)
-    step_peak = grads + (0 if shape.optimizer.endswith("fused") or shape.device == "cpu" else grads)
-    if forward_peak >= step_peak:
-        g = grads if shape.grad_accum > 1 else 0
-        memory = Memory(frozen, trainable, g, optimizer, activations, logits, overhead, "start of backward")
-    else:
-        memory = Memory(frozen, trainable, step_peak, optimizer, 0, 0, overhead, "optimizer step")
+    temporaries = _optimizer_step_temporaries(shape, d)
+    temporaries = grads if temporaries < 0 else temporaries
+    accumulated = grads if shape.grad_accum > 1 else 0
+    if activations + logits + accumulated >= grads + temporaries:
+        memory = Memory(frozen, trainable, accumulated, optimizer, activations, logits, overhead, "start of backward")
+    else:  # the optimizer step: every gradient, the states and the update's temporaries
+        memory = Memory(frozen, trainable, grads, optimizer + temporaries, 0, 0, overhead, "optimizer step")
     return Memory(**{**memory.__dict__, "reasons": (*reasons, why)})

@@ -64,7 +64,7 @@ def test_no_fit_names_the_gap_and_the_options(workdir: Path) -> None:
     with pytest.raises(BudgetError) as info:
         compile_text(workdir, spec_text("meta-llama/Llama-3.1-8B", "full", "vram_gb = 24"))
     message = str(info.value)
-    assert "the run does not fit: the smallest setting (micro-batch 1, gradient checkpointing on)" in message
+    assert "the run does not fit: the smallest setting (micro-batch " in message
     assert "GiB over the budget of 24 GiB" in message
     assert 'method.kind = "qlora" (estimated' in message
     assert "a device with at least" in message

@@ -33,8 +33,8 @@ PRECISION = 'bf16'                           # spec: hardware.precision
 EPOCHS = 1.0                                 # spec: train.epochs
 LEARNING_RATE = 1e-05                        # spec: train.learning_rate
 BATCH_SIZE = 16                              # spec: train.batch_size
-MICRO_BATCH_SIZE = 2                         # planned: the fastest divisor of 16 whose estimated peak 63.16 GiB stays under 71.19 GiB (79.1 GiB less 10% margin)
-GRAD_ACCUM = 8                               # derived: 16 = 2 x 8 x 1 device(s)
+MICRO_BATCH_SIZE = 8                         # planned: the fastest divisor of 16 whose estimated peak 70.46 GiB stays under 71.19 GiB (79.1 GiB less 10% margin)
+GRAD_ACCUM = 2                               # derived: 16 = 8 x 2 x 1 device(s)
 GRADIENT_CHECKPOINTING = True                # spec: train.gradient_checkpointing
 OPTIMIZER = 'adamw_torch_fused'              # planned: fused AdamW on cuda (no foreach temporaries)
 SCHEDULER = 'cosine'                         # default
