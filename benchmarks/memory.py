@@ -92,7 +92,7 @@ class Case:
 
 
 def default_matrix() -> list[Case]:
-    """47 cases that cover every axis without the full cross product (~20 min on 2 shared cores).
+    """57 cases that cover every axis without the full cross product (~20 min on 2 cores).
 
     The cheap llama-tiny carries most axes; llama-small checks a real 30-layer shape at few tokens
     (a 512-token step takes ~45 s there); qwen-small checks the 152K vocabulary, where logits dominate.
@@ -109,11 +109,18 @@ def default_matrix() -> list[Case]:
               Case("llama-tiny", "full", 4, 512, False, optimizer="adamw_torch_fused"),
               Case("llama-tiny", "lora", 4, 512, False, dtype="bfloat16"),
               Case("llama-tiny", "full", 4, 512, False, dtype="bfloat16"),
-              Case("llama-tiny", "qlora", 4, 512, False, dtype="bfloat16")]
+              Case("llama-tiny", "qlora", 4, 512, False, dtype="bfloat16"),
+              Case("llama-tiny", "lora", 4, 512, False, dtype="float16")]
     cases += [Case("llama-small", method, 1, 128, gc) for method, gc in itertools.product(METHODS, (False, True))]
-    cases += [Case("llama-small", "lora", 4, 128, False), Case("llama-small", "full", 1, 128, False, dtype="bfloat16")]
+    cases += [Case("llama-small", "lora", 4, 128, False), Case("llama-small", "full", 1, 128, False, dtype="bfloat16"),
+              Case("llama-small", "full", 1, 128, False, optimizer="adamw_torch_fused")]
+    cases += [Case("llama-small", "lora", 4, 512, False), Case("llama-small", "lora", 4, 512, True),
+              Case("llama-small", "qlora", 4, 512, True), Case("llama-small", "lora8", 4, 512, True),
+              Case("llama-small", "full", 4, 512, True)]
     cases += [Case("qwen-small", method, 1, 128, False) for method in METHODS]
-    cases += [Case("qwen-small", "lora", 1, 512, False), Case("qwen-small", "lora", 1, 512, True),
+    cases += [Case("qwen-small", "full", 1, 128, False, optimizer="adamw_torch_fused"),
+              Case("qwen-small", "lora", 1, 512, False), Case("qwen-small", "lora", 1, 512, True),
+              Case("qwen-small", "lora", 1, 512, False, dtype="bfloat16"), Case("qwen-small", "qlora", 4, 512, True),
               Case("qwen-small", "lora", 1, 2048, True), Case("qwen-small", "lora", 1, 2048, True, loss="trl")]
     return cases
 
@@ -397,8 +404,9 @@ def measure(case: Case, device: str) -> dict[str, Any]:
         vocab = MODELS[case.model]["vocab_size"]
         ids = torch.randint(0, vocab, (case.micro_batch, case.seq_len), device=device)
         tokens = case.micro_batch * case.seq_len
-        logit_sizes = {n * v * k for n in (tokens, tokens - case.micro_batch, min(tokens, 4096))
-                       for v in (vocab, min(vocab, 32768)) for k in (1, 2, 4, 8)}
+        # (tokens x vocab) blocks of the hf loss, and the (4096 x 32768) tiles of TRL's chunked head
+        logit_sizes = {n * v * k for n in (tokens, tokens - case.micro_batch, min(tokens, 4096), min(tokens - 1, 4096))
+                       for v in (vocab, min(vocab, 32768), 32768, vocab % 32768 or vocab) for k in (1, 2, 4, 8)}
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
         marks: dict[str, list[int]] = {}
         grads = opt_state = 0
@@ -414,6 +422,10 @@ def measure(case: Case, device: str) -> dict[str, Any]:
                     loss = forward_loss(model, ids, case.loss)
                 with record_function(f"ftc::s{s}::bwd"):
                     loss.backward()
+                    # Trainer.training_step returns loss.detach(): the graph dies here, which matters
+                    # where a Function keeps tensors on ctx (bitsandbytes MatMul8bitFp's ctx.A)
+                    losses.append(float(loss.detach()))
+                    del loss
                 trainable = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
                 marks[f"s{s}::bwd"] = [p.grad.data_ptr() for p in trainable]
                 grads = storage_bytes([p.grad for p in trainable])
@@ -424,8 +436,6 @@ def measure(case: Case, device: str) -> dict[str, Any]:
                 opt_state = storage_bytes(states)
                 with record_function(f"ftc::s{s}::zero"):
                     optimizer.zero_grad(set_to_none=True)
-                losses.append(float(loss.detach()))
-                del loss
         if device == "cuda":
             torch.cuda.synchronize()
         t_steps = time.perf_counter() - t1
@@ -442,7 +452,8 @@ def measure(case: Case, device: str) -> dict[str, Any]:
         m["cuda_max_allocated"] = torch.cuda.max_memory_allocated()
         m["cuda_max_reserved"] = torch.cuda.max_memory_reserved()
         m["cuda_base_allocated"] = cuda_base
-        m["nvml_used"] = _nvml_used()
+        m["cuda_reserved_end"] = torch.cuda.memory_reserved()
+        m["nvml_used"] = _nvml_used()  # at the end: context + what the caching allocator still holds
     # Sanity: after zero_grad only the optimizer state should still be live.
     m["check_end_minus_optstate"] = dyn["end_live"] - opt_state
     return {"measured": m, "losses": losses, "seconds": {"build": round(t_build, 2), "steps": round(t_steps, 2)}}
@@ -499,10 +510,16 @@ def at_peak(m: dict[str, Any]) -> dict[str, int]:
     blocks, and everything else (activations kept for backward plus forward/backward temporaries).
     """
     live = m["peak_at"]
-    return {"weights": m["weights"] - m["weights_trainable"], "trainable": m["weights_trainable"],
-            "gradients": live["live_grad"], "optimizer": live["live_optstate"],
-            "optimizer_temp": live["live_opttemp"], "activations": live["live_act"],
-            "logits": live["live_logits"], "total": m["total"]}
+    out = {"weights": m["weights"] - m["weights_trainable"], "trainable": m["weights_trainable"],
+           "gradients": live["live_grad"], "optimizer": live["live_optstate"],
+           "optimizer_temp": live["live_opttemp"], "activations": live["live_act"],
+           "logits": live["live_logits"], "total": m["total"]}
+    if m.get("nvml_used"):
+        # On a GPU: what the driver sees beyond the caching allocator (CUDA context, cuBLAS workspaces,
+        # anything allocated outside PyTorch), counted into the total like the estimator's overhead.
+        out["overhead"] = max(0, m["nvml_used"] - m["cuda_reserved_end"])
+        out["total"] = m["total"] + out["overhead"]
+    return out
 
 
 def estimate(case: dict[str, Any], device: str) -> dict[str, Any] | str:
@@ -512,11 +529,14 @@ def estimate(case: dict[str, Any], device: str) -> dict[str, Any] | str:
     except Exception as e:  # not written yet, or broken: the measurements still stand
         return f"no estimator ({type(e).__name__}: {e})"
     try:
+        extra = {}
+        if "loss" in {f.name for f in dataclasses.fields(RunShape)}:  # hf vs TRL's fused head, where supported
+            extra["loss"] = case["loss"]
         shape = RunShape(config=dict(MODELS[case["model"]]), method=case["method"], lora_r=case["lora_r"],
                          lora_targets=case["lora_targets"], lora_dropout=case["lora_dropout"],
                          double_quant=case["double_quant"], dtype=case["dtype"], micro_batch=case["micro_batch"],
                          seq_len=case["seq_len"], gradient_checkpointing=case["gradient_checkpointing"],
-                         optimizer=case["optimizer"], device=device, attention="sdpa")
+                         optimizer=case["optimizer"], device=device, attention="sdpa", **extra)
         mem = estimate_memory(shape)
         out: dict[str, Any] = {c: int(getattr(mem, c)) for c in COMPONENTS if getattr(mem, c, None) is not None}
         if getattr(mem, "peak_phase", None):
@@ -527,12 +547,20 @@ def estimate(case: dict[str, Any], device: str) -> dict[str, Any] | str:
 
 
 def errors(est: dict[str, Any], measured: dict[str, Any]) -> dict[str, float]:
-    """Signed error of the estimate in % of the measurement (live at the peak), per component."""
+    """Signed error of the estimate in % of the measurement (live at the peak), per component.
+
+    Components measured below 1 MiB get no relative error (a 256-byte buffer against 0 is -100%);
+    `delta_<component>` is the difference in % of the measured total, defined for every component.
+    """
     meas = at_peak(measured)
     out = {}
     for comp in COMPONENTS:
-        if comp in est and meas.get(comp):
+        if comp not in est or comp not in meas:
+            continue
+        if meas[comp] >= MiB:
             out[comp] = round(100.0 * (est[comp] - meas[comp]) / meas[comp], 1)
+        if comp != "total":
+            out[f"delta_{comp}"] = round(100.0 * (est[comp] - meas[comp]) / meas["total"], 1)
     return out
 
 
@@ -697,12 +725,20 @@ def report(path: Path, device: str) -> str:
         lines.append(f"| {label(c)} | {mib(est.get('total'))} | {mib(a['total'])} | {pct(err.get('total'))} | "
                      f"{mib(a['weights'])} | {mib(a['trainable'])} | {mib(a['gradients'])} | {optim} | "
                      f"{mib(a['logits'])} | {mib(a['activations'])} | {phase} | {r['seconds'].get('total', 0):.0f} |")
-    errs = {comp: [abs(r["error_pct"][comp]) for r in ok if comp in r.get("error_pct", {})] for comp in COMPONENTS}
-    if any(errs.values()):
-        lines += ["", "| component | configurations | median abs error | max abs error |", "|---|---:|---:|---:|"]
-        for comp, vals in errs.items():
-            if vals:
-                lines.append(f"| {comp} | {len(vals)} | {statistics.median(vals):.1f}% | {max(vals):.1f}% |")
+    if any(r.get("error_pct") for r in ok):
+        lines += ["", "Error summary. Relative: |est − meas| / meas, over the configurations where the component "
+                  "measured ≥ 1 MiB. Of total: |est − meas| of the component / measured total, over all.", "",
+                  "| component | n | median rel. | max rel. | median of total | max of total |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for comp in COMPONENTS:
+            rel = [abs(r["error_pct"][comp]) for r in ok if comp in r.get("error_pct", {})]
+            tot = [abs(r["error_pct"][f"delta_{comp}"]) for r in ok if f"delta_{comp}" in r.get("error_pct", {})]
+            if comp == "total":
+                tot = rel
+            if rel or tot:
+                stat = lambda v, f: f"{f(v):.1f}%" if v else "–"  # noqa: E731
+                lines.append(f"| {comp} | {len(tot)} | {stat(rel, statistics.median)} | {stat(rel, max)} | "
+                             f"{stat(tot, statistics.median)} | {stat(tot, max)} |")
     lines += ["", "<details><summary>Per configuration: estimate vs measured, per component</summary>", ""]
     for r in ok:
         m, est, err = r["measured"], r.get("estimate", {}), r.get("error_pct", {})
@@ -713,10 +749,11 @@ def report(path: Path, device: str) -> str:
                   f"{mib(m['gradients'])}, optimizer state {mib(m['optimizer'])}; own maxima: logits "
                   f"{mib(m['max_by_category']['logits'])}, act {mib(m['max_by_category']['act'])}, "
                   f"bitsandbytes temporaries {mib(m['bnb_temp_max'])}; process max RSS {mib(m['rss_max'])}",
-                  "", "| component (live at peak) | estimate | measured | error |", "|---|---:|---:|---:|"]
+                  "", "| component (live at peak) | estimate | measured | error | of total |", "|---|---:|---:|---:|---:|"]
         for comp in (*COMPONENTS[:4], "optimizer_temp", *COMPONENTS[4:]):
             if comp in a or comp in est:
-                lines.append(f"| {comp} | {mib(est.get(comp))} | {mib(a.get(comp))} | {pct(err.get(comp))} |")
+                lines.append(f"| {comp} | {mib(est.get(comp))} | {mib(a.get(comp))} | {pct(err.get(comp))} | "
+                             f"{pct(err.get(f'delta_{comp}'))} |")
         lines.append("")
     lines.append("</details>")
     return "\n".join(lines)
@@ -752,13 +789,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-done", action="store_true", help="skip cases already measured in the results file")
     p.add_argument("--list", action="store_true", help="print the selected cases and exit")
     p.add_argument("--timeout", type=float, default=600, help="seconds per case")
-    p.add_argument("--isolation", default="fork" if hasattr(os, "fork") else "spawn", choices=("fork", "spawn"))
+    p.add_argument("--isolation", choices=("fork", "spawn"),
+                   help="fork (default on CPU: a fork of this process, imports paid once) or spawn (default for cuda: "
+                        "a new interpreter per case; CUDA cannot be used in a fork once initialized)")
     p.add_argument("--out", type=Path, help="results file (default results/<device>.jsonl)")
     p.add_argument("--report", action="store_true", help="print the tables and write them into README.md")
     p.add_argument("--selfcheck", action="store_true", help="check that a known 100 MiB allocation is measured")
     p.add_argument("--one", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     out = args.out or RESULTS / f"{args.device}.jsonl"
+    args.isolation = args.isolation or ("fork" if args.device == "cpu" and hasattr(os, "fork") else "spawn")
 
     if args.one:
         print(json.dumps(run_case(Case(**json.loads(args.one)), args.device)))
