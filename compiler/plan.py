@@ -92,6 +92,7 @@ class BatchChoice:
     memory: Memory | None
     why_micro: str
     why_checkpointing: str
+    why_optimizer: str
 
 
 def _throughput(device: str, tokens: int, checkpointing: bool) -> float:
@@ -138,18 +139,26 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
                            forced or f"planned: largest divisor of {per_device} not above {cap} (model size "
                            "unknown offline, so no estimate)",
                            forced_gc or ("planned: the model size is unknown offline" if gc
-                                         else "planned: cpu, where memory is rarely the limit"))
+                                         else "planned: cpu, where memory is rarely the limit"),
+                           "planned: fused AdamW on cuda (no foreach temporaries)" if device == "cuda"
+                           else "planned: AdamW (fused kernels are for cuda)")
     limit = budget_gib * 2**30 * (1 - SAFETY_MARGIN) if budget_gib else None
-    candidates = []
-    for micro in micros:
-        for gc in flags:
-            shape = shape_for(spec, config, micro=micro, checkpointing=gc, dtype=dtype, optimizer=optimizer,
-                              grad_accum=per_device // micro)
-            memory = estimate_memory(shape)
-            tokens = micro * spec.data.max_length
-            candidates.append((_throughput(device, tokens, gc), micro, gc, memory))
-    fitting = [c for c in candidates if limit is None or c[3].total <= limit]
-    if not fitting:
+    # 8-bit AdamW (bitsandbytes, CUDA only) quarters the optimizer states; used only when the fused
+    # fp32 AdamW cannot fit, since it is slightly slower and quantizes the moments.
+    optimizers = [optimizer] + (["adamw_bnb_8bit"] if device == "cuda" else [])
+    for optimizer in optimizers:
+        candidates = []
+        for micro in micros:
+            for gc in flags:
+                shape = shape_for(spec, config, micro=micro, checkpointing=gc, dtype=dtype, optimizer=optimizer,
+                                  grad_accum=per_device // micro)
+                memory = estimate_memory(shape)
+                tokens = micro * spec.data.max_length
+                candidates.append((_throughput(device, tokens, gc), micro, gc, memory))
+        fitting = [c for c in candidates if limit is None or c[3].total <= limit]
+        if fitting:
+            break
+    else:
         raise BudgetError(_no_fit_message(spec, config, dtype, budget_gib, candidates, forced or forced_gc))
     _, micro, gc, memory = max(fitting, key=lambda c: (c[0], -c[3].total))
     if limit:
@@ -166,7 +175,10 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
             not c[2] for c in fitting) else "planned: a larger micro-batch fits with it (faster overall)"
     else:
         why_gc = "planned: the run fits without it (faster)"
-    return BatchChoice(micro, gc, optimizer, memory, why_micro, why_gc)
+    why_optimizer = ("planned: fused AdamW on cuda (no foreach temporaries)" if optimizer == "adamw_torch_fused"
+                     else "planned: 8-bit AdamW (bitsandbytes), since fp32 AdamW states do not fit"
+                     if "8bit" in optimizer else "planned: AdamW (fused kernels are for cuda)")
+    return BatchChoice(micro, gc, optimizer, memory, why_micro, why_gc, why_optimizer)
 
 
 def _no_fit_message(spec: Spec, config: dict[str, object], dtype: str, budget_gib: float | None,
@@ -315,8 +327,7 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     s["grad_accum"] = Setting(per_device // micro,
                               f"derived: {t.batch_size} = {micro} x {per_device // micro} x {hw.gpus} device(s)")
     s["gradient_checkpointing"] = Setting(checkpointing, choice.why_checkpointing)
-    s["optimizer"] = Setting(choice.optimizer, "planned: fused AdamW on cuda (no foreach temporaries)"
-                             if hw.device == "cuda" else "planned: AdamW (fused kernels are for cuda)")
+    s["optimizer"] = Setting(choice.optimizer, choice.why_optimizer)
     s["scheduler"] = _given(t.scheduler, "train.scheduler", "cosine")
     s["warmup"] = _given(t.warmup, "train.warmup", 0.05)
     s["weight_decay"] = _given(t.weight_decay, "train.weight_decay", 0.0)

@@ -91,3 +91,12 @@ def test_plan_json_offline_and_fast(workdir: Path) -> None:
     assert all(isinstance(v, int) for v in plan["memory"].values())
     assert plan["memory"]["total"] <= plan["budget"]
     assert elapsed < 5  # a loose bound for a loaded CI machine; ~0.3 s here
+
+
+def test_eight_bit_adamw_only_when_fp32_states_do_not_fit(workdir: Path) -> None:
+    roomy = compile_text(workdir, spec_text("Qwen/Qwen2.5-3B", "full", "vram_gb = 80", max_length=512)).plan
+    assert roomy["optimizer"] == "adamw_torch_fused"
+    tight = compile_text(workdir, spec_text("Qwen/Qwen2.5-3B", "full", "vram_gb = 24", max_length=512)).plan
+    assert tight["optimizer"] == "adamw_bnb_8bit"
+    assert "fp32 AdamW states do not fit" in tight.settings["optimizer"].why
+    assert tight.memory is not None and tight.memory.total <= 24 * 2**30 * (1 - SAFETY_MARGIN)
