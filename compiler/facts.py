@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ftc.compiler.catalog import BUNDLED, find_model
-from ftc.compiler.catalog_data import with_defaults
+from ftc.compiler.estimate import can_estimate, dims, parameter_counts
 
 HUB_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -46,24 +46,10 @@ class ModelFacts:
 
     @property
     def params(self) -> int | None:
-        """Parameter count of a decoder-only transformer from its config (None if unknown)."""
-        if self.config is None:
+        """Parameter count of the decoder-only transformer its config describes (None if unknown)."""
+        if not can_estimate(self.config):
             return None
-        c = with_defaults(self.config)  # e.g. Gemma 2 configs omit tie_word_embeddings (tied)
-        try:
-            h, layers, vocab = int(c["hidden_size"]), int(c["num_hidden_layers"]), int(c["vocab_size"])  # type: ignore[index]
-            inter = int(c.get("intermediate_size") or 4 * h)  # type: ignore[union-attr]
-            heads = int(c["num_attention_heads"])  # type: ignore[index]
-            kv = int(c.get("num_key_value_heads") or heads)  # type: ignore[union-attr]
-        except (TypeError, KeyError, ValueError):
-            return None
-        head_dim = int(c.get("head_dim") or h // heads)  # type: ignore[union-attr]
-        attention = h * heads * head_dim * 2 + h * kv * head_dim * 2  # q, o + k, v (GQA)
-        mlp = 3 * h * inter  # SwiGLU: gate, up, down
-        per_layer = attention + mlp + 2 * h  # two RMSNorms
-        embed = vocab * h
-        head = 0 if c.get("tie_word_embeddings", False) else vocab * h  # type: ignore[union-attr]
-        return embed + layers * per_layer + h + head
+        return sum(parameter_counts(dims(self.config)).values())  # type: ignore[arg-type]
 
 
 def _has_chat_template(directory: Path) -> bool:
