@@ -78,6 +78,42 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs(args: argparse.Namespace) -> int:
+    import datetime as dt
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from ftc.tui.state import read_state
+
+    root = Path(args.dir)
+    found = sorted(p.parent for p in root.glob("**/events.jsonl"))
+    console = Console(highlight=False)
+    if not found:
+        console.print(f"no runs under {root}/ (a run directory holds an events.jsonl; start one with ftc run SPEC)")
+        return 0
+    table = Table(title=f"runs under {root}/")
+    for column in ("run", "state", "steps", "train loss", "best val loss", "exact match", "last event"):
+        table.add_column(column, justify="right" if column in ("steps", "train loss", "best val loss") else "left")
+    for run_dir in found:
+        state = read_state(run_dir)
+        steps = f"{state.step}/{state.total_steps}" if state.total_steps else str(state.step)
+        loss = f"{state.train_loss[-1][1]:.4f}" if state.train_loss else ""
+        best = f"{state.best_eval_loss:.4f}" if state.best_eval_loss is not None else ""
+        match = ""
+        if state.exact_match:
+            n, before, after = state.exact_match
+            match = f"{before}/{n} -> {after}/{n}"
+        when = dt.datetime.fromtimestamp(state.updated).strftime("%Y-%m-%d %H:%M") if state.updated else ""
+        style = {"completed": "green", "failed": "red", "stopped": "yellow"}.get(state.state, "")
+        table.add_row(Text(run_dir.relative_to(root).as_posix()), Text(state.state, style=style),
+                      steps, loss, best, match, when)
+    console.print(table)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     from ftc.runtime.launch import run_spec
 
@@ -103,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--json", action="store_true", help="print one JSON object (bytes as integers)")
     p.set_defaults(handler=_plan)
+
+    p = commands.add_parser("runs", help="a table of the runs under DIR with their state and losses")
+    p.add_argument("dir", nargs="?", default="runs", help="where runs are (default: runs)")
+    p.set_defaults(handler=_runs)
 
     p = commands.add_parser("run", help="compile if needed, then run the script under supervision")
     p.add_argument("spec", help="the spec file (.toml)")

@@ -1,1 +1,1 @@
-"""The Textual monitor (issue: Textual monitor). Reads only runs/<name>/<id>/events.jsonl."""
+"""The run monitor. Reads only runs/<name>/<id>/events.jsonl: state.py folds it into a RunState."""
