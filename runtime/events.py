@@ -33,24 +33,40 @@ class EventLog:
         return event
 
 
-def parse_events(text: str) -> list[dict[str, Any]]:
-    """The events in a chunk of events.jsonl; a torn line (a killed writer) is skipped."""
-    events = []
-    for line in text.splitlines():
+class EventTail:
+    """Incremental reader of one events.jsonl (which may not exist yet)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._offset = 0
+        self._partial = b""
+
+    def read(self) -> list[dict[str, Any]]:
+        """The complete events appended since the last call."""
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return events
+            with self.path.open("rb") as handle:
+                handle.seek(self._offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # b"" after a complete line, else a line still being written
+        events = []
+        for line in lines:
+            try:
+                event = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                continue  # a line torn by a crash, then continued by a restarted writer
+            if isinstance(event, dict):
+                events.append(event)
+        return events
 
 
 def read_events(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Every complete event in the file (none if it does not exist yet)."""
-    try:
-        return parse_events(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return []
-
+    return EventTail(path).read()
 
 def describe(event: dict[str, Any]) -> str | None:
     """One line for a person, for the events worth a line (None for the rest)."""

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from ftc.compiler.compile import compile_spec
 from ftc.compiler.errors import RunError
-from ftc.runtime.events import EventLog, parse_events, read_events
+from ftc.runtime.events import EventLog, EventTail, read_events
 
 
 # Errors the runtime helpers raise with a message for the user; their traceback is noise.
@@ -104,22 +104,14 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
 def _follow(child: subprocess.Popen[str], events_path: Path, console: Console, *, live: bool) -> None:
     """Keep a progress bar (terminals only) in step with the events file until the child exits;
     the child's own output, which already has a line per logging step, is echoed by `_pump`."""
-    offset = 0
+    tail = EventTail(events_path)
     progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not live)
     task = None
     with progress:
         while True:
             exited = child.poll() is not None
-            try:
-                with events_path.open(encoding="utf-8") as handle:
-                    handle.seek(offset)
-                    chunk = handle.read()
-            except FileNotFoundError:
-                chunk = ""
-            complete = chunk[: chunk.rfind("\n") + 1]
-            offset += len(complete.encode("utf-8"))
-            for event in parse_events(complete):
+            for event in tail.read():
                 if event.get("type") in ("step", "status") and event.get("total_steps"):
                     if task is None:
                         task = progress.add_task("train", total=event["total_steps"], loss="")

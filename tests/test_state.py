@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ftc.runtime.events import EventLog
-from ftc.tui.state import EventTail, RunState, read_state
+from ftc.runtime.events import EventLog, EventTail
+from ftc.tui.state import RunState, read_state
 
 
 def test_tail_reads_only_new_complete_lines(tmp_path: Path) -> None:

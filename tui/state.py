@@ -1,50 +1,20 @@
 """events.jsonl -> RunState: what a run is doing, read incrementally. Pure: no Textual, no torch.
 
-`EventTail` reads only the bytes appended since the last read and never parses a torn last line
-(a writer killed mid-line), so a monitor can poll a growing file cheaply. `RunState.apply` folds
-one event at a time; the monitor, `ftc runs` and the tests share it.
+`ftc.runtime.events.EventTail` reads only the bytes appended since the last read, so a monitor can
+poll a growing file cheaply. `RunState.apply` folds one event at a time; the monitor, `ftc runs`
+and the tests share it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftc.runtime.events import EventTail
+
 FINAL_STATES = ("completed", "failed", "stopped")
-
-
-class EventTail:
-    """Incremental reader of one events.jsonl (which may not exist yet)."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self._offset = 0
-        self._partial = b""
-
-    def read(self) -> list[dict[str, Any]]:
-        """The complete events appended since the last call."""
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(self._offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            return []
-        self._offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # b"" after a complete line, else a line still being written
-        events = []
-        for line in lines:
-            try:
-                event = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # a line torn by a crash, then continued by a restarted writer
-            if isinstance(event, dict):
-                events.append(event)
-        return events
 
 
 @dataclass
