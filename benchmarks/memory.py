@@ -536,7 +536,7 @@ def estimate(case: dict[str, Any], device: str) -> dict[str, Any] | str:
                          lora_targets=case["lora_targets"], lora_dropout=case["lora_dropout"],
                          double_quant=case["double_quant"], dtype=case["dtype"], micro_batch=case["micro_batch"],
                          seq_len=case["seq_len"], gradient_checkpointing=case["gradient_checkpointing"],
-                         optimizer=case["optimizer"], device=device, attention="sdpa", **extra)
+                         optimizer=case["optimizer"], device=device, **extra)
         mem = estimate_memory(shape)
         out: dict[str, Any] = {c: int(getattr(mem, c)) for c in COMPONENTS if getattr(mem, c, None) is not None}
         if getattr(mem, "peak_phase", None):

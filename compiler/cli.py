@@ -41,11 +41,8 @@ def _plan(args: argparse.Namespace) -> int:
 
     result = compile_spec(args.spec)
     plan = result.plan
-    core = {"settings": {k: s.value for k, s in plan.settings.items()},
-            "memory": plan.memory.as_dict() if plan.memory else None,
-            "budget": plan.budget_bytes, "reasons": plan.reasons, "notes": plan.notes}
-    if args.json:
-        print(json.dumps(core, indent=2))
+    if args.json:  # plan.json's core: settings, memory, budget, reasons (+ name, provenance, notes)
+        print(json.dumps(plan.to_json(), indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table

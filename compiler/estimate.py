@@ -65,11 +65,9 @@ class RunShape:
     double_quant: bool = True
     optimizer: str = "adamw_torch"
     device: Literal["cuda", "cpu"] = "cpu"
-    attention: str = "sdpa"
     padded: bool = False
     """An attention mask is passed (padded batches): SDPA then repeats K/V for every query head."""
     grad_accum: int = 1
-    gpus: int = 1
     loss: Literal["trl", "hf"] = "trl"
     """How the loss is computed: "trl" is SFTTrainer's fused, tiled LM head (what train.py runs);
     "hf" is the model's own forward with labels (full logits, then cross-entropy)."""
@@ -230,7 +228,7 @@ def _int8_state(shape: RunShape, d: _Dims, tokens: int) -> int:
     return int(INT8_STATE_BYTES_PER_INPUT * sum(i for i, _o in d.linears().values()) * tokens)
 
 
-def _activations(shape: RunShape, d: _Dims) -> tuple[int, str]:
+def _activations(shape: RunShape, d: _Dims, logits: int) -> tuple[int, str]:
     tokens = shape.micro_batch * shape.seq_len
     e = _activation_bytes(shape)
     layer = _layer_activations(shape, d, tokens)
@@ -242,7 +240,7 @@ def _activations(shape: RunShape, d: _Dims) -> tuple[int, str]:
         kept = d.layers * (e * d.h * tokens + _int8_state(shape, d, tokens))
         # "hf" keeps the logits themselves (4 B per entry of the 12) through the backward.
         retained = 0 if shape.loss == "trl" else shape.micro_batch * shape.seq_len * d.vocab * 4
-        recomputed = max(0, layer + retained - _logits(shape, d))
+        recomputed = max(0, layer + retained - logits)
         return kept + recomputed + embed_out + final_norm, "activations: block inputs kept, one block recomputed"
     return d.layers * layer + embed_out + final_norm, f"activations: {d.layers} blocks x {layer / 2**20:,.1f} MiB"
 
@@ -271,12 +269,12 @@ def _logits(shape: RunShape, d: _Dims) -> int:
     return tile * per_entry + positions * d.h * 4 + head_grad
 
 
-def _optimizer_step_temporaries(shape: RunShape, d: _Dims) -> int:
+def _optimizer_step_temporaries(shape: RunShape, d: _Dims, grads: int) -> int:
     """Extra bytes while AdamW updates: the single-tensor loop (CPU) allocates sqrt(v) and the
     division for one parameter at a time, so twice the largest trainable tensor; the fused kernel
     (CUDA) none; the foreach path (CUDA, adamw_torch) about one more copy of all gradients."""
     if shape.device == "cuda":
-        return 0 if shape.optimizer.endswith("fused") or "8bit" in shape.optimizer else -1
+        return 0 if shape.optimizer.endswith("fused") or "8bit" in shape.optimizer else grads
     e = DTYPE_BYTES[shape.dtype] if shape.method == "full" else 4
     largest = d.vocab * d.h if shape.method == "full" else max(shape.lora_r * max(i, o) for i, o in d.linears().values())
     return 2 * largest * e
@@ -294,16 +292,16 @@ def estimate_memory(shape: RunShape) -> Memory:
         optimizer = int(trainable_params * (2 + 2 * 4 / 256))
     else:
         optimizer = 2 * trainable  # exp_avg and exp_avg_sq in the parameter's dtype
-    activations, why = _activations(shape, d)
     logits = _logits(shape, d)
+    activations, why = _activations(shape, d, logits)
     overhead = CUDA_CONTEXT_BYTES if shape.device == "cuda" else 0
+    reasons_ = (*reasons, why)
     # Two candidate peaks: the start of backward (activations + logits live, gradients only if
     # accumulated from earlier micro-batches) and the optimizer step (all gradients live).
-    temporaries = _optimizer_step_temporaries(shape, d)
-    temporaries = grads if temporaries < 0 else temporaries
+    temporaries = _optimizer_step_temporaries(shape, d, grads)
     accumulated = grads if shape.grad_accum > 1 else 0
     if activations + logits + accumulated >= grads + temporaries:
-        memory = Memory(frozen, trainable, accumulated, optimizer, activations, logits, overhead, "start of backward")
-    else:  # the optimizer step: every gradient, the states and the update's temporaries
-        memory = Memory(frozen, trainable, grads, optimizer + temporaries, 0, 0, overhead, "optimizer step")
-    return Memory(**{**memory.__dict__, "reasons": (*reasons, why)})
+        return Memory(frozen, trainable, accumulated, optimizer, activations, logits, overhead, "start of backward",
+                      reasons_)
+    # the optimizer step: every gradient, the states and the update's temporaries
+    return Memory(frozen, trainable, grads, optimizer + temporaries, 0, 0, overhead, "optimizer step", reasons_)

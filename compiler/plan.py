@@ -112,8 +112,7 @@ def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointin
         gradient_checkpointing=checkpointing, dtype=dtype, lora_r=getattr(m, "r", 8),
         lora_targets=targets if isinstance(targets, str) else tuple(targets),
         lora_dropout=getattr(m, "dropout", 0.0), double_quant=getattr(m, "double_quant", True),
-        optimizer=optimizer, device=spec.hardware.device, padded=micro > 1, grad_accum=grad_accum,
-        gpus=spec.hardware.gpus)
+        optimizer=optimizer, device=spec.hardware.device, padded=micro > 1, grad_accum=grad_accum)
 
 
 def _gib(n: float) -> str:
@@ -140,8 +139,7 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
                            "unknown offline, so no estimate)",
                            forced_gc or ("planned: the model size is unknown offline" if gc
                                          else "planned: cpu, where memory is rarely the limit"),
-                           "planned: fused AdamW on cuda (no foreach temporaries)" if device == "cuda"
-                           else "planned: AdamW (fused kernels are for cuda)")
+                           _why_optimizer(optimizer))
     limit = budget_gib * 2**30 * (1 - SAFETY_MARGIN) if budget_gib else None
     # 8-bit AdamW (bitsandbytes, CUDA only) quarters the optimizer states; used only when the fused
     # fp32 AdamW cannot fit, since it is slightly slower and quantizes the moments.
@@ -175,10 +173,15 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
             not c[2] for c in fitting) else "planned: a larger micro-batch fits with it (faster overall)"
     else:
         why_gc = "planned: the run fits without it (faster)"
-    why_optimizer = ("planned: fused AdamW on cuda (no foreach temporaries)" if optimizer == "adamw_torch_fused"
-                     else "planned: 8-bit AdamW (bitsandbytes), since fp32 AdamW states do not fit"
-                     if "8bit" in optimizer else "planned: AdamW (fused kernels are for cuda)")
-    return BatchChoice(micro, gc, optimizer, memory, why_micro, why_gc, why_optimizer)
+    return BatchChoice(micro, gc, optimizer, memory, why_micro, why_gc, _why_optimizer(optimizer))
+
+
+def _why_optimizer(optimizer: str) -> str:
+    if "8bit" in optimizer:
+        return "planned: 8-bit AdamW (bitsandbytes), since fp32 AdamW states do not fit"
+    if optimizer.endswith("fused"):
+        return "planned: fused AdamW on cuda (no foreach temporaries)"
+    return "planned: AdamW (fused kernels are for cuda)"
 
 
 def _no_fit_message(spec: Spec, config: dict[str, object], dtype: str, budget_gib: float | None,
