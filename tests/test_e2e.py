@@ -114,3 +114,23 @@ def test_failed_run_says_why_and_where(tiny_model: Path, tmp_path: Path) -> None
     assert events[-1]["state"] == "failed"
     again = run_ftc("run", "s.toml", "--run-dir", "r", "--no-tui", cwd=tmp_path)
     assert again.returncode == 1 and "r already holds a run" in again.stderr
+
+
+def test_control_file_requests_a_checkpoint(tiny_model: Path, tmp_path: Path) -> None:
+    """A request made before the first step is acted on after it: a checkpoint at step 1, outside the
+    planned every-2-steps schedule of a 10-step run."""
+    from ftc.runtime import control
+
+    shutil.copytree(tiny_model, tmp_path / "tiny")
+    write_jsonl(tmp_path / "d.jsonl", DATA["text"])
+    (tmp_path / "s.toml").write_text(
+        'name = "ctl"\n[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\nformat = "text"\nmax_length = 32\n'
+        '[method]\nkind = "lora"\n[train]\nmax_steps = 10\nbatch_size = 4\nlogging_steps = 1\n[hardware]\ndevice = "cpu"\n')
+    run = tmp_path / "runs/ctl/r1"
+    control.request(run, "checkpoint")
+    done = run_ftc("run", "s.toml", "--run-dir", "runs/ctl/r1", "--no-tui", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e["type"] == "checkpoint"] == [1, 2, 4, 6, 8, 10]
+    assert any(e["type"] == "control" and e["step"] == 1 for e in events)
+    assert not (run / "control/checkpoint").exists()

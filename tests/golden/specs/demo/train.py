@@ -147,7 +147,7 @@ trainer = SFTTrainer(
     train_dataset=train_data,
     eval_dataset=eval_data,
     processing_class=tokenizer,
-    callbacks=[EventsCallback(events)],
+    callbacks=[EventsCallback(events, RUN_DIR)],
 )
 trainer.remove_callback(PrinterCallback)  # EventsCallback prints one line per log instead of raw dicts
 held_out = [to_messages(row) for row in eval_rows.select(range(min(COMPARE, len(eval_rows))))]

@@ -144,7 +144,7 @@ trainer = SFTTrainer(
     train_dataset=train_data,
     eval_dataset=eval_data,
     processing_class=tokenizer,
-    callbacks=[EventsCallback(events)],
+    callbacks=[EventsCallback(events, RUN_DIR)],
 )
 trainer.remove_callback(PrinterCallback)  # EventsCallback prints one line per log instead of raw dicts
 result = trainer.train()
