@@ -16,6 +16,7 @@ import jinja2
 
 from ftc.compiler.errors import TemplateError
 from ftc.compiler.literal import lit
+from ftc.compiler.methods import METHODS
 from ftc.compiler.plan import Plan
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -41,10 +42,24 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
     ("LOAD_DTYPE", "load_dtype"),
     ("DOUBLE_QUANT", "double_quant"),
     ("INT8_THRESHOLD", "int8_threshold"),
+    ("TRAIN_LAYERS", "layers"),
+    ("TRAIN_MODULES", "modules"),
+    ("TRAIN_HEAD", "head"),
     ("LORA_R", "r"),
     ("LORA_ALPHA", "alpha"),
     ("LORA_DROPOUT", "dropout"),
     ("TARGET_MODULES", "target_modules"),
+    ("FEEDFORWARD_MODULES", "feedforward_modules"),
+    ("PISSA_SVD_ITERS", "svd_iters"),
+    ("LORAPLUS_RATIO", "ratio"),
+    ("VIRTUAL_TOKENS", "virtual_tokens"),
+    ("PREFIX_PROJECTION", "projection"),
+    ("PROMPT_ENCODER", "encoder"),
+    ("ENCODER_HIDDEN_SIZE", "encoder_hidden_size"),
+    ("PROMPT_INIT_TEXT", "init_text"),
+    ("ADAPTER_LEN", "adapter_len"),
+    ("ADAPTER_LAYERS", "layers"),
+    ("ADAPTER_NAME", "adapter_name"),
     ("PRECISION", "precision"),
     ("EPOCHS", "epochs"),
     ("MAX_STEPS", "max_steps"),
@@ -66,6 +81,9 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
     ("COMPARE", "compare"),
     ("MAX_NEW_TOKENS", "max_new_tokens"),
 )
+_ONLY_FOR_METHOD: dict[str, tuple[str, ...]] = {  # config names whose setting key another method reads too
+    "TRAIN_LAYERS": ("freeze", "linear_probe"), "ADAPTER_LAYERS": ("llama_adapter",),
+}
 _ONLY_FOR_DATA: dict[str, tuple[str, ...]] = {  # settings that only one kind of data source reads
     "data_source": ("saved", "hub"), "data_split": ("saved", "hub"), "data_loader": ("files",), "data_files": ("files",),
 }
@@ -91,6 +109,9 @@ class _Values:
     def __init__(self, plan: Plan, extra: dict[str, Any]) -> None:
         self._plan, self._extra = plan, extra
 
+    def has(self, key: str) -> bool:
+        return key in self._plan.settings
+
     def __getattr__(self, key: str) -> Any:
         if key in self._extra:
             return self._extra[key]
@@ -106,6 +127,8 @@ def _config_lines(plan: Plan) -> list[tuple[str, str]]:
         if key not in plan.settings:
             continue
         if key in _ONLY_FOR_DATA and plan["data_kind"] not in _ONLY_FOR_DATA[key]:
+            continue
+        if name in _ONLY_FOR_METHOD and plan.method not in _ONLY_FOR_METHOD[name]:
             continue
         if key == "eval_steps" and plan[key] is None:
             continue
@@ -131,21 +154,47 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def _imports(plan: Plan) -> list[str]:
+    """The import lines of train.py: only what this plan's code calls."""
+    method, data_kind = METHODS[plan.method], plan["data_kind"]
+    datasets = {"files": "load_dataset", "hub": "load_dataset", "saved": "DatasetDict, load_from_disk"}[data_kind]
+    if data_kind == "saved" and isinstance(plan["validation"], str):
+        datasets = "DatasetDict, load_dataset, load_from_disk"
+    peft = {"lora": ["LoraConfig"], "prompt": [{"prefix": "PrefixTuningConfig", "ptuning": "PromptEncoderConfig",
+                                                  "prompt": "PromptTuningConfig"}.get(plan.method, "")],
+            "ia3": ["IA3Config"], "llama_adapter": ["AdaptionPromptConfig"]}.get(method.template, [])
+    if peft:
+        peft.append("get_peft_model")
+    if plan["quantization"]:
+        peft.append("prepare_model_for_kbit_training")
+    transformers = ["AutoModelForCausalLM", "AutoTokenizer"]
+    if plan["quantization"]:
+        transformers.append("BitsAndBytesConfig")
+    if method.trainer == "hf":
+        transformers += ["DataCollatorForSeq2Seq", "Trainer", "TrainingArguments"]
+    transformers += ["PrinterCallback", "set_seed"]
+    lines = ["import torch", f"from datasets import {datasets}"]
+    if peft:
+        lines.append(f"from peft import {', '.join(peft)}")
+    if plan.method == "loraplus":
+        lines.append("from peft.optimizers import create_loraplus_optimizer")
+    lines.append(f"from transformers import {', '.join(sorted(transformers, key=lambda n: (n[0].islower(), n)))}")
+    if method.trainer == "sft":
+        lines.append("from trl import SFTConfig, SFTTrainer")
+    return lines
+
+
 def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str, origin: str) -> str:
     """train.py for a plan."""
     lines = _config_lines(plan)
-    width = max(len(f"{name} = {lit(plan[key])}") for name, key in lines)
+    # comments line up, except beside the odd long value (a module list), which would push all of them right
+    width = max(n for n in (len(f"{name} = {lit(plan[key])}") for name, key in lines) if n <= 48)
 
     def setting(name: str, key: str) -> str:
         code = f"{name} = {lit(plan[key])}"
         return f"{code.ljust(width)}  # {comment(plan.settings[key].why)}"
 
-    kind = plan["data_kind"]
-    imports = {"files": "load_dataset", "hub": "load_dataset", "saved": "DatasetDict, load_from_disk"}[kind]
-    if kind == "saved" and isinstance(plan["validation"], str):
-        imports = "DatasetDict, load_dataset, load_from_disk"
-    method_title = {"full": "full fine-tuning (every weight)", "lora": "LoRA", "qlora": "QLoRA (LoRA on a 4-bit NF4 base)",
-                    "lora8": "LoRA on an 8-bit base"}[plan.method]
+    method = METHODS[plan.method]
     values = _Values(plan, {"origin": origin, "method": plan.method})
     device_map = '"cpu"' if plan["device"] == "cpu" else '{"": torch.cuda.current_device()}'
     try:
@@ -157,8 +206,9 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             version=version,
             spec_path=spec_path,
             spec_sha256=spec_sha256,
-            title=method_title,
-            datasets_imports=imports,
+            title=method.title,
+            imports=_imports(plan),
+            peft_result=method.peft,
             has_validation=plan["validation"] != 0,
             default_run_dir=f"runs/{plan.name}/manual",
             quantized_device_map=device_map,

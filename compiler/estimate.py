@@ -53,7 +53,9 @@ class RunShape:
 
     config: dict[str, object]
     """config.json facts: hidden_size, intermediate_size, num_hidden_layers, heads, vocab, ..."""
-    method: Literal["full", "lora", "qlora", "lora8"]
+    method: str
+    """method.kind: full, freeze, linear_probe, the LoRA family (lora, qlora, lora8, dora, rslora,
+    pissa, loraplus), ia3, llama_adapter, or prompt learning (prefix, ptuning, prompt)."""
     micro_batch: int
     seq_len: int
     gradient_checkpointing: bool
@@ -71,6 +73,33 @@ class RunShape:
     loss: Literal["trl", "hf"] = "trl"
     """How the loss is computed: "trl" is SFTTrainer's fused, tiled LM head (what train.py runs);
     "hf" is the model's own forward with labels (full logits, then cross-entropy)."""
+    quantize: Literal["nf4", "int8"] | None = None
+    """Quantized frozen base for kinds other than qlora (nf4) and lora8 (int8), which imply theirs."""
+    train_layers: int | None = None
+    """freeze: how many of the last blocks train (None: every block, as the other methods need)."""
+    train_modules: tuple[str, ...] = ()
+    """freeze: name patterns of the trained weights inside those blocks (empty: all)."""
+    train_head: bool = False
+    """freeze: the output head trains too."""
+    virtual_tokens: int = 0
+    """prefix / ptuning / prompt: trained virtual tokens; llama_adapter: the adaption prompt's length."""
+    encoder_hidden: int = 0
+    """prefix (with projection) / ptuning: the encoder's hidden width (0: no encoder)."""
+    adapter_layers: int = 0
+    """llama_adapter: adapted top layers."""
+    ia3_feedforward: tuple[str, ...] = ()
+    """ia3: which targets are feed-forward layers (their input is scaled, not their output)."""
+
+    @property
+    def quantization(self) -> str | None:
+        return {"qlora": "nf4", "lora8": "int8"}.get(self.method, self.quantize)
+
+    @property
+    def family(self) -> str:
+        """full (every weight) | freeze (some weights) | adapter (inside the blocks) | prompt (inputs)."""
+        if self.method in ("full", "freeze", "linear_probe"):
+            return "freeze" if self.method != "full" else "full"
+        return "prompt" if self.method in ("prefix", "ptuning", "prompt") else "adapter"
 
 
 @dataclass(frozen=True)
@@ -156,10 +185,55 @@ def parameter_counts(d: _Dims) -> dict[str, int]:
             "norm": d.layers * 2 * d.h + d.h}
 
 
+def _targets(targets: str | tuple[str, ...]) -> tuple[str, ...]:
+    return LINEAR_NAMES if targets in ("all-linear", "auto") else tuple(t for t in targets if t in LINEAR_NAMES)
+
+
 def lora_parameters(d: _Dims, r: int, targets: str | tuple[str, ...]) -> int:
     """A (r x in) and B (out x r) for every targeted linear of every block."""
-    names = LINEAR_NAMES if targets == "all-linear" else tuple(t for t in targets if t in LINEAR_NAMES)
+    names = _targets(targets)
     return d.layers * sum(r * (i + o) for n, (i, o) in d.linears().items() if n in names)
+
+
+def _block_weight_names(d: _Dims) -> dict[str, int]:
+    """Parameters of one block by module path (as `freeze` patterns match them)."""
+    sizes = {f"{'mlp' if n in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'}.{n}.weight": i * o
+             for n, (i, o) in d.linears().items()}
+    return {**sizes, "input_layernorm.weight": d.h, "post_attention_layernorm.weight": d.h}
+
+
+def trainable_parameters(shape: RunShape, d: _Dims) -> int:
+    """Parameters the method trains (PEFT's own counts for its tuners, from their definitions)."""
+    counts = parameter_counts(d)
+    m = shape.method
+    if m == "full":
+        return sum(counts.values())
+    if shape.family == "freeze":
+        per_block = sum(n for name, n in _block_weight_names(d).items()
+                        if not shape.train_modules or any(p in name for p in shape.train_modules))
+        head = (counts["head"] or counts["embed"]) + d.h if shape.train_head else 0  # + the final norm
+        return (shape.train_layers or 0) * per_block + head
+    if m == "ia3":  # one scale per output feature, or per input feature of feed-forward layers
+        names = _targets(shape.lora_targets)
+        return d.layers * sum(i if n in shape.ia3_feedforward else o for n, (i, o) in d.linears().items()
+                              if n in names)
+    if m == "llama_adapter":  # an adaption prompt and a gate per adapted layer
+        return shape.adapter_layers * (shape.virtual_tokens * d.h + d.heads)
+    if m == "prompt":
+        return shape.virtual_tokens * d.h
+    if m == "ptuning":  # the virtual tokens' embedding and the MLP encoder h -> e -> e -> h
+        e = shape.encoder_hidden
+        return shape.virtual_tokens * d.h + (d.h * e + e) + (e * e + e) + (e * d.h + d.h)
+    if m == "prefix":  # keys and values of every layer, or an embedding and an MLP that makes them
+        kv = 2 * d.layers * d.kv_dim
+        if shape.encoder_hidden:
+            e = shape.encoder_hidden
+            return shape.virtual_tokens * d.h + (d.h * e + e) + (e * kv + kv)
+        return shape.virtual_tokens * kv
+    lora = lora_parameters(d, shape.lora_r, shape.lora_targets)
+    if m == "dora":  # a magnitude per output feature of every adapted layer
+        lora += d.layers * sum(o for n, (_i, o) in d.linears().items() if n in _targets(shape.lora_targets))
+    return lora
 
 
 def _weights(shape: RunShape, d: _Dims) -> tuple[int, int, list[str]]:
@@ -169,19 +243,24 @@ def _weights(shape: RunShape, d: _Dims) -> tuple[int, int, list[str]]:
     total = sum(counts.values())
     if shape.method == "full":
         return 0, total * e, [f"weights: {total / 1e6:,.0f}M parameters x {e} B, all trainable"]
+    trained = trainable_parameters(shape, d)
+    if shape.family == "freeze":  # the trained weights stay in the load dtype, inside the model
+        return (total - trained) * e, trained * e, [f"weights: {total / 1e6:,.0f}M parameters x {e} B, "
+                                                    f"{trained / 1e6:,.1f}M of them trainable"]
     # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype=True) whatever the base dtype.
-    lora = lora_parameters(d, shape.lora_r, shape.lora_targets) * 4
-    if shape.method == "lora":
-        return total * e, lora, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; LoRA adapters in fp32"]
-    per = {"qlora": NF4_DQ_BYTES_PER_PARAM if shape.double_quant else NF4_BYTES_PER_PARAM,
-           "lora8": INT8_BYTES_PER_PARAM}[shape.method]
+    adapter = trained * 4
+    if shape.quantization is None:
+        return total * e, adapter, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; "
+                                    f"{trained / 1e6:,.2f}M adapter parameters in fp32"]
+    per = {"nf4": NF4_DQ_BYTES_PER_PARAM if shape.double_quant else NF4_BYTES_PER_PARAM,
+           "int8": INT8_BYTES_PER_PARAM}[shape.quantization]
     # prepare_model_for_kbit_training upcasts every non-quantized parameter (embeddings, head,
     # norms) to fp32 (peft utils/other.py).
     rest = counts["embed"] + counts["head"] + counts["norm"]
     frozen = int(counts["linear"] * per) + rest * 4
-    if shape.method == "lora8":
+    if shape.quantization == "int8":
         frozen += d.layers * sum(o for _, o in d.linears().values()) * 4  # SCB: fp32 scale per row
-    return frozen, lora, [f"weights: {counts['linear'] / 1e6:,.0f}M quantized at {per:.3f} B, "
+    return frozen, adapter, [f"weights: {counts['linear'] / 1e6:,.0f}M quantized at {per:.3f} B, "
                           f"{rest / 1e6:,.0f}M embedding/head/norm parameters upcast to fp32"]
 
 
@@ -189,7 +268,7 @@ def _activation_bytes(shape: RunShape) -> int:
     """Bytes per element of the hidden states. A quantized base runs them in fp32 whatever the
     compute dtype: prepare_model_for_kbit_training upcasts the norm weights to fp32, and each
     RMSNorm's `weight * x` then promotes its output (measured: qlora bf16 = lora fp32)."""
-    return 4 if shape.method in ("qlora", "lora8") else DTYPE_BYTES[shape.dtype]
+    return 4 if shape.quantization else DTYPE_BYTES[shape.dtype]
 
 
 def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
@@ -207,15 +286,23 @@ def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
     # SwiGLU: silu keeps gate, the product keeps silu(gate) and up, down_proj keeps the product.
     mlp = 4 * e * d.inter
     per_token = 2 * norm + attention + mlp
-    if shape.method != "full":
+    if shape.family == "adapter" and shape.method in ("ia3", "llama_adapter"):
+        # (estimated, not measured) IA3 keeps each scaled tensor once more in fp32; LLaMA-Adapter's
+        # gated attention over its prompt adds about one more attention output per adapted layer.
+        names = _targets(shape.lora_targets)
+        extra = sum(4 * (i if n in shape.ia3_feedforward else o) for n, (i, o) in d.linears().items() if n in names)
+        per_token += extra if shape.method == "ia3" else 4 * d.q_dim * shape.adapter_layers // max(1, d.layers)
+    elif shape.family == "adapter":
         # LoRA (fp32 adapters): each adapted layer's input is cast to fp32 and dropped out; lora_A
         # keeps the result (4 B) and dropout its mask (1 B); q, k and v each do this separately.
         # lora_A's r-wide output is kept by lora_B.
-        names = LINEAR_NAMES if shape.lora_targets == "all-linear" else shape.lora_targets
+        names = _targets(shape.lora_targets)
         drop = 5 if shape.lora_dropout > 0 else (4 if e != 4 else 0)
-        for name, (i, _o) in d.linears().items():
+        for name, (i, o) in d.linears().items():
             if name in names:
                 per_token += drop * i + 4 * shape.lora_r
+                if shape.method == "dora":  # (estimated) the base and LoRA outputs kept for the magnitude's gradient
+                    per_token += 2 * 4 * o
     return per_token * tokens + _int8_state(shape, d, tokens)
 
 
@@ -223,23 +310,36 @@ def _int8_state(shape: RunShape, d: _Dims, tokens: int) -> int:
     """bitsandbytes int8 matmuls keep a quantized copy of each input with its row statistics in
     the layer's state, outside autograd, so checkpointing does not drop it (measured ~2.5 B per
     input feature of every linear layer, with and without checkpointing)."""
-    if shape.method != "lora8":
+    if shape.quantization != "int8":
         return 0
     return int(INT8_STATE_BYTES_PER_INPUT * sum(i for i, _o in d.linears().values()) * tokens)
 
 
+def _tokens(shape: RunShape) -> int:
+    """Positions per micro-batch; soft prompts (prompt, ptuning) lengthen every sequence."""
+    extra = shape.virtual_tokens if shape.method in ("prompt", "ptuning") else 0
+    return shape.micro_batch * (shape.seq_len + extra)
+
+
 def _activations(shape: RunShape, d: _Dims, logits: int) -> tuple[int, str]:
-    tokens = shape.micro_batch * shape.seq_len
+    tokens = _tokens(shape)
     e = _activation_bytes(shape)
     layer = _layer_activations(shape, d, tokens)
     embed_out = e * d.h * tokens  # embedding output (the first block's input)
     final_norm = (4 + e + e) * d.h * tokens  # the final RMSNorm, as in a block
+    if shape.family == "freeze":
+        # Blocks below the first trained one run without autograd: nothing of theirs is kept.
+        trained = shape.train_layers or 0
+        if shape.gradient_checkpointing and trained:
+            return (trained * e * d.h * tokens + layer + final_norm,
+                    f"activations: inputs of the {trained} trained blocks kept, one recomputed")
+        return trained * layer + final_norm, f"activations: the {trained} trained blocks only"
     if shape.gradient_checkpointing:
         # Each checkpointed block keeps its input; backward recomputes one block at a time, after
         # the loss's vocab-wide buffers are gone with the fused TRL head (they overlap otherwise).
         kept = d.layers * (e * d.h * tokens + _int8_state(shape, d, tokens))
         # "hf" keeps the logits themselves (4 B per entry of the 12) through the backward.
-        retained = 0 if shape.loss == "trl" else shape.micro_batch * shape.seq_len * d.vocab * 4
+        retained = 0 if shape.loss == "trl" else tokens * d.vocab * 4
         recomputed = max(0, layer + retained - logits)
         return kept + recomputed + embed_out + final_norm, "activations: block inputs kept, one block recomputed"
     return d.layers * layer + embed_out + final_norm, f"activations: {d.layers} blocks x {layer / 2**20:,.1f} MiB"
@@ -261,11 +361,11 @@ def _logits(shape: RunShape, d: _Dims) -> int:
     """
     e = DTYPE_BYTES[shape.dtype]
     if shape.loss == "hf":
-        return shape.micro_batch * shape.seq_len * d.vocab * LOGITS_BYTES_PER_ENTRY
+        return _tokens(shape) * d.vocab * LOGITS_BYTES_PER_ENTRY
     positions = shape.micro_batch * max(1, shape.seq_len - 1)
     tile = min(positions, TRL_TOKEN_CHUNK) * min(d.vocab, TRL_VOCAB_CHUNK)
     per_entry = TRL_CPU_BYTES_PER_TILE_ENTRY if shape.device == "cpu" else 4 + e
-    head_grad = d.vocab * d.h * 4 if shape.method == "full" else 0
+    head_grad = d.vocab * d.h * 4 if shape.method == "full" or shape.train_head else 0
     return tile * per_entry + positions * d.h * 4 + head_grad
 
 
@@ -275,16 +375,20 @@ def _optimizer_step_temporaries(shape: RunShape, d: _Dims, grads: int) -> int:
     (CUDA) none; the foreach path (CUDA, adamw_torch) about one more copy of all gradients."""
     if shape.device == "cuda":
         return 0 if shape.optimizer.endswith("fused") or "8bit" in shape.optimizer else grads
-    e = DTYPE_BYTES[shape.dtype] if shape.method == "full" else 4
-    largest = d.vocab * d.h if shape.method == "full" else max(shape.lora_r * max(i, o) for i, o in d.linears().values())
-    return 2 * largest * e
+    if shape.family in ("full", "freeze"):
+        largest = d.vocab * d.h if shape.method == "full" or shape.train_head else max(
+            i * o for i, o in d.linears().values())
+        return 2 * largest * DTYPE_BYTES[shape.dtype]
+    if shape.family == "adapter" and shape.method not in ("ia3", "llama_adapter"):
+        return 2 * 4 * max(shape.lora_r * max(i, o) for i, o in d.linears().values())
+    return 2 * 4 * trainable_parameters(shape, d)  # small tuners: bounded by all their parameters
 
 
 def estimate_memory(shape: RunShape) -> Memory:
     """The estimated peak of one optimizer step, split by component."""
     d = dims(shape.config)
     frozen, trainable, reasons = _weights(shape, d)
-    train_dtype_bytes = 4 if shape.method != "full" else DTYPE_BYTES[shape.dtype]
+    train_dtype_bytes = DTYPE_BYTES[shape.dtype] if shape.family in ("full", "freeze") else 4
     trainable_params = trainable // train_dtype_bytes
     grads = trainable
     if "8bit" in shape.optimizer:

@@ -1,7 +1,7 @@
 """Resolve every setting of a run: spec values as given, the rest chosen with a reason.
 
-Until the memory estimator lands, "auto" choices use simple, stated rules (see each reason);
-the plan's shape (settings with provenance, reasons) is what plan.json and train.py consume.
+Micro-batch and checkpointing come from the memory estimate (compiler/estimate.py); the plan's
+shape (settings with provenance, reasons) is what plan.json and train.py consume.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.catalog import find_gpu
+from ftc.compiler.catalog import IA3_DEFAULTS, LINEAR_MODULES, find_gpu
 from ftc.compiler.checks import Facts
 from ftc.compiler.errors import BudgetError
 from ftc.compiler.estimate import Memory, RunShape, can_estimate, estimate_memory
 from ftc.compiler.literal import lit
+from ftc.compiler.methods import MethodBase
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
 
 
@@ -107,12 +108,24 @@ def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointin
     """The RunShape of the script this spec emits, for one candidate setting."""
     m = spec.method
     targets = getattr(m, "target_modules", "all-linear")
+    if m.kind == "ia3" and targets == "auto":
+        targets, feedforward = IA3_DEFAULTS.get(str(config.get("model_type")), (("k_proj", "v_proj", "down_proj"),
+                                                                                ("down_proj",)))
+    else:
+        feedforward = getattr(m, "feedforward_modules", ())
     return RunShape(
         config=config, method=method or m.kind, micro_batch=micro, seq_len=seq_len or spec.data.max_length,
         gradient_checkpointing=checkpointing, dtype=dtype, lora_r=getattr(m, "r", 8),
         lora_targets=targets if isinstance(targets, str) else tuple(targets),
         lora_dropout=getattr(m, "dropout", 0.0), double_quant=getattr(m, "double_quant", True),
-        optimizer=optimizer, device=spec.hardware.device, padded=micro > 1, grad_accum=grad_accum)
+        optimizer=optimizer, device=spec.hardware.device, padded=micro > 1, grad_accum=grad_accum,
+        loss="trl" if m.trainer == "sft" else "hf", quantize=None if method else m.quantization,
+        train_layers=getattr(m, "layers", None) if m.kind in ("freeze", "linear_probe") else None,
+        train_modules=tuple(getattr(m, "modules", ())), train_head=getattr(m, "head", False),
+        virtual_tokens=getattr(m, "virtual_tokens", getattr(m, "adapter_len", 0)),
+        encoder_hidden=getattr(m, "encoder_hidden_size", 0) if getattr(m, "projection", True) else 0,
+        adapter_layers=getattr(m, "layers", 0) if m.kind == "llama_adapter" else 0,
+        ia3_feedforward=tuple(feedforward) if isinstance(feedforward, (list, tuple)) else ())
 
 
 def _gib(n: float) -> str:
@@ -229,6 +242,44 @@ def _steps(spec: Spec, facts: Facts) -> tuple[int | None, int | None]:
     return rows, max(1, math.ceil(rows / spec.train.batch_size))
 
 
+_QUANTIZED_ONLY = {"double_quant": "nf4", "int8_threshold": "int8"}
+
+
+def _method_settings(method: MethodBase, config: dict[str, Any] | None) -> dict[str, Setting]:
+    """Every knob of the method that its code reads, with `"auto"` module lists resolved from
+    the architecture where ftc knows it."""
+    s = {"quantization": Setting(method.quantization, "spec: method.quantize" if "quantize" in method.model_fields_set
+                                 else f"derived: method.kind = {method.kind!r}"),
+         "trainer": Setting(method.trainer, "derived: method.kind")}
+    model_type = str(config.get("model_type")) if config else None
+    for key in type(method).model_fields:
+        value = getattr(method, key)
+        if key in ("kind", "quantize") or _QUANTIZED_ONLY.get(key, method.quantization) != method.quantization:
+            continue
+        if value is None and key in ("adapter_name", "init_text") or (
+                key == "encoder_hidden_size" and getattr(method, "projection", True) is False):
+            continue  # not read by the method's code
+        why = f"spec: method.{key}" if key in method.model_fields_set else "default"
+        if key == "target_modules" and value == "auto":
+            if method.kind == "ia3" and model_type in IA3_DEFAULTS:
+                value, feedforward = IA3_DEFAULTS[model_type]
+                value, why = list(value), f"derived: PEFT's IA3 targets for {model_type} blocks"
+                s["feedforward_modules"] = Setting(list(feedforward), f"derived: PEFT's IA3 feed-forward modules "
+                                                   f"for {model_type} blocks")
+            elif method.kind == "ia3":
+                value, why = None, "derived: PEFT's IA3 defaults for the architecture, at run time"
+            elif model_type in LINEAR_MODULES:
+                value, why = list(LINEAR_MODULES[model_type]), f"derived: every linear layer of a {model_type} block"
+            else:
+                value, why = "all-linear", "derived: every linear layer but the head, found by PEFT at run time"
+        if key == "feedforward_modules" and value == "auto":
+            if "feedforward_modules" not in s:
+                s[key] = Setting(None, "derived: PEFT's IA3 defaults for the architecture, at run time")
+            continue
+        s[key] = Setting(value, why)
+    return s
+
+
 def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     """The fully resolved plan for a checked spec."""
     method = spec.method
@@ -286,11 +337,7 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
 
     # method
     s["method"] = Setting(method.kind, "spec: method.kind")
-    s["quantization"] = Setting(method.quantization, "derived: method.kind")
-    for key in ("r", "alpha", "dropout", "target_modules", "double_quant", "int8_threshold"):
-        if hasattr(method, key):
-            s[key] = Setting(getattr(method, key), f"spec: method.{key}"
-                             if key in method.model_fields_set else "default")
+    s.update(_method_settings(method, model.config))
 
     # hardware and precision
     s["device"] = Setting(hw.device, "spec: hardware.device")

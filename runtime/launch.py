@@ -24,7 +24,8 @@ from ftc.runtime.events import EventLog, EventTail, read_events
 
 
 # Errors the runtime helpers raise with a message for the user; their traceback is noise.
-KNOWN_ERRORS = ("ftc.runtime.data.DataError: ", "ftc.runtime.bundled.BundledModelError: ")
+KNOWN_ERRORS = ("ftc.runtime.data.DataError: ", "ftc.runtime.bundled.BundledModelError: ",
+                "ftc.runtime.methods.MethodError: ")
 
 
 def new_run_dir(name: str, root: Path = Path("runs")) -> Path:

@@ -1,8 +1,8 @@
-"""Fine-tuning methods: one module per family, each a config model with a fixed shape.
+"""Fine-tuning methods: one module per family, each method a config model with a fixed shape.
 
-A method module defines a pydantic model whose `kind` literal is the spec's `method.kind`, and
+A method class defines a pydantic model whose `kind` literal is the spec's `method.kind`, and
 names the template (`templates/methods/<template>.py.j2`) that emits its code. `METHODS` is the
-one registry; adding a method means adding a module and one line here.
+one registry; adding a method means adding a class and one entry in `_ALL`.
 """
 
 from __future__ import annotations
@@ -11,16 +11,22 @@ from typing import Annotated, Union
 
 from pydantic import Field
 
-from ftc.compiler.methods.full import Full
-from ftc.compiler.methods.lora import Lora, Lora8, QLora
+from ftc.compiler.methods.adapter import Ia3, LlamaAdapter
+from ftc.compiler.methods.base import MethodBase
+from ftc.compiler.methods.full import Freeze, Full, LinearProbe
+from ftc.compiler.methods.lora import Dora, Lora, Lora8, LoraPlus, Pissa, QLora, RsLora
+from ftc.compiler.methods.prompt import Prefix, Prompt, PTuning
 
-Method = Annotated[Union[Full, Lora, QLora, Lora8], Field(discriminator="kind")]
+_ALL = (Full, Freeze, LinearProbe, Lora, QLora, Lora8, Dora, RsLora, Pissa, LoraPlus, Prefix, PTuning, Prompt,
+        Ia3, LlamaAdapter)
 
-METHODS: dict[str, type[Full | Lora | QLora | Lora8]] = {}
-for _cls in (Full, Lora, QLora, Lora8):
+Method = Annotated[Union[_ALL], Field(discriminator="kind")]  # type: ignore[valid-type]
+
+METHODS: dict[str, type[MethodBase]] = {}
+for _cls in _ALL:
     _kind = _cls.model_fields["kind"].default
     if _kind in METHODS:
         raise RuntimeError(f"method kind {_kind!r} registered twice")
     METHODS[_kind] = _cls
 
-__all__ = ["METHODS", "Full", "Lora", "Lora8", "Method", "QLora"]
+__all__ = ["METHODS", "Method", "MethodBase"]

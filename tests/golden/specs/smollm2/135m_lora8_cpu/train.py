@@ -23,36 +23,36 @@ from ftc.runtime.events import EventLog
 from ftc.runtime.trainer import EventsCallback, report_parameters
 
 # ---------------------------------------------------------------------------- config
-BASE_MODEL = 'smollm2-135m-instruct'                       # spec: model.base (bundled)
-REVISION = None                                            # default
-TRUST_REMOTE_CODE = False                                  # default: off
-DATA_LOADER = 'json'                                       # derived: file type
-DATA_FILES = 'specs/data/alpaca_sample.jsonl'              # derived: data.source
-VALIDATION = 0.2                                           # spec: data.validation
-MAX_LENGTH = 128                                           # spec: data.max_length
-LOAD_DTYPE = 'float32'                                     # derived: precision
-INT8_THRESHOLD = 6.0                                       # default
-LORA_R = 8                                                 # default
-LORA_ALPHA = 16                                            # default
-LORA_DROPOUT = 0.05                                        # default
+BASE_MODEL = 'smollm2-135m-instruct'           # spec: model.base (bundled)
+REVISION = None                                # default
+TRUST_REMOTE_CODE = False                      # default: off
+DATA_LOADER = 'json'                           # derived: file type
+DATA_FILES = 'specs/data/alpaca_sample.jsonl'  # derived: data.source
+VALIDATION = 0.2                               # spec: data.validation
+MAX_LENGTH = 128                               # spec: data.max_length
+LOAD_DTYPE = 'float32'                         # derived: precision
+INT8_THRESHOLD = 6.0                           # default
+LORA_R = 8                                     # default
+LORA_ALPHA = 16                                # default
+LORA_DROPOUT = 0.05                            # default
 TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj']  # spec: method.target_modules
-PRECISION = 'fp32'                                         # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
-EPOCHS = 5.0                                               # spec: train.epochs
-LEARNING_RATE = 0.0002                                     # default: for lora8
-BATCH_SIZE = 4                                             # spec: train.batch_size
-MICRO_BATCH_SIZE = 4                                       # planned: the fastest divisor of 4 (estimated peak 1.79 GiB; no budget set)
-GRAD_ACCUM = 1                                             # derived: 4 = 4 x 1 x 1 device(s)
-GRADIENT_CHECKPOINTING = False                             # planned: the run fits without it (faster)
-OPTIMIZER = 'adamw_torch'                                  # planned: AdamW (fused kernels are for cuda)
-SCHEDULER = 'cosine'                                       # default
-WARMUP = 0.05                                              # default
-WEIGHT_DECAY = 0.0                                         # default
-MAX_GRAD_NORM = 1.0                                        # default
-SEED = 42                                                  # default
-LOGGING_STEPS = 1                                          # planned: about 40 step events per run
-EVAL_STEPS = 2                                             # planned: validation loss about 5 times per run
-SAVE_STEPS = 2                                             # planned: a checkpoint about 5 times per run
-SAVE_TOTAL_LIMIT = 2                                       # default: keep the last 2 checkpoints
+PRECISION = 'fp32'                             # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
+EPOCHS = 5.0                                   # spec: train.epochs
+LEARNING_RATE = 0.0002                         # default: for lora8
+BATCH_SIZE = 4                                 # spec: train.batch_size
+MICRO_BATCH_SIZE = 4                           # planned: the fastest divisor of 4 (estimated peak 1.79 GiB; no budget set)
+GRAD_ACCUM = 1                                 # derived: 4 = 4 x 1 x 1 device(s)
+GRADIENT_CHECKPOINTING = False                 # planned: the run fits without it (faster)
+OPTIMIZER = 'adamw_torch'                      # planned: AdamW (fused kernels are for cuda)
+SCHEDULER = 'cosine'                           # default
+WARMUP = 0.05                                  # default
+WEIGHT_DECAY = 0.0                             # default
+MAX_GRAD_NORM = 1.0                            # default
+SEED = 42                                      # default
+LOGGING_STEPS = 1                              # planned: about 40 step events per run
+EVAL_STEPS = 2                                 # planned: validation loss about 5 times per run
+SAVE_STEPS = 2                                 # planned: a checkpoint about 5 times per run
+SAVE_TOTAL_LIMIT = 2                           # default: keep the last 2 checkpoints
 CONFIG = {k: v for k, v in globals().items() if k.isupper()}
 
 # ---------------------------------------------------------------------------- setup
