@@ -222,5 +222,5 @@ def method_fits_architecture(spec: Spec, facts: Facts) -> Iterator[Finding]:
                 yield "method.modules", (f"{pattern!r} matches no weight of a {model_type} block; names look like "
                                          f"{', '.join(paths)} (a pattern matches any name containing it)")
     layers = getattr(method, "layers", None)
-    if isinstance(depth, int) and isinstance(layers, int) and layers > depth:
+    if isinstance(depth, int) and isinstance(layers, int) and layers > depth and "layers" in method.model_fields_set:
         yield "method.layers", f"the model has {depth} decoder blocks; method.layers must be at most {depth} (got {layers})"

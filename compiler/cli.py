@@ -117,6 +117,39 @@ def _run(args: argparse.Namespace) -> int:
     return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui)
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from ftc.runtime.adapters import merge_run
+
+    print(f"merging the adapter of {args.run_dir} into its base ...", flush=True)
+    out, difference = merge_run(args.run_dir, args.out)
+    print(f"saved a merged transformers model to {out}/ (load it with AutoModelForCausalLM.from_pretrained)")
+    print(f"largest logit difference from the model as trained, on a probe sentence: {difference:.2e}")
+    if difference > 1e-2:
+        print("note: the base was quantized in training; the merged weights are its dequantized values plus the "
+              "adapter, and quantized kernels round differently (on CPU also DoRA's weight norm), so outputs "
+              "differ by about this much")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from ftc.runtime.adapters import load_adapters
+    from ftc.runtime.trainer import generate_answers
+
+    model, tokenizer = load_adapters(args.run_dirs)
+    names = list(model.peft_config)
+    chosen = names if args.adapter is None else [args.adapter]
+    for name in chosen:
+        if name not in names:
+            from ftc.compiler.errors import RunError
+
+            raise RunError(f"no adapter named {name!r}; loaded: {', '.join(names)}")
+        model.set_adapter(name)
+        conversation = [{"role": "user", "content": args.prompt}, {"role": "assistant", "content": ""}]
+        answer = generate_answers(model, tokenizer, [conversation], args.max_new_tokens)[0]
+        print(f"[{name}] {answer}" if len(chosen) > 1 else answer)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ftc.compiler.compile import VERSION
 
@@ -147,6 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="build directory (default: build/<name>)")
     p.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the monitor")
     p.set_defaults(handler=_run)
+
+    p = commands.add_parser("merge", help="fold a finished run's LoRA-family adapter into its base model")
+    p.add_argument("run_dir", help="a run directory (runs/<name>/<timestamp>)")
+    p.add_argument("--out", metavar="DIR", help="where the merged model goes (default: RUN_DIR/merged)")
+    p.set_defaults(handler=_merge)
+
+    p = commands.add_parser("generate", help="load the adapters of one or more runs on their shared base and "
+                            "answer a prompt with each (or one, by name)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished runs that trained adapters of one base")
+    p.add_argument("--prompt", required=True, help="the user message to answer")
+    p.add_argument("--adapter", metavar="NAME", help="answer with this adapter only (default: each in turn)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
+    p.set_defaults(handler=_generate)
     return parser
 
 

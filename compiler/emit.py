@@ -154,6 +154,11 @@ def _environment() -> jinja2.Environment:
     return env
 
 
+def _import_line(module: str, names: list[str]) -> str:
+    line = f"from {module} import {', '.join(names)}"
+    return line if len(line) <= 100 else f"from {module} import (\n" + "".join(f"    {n},\n" for n in names) + ")"
+
+
 def _imports(plan: Plan) -> list[str]:
     """The import lines of train.py: only what this plan's code calls."""
     method, data_kind = METHODS[plan.method], plan["data_kind"]
@@ -175,10 +180,10 @@ def _imports(plan: Plan) -> list[str]:
     transformers += ["PrinterCallback", "set_seed"]
     lines = ["import torch", f"from datasets import {datasets}"]
     if peft:
-        lines.append(f"from peft import {', '.join(peft)}")
+        lines.append(_import_line("peft", peft))
     if plan.method == "loraplus":
         lines.append("from peft.optimizers import create_loraplus_optimizer")
-    lines.append(f"from transformers import {', '.join(sorted(transformers, key=lambda n: (n[0].islower(), n)))}")
+    lines.append(_import_line("transformers", sorted(transformers, key=lambda n: (n[0].islower(), n))))
     if method.trainer == "sft":
         lines.append("from trl import SFTConfig, SFTTrainer")
     return lines

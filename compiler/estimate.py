@@ -211,24 +211,24 @@ def trainable_parameters(shape: RunShape, d: _Dims) -> int:
     if shape.family == "freeze":
         per_block = sum(n for name, n in _block_weight_names(d).items()
                         if not shape.train_modules or any(p in name for p in shape.train_modules))
-        head = (counts["head"] or counts["embed"]) + d.h if shape.train_head else 0  # + the final norm
+        head = (counts["head"] or counts["embed"]) if shape.train_head else 0  # tied: the embedding matrix
         return (shape.train_layers or 0) * per_block + head
     if m == "ia3":  # one scale per output feature, or per input feature of feed-forward layers
         names = _targets(shape.lora_targets)
         return d.layers * sum(i if n in shape.ia3_feedforward else o for n, (i, o) in d.linears().items()
                               if n in names)
-    if m == "llama_adapter":  # an adaption prompt and a gate per adapted layer
-        return shape.adapter_layers * (shape.virtual_tokens * d.h + d.heads)
+    if m == "llama_adapter":  # an adaption prompt and a scalar gate per adapted layer
+        return shape.adapter_layers * (shape.virtual_tokens * d.h + 1)
     if m == "prompt":
         return shape.virtual_tokens * d.h
     if m == "ptuning":  # the virtual tokens' embedding and the MLP encoder h -> e -> e -> h
         e = shape.encoder_hidden
         return shape.virtual_tokens * d.h + (d.h * e + e) + (e * e + e) + (e * d.h + d.h)
-    if m == "prefix":  # keys and values of every layer, or an embedding and an MLP that makes them
+    if m == "prefix":  # keys and values of every layer, or a kv-wide embedding and an MLP that makes them
         kv = 2 * d.layers * d.kv_dim
         if shape.encoder_hidden:
             e = shape.encoder_hidden
-            return shape.virtual_tokens * d.h + (d.h * e + e) + (e * kv + kv)
+            return shape.virtual_tokens * d.kv_dim + (d.kv_dim * e + e) + (e * kv + kv)
         return shape.virtual_tokens * kv
     lora = lora_parameters(d, shape.lora_r, shape.lora_targets)
     if m == "dora":  # a magnitude per output feature of every adapted layer

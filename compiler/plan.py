@@ -272,6 +272,9 @@ def _method_settings(method: MethodBase, config: dict[str, Any] | None) -> dict[
                 value, why = list(LINEAR_MODULES[model_type]), f"derived: every linear layer of a {model_type} block"
             else:
                 value, why = "all-linear", "derived: every linear layer but the head, found by PEFT at run time"
+        depth = config.get("num_hidden_layers") if config else None
+        if key == "layers" and why == "default" and isinstance(depth, int) and value > depth:
+            value, why = depth, f"default: {value}, capped at the model's {depth} blocks"
         if key == "feedforward_modules" and value == "auto":
             if "feedforward_modules" not in s:
                 s[key] = Setting(None, "derived: PEFT's IA3 defaults for the architecture, at run time")

@@ -145,4 +145,5 @@ def compare_answers(conversations: list[list[dict[str, str]]], before: list[str]
                f"after {hits_after}/{n} ({100 * hits_after / n:.0f} %)")
     console.print(message)
     events.write("compare", message, examples=n, exact_before=hits_before, exact_after=hits_after,
-                 samples=[{"expected": r, "before": b, "after": a} for r, b, a in zip(references, before, after)][:50])
+                 samples=[{"prompt": m[-2]["content"], "expected": r, "before": b, "after": a}
+                          for m, r, b, a in zip(conversations, references, before, after)][:50])

@@ -139,3 +139,52 @@ def test_cli_exit_code_and_no_traceback(workdir: Path, capsys: pytest.CaptureFix
 def test_cli_missing_spec_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["compile", "missing.toml"]) == 2
     assert "missing.toml: spec file not found" in capsys.readouterr().err
+
+
+def _method(workdir: Path, block: str) -> list[str]:
+    return problems(good().replace('kind = "lora"', block), workdir)
+
+
+def test_method_combinations_peft_cannot_run_are_refused_with_why(workdir: Path) -> None:
+    found = _method(workdir, 'kind = "dora"\nquantize = "int8"')
+    assert len(found) == 1 and "method: method.quantize = 'int8' cannot be combined with kind = 'dora'" in found[0]
+    assert "use \"nf4\" (QDoRA)" in found[0]
+    found = _method(workdir, 'kind = "pissa"\nquantize = "nf4"')
+    assert len(found) == 1 and "PiSSA rewrites the base weights" in found[0]
+    found = _method(workdir, 'kind = "llama_adapter"\nquantize = "nf4"')
+    assert len(found) == 1 and found[0].startswith("s.toml:12: method.quantize: unknown key in method")
+
+
+def test_method_names_are_checked_against_the_architecture(workdir: Path) -> None:
+    found = _method(workdir, 'kind = "lora"\ntarget_modules = ["q_proj", "v_prj"]')
+    assert found == ["s.toml:12: method.target_modules: llama blocks have no linear layer named 'v_prj'; "
+                     "did you mean 'v_proj'? their linear layers are q_proj, k_proj, v_proj, o_proj, gate_proj, "
+                     "up_proj, down_proj"]
+    found = _method(workdir, 'kind = "freeze"\nlayers = 3\nmodules = ["attn", "ffn"]')
+    assert any("method.layers: the model has 2 decoder blocks; method.layers must be at most 2 (got 3)" in p
+               for p in found)
+    assert any("method.modules: 'ffn' matches no weight of a llama block" in p for p in found)
+    assert len(found) == 2  # "attn" matches self_attn.*
+
+
+def test_method_presets_and_empty_choices(workdir: Path) -> None:
+    found = _method(workdir, 'kind = "linear_probe"\nlayers = 2')
+    assert len(found) == 1 and found[0].startswith("s.toml:12: method.layers:")
+    found = _method(workdir, 'kind = "freeze"\nlayers = 0')
+    assert len(found) == 1 and "trains nothing" in found[0]
+
+
+def test_llama_adapter_needs_a_supported_architecture(workdir: Path) -> None:
+    config = json.loads((workdir / "model/config.json").read_text())
+    (workdir / "model/config.json").write_text(json.dumps({**config, "model_type": "qwen2"}))
+    found = _method(workdir, 'kind = "llama_adapter"')
+    assert found == ["s.toml:11: method.kind: LLaMA-Adapter supports llama and mistral models, not qwen2; "
+                     "use kind = \"prefix\" (adapters at every layer) or \"lora\""]
+
+
+def test_auto_target_modules_are_named_in_the_script(workdir: Path) -> None:
+    (workdir / "s.toml").write_text(good())
+    result = compile_spec(workdir / "s.toml")
+    assert result.plan["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                             "down_proj"]
+    assert "# derived: every linear layer of a llama block" in result.emitted.files["train.py"]

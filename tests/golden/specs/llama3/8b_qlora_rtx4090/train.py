@@ -14,7 +14,13 @@ from pathlib import Path
 import torch
 from datasets import load_dataset
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, PrinterCallback, set_seed
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    BitsAndBytesConfig,
+    PrinterCallback,
+    set_seed,
+)
 from trl import SFTConfig, SFTTrainer
 
 from ftc.runtime.data import encode_chat, ensure_chat_template, finish_split
