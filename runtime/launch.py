@@ -103,7 +103,14 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
 
 def _follow(child: subprocess.Popen[str], events_path: Path, console: Console, *, live: bool) -> None:
     """Keep a progress bar (terminals only) in step with the events file until the child exits;
-    the child's own output, which already has a line per logging step, is echoed by `_pump`."""
+    the child's own output, which already has a line per logging step, is echoed by `_pump`.
+    In a terminal the Textual monitor comes first; closing it leaves the child running (the
+    progress bar then takes over), and `ftc monitor RUN_DIR` attaches again."""
+    if live:
+        from ftc.tui.app import watch_child
+
+        if watch_child(events_path.parent, child):
+            console.print(f"monitor closed; training goes on (re-attach: ftc monitor {events_path.parent})")
     tail = EventTail(events_path)
     progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not live)

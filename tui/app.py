@@ -62,9 +62,10 @@ class StopScreen(ModalScreen[str]):
 
     def compose(self) -> ComposeResult:
         yield Static("[b]Stop training?[/b]\n\n"
-                     "  [b]y[/b]  stop gracefully: the run saves a checkpoint after its current step and ends\n"
-                     "  [b]d[/b]  close the monitor only: training goes on (re-attach: ftc monitor RUN_DIR)\n"
-                     "  [b]n[/b]  cancel", id="confirm")
+                     "[b]y[/b]  stop: the run saves a checkpoint after this step and ends\n"
+                     "[b]d[/b]  close the monitor only; training goes on\n"
+                     "   (re-attach with: ftc monitor RUN_DIR)\n"
+                     "[b]n[/b]  cancel", id="confirm")
 
     def action_choose(self, choice: str) -> None:
         self.dismiss(choice)
