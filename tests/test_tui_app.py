@@ -193,3 +193,48 @@ def test_runs_list_opens_the_monitor(tmp_path: Path) -> None:
         assert app.screen.query_one(DataTable) is table and app.is_running
 
     run(app, scenario)
+
+
+def test_attached_to_a_real_training_process(tmp_path: Path) -> None:
+    """What `ftc run` in a terminal does: the monitor of its child process. Memory comes from the process
+    found by its command line; closing the monitor leaves the process running; its exit is noticed."""
+    import subprocess
+    import sys
+
+    run_dir = copy_run("troubled", tmp_path)
+    (run_dir / "train.py").write_text("import time\nblock = bytearray(30_000_000)\nprint('ready', flush=True)\n"
+                                      "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, str(run_dir / "train.py"), str(run_dir)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        app = make_app(run_dir, child=child, clock=lambda: T0 + 200)
+
+        async def attached(app: Any, pilot: Any) -> None:
+            screen = app.screen
+            assert screen.alive and screen.sample.pid == child.pid and screen.sample.bytes > 30_000_000
+            memory = str(screen.query_one("#memory").render())
+            assert "RSS" in memory and f"pid {child.pid}" in memory and "estimate 2.91 GiB" in memory
+            assert "ETA 2:15" in status(app)
+            await pilot.press("d")
+            await pilot.pause()
+            assert not app.is_running
+
+        run(app, attached)
+        assert child.poll() is None  # the training process goes on
+        again = make_app(run_dir, child=child, clock=lambda: T0 + 200)
+
+        async def exited(app: Any, pilot: Any) -> None:
+            child.kill()
+            child.wait()
+            await pilot.pause(0.8)
+            assert app.screen.alive is False and "running? no process" in status(app)
+            assert "no training process found" in str(app.screen.query_one("#memory").render())
+            await pilot.press("q")  # nothing to stop: q closes
+            await pilot.pause()
+            assert not app.is_running
+
+        run(again, exited)
+    finally:
+        child.kill()
+        child.wait()

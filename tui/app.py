@@ -196,7 +196,9 @@ class MonitorScreen(Screen[None]):
         self.close_monitor()
 
     def action_request_quit(self) -> None:
-        if self.state.finished or (self.alive is False and self.state.state != "running"):
+        # Nothing to stop: the run ended, or the process `ftc run` started exited. (A process the sampler does not
+        # find may still run elsewhere, e.g. on another host sharing the folder: then q still asks.)
+        if self.state.finished or (self.child is not None and self.child.poll() is not None):
             self.close_monitor()
             return
 
