@@ -169,3 +169,9 @@ def test_sampler_looks_through_proc_rarely_when_nothing_runs(tmp_path: Path) -> 
     started = time.monotonic()
     assert [sampler.sample() for _ in range(50)] == [None] * 50
     assert sampler._scanned >= started  # scanned once, then waits RESCAN_S before the next look
+
+
+def test_axis_shows_the_real_step_range_after_bucketing() -> None:
+    points = [(float(i), 1.0) for i in range(2, 1003)]  # 1001 points into 2 x 12 dot columns
+    last = chart.render([chart.Series("lr", points, "green")], 20, 4).plain.split("\n")[-1]
+    assert last.split() == ["└2", "1002"]

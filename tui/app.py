@@ -120,7 +120,7 @@ class MonitorScreen(Screen[None]):
                 yield Panel(id="memory")
                 yield Panel(id="checkpoints")
                 yield Panel(id="plan")
-        yield RichLog(id="log", wrap=False, markup=False, highlight=False, max_lines=2000)
+        yield RichLog(id="log", wrap=True, markup=False, highlight=False, max_lines=2000)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -182,7 +182,11 @@ class MonitorScreen(Screen[None]):
             return
         path = control.request(self.run_dir, "checkpoint")
         self.requests.append("checkpoint")
-        self.notify(f"checkpoint requested ({path.relative_to(self.run_dir)}): saved after the current step")
+        if self.alive is False:
+            self.notify(f"checkpoint requested ({path.relative_to(self.run_dir)}), but no training process was "
+                        "found: the script takes the request when it runs again", severity="warning")
+        else:
+            self.notify(f"checkpoint requested ({path.relative_to(self.run_dir)}): saved after the current step")
 
     def action_toggle_log(self) -> None:
         loss = self.query_one("#loss", Chart)

@@ -72,8 +72,11 @@ def render(series: Sequence[Series], width: int, height: int, *, log: bool = Fal
     label_width = 8
     plot_w, plot_h = width - label_width, height - 1
     prepared = []
+    x_range: list[float] = []  # of the points before bucketing: the axis shows the real first and last step
     for s in series:
         pts = finite(s.points, positive=log)
+        if pts:
+            x_range += [min(p[0] for p in pts), max(p[0] for p in pts)]
         pts = bucket(pts, 2 * plot_w)
         if log:
             pts = [(x, math.log10(y)) for x, y in pts]
@@ -83,7 +86,7 @@ def render(series: Sequence[Series], width: int, height: int, *, log: bool = Fal
         lines = [" " * width] * height
         lines[height // 2] = empty.center(width)[:width]
         return Text("\n".join(lines), style="dim")
-    x_lo, x_hi = min(p[0] for p in every), max(p[0] for p in every)
+    x_lo, x_hi = min(x_range), max(x_range)
     y_lo, y_hi = min(p[1] for p in every), max(p[1] for p in every)
     if y_hi - y_lo < 1e-12:
         y_lo, y_hi = y_lo - 0.5, y_hi + 0.5

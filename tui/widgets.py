@@ -11,8 +11,8 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from ftc.tui import chart
+from ftc.tui.format import STATE_STYLES, duration, gib
 from ftc.tui.memory import MemorySample
-from ftc.tui.format import GIB, STATE_STYLES, duration, gib
 from ftc.tui.state import RunState
 
 def status_text(state: RunState, plan: dict[str, Any], run_name: str, *, now: float | None,
