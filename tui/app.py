@@ -29,6 +29,7 @@ from ftc.tui.state import RunState, read_plan
 from ftc.tui.widgets import Chart, Panel, checkpoints_text, memory_text, plan_text, status_text
 
 CSS_PATH = Path(__file__).with_name("monitor.tcss")
+LOSS_TITLE = "loss: train (cyan) / validation (magenta)"
 LEVEL_STYLES = {"warning": "bold yellow", "error": "bold red", "info": ""}
 
 HELP = """\
@@ -124,7 +125,7 @@ class MonitorScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        titles = {"loss": "loss: train (cyan) / validation (magenta)", "lr": "learning rate", "speed": "tokens/s",
+        titles = {"loss": LOSS_TITLE, "lr": "learning rate", "speed": "tokens/s",
                   "memory": "memory", "checkpoints": "checkpoints", "plan": "plan", "log": "events"}
         for name, title in titles.items():
             self.query_one(f"#{name}").border_title = title
@@ -158,7 +159,6 @@ class MonitorScreen(Screen[None]):
             loss = self.query_one("#loss", Chart)
             loss.set_series([chart.Series("train", state.train_loss, "cyan"),
                              chart.Series("validation", state.eval_loss, "bold magenta", marker=True)])
-            loss.border_title = (f"loss: train (cyan) / validation (magenta){' - log scale' if loss.log_scale else ''}")
             self.query_one("#lr", Chart).set_series([chart.Series("lr", state.learning_rate, "green")])
             self.query_one("#speed", Chart).set_series([chart.Series("tokens/s", state.tokens_per_s, "blue")])
             self.query_one("#checkpoints", Panel).show(checkpoints_text(state, self.run_dir))
@@ -191,7 +191,7 @@ class MonitorScreen(Screen[None]):
     def action_toggle_log(self) -> None:
         loss = self.query_one("#loss", Chart)
         loss.toggle_log()
-        loss.border_title = f"loss: train (cyan) / validation (magenta){' - log scale' if loss.log_scale else ''}"
+        loss.border_title = LOSS_TITLE + (" - log scale" if loss.log_scale else "")
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())
