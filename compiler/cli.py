@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from ftc.compiler.errors import FtcError, SpecError
 
@@ -75,39 +76,58 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runs(args: argparse.Namespace) -> int:
-    import datetime as dt
-    from pathlib import Path
+def _interactive(args: argparse.Namespace) -> bool:
+    """Whether to show the Textual monitor: a terminal on both ends and no --plain."""
+    return not args.plain and sys.stdout.isatty() and sys.stdin.isatty()
 
+
+def _run_dir(path: str) -> Path:
+    from ftc.compiler.errors import RunError
+
+    run_dir = Path(path)
+    if not (run_dir / "events.jsonl").is_file():
+        hint = "list the runs with: ftc runs" + (f" {path}" if run_dir.is_dir() else "")
+        what = "does not exist" if not run_dir.exists() else "is not a run directory (it has no events.jsonl)"
+        raise RunError(f"{path} {what}; {hint}")
+    return run_dir
+
+
+def _runs(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
 
     from ftc.tui.state import read_state
+    from ftc.tui.summary import find_runs, run_summary, runs_table
 
     root = Path(args.dir)
-    found = sorted(p.parent for p in root.glob("**/events.jsonl"))
     console = Console(highlight=False)
+    if (root / "events.jsonl").is_file():  # one run: its summary
+        console.print(run_summary(root))
+        return 0
+    found = find_runs(root)
     if not found:
         console.print(f"no runs under {root}/ (a run directory holds an events.jsonl; start one with ftc run SPEC)")
         return 0
-    table = Table(title=f"runs under {root}/")
-    for column in ("run", "state", "steps", "train loss", "best val loss", "exact match", "last event"):
-        table.add_column(column, justify="right" if column in ("steps", "train loss", "best val loss") else "left")
-    for run_dir in found:
-        state = read_state(run_dir)
-        steps = f"{state.step}/{state.total_steps}" if state.total_steps else str(state.step)
-        loss = f"{state.train_loss[-1][1]:.4f}" if state.train_loss else ""
-        best = f"{state.best_eval_loss:.4f}" if state.best_eval_loss is not None else ""
-        match = ""
-        if state.exact_match:
-            n, before, after = state.exact_match
-            match = f"{before}/{n} -> {after}/{n}"
-        when = dt.datetime.fromtimestamp(state.updated).strftime("%Y-%m-%d %H:%M") if state.updated else ""
-        style = {"completed": "green", "failed": "red", "stopped": "yellow"}.get(state.state, "")
-        table.add_row(Text(run_dir.relative_to(root).as_posix()), Text(state.state, style=style),
-                      steps, loss, best, match, when)
-    console.print(table)
+    if _interactive(args):
+        from ftc.tui.runs import RunsApp  # Textual loads only here
+
+        RunsApp(root).run()
+        return 0
+    console.print(runs_table(root, [(run_dir, read_state(run_dir)) for run_dir in found]))
+    return 0
+
+
+def _monitor(args: argparse.Namespace) -> int:
+    run_dir = _run_dir(args.run_dir)
+    if not _interactive(args):
+        from rich.console import Console
+
+        from ftc.tui.summary import run_summary
+
+        Console(highlight=False).print(run_summary(run_dir))
+        return 0
+    from ftc.tui.app import make_app  # Textual loads only here
+
+    make_app(run_dir).run()
     return 0
 
 
@@ -171,8 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_plan)
 
     p = commands.add_parser("runs", help="a table of the runs under DIR with their state and losses")
-    p.add_argument("dir", nargs="?", default="runs", help="where runs are (default: runs)")
+    p.add_argument("dir", nargs="?", default="runs", help="where runs are (default: runs), or one run directory "
+                   "for its summary")
+    p.add_argument("--plain", action="store_true", help="print the table even in a terminal (no monitor)")
     p.set_defaults(handler=_runs)
+
+    p = commands.add_parser("monitor", help="watch a run live (or review a finished one) in the terminal")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (runs/<name>/<id>)")
+    p.add_argument("--plain", action="store_true", help="print the run's summary instead of opening the monitor")
+    p.set_defaults(handler=_monitor)
 
     p = commands.add_parser("run", help="compile if needed, then run the script under supervision")
     p.add_argument("spec", help="the spec file (.toml)")

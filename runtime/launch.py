@@ -77,7 +77,7 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
         pump = threading.Thread(target=_pump, args=(child.stdout, log, tail, console), daemon=True)
         pump.start()
         try:
-            _follow(child, events_path, console, live=tui and console.is_terminal)
+            _follow(child, events_path, console, live=console.is_terminal, tui=tui)
         except KeyboardInterrupt:
             console.print("interrupted: stopping the training process")
             child.terminate()
@@ -102,9 +102,17 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
     return 0
 
 
-def _follow(child: subprocess.Popen[str], events_path: Path, console: Console, *, live: bool) -> None:
+def _follow(child: subprocess.Popen[str], events_path: Path, console: Console, *, live: bool,
+            tui: bool = False) -> None:
     """Keep a progress bar (terminals only) in step with the events file until the child exits;
-    the child's own output, which already has a line per logging step, is echoed by `_pump`."""
+    the child's own output, which already has a line per logging step, is echoed by `_pump`.
+    In a terminal, unless --no-tui, the Textual monitor comes first; closing it leaves the child running (the
+    progress bar then takes over), and `ftc monitor RUN_DIR` attaches again."""
+    if live and tui and sys.stdin.isatty():  # the monitor reads keys from the terminal
+        from ftc.tui.app import watch_child
+
+        if watch_child(events_path.parent, child):
+            console.print(f"monitor closed; training goes on (re-attach: ftc monitor {events_path.parent})")
     tail = EventTail(events_path)
     progress = Progress(TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console, disable=not live)

@@ -1,0 +1,241 @@
+"""The monitor's behaviour through Textual's Pilot: reading fixture runs, following a growing file,
+the keys (checkpoint and stop requests, log scale, help, detach), the runs list, and a 100k-event run."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from textual.widgets import DataTable, RichLog
+from tui_fixtures import RUNS, T0, write_long_run
+
+from ftc.tui.app import HelpScreen, MonitorScreen, StopScreen, make_app
+from ftc.tui.runs import RunsApp
+from ftc.tui.widgets import Chart
+
+
+def run(app: Any, scenario: Callable[[Any, Any], Awaitable[None]], size: tuple[int, int] = (100, 30)) -> None:
+    async def main() -> None:
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause()
+            await scenario(app, pilot)
+
+    asyncio.run(main())
+
+
+def copy_run(name: str, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(RUNS / name, tmp_path / "runs" / "demo" / name))
+
+
+def status(app: Any) -> str:
+    return str(app.screen.query_one("#status").render())
+
+
+def test_finished_run_opens_and_q_closes(tmp_path: Path) -> None:
+    app = make_app(RUNS / "healthy", sample_memory=False)
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        screen = app.screen
+        assert isinstance(screen, MonitorScreen) and screen.state.state == "completed"
+        assert "completed" in status(app) and "exact match 0/20 -> 20/20" in status(app)
+        assert len(screen.query_one("#loss", Chart).series[0].points) == 41
+        assert len(screen.query_one("#loss", Chart).series[1].points) == 5
+        shown = "".join(strip.text for strip in screen.query_one("#log", RichLog).lines).replace(" ", "")
+        assert all(line.text.replace(" ", "") in shown for line in screen.state.log)  # every line, wrapped or not
+        await pilot.press("s")  # nothing to checkpoint: no control file
+        assert not (RUNS / "healthy" / "control").exists()
+        await pilot.press("q")  # finished: q closes at once
+        await pilot.pause()
+        assert app.return_code == 0 and not app.is_running
+
+    run(app, scenario)
+
+
+def test_keys_log_scale_and_help() -> None:
+    app = make_app(RUNS / "healthy", sample_memory=False)
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        loss = app.screen.query_one("#loss", Chart)
+        before = loss.render().plain
+        await pilot.press("l")
+        assert loss.log_scale and "log scale" in str(loss.border_title)
+        assert loss.render().plain != before
+        await pilot.press("l")
+        assert not loss.log_scale and loss.render().plain == before
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert isinstance(app.screen, MonitorScreen)
+
+    run(app, scenario)
+
+
+def append(run_dir: Path, *events: dict[str, Any]) -> None:
+    with (run_dir / "events.jsonl").open("a") as handle:
+        for event in events:
+            handle.write(json.dumps(event) + "\n")
+
+
+def test_live_run_checkpoint_request_and_growth(tmp_path: Path) -> None:
+    run_dir = copy_run("troubled", tmp_path)
+    app = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 200)
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        screen = app.screen
+        assert screen.state.step == 40 and "ETA 2:15" in status(app) and "elapsed 3:20" in status(app)
+        await pilot.press("s")
+        assert (run_dir / "control" / "checkpoint").exists()
+        # what the training script does with the request: a control event, then a checkpoint event
+        append(run_dir, {"type": "control", "time": T0 + 150, "message": "checkpoint requested at step 41", "step": 41},
+               {"type": "checkpoint", "time": T0 + 151, "step": 41, "path": str(run_dir / "checkpoints/checkpoint-41")})
+        (run_dir / "checkpoints" / "checkpoint-41").mkdir(parents=True)
+        await pilot.pause(0.8)  # one poll later
+        assert screen.state.checkpoints[-1][0] == 41
+        assert str(screen.query_one("#checkpoints").render()).splitlines()[0].startswith("step     41")
+        assert screen.query_one("#log", RichLog).lines[-1].text.strip().endswith("checkpoint at step 41")
+        append(run_dir, {"type": "step", "time": T0 + 160, "step": 42, "total_steps": 82, "loss": 0.5, "epoch": 1.02})
+        await pilot.pause(0.8)
+        assert screen.state.step == 42 and "step 42/82" in status(app)
+
+    run(app, scenario)
+
+
+def test_q_asks_before_stopping_a_live_run(tmp_path: Path) -> None:
+    run_dir = copy_run("troubled", tmp_path)
+    app = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 200)
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        await pilot.press("q")
+        assert isinstance(app.screen, StopScreen)
+        await pilot.press("n")  # cancel
+        assert isinstance(app.screen, MonitorScreen) and not (run_dir / "control").exists()
+        await pilot.press("ctrl+c")
+        assert isinstance(app.screen, StopScreen)
+        await pilot.press("y")
+        assert (run_dir / "control" / "stop").exists() and app.is_running  # the run stops; the monitor stays
+        assert isinstance(app.screen, MonitorScreen) and app.screen.requests == ["stop"]
+        append(run_dir, {"type": "status", "time": T0 + 170, "state": "stopping", "step": 41,
+                         "message": "stop requested: saving a checkpoint at step 41 and stopping"})
+        await pilot.pause(0.8)
+        assert "stopping" in status(app)
+
+    run(app, scenario)
+
+
+def test_detach_leaves_the_run_alone(tmp_path: Path) -> None:
+    run_dir = copy_run("troubled", tmp_path)
+    app = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 200)
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        await pilot.press("q")
+        await pilot.press("d")
+        await pilot.pause()
+        assert not app.is_running and not (run_dir / "control").exists()
+
+    run(app, scenario)
+    again = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 200)  # re-attach: the same state, read anew
+
+    async def reopened(app: Any, pilot: Any) -> None:
+        assert app.screen.state.step == 40 and app.screen.state.warning_counts == {"oom": 1, "nan": 2, "resume": 1}
+
+    run(again, reopened)
+
+
+def test_warnings_and_crash_are_highlighted() -> None:
+    async def troubled(app: Any, pilot: Any) -> None:
+        lines = app.screen.query_one("#log", RichLog).lines
+        warned = [line.text for line in lines if any("yellow" in str(seg.style) for seg in line)]
+        assert len(warned) == 4 and "out of memory at step 12" in warned[0]
+        assert "1 OOM retry, 2 NaN skips, 1 resume" in status(app)
+
+    run(make_app(RUNS / "troubled", sample_memory=False, clock=lambda: T0 + 200), troubled)
+
+    async def crashed(app: Any, pilot: Any) -> None:
+        lines = app.screen.query_one("#log", RichLog).lines
+        errors = [line.text for line in lines if any("red" in str(seg.style) for seg in line)]
+        assert errors and "exited with code -9" in errors[-1]
+        assert "failed" in status(app) and "ETA" not in status(app)
+
+    run(make_app(RUNS / "crashed", sample_memory=False), crashed)
+
+
+def test_100k_event_run_stays_responsive(tmp_path: Path) -> None:
+    run_dir = write_long_run(tmp_path / "long")
+    app = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 6000)
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        screen = app.screen
+        assert screen.state.step == 100_000 and len(screen.state.train_loss) == 100_000
+        await pilot.press("l")  # a key is handled, and the chart redraws from bucketed points
+        loss = screen.query_one("#loss", Chart)
+        assert loss.log_scale and "┤" in loss.render().plain
+        append(run_dir, {"type": "status", "time": T0 + 6001, "state": "completed", "message": "done"})
+        await pilot.pause(0.8)
+        assert screen.state.finished and "completed" in status(app)
+
+    run(app, scenario, size=(200, 50))
+
+
+def test_runs_list_opens_the_monitor(tmp_path: Path) -> None:
+    for name in ("crashed", "healthy", "troubled"):
+        copy_run(name, tmp_path)
+    app = RunsApp(tmp_path / "runs", sample_memory=False)
+
+    async def scenario(app: Any, pilot: Any) -> None:
+        table = app.query_one(DataTable)
+        assert table.row_count == 3 and [str(c) for c in table.get_row_at(1)[:3]] == ["demo/healthy", "completed", "82/82"]
+        await pilot.press("down", "enter")
+        assert isinstance(app.screen, MonitorScreen) and app.screen.run_dir.name == "healthy"
+        await pilot.press("q")  # back to the list, not out of the app
+        assert app.screen.query_one(DataTable) is table and app.is_running
+
+    run(app, scenario)
+
+
+def test_attached_to_a_real_training_process(tmp_path: Path) -> None:
+    """What `ftc run` in a terminal does: the monitor of its child process. Memory comes from the process
+    found by its command line; closing the monitor leaves the process running; its exit is noticed."""
+    import subprocess
+    import sys
+
+    run_dir = copy_run("troubled", tmp_path)
+    (run_dir / "train.py").write_text("import time\nblock = bytearray(30_000_000)\nprint('ready', flush=True)\n"
+                                      "time.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, str(run_dir / "train.py"), str(run_dir)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+        app = make_app(run_dir, child=child, clock=lambda: T0 + 200)
+
+        async def attached(app: Any, pilot: Any) -> None:
+            screen = app.screen
+            assert screen.alive and screen.sample.pid == child.pid and screen.sample.bytes > 30_000_000
+            memory = str(screen.query_one("#memory").render())
+            assert "RSS" in memory and f"pid {child.pid}" in memory and "estimate 2.91 GiB" in memory
+            assert "ETA 2:15" in status(app)
+            await pilot.press("d")
+            await pilot.pause()
+            assert not app.is_running
+
+        run(app, attached)
+        assert child.poll() is None  # the training process goes on
+        again = make_app(run_dir, child=child, clock=lambda: T0 + 200)
+
+        async def exited(app: Any, pilot: Any) -> None:
+            child.kill()
+            child.wait()
+            await pilot.pause(0.8)
+            assert app.screen.alive is False and "running? no process" in status(app)
+            assert "no training process found" in str(app.screen.query_one("#memory").render())
+            await pilot.press("q")  # nothing to stop: q closes
+            await pilot.pause()
+            assert not app.is_running
+
+        run(again, exited)
+    finally:
+        child.kill()
+        child.wait()
