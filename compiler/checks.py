@@ -185,6 +185,15 @@ def _module_list_problems(key: str, names: list[str], known: tuple[str, ...], mo
 
 
 @check
+def method_allows_checkpointing(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """Gradient checkpointing is not forced on a method that breaks under it."""
+    if spec.train.gradient_checkpointing is True and not spec.method.checkpointing_ok:
+        yield "train.gradient_checkpointing", (f"kind = {spec.method.kind!r} does not train with gradient "
+                                               "checkpointing (PEFT's prefixes break in the recomputed attention); "
+                                               "set it to false or \"auto\"")
+
+
+@check
 def method_fits_architecture(spec: Spec, facts: Facts) -> Iterator[Finding]:
     """Target modules exist, layer counts fit the depth, and the method supports the architecture."""
     from ftc.compiler.catalog import IA3_DEFAULTS, LINEAR_MODULES

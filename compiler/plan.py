@@ -141,6 +141,8 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
     if isinstance(t.micro_batch_size, int):
         micros = [t.micro_batch_size]
     flags = [False, True] if t.gradient_checkpointing == "auto" else [bool(t.gradient_checkpointing)]
+    if not spec.method.checkpointing_ok:
+        flags = [False]  # run_checks refused an explicit true
     forced = "spec: train.micro_batch_size" if isinstance(t.micro_batch_size, int) else None
     forced_gc = "spec: train.gradient_checkpointing" if t.gradient_checkpointing != "auto" else None
     if config is None:  # no facts to estimate from: the simplest safe rules

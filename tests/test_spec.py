@@ -188,3 +188,12 @@ def test_auto_target_modules_are_named_in_the_script(workdir: Path) -> None:
     assert result.plan["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                              "down_proj"]
     assert "# derived: every linear layer of a llama block" in result.emitted.files["train.py"]
+
+
+def test_prefix_refuses_forced_checkpointing_and_plans_without(workdir: Path) -> None:
+    found = problems(good().replace('kind = "lora"', 'kind = "prefix"').replace(
+        "[hardware]", "[train]\ngradient_checkpointing = true\n[hardware]"), workdir)
+    assert len(found) == 1 and found[0].startswith("s.toml:13: train.gradient_checkpointing: kind = 'prefix' does not")
+    (workdir / "s.toml").write_text(good().replace('kind = "lora"', 'kind = "prefix"').replace(
+        "[hardware]", "[hardware]\nvram_gb = 1000"))
+    assert compile_spec(workdir / "s.toml").plan["gradient_checkpointing"] is False

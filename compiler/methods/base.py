@@ -26,6 +26,8 @@ class MethodBase(BaseModel):
     """Whether `ftc merge` can fold the trained weights into the base."""
     peft: ClassVar[bool] = False
     """Whether the result is a PEFT adapter (reloaded with PeftModel.from_pretrained)."""
+    checkpointing_ok: ClassVar[bool] = True
+    """Whether training works with gradient checkpointing."""
 
     @property
     def quantization(self) -> str | None:

@@ -42,6 +42,9 @@ class Prefix(_PromptLearning):
 
     template: ClassVar[str] = "prompt"
     title: ClassVar[str] = "prefix tuning (P-tuning v2: trained prefixes at every layer)"
+    checkpointing_ok: ClassVar[bool] = False
+    """PEFT 0.21's prefixes break under gradient checkpointing (the recomputed attention sees a
+    mask without them: "size of tensor a (11) must match the size of tensor b (19)")."""
     default_learning_rate: ClassVar[float] = 1e-2
     """Seeds: prefix tuning uses ~1e-2 (few parameters, far from the weights)."""
 
