@@ -54,6 +54,14 @@ MODELS: dict[str, dict[str, Any]] = {
                        num_attention_heads=14, num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
 }
 METHODS = ("full", "lora", "qlora", "lora8")
+# The other method kinds ftc emits (templates/methods/*.j2), measured by new_methods_matrix().
+NEW_METHODS = ("freeze", "linear_probe", "dora", "rslora", "pissa", "loraplus", "prefix", "ptuning", "prompt", "ia3",
+               "llama_adapter")
+ALL_METHODS = METHODS + NEW_METHODS
+LORA_FAMILY = ("lora", "qlora", "lora8", "dora", "rslora", "pissa", "loraplus")
+PROMPT_KINDS = ("prefix", "ptuning", "prompt")
+# PEFT 0.21's IA3 defaults for Llama (TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING), what plan.py names.
+IA3_TARGETS, IA3_FEEDFORWARD = ("k_proj", "v_proj", "down_proj"), ("down_proj",)
 DTYPES = ("float32", "bfloat16", "float16")
 SEQS = (128, 512, 2048)
 MBS = (1, 4, 8)
@@ -77,14 +85,31 @@ class Case:
     lora_dropout: float = 0.05
     lora_targets: str = "all-linear"
     double_quant: bool = True
+    # The other kinds (defaults leave the four original methods' keys unchanged):
+    train_layers: int = 0
+    """freeze: trained last blocks; llama_adapter: adapted top layers."""
+    train_modules: str = ""
+    """freeze: comma list of name patterns inside the trained blocks (empty: the whole block)."""
+    train_head: bool = False
+    """freeze / linear_probe: the output head trains."""
+    virtual_tokens: int = 0
+    """prefix / ptuning / prompt: virtual tokens; llama_adapter: the adaption prompt's length."""
+    encoder_hidden: int = 0
+    """prefix (0: no projection) / ptuning: the encoder's hidden width."""
 
     @property
     def key(self) -> str:
         """A stable id: results with the same key replace each other."""
         k = (f"{self.model}/{self.method}/{self.dtype}/b{self.micro_batch}xs{self.seq_len}/"
              f"gc{int(self.gradient_checkpointing)}/{self.loss}/{self.optimizer}")
-        if self.method != "full":
+        if self.method in LORA_FAMILY:
             k += f"/r{self.lora_r}d{self.lora_dropout}"
+        elif self.method in ("freeze", "linear_probe"):
+            k += f"/L{self.train_layers}{'[' + self.train_modules + ']' if self.train_modules else ''}h{int(self.train_head)}"
+        elif self.method in PROMPT_KINDS:
+            k += f"/v{self.virtual_tokens}e{self.encoder_hidden}"
+        elif self.method == "llama_adapter":
+            k += f"/v{self.virtual_tokens}L{self.train_layers}"
         return k
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,7 +117,8 @@ class Case:
 
 
 def default_matrix() -> list[Case]:
-    """57 cases that cover every axis without the full cross product (~20 min on 2 cores).
+    """57 cases of the four original methods that cover every axis without the full cross product
+    (~20 min on 2 cores), then new_methods_matrix() for the other kinds.
 
     The cheap llama-tiny carries most axes; llama-small checks a real 30-layer shape at few tokens
     (a 512-token step takes ~45 s there); qwen-small checks the 152K vocabulary, where logits dominate.
@@ -122,6 +148,45 @@ def default_matrix() -> list[Case]:
               Case("qwen-small", "lora", 1, 512, False), Case("qwen-small", "lora", 1, 512, True),
               Case("qwen-small", "lora", 1, 512, False, dtype="bfloat16"), Case("qwen-small", "qlora", 4, 512, True),
               Case("qwen-small", "lora", 1, 2048, True), Case("qwen-small", "lora", 1, 2048, True, loss="trl")]
+    return cases + new_methods_matrix()
+
+
+def new_methods_matrix() -> list[Case]:
+    """The other kinds, each with the loss its train.py uses (TRL's fused head for SFTTrainer kinds,
+    the full logits for the Trainer kinds: prompt learning and LLaMA-Adapter) and their default
+    sizes: llama-tiny at 8x128 and 4x512 (with and without checkpointing), llama-small at 4x128 (~10 min)."""
+    T, S = "llama-tiny", "llama-small"
+    cases: list[Case] = []
+    sft = dict(loss="trl")
+    for model, mb, seq in ((T, 1, 128), (T, 8, 128), (S, 4, 128)):  # freeze: the last 2 blocks
+        cases += [Case(model, "freeze", mb, seq, gc, train_layers=2, **sft) for gc in (False, True)]
+    cases += [Case(T, "freeze", 4, 512, False, train_layers=2, **sft),
+              Case(T, "freeze", 8, 128, False, train_layers=1, train_modules="self_attn", train_head=True, **sft),
+              Case(S, "freeze", 4, 512, True, train_layers=2, **sft)]
+    cases += [Case(T, "linear_probe", 8, 128, False, train_head=True, **sft),
+              Case(S, "linear_probe", 4, 128, False, train_head=True, **sft),
+              Case(S, "linear_probe", 4, 128, True, train_head=True, **sft)]
+    for method in ("dora", "ia3"):
+        cases += [Case(T, method, 1, 128, False, **sft), Case(T, method, 8, 128, False, **sft),
+                  Case(T, method, 8, 128, True, **sft), Case(T, method, 4, 512, False, **sft),
+                  Case(S, method, 4, 128, False, **sft), Case(S, method, 4, 128, True, **sft)]
+    cases += [Case(T, "rslora", 8, 128, False, **sft), Case(T, "pissa", 8, 128, False, lora_dropout=0.0, **sft),
+              Case(T, "loraplus", 8, 128, False, **sft)]
+    adapter = dict(virtual_tokens=10, loss="hf")
+    cases += [Case(T, "llama_adapter", 8, 128, False, train_layers=4, **adapter),
+              Case(T, "llama_adapter", 8, 128, True, train_layers=4, **adapter),
+              Case(T, "llama_adapter", 4, 512, False, train_layers=4, **adapter),
+              Case(S, "llama_adapter", 4, 128, False, train_layers=8, **adapter),
+              Case(S, "llama_adapter", 4, 128, True, train_layers=8, **adapter)]
+    prompt = dict(virtual_tokens=20, loss="hf")
+    cases += [Case(T, "prefix", 8, 128, False, **prompt), Case(T, "prefix", 4, 512, False, **prompt),
+              Case(T, "prefix", 8, 128, False, encoder_hidden=512, **prompt), Case(S, "prefix", 4, 128, False, **prompt)]
+    cases += [Case(T, "ptuning", 8, 128, False, encoder_hidden=256, **prompt),
+              Case(T, "ptuning", 8, 128, True, encoder_hidden=256, **prompt),
+              Case(S, "ptuning", 4, 128, False, encoder_hidden=256, **prompt)]
+    cases += [Case(T, "prompt", 8, 128, False, **prompt), Case(T, "prompt", 8, 128, True, **prompt),
+              Case(T, "prompt", 4, 512, False, **prompt), Case(S, "prompt", 4, 128, False, **prompt),
+              Case(S, "prompt", 4, 128, True, **prompt)]
     return cases
 
 
@@ -182,27 +247,81 @@ def build(case: Case, device: str, tmp: str) -> tuple[Any, Any]:
         from trl.trainer.utils import add_fused_lm_head
 
         add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
-    if case.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
-    if case.method != "full":
-        from peft import LoraConfig, get_peft_model
-
-        lora = LoraConfig(r=case.lora_r, lora_alpha=2 * case.lora_r, lora_dropout=case.lora_dropout,
-                          target_modules=case.lora_targets, task_type="CAUSAL_LM")
-        model = get_peft_model(model, lora)
+    if case.method in METHODS or case.method in LORA_FAMILY:
         if case.gradient_checkpointing:
-            model.enable_input_require_grads()
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
+        if case.method != "full":
+            from peft import LoraConfig, get_peft_model
+
+            variant: dict[str, Any] = {"dora": {"use_dora": True}, "rslora": {"use_rslora": True},
+                                       "pissa": {"init_lora_weights": "pissa_niter_4"}}.get(case.method, {})
+            lora = LoraConfig(r=case.lora_r, lora_alpha=2 * case.lora_r, lora_dropout=case.lora_dropout,
+                              target_modules=case.lora_targets, task_type="CAUSAL_LM", **variant)
+            model = get_peft_model(model, lora)
+            if case.gradient_checkpointing:
+                model.enable_input_require_grads()
+    else:
+        model = build_other_method(model, case)
+        if case.gradient_checkpointing:
+            # What Trainer does once the model is built (transformers 5 activation_checkpointing_enable:
+            # non-reentrant, and the embedding output made to require grad so gradients reach every block).
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=gc_kwargs)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     fused = case.optimizer == "adamw_torch_fused"
+    if case.method == "loraplus":  # templates/methods/lora.py.j2: one AdamW, two learning rates
+        from peft.optimizers import create_loraplus_optimizer
+
+        return model, create_loraplus_optimizer(model, torch.optim.AdamW, lr=1e-4, loraplus_lr_ratio=16.0,
+                                                weight_decay=0.0)
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True if fused else None)  # what the Trainer's optim builds
     return model, optimizer
 
 
-def forward_loss(model: Any, ids: Any, loss: str) -> Any:
+class _NoEvents:
+    def write(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def build_other_method(model: Any, case: Case) -> Any:
+    """freeze, linear_probe, prompt learning, IA3 and LLaMA-Adapter, as templates/methods/*.j2 build them."""
+    if case.method in ("freeze", "linear_probe"):
+        from ftc.runtime.methods import freeze_except
+
+        modules = [m for m in case.train_modules.split(",") if m]
+        freeze_except(model, last_layers=case.train_layers, modules=modules, head=case.train_head, events=_NoEvents())
+        return model
+    from peft import (AdaptionPromptConfig, IA3Config, PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig,
+                      get_peft_model)
+
+    if case.method == "prefix":
+        config: Any = PrefixTuningConfig(num_virtual_tokens=case.virtual_tokens, prefix_projection=bool(case.encoder_hidden),
+                                         encoder_hidden_size=case.encoder_hidden or None, task_type="CAUSAL_LM")
+    elif case.method == "ptuning":
+        config = PromptEncoderConfig(num_virtual_tokens=case.virtual_tokens, encoder_reparameterization_type="MLP",
+                                     encoder_hidden_size=case.encoder_hidden, task_type="CAUSAL_LM")
+    elif case.method == "prompt":
+        config = PromptTuningConfig(num_virtual_tokens=case.virtual_tokens, task_type="CAUSAL_LM")
+    elif case.method == "ia3":
+        config = IA3Config(target_modules=list(IA3_TARGETS), feedforward_modules=list(IA3_FEEDFORWARD),
+                           task_type="CAUSAL_LM")
+    elif case.method == "llama_adapter":
+        config = AdaptionPromptConfig(adapter_len=case.virtual_tokens, adapter_layers=case.train_layers,
+                                      task_type="CAUSAL_LM")
+    else:
+        raise ValueError(f"unknown method {case.method!r}")
+    return get_peft_model(model, config)
+
+
+def forward_loss(model: Any, ids: Any, loss: str, with_mask: bool = False) -> Any:
     """The loss of one micro-batch, as Trainer.compute_loss (hf) or TRL SFTTrainer.compute_loss (trl) gets it."""
+    import torch
+
     if loss == "hf":
-        out = model(input_ids=ids, labels=ids, use_cache=False)
+        # transformers' Trainer with DataCollatorForSeq2Seq: an attention mask comes with every batch
+        # (all ones here: no padding), which PEFT's prompt learning extends over the virtual tokens.
+        out = model(input_ids=ids, labels=ids, use_cache=False,
+                    **({"attention_mask": torch.ones_like(ids)} if with_mask else {}))
         return out.loss  # the outputs (logits) are dropped, like Trainer.compute_loss does
     out = model(input_ids=ids, labels=ids, use_cache=False, fused_lm_head=True)
     value = -out.log_probs.sum() / out.label_mask.sum().clamp(min=1)
@@ -404,8 +523,13 @@ def measure(case: Case, device: str) -> dict[str, Any]:
         vocab = MODELS[case.model]["vocab_size"]
         ids = torch.randint(0, vocab, (case.micro_batch, case.seq_len), device=device)
         tokens = case.micro_batch * case.seq_len
+        # Trainer-trained kinds get the collator's attention mask (see forward_loss)
+        with_mask = case.method in PROMPT_KINDS or case.method == "llama_adapter"
+        # soft prompts lengthen every sequence, and so the logits
+        long = case.micro_batch * (case.seq_len + (case.virtual_tokens if case.method in ("prompt", "ptuning") else 0))
         # (tokens x vocab) blocks of the hf loss, and the (4096 x 32768) tiles of TRL's chunked head
-        logit_sizes = {n * v * k for n in (tokens, tokens - case.micro_batch, min(tokens, 4096), min(tokens - 1, 4096))
+        logit_sizes = {n * v * k for n in (tokens, tokens - case.micro_batch, min(tokens, 4096), min(tokens - 1, 4096),
+                                           long, long - case.micro_batch)
                        for v in (vocab, min(vocab, 32768), 32768, vocab % 32768 or vocab) for k in (1, 2, 4, 8)}
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
         marks: dict[str, list[int]] = {}
@@ -419,7 +543,7 @@ def measure(case: Case, device: str) -> dict[str, Any]:
         with profile(activities=activities, profile_memory=True) as prof:
             for s in (1, 2):
                 with record_function(f"ftc::s{s}::fwd"):
-                    loss = forward_loss(model, ids, case.loss)
+                    loss = forward_loss(model, ids, case.loss, with_mask)
                 with record_function(f"ftc::s{s}::bwd"):
                     loss.backward()
                     # Trainer.training_step returns loss.detach(): the graph dies here, which matters
@@ -532,8 +656,19 @@ def estimate(case: dict[str, Any], device: str) -> dict[str, Any] | str:
         extra = {}
         if "loss" in {f.name for f in dataclasses.fields(RunShape)}:  # hf vs TRL's fused head, where supported
             extra["loss"] = case["loss"]
-        shape = RunShape(config=dict(MODELS[case["model"]]), method=case["method"], lora_r=case["lora_r"],
-                         lora_targets=case["lora_targets"], lora_dropout=case["lora_dropout"],
+        method = case["method"]
+        if method in NEW_METHODS:  # the RunShape fields plan.shape_for fills for these kinds
+            adapter = method == "llama_adapter"
+            extra.update(
+                train_layers=case.get("train_layers") if method in ("freeze", "linear_probe") else None,
+                train_modules=tuple(m for m in case.get("train_modules", "").split(",") if m),
+                train_head=case.get("train_head", False), virtual_tokens=case.get("virtual_tokens", 0),
+                encoder_hidden=case.get("encoder_hidden", 0), adapter_layers=case.get("train_layers", 0) if adapter else 0)
+            if method == "ia3":
+                extra.update(ia3_feedforward=IA3_FEEDFORWARD)
+        targets = IA3_TARGETS if method == "ia3" else case["lora_targets"]
+        shape = RunShape(config=dict(MODELS[case["model"]]), method=method, lora_r=case["lora_r"],
+                         lora_targets=targets, lora_dropout=case["lora_dropout"],
                          double_quant=case["double_quant"], dtype=case["dtype"], micro_batch=case["micro_batch"],
                          seq_len=case["seq_len"], gradient_checkpointing=case["gradient_checkpointing"],
                          optimizer=case["optimizer"], device=device, **extra)
@@ -671,7 +806,15 @@ def label(c: dict[str, Any]) -> str:
     extra = [] if c["dtype"] == "float32" else ["bf16" if c["dtype"] == "bfloat16" else "fp16"]
     extra += [] if c["loss"] == "hf" else ["trl-loss"]
     extra += [] if c["optimizer"] == "adamw_torch" else ["fused"]
-    extra += [] if c["method"] == "full" or c["lora_dropout"] else ["drop0"]
+    extra += [] if c["method"] not in LORA_FAMILY or c["lora_dropout"] else ["drop0"]
+    m = c["method"]
+    if m in ("freeze", "linear_probe"):
+        extra += [f"last {c['train_layers']}" + (f" [{c['train_modules']}]" if c.get("train_modules") else "")
+                  + (" +head" if c.get("train_head") else "")] if m == "freeze" else []
+    elif m in PROMPT_KINDS:
+        extra += [f"{c['virtual_tokens']} tok" + (f" enc {c['encoder_hidden']}" if c.get("encoder_hidden") else "")]
+    elif m == "llama_adapter":
+        extra += [f"{c['virtual_tokens']} tok × {c['train_layers']} layers"]
     gc = "gc" if c["gradient_checkpointing"] else "–"
     return f"{c['model']} {c['method']} {c['micro_batch']}×{c['seq_len']} {gc}" + (f" {' '.join(extra)}" if extra else "")
 
@@ -686,7 +829,7 @@ def report(path: Path, device: str) -> str:
     check = stored.pop("_selfcheck", None)
     records = list(stored.values())
     order = {m: i for i, m in enumerate(MODELS)}
-    records.sort(key=lambda r: (order.get(r["config"]["model"], 9), METHODS.index(r["config"]["method"]),
+    records.sort(key=lambda r: (order.get(r["config"]["model"], 9), ALL_METHODS.index(r["config"]["method"]),
                                 r["config"]["seq_len"] * r["config"]["micro_batch"], r["config"]["seq_len"],
                                 r["config"]["gradient_checkpointing"], r["key"]))
     ok = [r for r in records if "measured" in r]
@@ -777,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--models", type=csv(str), help=f"comma list of {', '.join(MODELS)}")
-    p.add_argument("--methods", type=csv(str), help=f"comma list of {', '.join(METHODS)}")
+    p.add_argument("--methods", type=csv(str), help=f"comma list of {', '.join(ALL_METHODS)}")
     p.add_argument("--seq", type=csv(int), help="sequence lengths, e.g. 128,512")
     p.add_argument("--mb", type=csv(int), help="micro-batch sizes, e.g. 1,4")
     p.add_argument("--gc", type=csv(lambda s: s in ("1", "on", "true")), help="gradient checkpointing: on, off or on,off")
