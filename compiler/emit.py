@@ -38,6 +38,17 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
     ("VALIDATION", "validation"),
     ("VALIDATION_LOADER", "validation_loader"),
     ("MAX_LENGTH", "max_length"),
+    ("DATA_FORMAT", "data_format"),
+    ("COLUMNS", "columns"),
+    ("ROLES", "roles"),
+    ("TRAIN_ON", "train_on"),
+    ("PROMPT_TEMPLATE", "template"),
+    ("DEDUP", "dedup"),
+    ("NEAR_DEDUP", "near_dedup"),
+    ("MIN_TOKENS", "min_tokens"),
+    ("MAX_TOKENS", "max_tokens"),
+    ("UNTRAINED", "untrained"),
+    ("PACKING", "packing"),
     ("LOAD_DTYPE", "load_dtype"),
     ("DOUBLE_QUANT", "double_quant"),
     ("INT8_THRESHOLD", "int8_threshold"),
@@ -66,6 +77,25 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
     ("COMPARE", "compare"),
     ("MAX_NEW_TOKENS", "max_new_tokens"),
 )
+# DataSettings field (ftc.runtime.datastage) = plan setting: train.py builds DataSettings from these
+# CONFIG values and `ftc data` from the same plan settings (`data_settings`), so both see the same data.
+DATA_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("format", "data_format"), ("columns", "columns"), ("max_length", "max_length"), ("roles", "roles"),
+    ("template", "template"), ("train_on", "train_on"), ("validation", "validation"), ("seed", "seed"),
+    ("dedup", "dedup"), ("near_dedup", "near_dedup"), ("min_tokens", "min_tokens"), ("max_tokens", "max_tokens"),
+    ("untrained", "untrained"),
+)
+# Left out of CONFIG when they hold the default that DataSettings has anyway (the script stays short).
+_OMIT_WHEN: dict[str, object] = {"roles": {}, "template": None, "near_dedup": None, "max_tokens": None,
+                                 "min_tokens": 0}
+
+
+def data_settings(plan: Plan) -> dict[str, Any]:
+    """DataSettings keyword arguments of a plan, exactly those train.py passes."""
+    names = {key: name for name, key in _config_lines(plan)}
+    return {field: plan[key] for field, key in DATA_SETTINGS if key in names}
+
+
 _ONLY_FOR_DATA: dict[str, tuple[str, ...]] = {  # settings that only one kind of data source reads
     "data_source": ("saved", "hub"), "data_split": ("saved", "hub"), "data_loader": ("files",), "data_files": ("files",),
 }
@@ -107,6 +137,8 @@ def _config_lines(plan: Plan) -> list[tuple[str, str]]:
             continue
         if key in _ONLY_FOR_DATA and plan["data_kind"] not in _ONLY_FOR_DATA[key]:
             continue
+        if key in _OMIT_WHEN and plan[key] == _OMIT_WHEN[key]:
+            continue
         if key == "eval_steps" and plan[key] is None:
             continue
         if key in ("compare", "max_new_tokens") and not plan["compare"]:
@@ -140,10 +172,6 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
         code = f"{name} = {lit(plan[key])}"
         return f"{code.ljust(width)}  # {comment(plan.settings[key].why)}"
 
-    kind = plan["data_kind"]
-    imports = {"files": "load_dataset", "hub": "load_dataset", "saved": "DatasetDict, load_from_disk"}[kind]
-    if kind == "saved" and isinstance(plan["validation"], str):
-        imports = "DatasetDict, load_dataset, load_from_disk"
     method_title = {"full": "full fine-tuning (every weight)", "lora": "LoRA", "qlora": "QLoRA (LoRA on a 4-bit NF4 base)",
                     "lora8": "LoRA on an 8-bit base"}[plan.method]
     values = _Values(plan, {"origin": origin, "method": plan.method})
@@ -158,7 +186,8 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             spec_path=spec_path,
             spec_sha256=spec_sha256,
             title=method_title,
-            datasets_imports=imports,
+            data_settings=[(field, name) for field, key in DATA_SETTINGS
+                           for name, k in lines if k == key],
             has_validation=plan["validation"] != 0,
             default_run_dir=f"runs/{plan.name}/manual",
             quantized_device_map=device_map,

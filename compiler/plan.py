@@ -264,7 +264,9 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     s["data_files"] = Setting(data_files, "derived: data.source" if data_files == d.source
                               else "derived: every file of data.source")
     s["data_format"] = Setting(d.format, "spec: data.format")
-    s["columns"] = Setting({f: d.columns.get(f, f) for f in FORMAT_FIELDS[d.format]}, "spec: data.columns")
+    columns = {f: d.columns.get(f, f) for f in FORMAT_FIELDS[d.format]
+               if f in d.columns or not (d.format == "chat" and f != "messages")}  # chat: role/content auto-detected
+    s["columns"] = Setting(columns, "spec: data.columns" if d.columns else "default: the format's field names")
     if facts.data.columns is not None:
         present = [f for f in FORMAT_FIELDS[d.format] if d.columns.get(f, f) in facts.data.columns]
         s["optional_fields"] = Setting(present, "derived: columns present in the data")
@@ -280,6 +282,19 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
         s["validation_loader"] = Setting(facts.validation.loader if facts.validation else None,
                                          "derived: file type")
     s["max_length"] = Setting(d.max_length, "spec: data.max_length")
+    s["roles"] = Setting(dict(d.roles), "spec: data.roles (added to human/gpt/user/assistant/system)")
+    s["train_on"] = _given(d.train_on if "train_on" in d.model_fields_set else None, "data.train_on", "answers",
+                           "default: every assistant turn")
+    s["template"] = Setting(d.template, "spec: data.template")
+    c = d.clean
+    s["dedup"] = Setting(c.dedup, "spec: data.clean.dedup" if "dedup" in c.model_fields_set
+                         else "default: exact duplicates are dropped")
+    s["near_dedup"] = Setting(c.near_dedup, "spec: data.clean.near_dedup")
+    s["min_tokens"] = Setting(c.min_tokens, "spec: data.clean.min_tokens")
+    s["max_tokens"] = Setting(c.max_tokens, "spec: data.clean.max_tokens")
+    s["untrained"] = Setting(c.untrained, "spec: data.clean.untrained" if "untrained" in c.model_fields_set
+                             else "default: stop on examples with no trained token")
+    s["packing"] = Setting(d.packing, "spec: data.packing" if "packing" in d.model_fields_set else "default: off")
     train_rows, steps_per_epoch = _steps(spec, facts)
     if train_rows is not None:
         reasons.append(f"data: {facts.data.rows} rows, about {train_rows} for training")
