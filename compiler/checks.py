@@ -25,6 +25,8 @@ class Facts:
     model: ModelFacts | None
     data: DataFacts | None
     validation: DataFacts | None
+    mix: tuple[DataFacts, ...] = ()
+    """The `[[data.mix]]` sources, in spec order."""
 
 
 Finding = tuple[str, str]
@@ -71,6 +73,8 @@ def data_columns(spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield from _columns_problems(spec, facts.data, "data.source")
     if facts.validation is not None:
         yield from _columns_problems(spec, facts.validation, "data.validation")
+    for mixed in facts.mix:
+        yield from _columns_problems(spec, mixed, "data.mix")
 
 
 # Role names every chat row may use without [data.roles] (runtime/datastage.py DEFAULT_ROLES).
@@ -245,7 +249,13 @@ def _facts(spec: Spec) -> tuple[Facts, list[Finding]]:
                                  f"(.jsonl/.json/.csv/.parquet or a glob; got a {validation.kind} dataset)"))
         except FactError as exc:
             findings.append(("data.validation", str(exc)))
-    return Facts(model, data, validation), findings
+    mix = []
+    for number, entry in enumerate(spec.data.mix, start=1):
+        try:
+            mix.append(data_facts(entry.source))
+        except FactError as exc:
+            findings.append(("data.mix", f"source {number} ({entry.source}): {exc}"))
+    return Facts(model, data, validation, tuple(mix)), findings
 
 
 def run_checks(source: SpecSource) -> Facts:

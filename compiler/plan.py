@@ -263,6 +263,14 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
         data_files = f"{d.source.rstrip('/')}/*{Path(facts.data.files[0]).suffix}"
     s["data_files"] = Setting(data_files, "derived: data.source" if data_files == d.source
                               else "derived: every file of data.source")
+    mix = []
+    for entry, mixed in zip(d.mix, facts.mix):
+        kind = mixed.loader if mixed.kind == "files" else mixed.kind
+        files = entry.source
+        if mixed.kind == "files" and mixed.files and Path(entry.source).expanduser().is_dir():
+            files = f"{entry.source.rstrip('/')}/*{Path(mixed.files[0]).suffix}"
+        mix.append({"source": files, "kind": kind, "weight": entry.weight})
+    s["mix"] = Setting(mix, "spec: data.mix")
     s["data_format"] = Setting(d.format, "spec: data.format")
     columns = {f: d.columns.get(f, f) for f in FORMAT_FIELDS[d.format]
                if f in d.columns or not (d.format == "chat" and f != "messages")}  # chat: role/content auto-detected

@@ -68,12 +68,26 @@ class CleanSpec(_Table):
     (`error`), or drop them and report them (`drop`)."""
 
 
+class MixSpec(_Table):
+    """`[[data.mix]]`: another source mixed into the training data, in the same format and columns."""
+
+    source: str = Field(min_length=1)
+    """A file, glob, saved dataset directory or hub id, like data.source."""
+    weight: float = Field(1.0, gt=0, le=100)
+    """How many times each of its training rows is used per epoch: 2 = twice, 0.5 = a seeded half
+    (data.source has weight 1). Applied after cleaning and the validation split, so repeated rows
+    are never counted as duplicates nor leak into validation."""
+
+
 class DataSpec(_Table):
     """`[data]`: where the examples are and how their columns map onto a format."""
 
     source: str = Field(min_length=1)
-    """A .jsonl/.json/.csv/.parquet file, a glob of them, a directory saved by `datasets`, or a
-    hub dataset id. Relative paths are resolved from the directory ftc runs in."""
+    """A .jsonl/.json/.csv/.parquet/.txt file (a .txt file is one `text` row per line), a glob of
+    them, a directory saved by `datasets`, or a hub dataset id. Relative paths are resolved from
+    the directory ftc runs in."""
+    mix: list[MixSpec] = Field(default_factory=list)
+    """More sources mixed in with weights (see [[data.mix]])."""
     format: Format
     """`chat` (messages), `instruction` (instruction/input/output), `completion`
     (prompt/completion) or `text` (raw text, every token trained)."""

@@ -40,8 +40,9 @@ def run_stage(plan: Any, settings: dict[str, Any], origin: str, report_dir: Path
         rows, source = load_rows(plan["data_files"], plan["data_loader"]), plan["data_files"]
     validation = plan["validation"]
     validation_rows = load_rows(validation, plan["validation_loader"]) if isinstance(validation, str) else None
+    mix = [(m["source"], load_rows(m["source"], m["kind"]), m["weight"]) for m in plan["mix"]]
     prepared = prepare_data(rows, tokenizer, DataSettings(**settings), source=source, validation_rows=validation_rows,
-                            validation_source=validation if isinstance(validation, str) else "validation",
+                            validation_source=validation if isinstance(validation, str) else "validation", mix=mix,
                             report_dir=report_dir, micro_batch_size=plan["micro_batch_size"], packing=plan["packing"])
     return prepared, tokenizer
 
@@ -80,6 +81,7 @@ def show(prepared: Prepared, tokenizer: Any, n: int, console: Any, report_dir: P
 
     table = Table(title=f"data: {stats['rows_read']} rows read")
     for column in ("split", "examples", "tokens", "trained", "share", "truncated", "p50", "p90", "p95", "p99", "max"):
+        # the length percentiles are of the untruncated token counts
         table.add_column(column, justify="left" if column == "split" else "right")
     for split, s in stats["splits"].items():
         length = s["length"]
@@ -108,6 +110,9 @@ def show(prepared: Prepared, tokenizer: Any, n: int, console: Any, report_dir: P
         line += (f"; packing fills {pack['packed_rows']} rows of max_length ({pack['examples_per_row']} examples "
                  f"per row) and saves all {pack['padded_tokens_saved']:,} of them")
     console.print(line, markup=False)
+    for name, source in stats.get("sources", {}).items():
+        console.print(f"source {name}: {source['rows_read']} rows, {source['train_examples']} training examples "
+                      f"x weight {source['weight']:g} = {source['weighted_examples']}", markup=False)
     for split, s in stats["splits"].items():
         if s["truncated"]:
             console.print(f"{split}: {s['truncated']} examples truncated to max_length (rows "

@@ -307,28 +307,31 @@ def near_duplicates(texts: Sequence[str], threshold: float) -> dict[int, tuple[i
 
 @dataclass
 class Encoded:
-    """One kept example: its row number in the source (1-based), split, example and encoding."""
+    """One kept example: its source, row number there (1-based), split, example and encoding."""
 
     row: int
     example: dict[str, Any]
     encoding: dict[str, Any]
     split: str = "train"
+    source: str = ""
 
 
 @dataclass
 class Prepared:
-    """The outcome of the data stage."""
+    """The outcome of the data stage. `train` holds each kept example once; `weighted_train` is
+    what trains (mixed sources repeated or subsampled by their weights)."""
 
     train: list[Encoded]
     validation: list[Encoded]
     dropped: list[dict[str, Any]]
     stats: dict[str, Any]
+    weighted_train: list[Encoded] = field(default_factory=list)
 
     def dataset(self, split: str) -> Any:
         """The split as a `datasets.Dataset` of input_ids and labels (None when empty)."""
         from datasets import Dataset
 
-        items = self.train if split == "train" else self.validation
+        items = (self.weighted_train or self.train) if split == "train" else self.validation
         if not items:
             return None
         return Dataset.from_dict({"input_ids": [e.encoding["input_ids"] for e in items],
@@ -340,31 +343,46 @@ class Prepared:
         return [e.example["messages"] for e in items if "messages" in e.example]
 
 
+@dataclass
+class _Source:
+    name: str
+    rows: list[dict[str, Any]]
+    weight: float = 1.0
+
+
+_Item = tuple[int, int, dict[str, Any]]  # (source index, row number, example)
+
+
 def _rows_list(rows: Iterable[dict[str, Any]] | Any) -> list[dict[str, Any]]:
     if hasattr(rows, "to_list"):
         return list(rows.to_list())
     return list(rows)
 
 
-def _map_rows(rows: list[dict[str, Any]], settings: DataSettings, where: str,
-              dropped: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+def _drop(dropped: list[dict[str, Any]], source: _Source, number: int, reason: str, detail: str) -> None:
+    dropped.append({"source": source.name, "row": number, "reason": reason, "detail": detail,
+                    "data": source.rows[number - 1]})
+
+
+def _map_rows(sources: list[_Source], index: int, settings: DataSettings, dropped: list[dict[str, Any]]) -> list[_Item]:
     roles = {**DEFAULT_ROLES, **settings.roles}
-    kept: list[tuple[int, dict[str, Any]]] = []
+    source = sources[index]
+    kept: list[_Item] = []
     unknown: dict[str, list[int]] = {}
-    for number, row in enumerate(rows, start=1):
+    for number, row in enumerate(source.rows, start=1):
         try:
-            kept.append((number, to_example(row, settings, roles)))
+            kept.append((index, number, to_example(row, settings, roles)))
         except _Drop as drop:
-            dropped.append({"source": where, "row": number, "reason": drop.reason, "detail": drop.detail, "data": row})
+            _drop(dropped, source, number, drop.reason, drop.detail)
         except _UnknownRole as exc:
             unknown.setdefault(exc.role, []).append(number)
         except Exception as exc:  # noqa: BLE001 - a template error names the row instead of a traceback
-            raise DataError(f"{where}, row {number}: data.template cannot render it ({type(exc).__name__}: "
+            raise DataError(f"{source.name}, row {number}: data.template cannot render it ({type(exc).__name__}: "
                             f"{exc}); fix the template or the row") from None
     if unknown:
         found = "; ".join(f"{role!r} (rows {_rows_text(numbers)})" for role, numbers in unknown.items())
         example = next(iter(unknown))
-        raise DataError(f"{where}: roles that cannot be mapped to system/user/assistant: {found}; map them in "
+        raise DataError(f"{source.name}: roles that cannot be mapped to system/user/assistant: {found}; map them in "
                         f"[data.roles], e.g. {json.dumps(example)} = \"user\"")
     return kept
 
@@ -374,85 +392,116 @@ def _rows_text(numbers: Sequence[int], limit: int = 10) -> str:
     return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
 
 
-def _dedup(items: list[tuple[int, dict[str, Any]]], settings: DataSettings, where: str,
-           rows: list[dict[str, Any]], dropped: list[dict[str, Any]],
-           seen: dict[str, int] | None = None) -> list[tuple[int, dict[str, Any]]]:
-    kept: list[tuple[int, dict[str, Any]]] = []
-    first: dict[str, int] = {}
-    for number, example in items:
-        key = hashlib.sha256(json.dumps(example, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+def _key(example: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(example, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _where(sources: list[_Source], index: int, number: int, of: int) -> str:
+    return f"row {number}" if index == of else f"{sources[index].name} row {number}"
+
+
+def _dedup(items: list[_Item], settings: DataSettings, sources: list[_Source], dropped: list[dict[str, Any]],
+           seen: dict[str, tuple[int, int]] | None = None) -> list[_Item]:
+    """Exact duplicates (and near ones when asked) after the first; `seen`: examples of another split,
+    whose repeats are dropped whatever the settings (validation rows that are also training rows)."""
+    kept: list[_Item] = []
+    first: dict[str, tuple[int, int]] = {}
+    for index, number, example in items:
+        key = _key(example)
         if seen is not None and key in seen:
-            dropped.append({"source": where, "row": number, "reason": "in_training_data",
-                            "detail": f"the same example is training row {seen[key]}", "data": rows[number - 1]})
+            _drop(dropped, sources[index], number, "in_training_data",
+                  f"the same example is training {_where(sources, *seen[key], of=-1)}")
         elif settings.dedup and key in first:
-            dropped.append({"source": where, "row": number, "reason": "duplicate",
-                            "detail": f"the same example as row {first[key]}", "data": rows[number - 1]})
+            _drop(dropped, sources[index], number, "duplicate",
+                  f"the same example as {_where(sources, *first[key], of=index)}")
         else:
-            first.setdefault(key, number)
-            kept.append((number, example))
+            first.setdefault(key, (index, number))
+            kept.append((index, number, example))
     if settings.near_dedup is not None and len(kept) > 1:
-        repeats = near_duplicates([example_text(e) for _, e in kept], settings.near_dedup)
-        for index, (earlier, similarity) in sorted(repeats.items()):
-            number = kept[index][0]
-            dropped.append({"source": where, "row": number, "reason": "near_duplicate",
-                            "detail": f"{similarity:.2f} similar to row {kept[earlier][0]}", "data": rows[number - 1]})
-        kept = [item for index, item in enumerate(kept) if index not in repeats]
+        repeats = near_duplicates([example_text(e) for _, _, e in kept], settings.near_dedup)
+        for position, (earlier, similarity) in sorted(repeats.items()):
+            index, number, _ = kept[position]
+            _drop(dropped, sources[index], number, "near_duplicate",
+                  f"{similarity:.2f} similar to {_where(sources, *kept[earlier][:2], of=index)}")
+        kept = [item for position, item in enumerate(kept) if position not in repeats]
     return kept
 
 
-def _encode_all(tokenizer: Any, items: list[tuple[int, dict[str, Any]]], settings: DataSettings, where: str,
-                rows: list[dict[str, Any]], dropped: list[dict[str, Any]]) -> list[Encoded]:
+def _encode_all(tokenizer: Any, items: list[_Item], settings: DataSettings, sources: list[_Source],
+                dropped: list[dict[str, Any]]) -> list[Encoded]:
     kept: list[Encoded] = []
-    untrained: list[int] = []
-    for number, example in items:
+    untrained: dict[str, list[int]] = {}
+    for index, number, example in items:
+        source = sources[index]
         try:
             encoding = encode_example(tokenizer, example, settings)
         except DataError as exc:
-            raise DataError(f"{where}, row {number}: {exc}") from None
+            raise DataError(f"{source.name}, row {number}: {exc}") from None
         if encoding["length"] < settings.min_tokens:
-            dropped.append({"source": where, "row": number, "reason": "too_short",
-                            "detail": f"{encoding['length']} tokens < data.clean.min_tokens = {settings.min_tokens}",
-                            "data": rows[number - 1]})
+            _drop(dropped, source, number, "too_short",
+                  f"{encoding['length']} tokens < data.clean.min_tokens = {settings.min_tokens}")
         elif settings.max_tokens is not None and encoding["length"] > settings.max_tokens:
-            dropped.append({"source": where, "row": number, "reason": "too_long",
-                            "detail": f"{encoding['length']} tokens > data.clean.max_tokens = {settings.max_tokens}",
-                            "data": rows[number - 1]})
+            _drop(dropped, source, number, "too_long",
+                  f"{encoding['length']} tokens > data.clean.max_tokens = {settings.max_tokens}")
         elif encoding["trained_tokens"] == 0:
-            untrained.append(number)
-            dropped.append({"source": where, "row": number, "reason": "untrained",
-                            "detail": "no trained token (the answer was truncated away or is empty)",
-                            "data": rows[number - 1]})
+            untrained.setdefault(source.name, []).append(number)
+            _drop(dropped, source, number, "untrained", "no trained token (the answer was truncated away or is empty)")
         else:
-            kept.append(Encoded(number, example, encoding))
+            kept.append(Encoded(number, example, encoding, source=source.name))
     if untrained and settings.untrained == "error":
-        raise DataError(f"{where}: {len(untrained)} example(s) with no trained token (rows "
-                        f"{_rows_text(untrained)}): the answer was truncated away or is empty; raise "
-                        "data.max_length, or set data.clean.untrained = \"drop\" to drop them")
+        where = "; ".join(f"{name}: {len(rows)} example(s) with no trained token (rows {_rows_text(rows)})"
+                          for name, rows in untrained.items())
+        raise DataError(f"{where}: the answer was truncated away or is empty; raise data.max_length, or set "
+                        "data.clean.untrained = \"drop\" to drop them")
     return kept
+
+
+def _weighted(train: list[Encoded], weights: dict[str, float], seed: int) -> list[Encoded]:
+    """Each source's training examples `weight` times: whole copies, then a seeded share of the rest."""
+    rng = random.Random(seed)
+    out: list[Encoded] = []
+    for name, weight in weights.items():
+        mine = [e for e in train if e.source == name]
+        whole, part = int(weight), weight - int(weight)
+        out += mine * whole
+        if part:
+            out += rng.sample(mine, round(part * len(mine)))
+    return out
 
 
 def prepare_data(rows: Any, tokenizer: Any, settings: DataSettings, *, source: str = "data",
                  validation_rows: Any = None, validation_source: str = "validation",
-                 report_dir: Path | None = None, micro_batch_size: int = 1, packing: bool = False) -> Prepared:
-    """Map, clean, encode and split `rows`; write dropped.jsonl and stats.json to `report_dir`."""
+                 mix: Sequence[tuple[str, Any, float]] = (), report_dir: Path | None = None,
+                 micro_batch_size: int = 1, packing: bool = False) -> Prepared:
+    """Map, clean, encode and split `rows` (and the `mix` sources: (name, rows, weight)); write
+    dropped.jsonl and stats.json to `report_dir`."""
     dropped: list[dict[str, Any]] = []
-    row_list = _rows_list(rows)
-    items = _map_rows(row_list, settings, source, dropped)
-    items = _dedup(items, settings, source, row_list, dropped)
-    encoded = _encode_all(tokenizer, items, settings, source, row_list, dropped)
+    sources = [_Source(source, _rows_list(rows))] + [_Source(name, _rows_list(r), w) for name, r, w in mix]
+    if len({s.name for s in sources}) < len(sources):
+        raise DataError(f"the same source is listed twice ({', '.join(s.name for s in sources)}); use weight "
+                        "to repeat a source")
+    items = [item for index in range(len(sources)) for item in _map_rows(sources, index, settings, dropped)]
+    items = _dedup(items, settings, sources, dropped)
+    encoded = _encode_all(tokenizer, items, settings, sources, dropped)
+    rows_read = sum(len(s.rows) for s in sources)
     if not encoded:
         reasons = Counter(d["reason"] for d in dropped)
-        raise DataError(f"{source}: no example is left to train on ({len(row_list)} rows read; dropped: "
+        raise DataError(f"{source}: no example is left to train on ({rows_read} rows read; dropped: "
                         + (", ".join(f"{n} {r}" for r, n in reasons.items()) or "none") + ")"
                         + (f"; first problem, row {dropped[0]['row']}: {dropped[0]['detail']}" if dropped else ""))
     validation: list[Encoded] = []
     if isinstance(settings.validation, str) or validation_rows is not None:
-        held = _rows_list(validation_rows if validation_rows is not None else [])
-        seen = {hashlib.sha256(json.dumps(e.example, sort_keys=True, ensure_ascii=False).encode()).hexdigest(): e.row
+        held = _Source(validation_source, _rows_list(validation_rows if validation_rows is not None else []))
+        everything = sources + [held]
+        seen = {_key(e.example): (next(i for i, s in enumerate(sources) if s.name == e.source), e.row)
                 for e in encoded}
-        v_items = _map_rows(held, settings, validation_source, dropped)
-        v_items = _dedup(v_items, settings, validation_source, held, dropped, seen=seen)
-        validation = _encode_all(tokenizer, v_items, settings, validation_source, held, dropped)
+        v_items = _map_rows(everything, len(sources), settings, dropped)
+        v_items = _dedup(v_items, settings, everything, dropped, seen=seen)
+        validation = _encode_all(tokenizer, v_items, settings, everything, dropped)
+        if not validation:
+            raise DataError(f"{validation_source}: no validation example is left ({len(held.rows)} rows read; the "
+                            "rest were dropped or are also training rows); use other rows for data.validation")
+        rows_read += len(held.rows)
         train = encoded
     elif settings.validation:
         order = list(range(len(encoded)))
@@ -468,8 +517,14 @@ def prepare_data(rows: Any, tokenizer: Any, settings: DataSettings, *, source: s
         train = encoded
     for item in validation:
         item.split = "validation"
-    stats = statistics(train, validation, dropped, len(row_list), settings, micro_batch_size, packing)
-    prepared = Prepared(train, validation, dropped, stats)
+    weighted = _weighted(train, {s.name: s.weight for s in sources}, settings.seed) if mix else []
+    stats = statistics(weighted or train, validation, dropped, rows_read, settings, micro_batch_size, packing)
+    if mix:
+        stats["sources"] = {s.name: {"rows_read": len(s.rows), "weight": s.weight,
+                                     "train_examples": sum(1 for e in train if e.source == s.name),
+                                     "weighted_examples": sum(1 for e in weighted if e.source == s.name)}
+                            for s in sources}
+    prepared = Prepared(train, validation, dropped, stats, weighted)
     if report_dir is not None:
         write_report(prepared, Path(report_dir))
     return prepared

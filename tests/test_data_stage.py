@@ -199,3 +199,37 @@ def test_padding_and_packing_arithmetic() -> None:
     assert padding([3, 5], 2, seed=0) == 2 and padding([3, 5], 1, seed=0) == 0
     assert packed_rows([6, 5, 4, 3, 2], 10) == 2  # 6+4, 5+3+2
     assert percentile([1, 2, 3, 4], 50) == 2 and percentile([], 90) == 0
+
+
+def test_mixed_sources_are_weighted_after_cleaning_and_split(tiny_tokenizer: Any) -> None:
+    main = [{"text": f"main example {i}"} for i in range(10)]
+    extra = [{"text": f"extra example {i}"} for i in range(4)] + [{"text": "main example 0"}]  # one repeat of main
+    prepared = prepare_data(main, tiny_tokenizer, DataSettings("text", {}, 64, validation=0.2),
+                            source="main.jsonl", mix=[("extra.jsonl", extra, 2.5)])
+    assert prepared.dropped[0]["source"] == "extra.jsonl" and prepared.dropped[0]["detail"] == (
+        "the same example as main.jsonl row 1")
+    sources = prepared.stats["sources"]
+    extra_train = sources["extra.jsonl"]["train_examples"]
+    assert sources["main.jsonl"]["weighted_examples"] == sources["main.jsonl"]["train_examples"]
+    assert sources["extra.jsonl"]["weighted_examples"] == 2 * extra_train + round(0.5 * extra_train)
+    assert len(prepared.dataset("train")) == prepared.stats["splits"]["train"]["examples"] == len(
+        prepared.weighted_train)
+    assert not {e.example["text"] for e in prepared.validation} & {e.example["text"] for e in prepared.weighted_train}
+
+
+def test_text_files_are_one_row_per_line(tmp_path: Path) -> None:
+    from ftc.compiler.facts import data_facts
+    from ftc.runtime.datastage import load_rows
+
+    (tmp_path / "a.txt").write_text("first line\nsecond line\n", encoding="utf-8")
+    facts = data_facts(str(tmp_path / "a.txt"))
+    assert (facts.loader, facts.columns, facts.rows) == ("text", ("text",), 2)
+    assert load_rows(str(tmp_path / "a.txt"), "text") == [{"text": "first line"}, {"text": "second line"}]
+
+
+def test_unreadable_rows_are_reported_with_the_file(tmp_path: Path) -> None:
+    from ftc.runtime.datastage import load_rows
+
+    (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad.jsonl: cannot be read as json data"):
+        load_rows(str(tmp_path / "bad.jsonl"), "json")
