@@ -15,6 +15,7 @@ from ftc.compiler.catalog import GPUS, find_gpu
 from ftc.compiler.errors import Problem, SpecError
 from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, model_facts
 from ftc.compiler.load import SpecSource, locate
+from ftc.compiler.tokens import TokenFacts, measure_data
 from ftc.compiler.spec import FORMAT_FIELDS, REQUIRED_FIELDS, TEMPLATE_FIELDS, TURN_FIELDS, Spec
 
 
@@ -27,6 +28,8 @@ class Facts:
     validation: DataFacts | None
     mix: tuple[DataFacts, ...] = ()
     """The `[[data.mix]]` sources, in spec order."""
+    tokens: TokenFacts | None = None
+    """Token lengths of the data's first rows, measured with the model's tokenizer (None: not on this machine)."""
 
 
 Finding = tuple[str, str]
@@ -160,6 +163,10 @@ def data_options_fit_the_format(spec: Spec, facts: Facts) -> Iterator[Finding]:
         if spec.eval.compare:
             yield "eval.compare", ("before/after answers use the chat template, but data.template replaces it; "
                                    "set compare = 0")
+    if d.max_length == "auto" and facts.tokens is None and facts.model is not None and facts.data is not None:
+        yield "data.max_length", ("\"auto\" measures the data with the model's tokenizer, but no tokenizer.json of "
+                                  f"{spec.model.base!r} is on this machine (or no row could be measured); set a "
+                                  "number of tokens")
     c = d.clean
     if c.max_tokens is not None and c.max_tokens < c.min_tokens:
         yield "data.clean.max_tokens", f"is below min_tokens ({c.max_tokens} < {c.min_tokens}); no row could pass"
@@ -255,7 +262,8 @@ def _facts(spec: Spec) -> tuple[Facts, list[Finding]]:
             mix.append(data_facts(entry.source))
         except FactError as exc:
             findings.append(("data.mix", f"source {number} ({entry.source}): {exc}"))
-    return Facts(model, data, validation, tuple(mix)), findings
+    tokens = measure_data(spec, model, data, tuple(mix)) if model is not None and data is not None else None
+    return Facts(model, data, validation, tuple(mix), tokens), findings
 
 
 def run_checks(source: SpecSource) -> Facts:

@@ -114,8 +114,10 @@ class DataSpec(_Table):
     example attends only to itself); saves the padding that `ftc data` reports."""
     validation: float | str = 0.1
     """Share of the rows held out for validation (0 to 0.5), or a second source."""
-    max_length: int = Field(1024, gt=8, le=1_048_576)
-    """Longest example in tokens; longer ones are truncated (and counted)."""
+    max_length: Annotated[int, Field(gt=8, le=1_048_576)] | Literal["auto"] = 1024
+    """Longest example in tokens; longer ones are truncated (and counted). `"auto"`: the longest
+    example measured at compile time with the model's tokenizer, rounded up to a multiple of 8
+    (needs the tokenizer on this machine)."""
     split: str = "train"
     """Split to read from a hub dataset or a saved DatasetDict."""
 

@@ -107,7 +107,7 @@ def test_failed_run_says_why_and_where(tiny_model: Path, tmp_path: Path) -> None
                                      '[train]\nmax_steps = 2\nbatch_size = 2\n[hardware]\ndevice = "cpu"\n')
     done = run_ftc("run", "s.toml", "--run-dir", "r", "--no-tui", cwd=tmp_path)
     assert done.returncode == 1
-    assert "examples with no trained token (rows 0 after the split)" in done.stderr
+    assert "d.jsonl: 1 example(s) with no trained token (rows 1)" in done.stderr  # the row in the file
     assert "(training stopped with exit code 1; full log: r/train.log)" in done.stderr
     assert "Traceback" not in done.stderr
     events = [json.loads(line) for line in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
