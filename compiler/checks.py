@@ -262,7 +262,11 @@ def _facts(spec: Spec) -> tuple[Facts, list[Finding]]:
             mix.append(data_facts(entry.source))
         except FactError as exc:
             findings.append(("data.mix", f"source {number} ({entry.source}): {exc}"))
-    tokens = measure_data(spec, model, data, tuple(mix)) if model is not None and data is not None else None
+    tokens = None
+    if model is not None and data is not None:
+        tokens, problem = measure_data(spec, model, data, tuple(mix))
+        if problem:  # the data stage itself, run on the first rows with the model's tokenizer
+            findings.append(("data.source", problem))
     return Facts(model, data, validation, tuple(mix), tokens), findings
 
 

@@ -186,20 +186,43 @@ def measure(rows: list[dict[str, Any]], tokenizer: Any, settings: dict[str, Any]
                       percentile(lengths, 95), percentile(lengths, 99), lengths[-1], where)
 
 
-def measure_data(spec: Any, model: Any, data: Any, mix: tuple[Any, ...]) -> TokenFacts | None:
-    """TokenFacts of the spec's local data files with the model's tokenizer, when both are here."""
+def measure_data(spec: Any, model: Any, data: Any, mix: tuple[Any, ...]) -> tuple[TokenFacts | None, str | None]:
+    """Token lengths of the spec's local data files with the model's tokenizer, and the data stage's
+    verdict on those rows (unmappable roles, untrained examples, nothing left: the message), when
+    the tokenizer is here. Returns (None, None) otherwise."""
+    from ftc.runtime.data import DataError
+    from ftc.runtime.datastage import DataSettings, prepare_data
+
     directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
     sources = [f for f in (data, *mix) if f.kind == "files"]
     if directory is None or not sources:
-        return None
+        return None, None
     d = spec.data
     settings = {"format": d.format, "columns": dict(d.columns), "roles": dict(d.roles), "template": d.template,
                 "train_on": d.train_on, "max_length": 1 << 30}
     try:
         tokenizer = LightTokenizer(directory)
-        rows: list[dict[str, Any]] = []
+        per_source = []
+        budget = MEASURE_ROWS
         for source in sources:
-            rows += read_rows(source.files, source.loader, MEASURE_ROWS - len(rows))
+            rows = read_rows(source.files, source.loader, budget)
+            per_source.append((source.source, rows))
+            budget -= len(rows)
     except Exception:  # noqa: BLE001 - unreadable tokenizer or rows: planning goes on without lengths
-        return None
-    return measure(rows, tokenizer, settings, f"{directory}/tokenizer.json")
+        return None, None
+    tokens = measure([r for _, rows in per_source for r in rows], tokenizer, settings, f"{directory}/tokenizer.json")
+    if d.max_length == "auto" and tokens is None:
+        return None, None
+    c = d.clean
+    stage = DataSettings(**{**settings, "max_length": tokens.max if d.max_length == "auto" and tokens else
+                            int(d.max_length)}, dedup=c.dedup, near_dedup=c.near_dedup, min_tokens=c.min_tokens,
+                         max_tokens=c.max_tokens, untrained=c.untrained)
+    weights = {entry.source: entry.weight for entry in d.mix}
+    (name, rows), *others = per_source
+    try:
+        prepare_data(rows, tokenizer, stage, source=name, mix=[(n, r, weights.get(n, 1.0)) for n, r in others])
+    except DataError as exc:
+        return tokens, str(exc)
+    except Exception:  # noqa: BLE001 - a template that fails outside transformers: the run will tell
+        return tokens, None
+    return tokens, None

@@ -104,3 +104,15 @@ def test_measuring_stays_torch_free(workdir: Path) -> None:
             "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=workdir, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_compile_runs_the_data_stage_on_the_first_rows(workdir: Path) -> None:
+    rows = [{"prompt": "short", "completion": "ok"}, {"prompt": "one two three " * 30, "completion": "lost"}]
+    write_jsonl(workdir / "d.jsonl", rows)
+    (workdir / "s.toml").write_text(spec("32"))
+    with pytest.raises(SpecError, match=r"data.source: d.jsonl: 1 example\(s\) with no trained token \(rows 2\)"):
+        compile_spec(workdir / "s.toml")
+    write_jsonl(workdir / "d.jsonl", [{"messages": [{"role": "robot", "content": "x"}]}])
+    (workdir / "s.toml").write_text(spec("64").replace('"completion"', '"chat"'))
+    with pytest.raises(SpecError, match=r"role 'robot' cannot be mapped"):
+        compile_spec(workdir / "s.toml")
