@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-MEASURE_ROWS = 2000  # rows measured at most (the first ones); enough for stable percentiles, fast to compile
+MEASURE_ROWS = 1000  # rows measured at most (the first ones); enough for stable percentiles, fast to compile
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class TokenFacts:
     """Token lengths of the first rows of the data, as train.py will encode them (before truncation)."""
 
     examples: int
-    """Examples measured (rows that map onto the format)."""
+    """Examples measured: the rows the data stage keeps (mapped, cleaned)."""
     rows_read: int
     """Rows read for it (the first MEASURE_ROWS at most)."""
     p50: int
@@ -167,39 +167,18 @@ def read_rows(files: tuple[str, ...], loader: str | None, limit: int = MEASURE_R
     return rows
 
 
-def measure(rows: list[dict[str, Any]], tokenizer: Any, settings: dict[str, Any], where: str) -> TokenFacts | None:
-    """Token lengths of the rows that map onto the format (None when none does)."""
-    from ftc.runtime.datastage import DataSettings, encode_example, percentile, to_example
-
-    data = DataSettings(**{**settings, "max_length": 1 << 30})
-    lengths = []
-    for row in rows:
-        try:
-            example = to_example(row, data)
-            lengths.append(encode_example(tokenizer, example, data)["length"])
-        except Exception:  # noqa: BLE001 - rows that do not map are the data stage's to report, with their reasons
-            continue
-    if not lengths:
-        return None
-    lengths.sort()
-    return TokenFacts(len(lengths), len(rows), percentile(lengths, 50), percentile(lengths, 90),
-                      percentile(lengths, 95), percentile(lengths, 99), lengths[-1], where)
-
-
 def measure_data(spec: Any, model: Any, data: Any, mix: tuple[Any, ...]) -> tuple[TokenFacts | None, str | None]:
-    """Token lengths of the spec's local data files with the model's tokenizer, and the data stage's
-    verdict on those rows (unmappable roles, untrained examples, nothing left: the message), when
-    the tokenizer is here. Returns (None, None) otherwise."""
+    """Run the data stage (ftc.runtime.datastage.prepare_data, as train.py does) on the first rows of
+    the spec's local data files with the model's tokenizer: the token lengths of the kept examples,
+    and the stage's error (unmappable roles, untrained examples, nothing left) as a message.
+    (None, None) when the tokenizer or the files are not here."""
     from ftc.runtime.data import DataError
-    from ftc.runtime.datastage import DataSettings, prepare_data
+    from ftc.runtime.datastage import DataSettings, percentile, prepare_data
 
     directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
     sources = [f for f in (data, *mix) if f.kind == "files"]
     if directory is None or not sources:
         return None, None
-    d = spec.data
-    settings = {"format": d.format, "columns": dict(d.columns), "roles": dict(d.roles), "template": d.template,
-                "train_on": d.train_on, "max_length": 1 << 30}
     try:
         tokenizer = LightTokenizer(directory)
         per_source = []
@@ -210,19 +189,21 @@ def measure_data(spec: Any, model: Any, data: Any, mix: tuple[Any, ...]) -> tupl
             budget -= len(rows)
     except Exception:  # noqa: BLE001 - unreadable tokenizer or rows: planning goes on without lengths
         return None, None
-    tokens = measure([r for _, rows in per_source for r in rows], tokenizer, settings, f"{directory}/tokenizer.json")
-    if d.max_length == "auto" and tokens is None:
-        return None, None
-    c = d.clean
-    stage = DataSettings(**{**settings, "max_length": tokens.max if d.max_length == "auto" and tokens else
-                            int(d.max_length)}, dedup=c.dedup, near_dedup=c.near_dedup, min_tokens=c.min_tokens,
-                         max_tokens=c.max_tokens, untrained=c.untrained)
+    d, c = spec.data, spec.data.clean
+    settings = DataSettings(format=d.format, columns=dict(d.columns), roles=dict(d.roles), template=d.template,
+                            train_on=d.train_on, max_length=1 << 30 if d.max_length == "auto" else int(d.max_length),
+                            dedup=c.dedup, near_dedup=c.near_dedup, min_tokens=c.min_tokens, max_tokens=c.max_tokens,
+                            untrained=c.untrained)
     weights = {entry.source: entry.weight for entry in d.mix}
     (name, rows), *others = per_source
     try:
-        prepare_data(rows, tokenizer, stage, source=name, mix=[(n, r, weights.get(n, 1.0)) for n, r in others])
+        prepared = prepare_data(rows, tokenizer, settings, source=name,
+                                mix=[(n, r, weights.get(n, 1.0)) for n, r in others])
     except DataError as exc:
-        return tokens, str(exc)
-    except Exception:  # noqa: BLE001 - a template that fails outside transformers: the run will tell
-        return tokens, None
-    return tokens, None
+        return None, str(exc)
+    except Exception:  # noqa: BLE001 - a chat template that fails outside transformers: the run will tell
+        return None, None
+    lengths = sorted(e.encoding["length"] for e in prepared.train + prepared.validation)
+    read = sum(len(r) for _, r in per_source)
+    return TokenFacts(len(lengths), read, percentile(lengths, 50), percentile(lengths, 90), percentile(lengths, 95),
+                      percentile(lengths, 99), lengths[-1], f"{directory}/tokenizer.json"), None

@@ -644,9 +644,13 @@ def check_saved_tokenizer(path: Path, prepared: Prepared, settings: DataSettings
 
     saved = AutoTokenizer.from_pretrained(str(path))
     item = prepared.train[0]
-    again = encode_example(saved, item.example, settings)
-    same = again["input_ids"] == item.encoding["input_ids"] and again["labels"] == item.encoding["labels"]
-    if same:
+    try:
+        again: dict[str, Any] | None = encode_example(saved, item.example, settings)
+    except DataError:  # the saved template cannot even locate the answers
+        again = None
+    same = again is not None and again["input_ids"] == item.encoding["input_ids"] and again[
+        "labels"] == item.encoding["labels"]
+    if same and again is not None:
         print(f"saved tokenizer check: training row {item.row} encodes to the same {len(again['input_ids'])} "
               f"tokens with {path}", flush=True)
     else:

@@ -233,3 +233,46 @@ def test_unreadable_rows_are_reported_with_the_file(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"bad.jsonl: cannot be read as json data"):
         load_rows(str(tmp_path / "bad.jsonl"), "json")
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.written: list[tuple[str, str]] = []
+
+    def write(self, kind: str, message: str, **fields: Any) -> None:
+        self.written.append((kind, message))
+
+
+def test_saved_tokenizer_is_checked_against_training(tiny_tokenizer: Any, tmp_path: Path) -> None:
+    from ftc.runtime.datastage import check_saved_tokenizer
+
+    rows = [{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}]}]
+    settings = DataSettings("chat", {}, 64)
+    prepared = prepare_data(rows, tiny_tokenizer, settings)
+    tiny_tokenizer.save_pretrained(tmp_path / "same")
+    events = _Events()
+    assert check_saved_tokenizer(tmp_path / "same", prepared, settings, events) and not events.written
+    template = tiny_tokenizer.chat_template
+    try:  # a run that trained with another template than the one saved: the check says so
+        tiny_tokenizer.chat_template = template.replace("message['role']", "message['role'] + ':'")
+        assert tiny_tokenizer.chat_template != template
+        tiny_tokenizer.save_pretrained(tmp_path / "other")
+    finally:
+        tiny_tokenizer.chat_template = template
+    assert not check_saved_tokenizer(tmp_path / "other", prepared, settings, events)
+    assert events.written[0][0] == "warning" and "encodes training row 1 differently" in events.written[0][1]
+
+
+def test_saved_dataset_directories_load_with_their_split(tmp_path: Path) -> None:
+    from datasets import Dataset, DatasetDict
+
+    from ftc.runtime.datastage import load_rows
+
+    rows = [{"text": "a"}, {"text": "b"}]
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))
+    DatasetDict({"train": Dataset.from_list(rows), "test": Dataset.from_list(rows[:1])}).save_to_disk(
+        str(tmp_path / "dict"))
+    assert load_rows(str(tmp_path / "one"), "saved") == rows
+    assert load_rows(str(tmp_path / "dict"), "saved", split="test") == rows[:1]
+    with pytest.raises(DataError, match=r"no split 'dev' \(splits: train, test\); set data.split"):
+        load_rows(str(tmp_path / "dict"), "saved", split="dev")

@@ -60,7 +60,7 @@ def spec(max_length: str, model: str = "tiny", packing: str = "false") -> str:
 def workdir(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     shutil.copytree(tiny_model, tmp_path / "tiny")
-    rows = [{"prompt": "one two three " * (i % 5 + 1), "completion": "four"} for i in range(30)]
+    rows = [{"prompt": "one two three " * (i % 5 + 1) + str(i), "completion": "four"} for i in range(30)]
     write_jsonl(tmp_path / "d.jsonl", rows)
     return tmp_path
 
