@@ -140,6 +140,8 @@ def _config_lines(plan: Plan) -> list[tuple[str, str]]:
             continue
         if key in _OMIT_WHEN and plan[key] == _OMIT_WHEN[key]:
             continue
+        if key == "train_on" and plan["data_format"] == "text":  # text trains every token
+            continue
         if key == "eval_steps" and plan[key] is None:
             continue
         if key in ("compare", "max_new_tokens") and not plan["compare"]:

@@ -80,18 +80,20 @@ def show(prepared: Prepared, tokenizer: Any, n: int, console: Any, report_dir: P
     console.print(legend)
 
     table = Table(title=f"data: {stats['rows_read']} rows read")
-    for column in ("split", "examples", "tokens", "trained", "share", "truncated", "p50", "p90", "p95", "p99", "max"):
-        # the length percentiles are of the untruncated token counts
+    for column in ("split", "examples", "tokens", "trained", "share", "truncated"):
         table.add_column(column, justify="left" if column == "split" else "right")
+    lengths = Table(title="tokens per example (before truncation)")
+    for column in ("split", "p50", "p90", "p95", "p99", "max"):
+        lengths.add_column(column, justify="left" if column == "split" else "right")
     for split, s in stats["splits"].items():
-        length = s["length"]
         table.add_row(split, str(s["examples"]), f"{s['tokens']:,}", f"{s['trained_tokens']:,}",
-                      f"{100 * s['trained_share']:.0f} %", str(s["truncated"]), str(length["p50"]), str(length["p90"]),
-                      str(length["p95"]), str(length["p99"]), str(length["max"]))
+                      f"{100 * s['trained_share']:.0f} %", str(s["truncated"]))
+        lengths.add_row(split, *(str(s["length"][k]) for k in ("p50", "p90", "p95", "p99", "max")))
     console.print(table)
+    console.print(lengths)
     dropped = {r: n for r, n in stats["dropped"].items() if n}
     if dropped:
-        drops = Table(title=f"dropped rows (each one, with its data, in {report_dir / 'dropped.jsonl'})")
+        drops = Table(title="dropped rows")
         drops.add_column("reason")
         drops.add_column("rows", justify="right")
         drops.add_column("first rows")
@@ -100,6 +102,7 @@ def show(prepared: Prepared, tokenizer: Any, n: int, console: Any, report_dir: P
                 rows = [str(d["row"]) for d in prepared.dropped if d["reason"] == reason][:8]
                 drops.add_row(reason.replace("_", " "), str(dropped[reason]), ", ".join(rows))
         console.print(drops)
+        console.print(f"each dropped row, with its reason and data: {report_dir / 'dropped.jsonl'}", markup=False)
     else:
         console.print("dropped rows: none")
     pad = stats["padding"]
