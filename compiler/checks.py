@@ -266,7 +266,7 @@ def _facts(spec: Spec) -> tuple[Facts, list[Finding]]:
     if model is not None and data is not None:
         tokens, problem = measure_data(spec, model, data, tuple(mix))
         if problem:  # the data stage itself, run on the first rows with the model's tokenizer
-            findings.append(("data.source", problem))
+            findings.append(problem)
     return Facts(model, data, validation, tuple(mix), tokens), findings
 
 

@@ -167,7 +167,8 @@ def read_rows(files: tuple[str, ...], loader: str | None, limit: int = MEASURE_R
     return rows
 
 
-def measure_data(spec: Any, model: Any, data: Any, mix: tuple[Any, ...]) -> tuple[TokenFacts | None, str | None]:
+def measure_data(spec: Any, model: Any, data: Any,
+                 mix: tuple[Any, ...]) -> tuple[TokenFacts | None, tuple[str, str] | None]:
     """Run the data stage (ftc.runtime.datastage.prepare_data, as train.py does) on the first rows of
     the spec's local data files with the model's tokenizer: the token lengths of the kept examples,
     and the stage's error (unmappable roles, untrained examples, nothing left) as a message.
@@ -190,6 +191,15 @@ def measure_data(spec: Any, model: Any, data: Any, mix: tuple[Any, ...]) -> tupl
     except Exception:  # noqa: BLE001 - unreadable tokenizer or rows: planning goes on without lengths
         return None, None
     d, c = spec.data, spec.data.clean
+    if tokenizer.chat_template is None and d.format != "text" and d.template is None:
+        from ftc.runtime.data import chatml_missing_tokens
+
+        missing = chatml_missing_tokens(tokenizer)
+        if missing:
+            return None, ("data.format", f"{directory.name}'s tokenizer has no chat template, and the ChatML "
+                          f"markers ftc would add ({', '.join(missing)}) are not tokens of its vocabulary; set "
+                          "data.template to a plain-text prompt template (the answer then ends with EOS), use "
+                          "format = \"text\", or fine-tune a model that has a chat template")
     settings = DataSettings(format=d.format, columns=dict(d.columns), roles=dict(d.roles), template=d.template,
                             train_on=d.train_on, max_length=1 << 30 if d.max_length == "auto" else int(d.max_length),
                             dedup=c.dedup, near_dedup=c.near_dedup, min_tokens=c.min_tokens, max_tokens=c.max_tokens,
@@ -200,7 +210,7 @@ def measure_data(spec: Any, model: Any, data: Any, mix: tuple[Any, ...]) -> tupl
         prepared = prepare_data(rows, tokenizer, settings, source=name,
                                 mix=[(n, r, weights.get(n, 1.0)) for n, r in others])
     except DataError as exc:
-        return None, str(exc)
+        return None, ("data.source", str(exc))
     except Exception:  # noqa: BLE001 - a chat template that fails outside transformers: the run will tell
         return None, None
     lengths = sorted(e.encoding["length"] for e in prepared.train + prepared.validation)

@@ -29,10 +29,24 @@ class DataError(ValueError):
     """An example cannot be encoded; the message names the row and what to fix."""
 
 
+def chatml_missing_tokens(tokenizer: Any) -> list[str]:
+    """ChatML's markers that are not single tokens of the tokenizer's vocabulary."""
+    return [marker for marker in ("<|im_start|>", "<|im_end|>")
+            if len(tokenizer(marker, add_special_tokens=False)["input_ids"]) != 1]
+
+
 def ensure_chat_template(tokenizer: Any) -> str | None:
-    """Give a tokenizer without a chat template ChatML; returns a warning text when it did."""
+    """Give a tokenizer without a chat template ChatML; returns a warning text when it did. Refuses
+    (DataError) when ChatML's markers are not tokens of the vocabulary: they would be trained as
+    plain text and the model would never learn to stop at its end-of-sequence token."""
     if getattr(tokenizer, "chat_template", None):
         return None
+    missing = chatml_missing_tokens(tokenizer)
+    if missing:
+        raise DataError(f"the tokenizer has no chat template, and the ChatML markers ftc would add "
+                        f"({', '.join(missing)}) are not tokens of its vocabulary; set data.template to a plain-text "
+                        "prompt template (the answer then ends with the tokenizer's EOS), use format = \"text\", "
+                        "or fine-tune a model that has a chat template")
     tokenizer.chat_template = CHATML_TEMPLATE
     return "the tokenizer has no chat template; using ChatML (saved with the model)"
 

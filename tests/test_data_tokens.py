@@ -116,3 +116,31 @@ def test_compile_runs_the_data_stage_on_the_first_rows(workdir: Path) -> None:
     (workdir / "s.toml").write_text(spec("64").replace('"completion"', '"chat"'))
     with pytest.raises(SpecError, match=r"role 'robot' cannot be mapped"):
         compile_spec(workdir / "s.toml")
+
+
+def test_chatml_is_refused_when_its_markers_are_not_tokens(workdir: Path) -> None:
+    """A base model without a chat template nor ChatML tokens: ChatML would be trained as plain text and
+    the model would never learn to stop; compile and the data stage both say so."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from ftc.runtime.data import DataError, ensure_chat_template
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.train_from_iterator(["one two three four"] * 10, trainer=trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    base = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>")
+    (workdir / "base").mkdir()
+    base.save_pretrained(workdir / "base")
+    shutil.copy(workdir / "tiny" / "config.json", workdir / "base" / "config.json")
+    (workdir / "s.toml").write_text(spec("64", model="base"))
+    with pytest.raises(SpecError, match=r"data.format: base's tokenizer has no chat template, and the ChatML "
+                                        r"markers ftc would add \(<\|im_start\|>, <\|im_end\|>\) are not tokens"):
+        compile_spec(workdir / "s.toml")
+    with pytest.raises(DataError, match="set data.template to a plain-text prompt template"):
+        ensure_chat_template(base)
+    template = '"Q: {{ prompt }}\\nA: "'
+    (workdir / "s.toml").write_text(spec("64", model="base").replace("[method]", f"template = {template}\n[method]"))
+    assert compile_spec(workdir / "s.toml").facts.tokens is not None  # a plain-text prompt needs no chat template
