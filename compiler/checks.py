@@ -167,6 +167,12 @@ def data_options_fit_the_format(spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield "data.max_length", ("\"auto\" measures the data with the model's tokenizer, but no tokenizer.json of "
                                   f"{spec.model.base!r} is on this machine (or no row could be measured); set a "
                                   "number of tokens")
+    if d.padding_free and d.packing:
+        yield "data.padding_free", "packing is already padding-free; remove padding_free"
+    if (d.padding_free or d.packing) and any(word in spec.method.kind for word in ("prefix", "prompt", "tuning")):
+        key = "data.packing" if d.packing else "data.padding_free"
+        yield key, (f"method {spec.method.kind!r} adds virtual tokens that a row without padding mask cannot "
+                    "hold; turn it off")
     c = d.clean
     if c.max_tokens is not None and c.max_tokens < c.min_tokens:
         yield "data.clean.max_tokens", f"is below min_tokens ({c.max_tokens} < {c.min_tokens}); no row could pass"

@@ -49,6 +49,7 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
     ("MAX_TOKENS", "max_tokens"),
     ("UNTRAINED", "untrained"),
     ("PACKING", "packing"),
+    ("PADDING_FREE", "padding_free"),
     ("MIX", "mix"),
     ("LOAD_DTYPE", "load_dtype"),
     ("DOUBLE_QUANT", "double_quant"),
@@ -87,7 +88,7 @@ DATA_SETTINGS: tuple[tuple[str, str], ...] = (
     ("untrained", "untrained"),
 )
 # Left out of CONFIG when they hold the default that DataSettings has anyway (the script stays short).
-_OMIT_WHEN: dict[str, object] = {"roles": {}, "mix": [], "template": None, "near_dedup": None, "max_tokens": None,
+_OMIT_WHEN: dict[str, object] = {"roles": {}, "mix": [], "template": None, "padding_free": False, "near_dedup": None, "max_tokens": None,
                                  "min_tokens": 0}
 
 

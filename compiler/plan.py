@@ -342,6 +342,8 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     s["untrained"] = Setting(c.untrained, "spec: data.clean.untrained" if "untrained" in c.model_fields_set
                              else "default: stop on examples with no trained token")
     s["packing"] = Setting(d.packing, "spec: data.packing" if "packing" in d.model_fields_set else "default: off")
+    s["padding_free"] = Setting(d.padding_free, "spec: data.padding_free" if "padding_free" in d.model_fields_set
+                                else "default: off")
     train_rows, steps_per_epoch = _steps(spec, facts)
     if train_rows is not None:
         reasons.append(f"data: {facts.data.rows} rows, about {train_rows} for training")

@@ -112,6 +112,10 @@ class DataSpec(_Table):
     packing: bool = False
     """Pack several examples into each max_length row (best-fit decreasing, padding-free, each
     example attends only to itself); saves the padding that `ftc data` reports."""
+    padding_free: bool = False
+    """Without packing: concatenate each micro-batch into one row with no padding (positions
+    restart at every example, so each attends only to itself); saves the padding `ftc data`
+    reports. Not for methods with virtual tokens (prefix or prompt tuning)."""
     validation: float | str = 0.1
     """Share of the rows held out for validation (0 to 0.5), or a second source."""
     max_length: Annotated[int, Field(gt=8, le=1_048_576)] | Literal["auto"] = 1024

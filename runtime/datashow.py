@@ -43,7 +43,8 @@ def run_stage(plan: Any, settings: dict[str, Any], origin: str, report_dir: Path
     mix = [(m["source"], load_rows(m["source"], m["kind"]), m["weight"]) for m in plan["mix"]]
     prepared = prepare_data(rows, tokenizer, DataSettings(**settings), source=source, validation_rows=validation_rows,
                             validation_source=validation if isinstance(validation, str) else "validation", mix=mix,
-                            report_dir=report_dir, micro_batch_size=plan["micro_batch_size"], packing=plan["packing"])
+                            report_dir=report_dir, micro_batch_size=plan["micro_batch_size"], packing=plan["packing"],
+                            padding_free=plan["padding_free"])
     return prepared, tokenizer
 
 
@@ -112,6 +113,8 @@ def show(prepared: Prepared, tokenizer: Any, n: int, console: Any, report_dir: P
         pack = stats["packing"]
         line += (f"; packing fills {pack['packed_rows']} rows of max_length ({pack['examples_per_row']} examples "
                  f"per row) and saves all {pack['padded_tokens_saved']:,} of them")
+    if "padding_free" in stats:
+        line += "; padding-free batching saves all of them"
     console.print(line, markup=False)
     for name, source in stats.get("sources", {}).items():
         console.print(f"source {name}: {source['rows_read']} rows, {source['train_examples']} training examples "

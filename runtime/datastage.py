@@ -472,7 +472,7 @@ def _weighted(train: list[Encoded], weights: dict[str, float], seed: int) -> lis
 def prepare_data(rows: Any, tokenizer: Any, settings: DataSettings, *, source: str = "data",
                  validation_rows: Any = None, validation_source: str = "validation",
                  mix: Sequence[tuple[str, Any, float]] = (), report_dir: Path | None = None,
-                 micro_batch_size: int = 1, packing: bool = False) -> Prepared:
+                 micro_batch_size: int = 1, packing: bool = False, padding_free: bool = False) -> Prepared:
     """Map, clean, encode and split `rows` (and the `mix` sources: (name, rows, weight)); write
     dropped.jsonl and stats.json to `report_dir`."""
     dropped: list[dict[str, Any]] = []
@@ -518,7 +518,8 @@ def prepare_data(rows: Any, tokenizer: Any, settings: DataSettings, *, source: s
     for item in validation:
         item.split = "validation"
     weighted = _weighted(train, {s.name: s.weight for s in sources}, settings.seed) if mix else []
-    stats = statistics(weighted or train, validation, dropped, rows_read, settings, micro_batch_size, packing)
+    stats = statistics(weighted or train, validation, dropped, rows_read, settings, micro_batch_size, packing,
+                       padding_free)
     if mix:
         stats["sources"] = {s.name: {"rows_read": len(s.rows), "weight": s.weight,
                                      "train_examples": sum(1 for e in train if e.source == s.name),
@@ -587,7 +588,8 @@ def packed_rows(lengths: Sequence[int], max_length: int) -> int:
 
 
 def statistics(train: list[Encoded], validation: list[Encoded], dropped: list[dict[str, Any]], rows_read: int,
-               settings: DataSettings, micro_batch_size: int, packing: bool) -> dict[str, Any]:
+               settings: DataSettings, micro_batch_size: int, packing: bool,
+               padding_free: bool = False) -> dict[str, Any]:
     """The numbers `ftc data --json` prints and train.py reports in its `data` event."""
     reasons = Counter(d["reason"] for d in dropped)
     lengths = [len(e.encoding["input_ids"]) for e in train]
@@ -605,6 +607,8 @@ def statistics(train: list[Encoded], validation: list[Encoded], dropped: list[di
         rows = packed_rows(lengths, settings.max_length)
         stats["packing"] = {"packed_rows": rows, "examples_per_row": round(len(lengths) / rows, 2) if rows else 0.0,
                             "padded_tokens_saved": pads}
+    if padding_free:
+        stats["padding_free"] = {"padded_tokens_saved": pads}
     return stats
 
 

@@ -63,3 +63,29 @@ def test_packing_trains_to_the_same_loss(tiny_model: Path, tmp_path: Path) -> No
         events = [json.loads(line) for line in (tmp_path / f"runs/{packing}/events.jsonl").read_text().splitlines()]
         losses[packing] = [e["loss"] for e in events if e["type"] == "step"]
     assert losses["true"][-1] < 0.05 and losses["false"][-1] < 0.05, losses  # both memorised the set
+
+
+def test_padding_free_batches_train(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """padding_free = true without packing: TRL's padding-free collator over examples truncated by the data
+    stage (train.py passes max_length=None, which TRL requires); the loss falls and ftc data counts the saving."""
+    shutil.copytree(tiny_model, tmp_path / "tiny")
+    write_jsonl(tmp_path / "d.jsonl", [{"q": f"translate {w} " + "please " * (i % 4), "a": w.upper()}
+                                       for i, w in enumerate(WORDS)])
+    spec = ('name = "pf"\n[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\nformat = "completion"\nvalidation = 0\n'
+            'max_length = 64\npadding_free = true\n[data.columns]\nprompt = "q"\ncompletion = "a"\n[method]\n'
+            'kind = "full"\n[train]\nmax_steps = 20\nbatch_size = 4\nlearning_rate = 3e-3\nlogging_steps = 1\n'
+            'warmup = 0\n[hardware]\ndevice = "cpu"\n')
+    (tmp_path / "s.toml").write_text(spec)
+    from ftc.compiler.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["data", "s.toml", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["padding_free"]["padded_tokens_saved"] == stats["padding"]["padded_tokens"] > 0
+    done = run_ftc("run", "s.toml", "--run-dir", "r", "--no-tui", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "padding_free=PADDING_FREE" in (tmp_path / "r" / "train.py").read_text()
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "r/events.jsonl").read_text().splitlines()
+              if json.loads(line)["type"] == "step"]
+    assert losses[-1] < 0.5 * losses[0], losses
