@@ -535,7 +535,7 @@ def write_report(prepared: Prepared, report_dir: Path) -> None:
     """dropped.jsonl (every dropped row, its reason and its data) and stats.json."""
     report_dir.mkdir(parents=True, exist_ok=True)
     with (report_dir / "dropped.jsonl").open("w", encoding="utf-8") as handle:
-        for item in prepared.dropped:
+        for item in sorted(prepared.dropped, key=lambda d: (d["source"], d["row"])):
             handle.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
     (report_dir / "stats.json").write_text(json.dumps(prepared.stats, indent=2) + "\n", encoding="utf-8")
 
