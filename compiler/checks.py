@@ -106,6 +106,11 @@ def data_rows_fit_the_format(spec: Spec, facts: Facts) -> Iterator[Finding]:
         key = "data.columns.messages" if "messages" in d.columns else "data.format"
         if column.split(".")[0] not in sample:
             return  # reported by data_columns
+        if isinstance(turns, str):  # a CSV cell: the data stage parses conversations stored as JSON text
+            try:
+                turns = json.loads(turns)
+            except json.JSONDecodeError:
+                pass
         if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
             yield key, (f"{where}: column {column!r} must hold a list of turns (objects with a role and a content), "
                         f"got {type(turns).__name__}; columns found: {', '.join(sample)}")

@@ -140,3 +140,17 @@ def test_emitted_script_builds_the_settings_ftc_data_uses(workdir: Path) -> None
     assert emitted["train_on"] == "last_answer" and emitted["near_dedup"] == 0.9 and emitted["roles"] == {
         "narrator": "system"}
     assert "packing=PACKING" in result.emitted.files["train.py"] and config["PACKING"] is True
+
+
+def test_chat_in_csv_cells_is_read_as_json(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    with (workdir / "d.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "chat"])
+        for i, row in enumerate(SHAREGPT):
+            writer.writerow([i, json.dumps(row["conversations"])])
+    (workdir / "s.toml").write_text(spec_text("d.csv", "chat", '[data.columns]\nmessages = "chat"'))
+    assert main(["data", "s.toml", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["rows_read"] == 4 and sum(s["examples"] for s in stats["splits"].values()) == 4
