@@ -242,9 +242,9 @@ def sequence_length(spec: Spec, facts: Facts, max_length: int) -> tuple[int, str
     if spec.data.packing or tokens is None or tokens.max >= max_length:
         why = ("packed rows are max_length long" if spec.data.packing else "token lengths not measured"
                if tokens is None else "examples reach max_length")
-        return max_length, f"data: estimate at {max_length} tokens per row ({why})"
-    return tokens.max, (f"data: estimate at {tokens.max} tokens per row, the longest of {tokens.examples} measured "
-                        f"examples (p50 {tokens.p50}, p95 {tokens.p95}; max_length {max_length})")
+        return max_length, f"sequence length: estimated at {max_length} tokens per row ({why})"
+    return tokens.max, (f"sequence length: estimated at {tokens.max} tokens per row, the longest of {tokens.examples} "
+                        f"measured examples (p50 {tokens.p50}, p95 {tokens.p95}; max_length {max_length})")
 
 
 def _steps(spec: Spec, facts: Facts) -> tuple[int | None, int | None]:
@@ -325,9 +325,10 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
                                          "derived: file type")
     s["max_length"] = Setting(max_length, why_max_length)
     if facts.tokens is not None:
-        t_ = facts.tokens
-        reasons.append(f"tokens: {t_.examples} examples measured with {Path(t_.tokenizer).parent.name}'s tokenizer: "
-                       f"p50 {t_.p50}, p90 {t_.p90}, p95 {t_.p95}, p99 {t_.p99}, max {t_.max}")
+        lengths = facts.tokens
+        reasons.append(f"tokens: {lengths.examples} examples measured with {Path(lengths.tokenizer).parent.name}'s "
+                       f"tokenizer: p50 {lengths.p50}, p90 {lengths.p90}, p95 {lengths.p95}, p99 {lengths.p99}, "
+                       f"max {lengths.max}")
     reasons.append(why_seq_len)
     s["roles"] = Setting(dict(d.roles), "spec: data.roles (added to human/gpt/user/assistant/system)")
     s["train_on"] = _given(d.train_on if "train_on" in d.model_fields_set else None, "data.train_on", "answers",
