@@ -6,8 +6,9 @@ Steps, in order (each drop is counted by reason and written to `dropped.jsonl`):
 1. map each row onto the format (`to_example`): a conversation, a plain-text prompt and answer
    (with `data.template`), or raw text; empty or malformed rows are dropped; roles that cannot be
    mapped stop the stage with the rows that use them;
-2. exact duplicates (same example after mapping) and, when asked, near duplicates (MinHash over
-   character 5-grams, confirmed by their exact Jaccard similarity) are dropped, first one kept;
+2. exact duplicates (same example after mapping) and, when asked, near duplicates (clean.py:
+   MinHash over character 5-grams, confirmed by their exact Jaccard similarity) are dropped, the
+   first one kept;
 3. examples are encoded (`data.py`), length filters applied, and examples with no trained token
    reported (an error by default, naming the rows);
 4. the held-out share is split off with the run's seed.
@@ -21,14 +22,14 @@ import hashlib
 import json
 import math
 import random
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.runtime.data import IGNORE, DataError, encode_chat, encode_prompt, encode_text
+from ftc.runtime.clean import near_duplicates
+from ftc.runtime.data import DataError, encode_chat, encode_prompt, encode_text
 
 # Role names seen in the wild, mapped onto the chat template's three roles. `[data.roles]` adds to
 # (and overrides) these. ShareGPT uses human/gpt; some sets use bot, model or chatgpt.
@@ -247,60 +248,6 @@ def example_text(example: dict[str, Any]) -> str:
     if "prompt" in example:
         return example["prompt"] + "\n" + example["answer"]
     return str(example["text"])
-
-
-# ------------------------------------------------------------------------------------ cleaning
-
-_SHINGLE = 5  # character n-grams: robust for short examples, where word n-grams are too few
-_PERMUTATIONS, _BANDS = 64, 16  # 16 bands of 4 rows: pairs above ~0.6 similarity become candidates
-_PRIME = (1 << 31) - 1
-
-
-def shingles(text: str) -> set[str]:
-    normal = re.sub(r"\s+", " ", text.lower()).strip()
-    if len(normal) <= _SHINGLE:
-        return {normal}
-    return {normal[i:i + _SHINGLE] for i in range(len(normal) - _SHINGLE + 1)}
-
-
-def jaccard(a: set[str], b: set[str]) -> float:
-    return len(a & b) / len(a | b) if a or b else 1.0
-
-
-def near_duplicates(texts: Sequence[str], threshold: float) -> dict[int, tuple[int, float]]:
-    """{index: (index of the earlier example it repeats, similarity)} for pairs at or above `threshold`.
-
-    MinHash signatures with LSH banding find candidate pairs; each candidate is confirmed with
-    its exact Jaccard similarity of character 5-gram sets, so the threshold means what it says.
-    """
-    import numpy as np
-
-    rng = np.random.default_rng(1)
-    a = rng.integers(1, _PRIME, _PERMUTATIONS, dtype=np.int64)
-    b = rng.integers(0, _PRIME, _PERMUTATIONS, dtype=np.int64)
-    sets = [shingles(t) for t in texts]
-    buckets: dict[tuple[int, bytes], list[int]] = {}
-    rows = _PERMUTATIONS // _BANDS
-    for index, grams in enumerate(sets):
-        base = np.array([int.from_bytes(hashlib.blake2b(g.encode(), digest_size=8).digest(), "little") % _PRIME
-                         for g in grams], dtype=np.int64)
-        signature = ((base[:, None] * a[None, :] + b[None, :]) % _PRIME).min(axis=0)
-        for band in range(_BANDS):
-            key = (band, signature[band * rows:(band + 1) * rows].tobytes())
-            buckets.setdefault(key, []).append(index)
-    found: dict[int, tuple[int, float]] = {}
-    for members in buckets.values():
-        for j_pos, j in enumerate(members[1:], start=1):
-            if j in found:
-                continue
-            for i in members[:j_pos]:
-                if i in found:
-                    continue
-                similarity = jaccard(sets[i], sets[j])
-                if similarity >= threshold:
-                    found[j] = (i, similarity)
-                    break
-    return found
 
 
 # ------------------------------------------------------------------------------------ the stage
@@ -634,11 +581,6 @@ def report(prepared: Prepared, events: Any) -> None:
     for split, s in stats["splits"].items():
         if s["truncated"]:
             events.write("warning", f"{split}: {s['truncated']} examples longer than max_length were truncated")
-
-
-def trained_mask(encoding: dict[str, Any]) -> list[bool]:
-    """Per token: is it trained?"""
-    return [label != IGNORE for label in encoding["labels"]]
 
 
 def check_saved_tokenizer(path: Path, prepared: Prepared, settings: DataSettings, events: Any) -> bool:

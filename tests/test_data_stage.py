@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from ftc.runtime.data import IGNORE, DataError
-from ftc.runtime.datastage import DataSettings, near_duplicates, packed_rows, padding, percentile, prepare_data
+from ftc.runtime.clean import near_duplicates
+from ftc.runtime.datastage import DataSettings, packed_rows, padding, percentile, prepare_data
 
 SYSTEM_CHAT = [
     {"role": "system", "content": "be brief"},
