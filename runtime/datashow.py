@@ -7,6 +7,7 @@ the stage's statistics. Imports transformers (for the tokenizer) but never torch
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ def load_tokenizer(base: str, origin: str, revision: str | None, trust_remote_co
     if origin == "bundled":
         from ftc.runtime.bundled import model_path
 
-        path = model_path(base)
+        path = model_path(base, log=lambda line: print(line, file=sys.stderr))  # stdout may be --json
     return AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
 
 
