@@ -7,6 +7,7 @@ key in the spec file and returns every problem at once, with the facts the later
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -14,7 +15,8 @@ from ftc.compiler.catalog import GPUS, find_gpu
 from ftc.compiler.errors import Problem, SpecError
 from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, model_facts
 from ftc.compiler.load import SpecSource, locate
-from ftc.compiler.spec import FORMAT_FIELDS, REQUIRED_FIELDS, Spec
+from ftc.compiler.tokens import TokenFacts, measure_data
+from ftc.compiler.spec import FORMAT_FIELDS, REQUIRED_FIELDS, TEMPLATE_FIELDS, TURN_FIELDS, Spec
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,10 @@ class Facts:
     model: ModelFacts | None
     data: DataFacts | None
     validation: DataFacts | None
+    mix: tuple[DataFacts, ...] = ()
+    """The `[[data.mix]]` sources, in spec order."""
+    tokens: TokenFacts | None = None
+    """Token lengths of the data's first rows, measured with the model's tokenizer (None: not on this machine)."""
 
 
 Finding = tuple[str, str]
@@ -43,8 +49,10 @@ def _columns_problems(spec: Spec, facts: DataFacts, key: str) -> Iterator[Findin
     found = ", ".join(facts.columns) or "(none)"
     fmt = spec.data.format
     for field in FORMAT_FIELDS[fmt]:
+        if field in TURN_FIELDS:
+            continue
         column = spec.data.columns.get(field, field)
-        if column in facts.columns:
+        if column in facts.columns or column.split(".")[0] in facts.columns:  # dotted: a nested field
             continue
         if field in REQUIRED_FIELDS[fmt] or field in spec.data.columns:
             close = difflib.get_close_matches(column, list(facts.columns), n=1, cutoff=0.5)
@@ -68,6 +76,111 @@ def data_columns(spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield from _columns_problems(spec, facts.data, "data.source")
     if facts.validation is not None:
         yield from _columns_problems(spec, facts.validation, "data.validation")
+    for mixed in facts.mix:
+        yield from _columns_problems(spec, mixed, "data.mix")
+
+
+# Role names every chat row may use without [data.roles] (runtime/datastage.py DEFAULT_ROLES).
+_KNOWN_ROLES = {"system", "user", "human", "assistant", "gpt", "bot", "model", "chatgpt"}
+
+
+def _nested(row: dict[str, object], column: str) -> object:
+    value: object = row.get(column) if column in row else row
+    if column not in row:
+        for part in column.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+@check
+def data_rows_fit_the_format(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """The first row's fields have the types the format needs, and chat roles can be mapped."""
+    d = spec.data
+    sample = facts.data.sample if facts.data else None
+    if not sample:
+        return
+    where = f"{d.source}, row 1"
+    if d.format == "chat":
+        column = d.columns.get("messages", "messages")
+        turns = _nested(sample, column)
+        key = "data.columns.messages" if "messages" in d.columns else "data.format"
+        if column.split(".")[0] not in sample:
+            return  # reported by data_columns
+        if isinstance(turns, str):  # a CSV cell: the data stage parses conversations stored as JSON text
+            try:
+                turns = json.loads(turns)
+            except json.JSONDecodeError:
+                pass
+        if not isinstance(turns, list) or not all(isinstance(t, dict) for t in turns):
+            yield key, (f"{where}: column {column!r} must hold a list of turns (objects with a role and a content), "
+                        f"got {type(turns).__name__}; columns found: {', '.join(sample)}")
+            return
+        role_key, content_key = d.columns.get("role"), d.columns.get("content")
+        roles = _KNOWN_ROLES | set(d.roles)
+        for number, turn in enumerate(turns, start=1):
+            rk = role_key or next((k for k in ("role", "from") if k in turn), None)
+            ck = content_key or next((k for k in ("content", "value", "text") if k in turn), None)
+            if rk is None or rk not in turn or ck is None or ck not in turn:
+                yield ("data.columns", f"{where}, turn {number}: no role or content key (keys found: "
+                       f"{', '.join(turn)}); set data.columns.role and data.columns.content")
+                return
+            role = turn[rk]
+            if not isinstance(role, str) or (role not in roles and role.lower() not in roles):
+                yield ("data.roles", f"{where}, turn {number}: role {role!r} cannot be mapped to "
+                       f"system/user/assistant; add it to [data.roles], e.g. {json.dumps(str(role))} = \"user\"")
+                return
+    else:
+        for field in REQUIRED_FIELDS[d.format]:
+            column = d.columns.get(field, field)
+            value = _nested(sample, column)
+            if value is not None and not isinstance(value, (str, int, float)):
+                yield (f"data.columns.{field}" if field in d.columns else "data.source",
+                       f"{where}: column {column!r} ({field}) holds a {type(value).__name__}, not text; map "
+                       f"{field} to a text column (columns found: {', '.join(sample)})")
+
+
+@check
+def data_options_fit_the_format(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """roles are for chat data, template for instruction/completion, and a template must parse."""
+    d = spec.data
+    if d.roles and d.format != "chat":
+        yield "data.roles", f"maps conversation roles, but the {d.format} format has none; remove [data.roles]"
+    if d.train_on != "answers" and d.format == "text":
+        yield "data.train_on", "text data trains every token; remove train_on or use another format"
+    if d.template is not None:
+        if d.format not in TEMPLATE_FIELDS:
+            yield "data.template", (f"a prompt template is for instruction or completion data, not {d.format}; "
+                                    "remove it")
+            return
+        import jinja2
+        from jinja2 import meta
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        try:
+            parsed = ImmutableSandboxedEnvironment().parse(d.template)
+        except jinja2.TemplateSyntaxError as exc:
+            yield "data.template", f"not a valid Jinja template (line {exc.lineno}: {exc.message})"
+            return
+        unknown = sorted(meta.find_undeclared_variables(parsed) - set(TEMPLATE_FIELDS[d.format]))
+        if unknown:
+            yield "data.template", (f"uses {', '.join(unknown)}, which the {d.format} format does not have; "
+                                    f"variables: {', '.join(TEMPLATE_FIELDS[d.format])}")
+        if spec.eval.compare:
+            yield "eval.compare", ("before/after answers use the chat template, but data.template replaces it; "
+                                   "set compare = 0")
+    if d.max_length == "auto" and facts.tokens is None and facts.model is not None and facts.data is not None:
+        yield "data.max_length", ("\"auto\" measures the data with the model's tokenizer, but no tokenizer.json of "
+                                  f"{spec.model.base!r} is on this machine (or no row could be measured); set a "
+                                  "number of tokens")
+    if d.padding_free and d.packing:
+        yield "data.padding_free", "packing is already padding-free; remove padding_free"
+    if (d.padding_free or d.packing) and spec.method.trainer == "hf":
+        key = "data.packing" if d.packing else "data.padding_free"
+        yield key, (f"kind = {spec.method.kind!r} adds virtual tokens or adaption prompts, which a row without "
+                    "padding cannot hold (it trains with transformers' Trainer, which has no packing); turn it off")
+    c = d.clean
+    if c.max_tokens is not None and c.max_tokens < c.min_tokens:
+        yield "data.clean.max_tokens", f"is below min_tokens ({c.max_tokens} < {c.min_tokens}); no row could pass"
 
 
 @check
@@ -154,7 +267,18 @@ def _facts(spec: Spec) -> tuple[Facts, list[Finding]]:
                                  f"(.jsonl/.json/.csv/.parquet or a glob; got a {validation.kind} dataset)"))
         except FactError as exc:
             findings.append(("data.validation", str(exc)))
-    return Facts(model, data, validation), findings
+    mix = []
+    for number, entry in enumerate(spec.data.mix, start=1):
+        try:
+            mix.append(data_facts(entry.source))
+        except FactError as exc:
+            findings.append(("data.mix", f"source {number} ({entry.source}): {exc}"))
+    tokens = None
+    if model is not None and data is not None:
+        tokens, problem = measure_data(spec, model, data, tuple(mix))
+        if problem:  # the data stage itself, run on the first rows with the model's tokenizer
+            findings.append(problem)
+    return Facts(model, data, validation, tuple(mix), tokens), findings
 
 
 def run_checks(source: SpecSource) -> Facts:

@@ -76,6 +76,35 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ftc.compiler.compile import compile_spec
+    from ftc.compiler.emit import data_settings
+    from ftc.compiler.errors import DataProblem
+
+    result = compile_spec(args.spec, args.out)
+    from ftc.runtime.data import DataError
+    from ftc.runtime.datashow import run_stage, show, stats_json
+
+    assert result.facts.model is not None
+    report_dir = result.out_dir / "data"
+    try:
+        prepared, tokenizer = run_stage(result.plan, data_settings(result.plan), result.facts.model.origin, report_dir)
+    except DataError as exc:
+        raise DataProblem(f"{result.source.display}: {exc}") from None
+    if args.json:
+        print(stats_json(prepared, report_dir))
+    else:
+        show(prepared, tokenizer, args.n, Console(highlight=False), report_dir)
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    import datetime as dt
+    from pathlib import Path
+
+
 def _interactive(args: argparse.Namespace) -> bool:
     """Whether to show the Textual monitor: a terminal on both ends and no --plain."""
     return not args.plain and sys.stdout.isatty() and sys.stdin.isatty()
@@ -189,6 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--json", action="store_true", help="print one JSON object (bytes as integers)")
     p.set_defaults(handler=_plan)
+
+    p = commands.add_parser("data", help="show examples as the model will see them (trained tokens highlighted) "
+                            "and the data statistics; dropped rows go to DIR/data/dropped.jsonl")
+    p.add_argument("spec", help="the spec file (.toml)")
+    p.add_argument("-n", type=int, default=3, metavar="N", help="examples to render (default 3)")
+    p.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
+    p.add_argument("--out", metavar="DIR", help="build directory for the data report (default: build/<name>)")
+    p.set_defaults(handler=_data)
 
     p = commands.add_parser("runs", help="a table of the runs under DIR with their state and losses")
     p.add_argument("dir", nargs="?", default="runs", help="where runs are (default: runs), or one run directory "

@@ -39,6 +39,19 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
     ("VALIDATION", "validation"),
     ("VALIDATION_LOADER", "validation_loader"),
     ("MAX_LENGTH", "max_length"),
+    ("DATA_FORMAT", "data_format"),
+    ("COLUMNS", "columns"),
+    ("ROLES", "roles"),
+    ("TRAIN_ON", "train_on"),
+    ("PROMPT_TEMPLATE", "template"),
+    ("DEDUP", "dedup"),
+    ("NEAR_DEDUP", "near_dedup"),
+    ("MIN_TOKENS", "min_tokens"),
+    ("MAX_TOKENS", "max_tokens"),
+    ("UNTRAINED", "untrained"),
+    ("PACKING", "packing"),
+    ("PADDING_FREE", "padding_free"),
+    ("MIX", "mix"),
     ("LOAD_DTYPE", "load_dtype"),
     ("DOUBLE_QUANT", "double_quant"),
     ("INT8_THRESHOLD", "int8_threshold"),
@@ -84,6 +97,25 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
 _ONLY_FOR_METHOD: dict[str, tuple[str, ...]] = {  # config names whose setting key another method reads too
     "TRAIN_LAYERS": ("freeze", "linear_probe"), "ADAPTER_LAYERS": ("llama_adapter",),
 }
+# DataSettings field (ftc.runtime.datastage) = plan setting: train.py builds DataSettings from these
+# CONFIG values and `ftc data` from the same plan settings (`data_settings`), so both see the same data.
+DATA_SETTINGS: tuple[tuple[str, str], ...] = (
+    ("format", "data_format"), ("columns", "columns"), ("max_length", "max_length"), ("roles", "roles"),
+    ("template", "template"), ("train_on", "train_on"), ("validation", "validation"), ("seed", "seed"),
+    ("dedup", "dedup"), ("near_dedup", "near_dedup"), ("min_tokens", "min_tokens"), ("max_tokens", "max_tokens"),
+    ("untrained", "untrained"),
+)
+# Left out of CONFIG when they hold the default that DataSettings has anyway (the script stays short).
+_OMIT_WHEN: dict[str, object] = {"roles": {}, "mix": [], "template": None, "padding_free": False, "near_dedup": None, "max_tokens": None,
+                                 "min_tokens": 0}
+
+
+def data_settings(plan: Plan) -> dict[str, Any]:
+    """DataSettings keyword arguments of a plan, exactly those train.py passes."""
+    names = {key: name for name, key in _config_lines(plan)}
+    return {field: plan[key] for field, key in DATA_SETTINGS if key in names}
+
+
 _ONLY_FOR_DATA: dict[str, tuple[str, ...]] = {  # settings that only one kind of data source reads
     "data_source": ("saved", "hub"), "data_split": ("saved", "hub"), "data_loader": ("files",), "data_files": ("files",),
 }
@@ -130,6 +162,10 @@ def _config_lines(plan: Plan) -> list[tuple[str, str]]:
             continue
         if name in _ONLY_FOR_METHOD and plan.method not in _ONLY_FOR_METHOD[name]:
             continue
+        if key in _OMIT_WHEN and plan[key] == _OMIT_WHEN[key]:
+            continue
+        if key == "train_on" and plan["data_format"] == "text":  # text trains every token
+            continue
         if key == "eval_steps" and plan[key] is None:
             continue
         if key in ("compare", "max_new_tokens") and not plan["compare"]:
@@ -161,10 +197,7 @@ def _import_line(module: str, names: list[str]) -> str:
 
 def _imports(plan: Plan) -> list[str]:
     """The import lines of train.py: only what this plan's code calls."""
-    method, data_kind = METHODS[plan.method], plan["data_kind"]
-    datasets = {"files": "load_dataset", "hub": "load_dataset", "saved": "DatasetDict, load_from_disk"}[data_kind]
-    if data_kind == "saved" and isinstance(plan["validation"], str):
-        datasets = "DatasetDict, load_dataset, load_from_disk"
+    method = METHODS[plan.method]
     peft = {"lora": ["LoraConfig"], "prompt": [{"prefix": "PrefixTuningConfig", "ptuning": "PromptEncoderConfig",
                                                   "prompt": "PromptTuningConfig"}.get(plan.method, "")],
             "ia3": ["IA3Config"], "llama_adapter": ["AdaptionPromptConfig"]}.get(method.template, [])
@@ -178,7 +211,7 @@ def _imports(plan: Plan) -> list[str]:
     if method.trainer == "hf":
         transformers += ["DataCollatorForSeq2Seq", "Trainer", "TrainingArguments"]
     transformers += ["PrinterCallback", "set_seed"]
-    lines = ["import torch", f"from datasets import {datasets}"]
+    lines = ["import torch"]
     if peft:
         lines.append(_import_line("peft", peft))
     if plan.method == "loraplus":
@@ -214,6 +247,8 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             title=method.title,
             imports=_imports(plan),
             peft_result=method.peft,
+            data_settings=[(field, name) for field, key in DATA_SETTINGS
+                           for name, k in lines if k == key],
             has_validation=plan["validation"] != 0,
             default_run_dir=f"runs/{plan.name}/manual",
             quantized_device_map=device_map,

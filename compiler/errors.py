@@ -51,3 +51,10 @@ class TemplateError(FtcError):
 
 class RunError(FtcError):
     """A run could not start or did not finish; the message says where its log is."""
+
+
+class DataProblem(FtcError):
+    """The data cannot become training examples (unmappable roles, unreadable rows, nothing trained);
+    the message names the file and rows."""
+
+    exit_code = 2

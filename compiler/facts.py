@@ -125,7 +125,7 @@ def model_facts(base: str, revision: str | None = None) -> ModelFacts:
 
 # ---------------------------------------------------------------------------------------- data
 
-DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet", ".txt": "text"}
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,15 @@ def _parquet_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
     return list(meta.schema_arrow.names), meta.metadata.num_rows, None
 
 
-_READERS = {".jsonl": _jsonl_facts, ".json": _json_facts, ".csv": _csv_facts, ".parquet": _parquet_facts}
+def _text_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
+    with path.open(encoding="utf-8") as handle:
+        first = handle.readline()
+        rows = (1 if first else 0) + sum(1 for _ in handle)
+    return ["text"], rows, {"text": first.rstrip("\n")} if first else None
+
+
+_READERS = {".txt": _text_facts, ".jsonl": _jsonl_facts, ".json": _json_facts, ".csv": _csv_facts,
+            ".parquet": _parquet_facts}
 
 
 def data_facts(source: str) -> DataFacts:
@@ -215,7 +223,7 @@ def data_facts(source: str) -> DataFacts:
             return _saved_facts(source, path)
         files = sorted(p for p in path.iterdir() if p.suffix in DATA_SUFFIXES)
         if not files:
-            raise FactError("data.source", f"directory {source!r} holds no .jsonl/.json/.csv/.parquet file "
+            raise FactError("data.source", f"directory {source!r} holds no .jsonl/.json/.csv/.parquet/.txt file "
                             "and was not saved by datasets (save_to_disk)")
         return _files_facts(source, files)
     if path.suffix in DATA_SUFFIXES or path.exists() or source.startswith((".", "/", "~")):
@@ -232,7 +240,8 @@ def _files_facts(source: str, files: list[Path]) -> DataFacts:
     suffixes = {f.suffix for f in files}
     if not suffixes <= set(DATA_SUFFIXES):
         bad = sorted(str(f) for f in files if f.suffix not in DATA_SUFFIXES)[:3]
-        raise FactError("data.source", f"unsupported file type: {', '.join(bad)}; use .jsonl, .json, .csv or .parquet")
+        raise FactError("data.source", f"unsupported file type: {', '.join(bad)}; use .jsonl, .json, .csv, .parquet "
+                        "or .txt")
     loaders = {DATA_SUFFIXES[s] for s in suffixes}
     if len(loaders) > 1:
         raise FactError("data.source", f"{source!r} mixes file types ({', '.join(sorted(suffixes))}); "

@@ -133,8 +133,9 @@ def _gib(n: float) -> str:
 
 
 def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budget_gib: float | None,
-                 per_device: int) -> BatchChoice:
-    """The fastest micro-batch / checkpointing pair whose estimated peak fits the budget."""
+                 per_device: int, seq_len: int | None = None) -> BatchChoice:
+    """The fastest micro-batch / checkpointing pair whose estimated peak fits the budget. `seq_len`:
+    the longest padded row a step sees (default data.max_length; see `sequence_length`)."""
     t, device = spec.train, spec.hardware.device
     optimizer = "adamw_torch_fused" if device == "cuda" else "adamw_torch"
     micros = [d for d in range(per_device, 0, -1) if per_device % d == 0]
@@ -164,9 +165,9 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
         for micro in micros:
             for gc in flags:
                 shape = shape_for(spec, config, micro=micro, checkpointing=gc, dtype=dtype, optimizer=optimizer,
-                                  grad_accum=per_device // micro)
+                                  grad_accum=per_device // micro, seq_len=seq_len)
                 memory = estimate_memory(shape)
-                tokens = micro * spec.data.max_length
+                tokens = micro * (seq_len or int(spec.data.max_length))
                 candidates.append((_throughput(device, tokens, gc), micro, gc, memory))
         fitting = [c for c in candidates if limit is None or c[3].total <= limit]
         if fitting:
@@ -233,6 +234,34 @@ def _no_fit_message(spec: Spec, config: dict[str, object], dtype: str, budget_gi
     return "\n".join(lines)
 
 
+def resolve_max_length(spec: Spec, facts: Facts) -> tuple[int, str]:
+    """data.max_length, with "auto" resolved from the measured token lengths (checks ensured they exist)."""
+    d, tokens = spec.data, facts.tokens
+    if d.max_length != "auto":
+        return int(d.max_length), "spec: data.max_length"
+    assert tokens is not None
+    value = max(16, -(-tokens.max // 8) * 8)
+    config = facts.model.config if facts.model else None
+    limit = config.get("max_position_embeddings") if config else None
+    if isinstance(limit, int) and value > limit:
+        return limit, (f"planned: the model's context ({limit} tokens); the longest of {tokens.examples} measured "
+                       f"examples has {tokens.max}")
+    return value, (f"planned: the longest of the {tokens.examples} examples measured at compile time has "
+                   f"{tokens.max} tokens (rounded up to a multiple of 8)")
+
+
+def sequence_length(spec: Spec, facts: Facts, max_length: int) -> tuple[int, str]:
+    """The longest row a step pads to, for the memory estimate: max_length when packing (rows are
+    filled) or when lengths are unknown, else the longest measured example if that is shorter."""
+    tokens = facts.tokens
+    if spec.data.packing or tokens is None or tokens.max >= max_length:
+        why = ("packed rows are max_length long" if spec.data.packing else "token lengths not measured"
+               if tokens is None else "examples reach max_length")
+        return max_length, f"sequence length: estimated at {max_length} tokens per row ({why})"
+    return tokens.max, (f"sequence length: estimated at {tokens.max} tokens per row, the longest of {tokens.examples} "
+                        f"measured examples (p50 {tokens.p50}, p95 {tokens.p95}; max_length {max_length})")
+
+
 def _steps(spec: Spec, facts: Facts) -> tuple[int | None, int | None]:
     """(training rows, optimizer steps per epoch), when the row count is known."""
     rows = facts.data.rows if facts.data else None
@@ -294,6 +323,11 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     notes: list[str] = []
     model = facts.model
     assert model is not None and facts.data is not None  # run_checks raised otherwise
+    max_length, why_max_length = resolve_max_length(spec, facts)
+    if d.max_length == "auto":  # the rest of the plan reads the resolved number
+        spec = spec.model_copy(update={"data": d.model_copy(update={"max_length": max_length})})
+        d = spec.data
+    seq_len, why_seq_len = sequence_length(spec, facts, max_length)
 
     # model
     s["base_model"] = Setting(spec.model.base, f"spec: model.base ({model.origin})")
@@ -319,8 +353,18 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
         data_files = f"{d.source.rstrip('/')}/*{Path(facts.data.files[0]).suffix}"
     s["data_files"] = Setting(data_files, "derived: data.source" if data_files == d.source
                               else "derived: every file of data.source")
+    mix = []
+    for entry, mixed in zip(d.mix, facts.mix):
+        kind = mixed.loader if mixed.kind == "files" else mixed.kind
+        files = entry.source
+        if mixed.kind == "files" and mixed.files and Path(entry.source).expanduser().is_dir():
+            files = f"{entry.source.rstrip('/')}/*{Path(mixed.files[0]).suffix}"
+        mix.append({"source": files, "kind": kind, "weight": entry.weight})
+    s["mix"] = Setting(mix, "spec: data.mix")
     s["data_format"] = Setting(d.format, "spec: data.format")
-    s["columns"] = Setting({f: d.columns.get(f, f) for f in FORMAT_FIELDS[d.format]}, "spec: data.columns")
+    columns = {f: d.columns.get(f, f) for f in FORMAT_FIELDS[d.format]
+               if f in d.columns or not (d.format == "chat" and f != "messages")}  # chat: role/content auto-detected
+    s["columns"] = Setting(columns, "spec: data.columns" if d.columns else "default: the format's field names")
     if facts.data.columns is not None:
         present = [f for f in FORMAT_FIELDS[d.format] if d.columns.get(f, f) in facts.data.columns]
         s["optional_fields"] = Setting(present, "derived: columns present in the data")
@@ -335,7 +379,28 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     if isinstance(d.validation, str):
         s["validation_loader"] = Setting(facts.validation.loader if facts.validation else None,
                                          "derived: file type")
-    s["max_length"] = Setting(d.max_length, "spec: data.max_length")
+    s["max_length"] = Setting(max_length, why_max_length)
+    if facts.tokens is not None:
+        lengths = facts.tokens
+        reasons.append(f"tokens: {lengths.examples} examples measured with {Path(lengths.tokenizer).parent.name}'s "
+                       f"tokenizer: p50 {lengths.p50}, p90 {lengths.p90}, p95 {lengths.p95}, p99 {lengths.p99}, "
+                       f"max {lengths.max}")
+    reasons.append(why_seq_len)
+    s["roles"] = Setting(dict(d.roles), "spec: data.roles (added to human/gpt/user/assistant/system)")
+    s["train_on"] = _given(d.train_on if "train_on" in d.model_fields_set else None, "data.train_on", "answers",
+                           "default: every assistant turn")
+    s["template"] = Setting(d.template, "spec: data.template")
+    c = d.clean
+    s["dedup"] = Setting(c.dedup, "spec: data.clean.dedup" if "dedup" in c.model_fields_set
+                         else "default: exact duplicates are dropped")
+    s["near_dedup"] = Setting(c.near_dedup, "spec: data.clean.near_dedup")
+    s["min_tokens"] = Setting(c.min_tokens, "spec: data.clean.min_tokens")
+    s["max_tokens"] = Setting(c.max_tokens, "spec: data.clean.max_tokens")
+    s["untrained"] = Setting(c.untrained, "spec: data.clean.untrained" if "untrained" in c.model_fields_set
+                             else "default: stop on examples with no trained token")
+    s["packing"] = Setting(d.packing, "spec: data.packing" if "packing" in d.model_fields_set else "default: off")
+    s["padding_free"] = Setting(d.padding_free, "spec: data.padding_free" if "padding_free" in d.model_fields_set
+                                else "default: off")
     train_rows, steps_per_epoch = _steps(spec, facts)
     if train_rows is not None:
         reasons.append(f"data: {facts.data.rows} rows, about {train_rows} for training")
@@ -376,7 +441,7 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
                               else "default")
     per_device = t.batch_size // hw.gpus
     config = model.config if can_estimate(model.config) else None
-    choice = choose_batch(spec, config, s["load_dtype"].value, budget, per_device)
+    choice = choose_batch(spec, config, s["load_dtype"].value, budget, per_device, seq_len=seq_len)
     micro, checkpointing = choice.micro, choice.checkpointing
     s["micro_batch_size"] = Setting(micro, choice.why_micro)
     s["grad_accum"] = Setting(per_device // micro,

@@ -16,11 +16,16 @@ Format = Literal["chat", "instruction", "completion", "text"]
 
 # Fields of each data format, required ones first. `[data.columns]` maps these to dataset columns.
 FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
-    "chat": ("messages",),
+    "chat": ("messages", "system", "role", "content"),
     "instruction": ("instruction", "output", "input", "system"),
     "completion": ("prompt", "completion"),
     "text": ("text",),
 }
+# Fields that name keys inside each turn of a conversation, not dataset columns.
+TURN_FIELDS = ("role", "content")
+# Variables a `data.template` may use, per format.
+TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {"instruction": ("instruction", "input", "system"),
+                                               "completion": ("prompt",)}
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "chat": ("messages",),
     "instruction": ("instruction", "output"),
@@ -45,21 +50,78 @@ class ModelSpec(_Table):
     """Allow the model's own Python code to run. Off unless you trust its authors."""
 
 
+class CleanSpec(_Table):
+    """`[data.clean]`: rows removed before training; every one is counted and written, with its
+    reason, to data/dropped.jsonl in the build (ftc data) or run directory (train.py)."""
+
+    dedup: bool = True
+    """Drop exact duplicates (the same example after column mapping); the first one is kept."""
+    near_dedup: float | None = Field(None, ge=0.5, le=1.0)
+    """Drop near duplicates: examples whose character 5-gram Jaccard similarity to an earlier one
+    is at least this (e.g. 0.85), found with MinHash and confirmed exactly. Off by default."""
+    min_tokens: int = Field(0, ge=0)
+    """Drop examples shorter than this many tokens."""
+    max_tokens: int | None = Field(None, gt=0)
+    """Drop (instead of truncating) examples longer than this many tokens."""
+    untrained: Literal["error", "drop"] = "error"
+    """Examples with no trained token (an empty or truncated-away answer): stop with their rows
+    (`error`), or drop them and report them (`drop`)."""
+
+
+class MixSpec(_Table):
+    """`[[data.mix]]`: another source mixed into the training data, in the same format and columns."""
+
+    source: str = Field(min_length=1)
+    """A file, glob, saved dataset directory or hub id, like data.source."""
+    weight: float = Field(1.0, gt=0, le=100)
+    """How many times each of its training rows is used per epoch: 2 = twice, 0.5 = a seeded half
+    (data.source has weight 1). Applied after cleaning and the validation split, so repeated rows
+    are never counted as duplicates nor leak into validation."""
+
+
 class DataSpec(_Table):
     """`[data]`: where the examples are and how their columns map onto a format."""
 
     source: str = Field(min_length=1)
-    """A .jsonl/.json/.csv/.parquet file, a glob of them, a directory saved by `datasets`, or a
-    hub dataset id. Relative paths are resolved from the directory ftc runs in."""
+    """A .jsonl/.json/.csv/.parquet/.txt file (a .txt file is one `text` row per line), a glob of
+    them, a directory saved by `datasets`, or a hub dataset id. Relative paths are resolved from
+    the directory ftc runs in."""
+    mix: list[MixSpec] = Field(default_factory=list)
+    """More sources mixed in with weights (see [[data.mix]])."""
     format: Format
     """`chat` (messages), `instruction` (instruction/input/output), `completion`
     (prompt/completion) or `text` (raw text, every token trained)."""
     columns: dict[str, str] = Field(default_factory=dict)
-    """Format field = dataset column, for fields whose column has another name."""
+    """Format field = dataset column, for fields whose column has another name. A dotted name
+    reaches into nested objects (`prompt = "meta.question"`). For chat data, `role` and `content`
+    name the keys inside each turn (default: role/content, or ShareGPT's from/value, detected per
+    turn), and `system` a column holding a system prompt."""
+    roles: dict[str, Literal["system", "user", "assistant"]] = Field(default_factory=dict)
+    """Role names of the data = the role they play, added to the built-in ones (human and user ->
+    user; gpt, assistant, bot, model, chatgpt -> assistant; system). An unmapped role stops the run."""
+    train_on: Literal["answers", "last_answer", "inputs_too"] = "answers"
+    """Which tokens are trained: every assistant turn with its end-of-turn token (`answers`), only
+    the last assistant turn (`last_answer`), or every turn after the system prompt, user turns and
+    template markup included (`inputs_too`). System prompts are never trained."""
+    template: str | None = Field(None, min_length=1)
+    """A Jinja prompt template for instruction or completion data, used instead of the chat
+    template: the rendered prompt is masked, the answer and EOS are trained. Variables: the format's
+    fields, e.g. "### Instruction:\n{{ instruction }}\n\n### Response:\n"."""
+    clean: CleanSpec = CleanSpec()
+    """Duplicate removal and length filters (see [data.clean])."""
+    packing: bool = False
+    """Pack several examples into each max_length row (best-fit decreasing, padding-free, each
+    example attends only to itself); saves the padding that `ftc data` reports."""
+    padding_free: bool = False
+    """Without packing: concatenate each micro-batch into one row with no padding (positions
+    restart at every example, so each attends only to itself); saves the padding `ftc data`
+    reports. Not for methods with virtual tokens (prefix or prompt tuning)."""
     validation: float | str = 0.1
     """Share of the rows held out for validation (0 to 0.5), or a second source."""
-    max_length: int = Field(1024, gt=8, le=1_048_576)
-    """Longest example in tokens; longer ones are truncated (and counted)."""
+    max_length: Annotated[int, Field(gt=8, le=1_048_576)] | Literal["auto"] = 1024
+    """Longest example in tokens; longer ones are truncated (and counted). `"auto"`: the longest
+    example measured at compile time with the model's tokenizer, rounded up to a multiple of 8
+    (needs the tokenizer on this machine)."""
     split: str = "train"
     """Split to read from a hub dataset or a saved DatasetDict."""
 

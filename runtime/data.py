@@ -6,6 +6,9 @@ conversation up to that turn twice (with the generation prompt, and with the ans
 tokens whose characters fall inside those spans are trained; every other token (system, user,
 template markup, earlier prompts) gets the label -100. This works for any template that renders
 conversations incrementally, multi-turn included; a template that does not is reported.
+Which turns are trained is switchable (`TRAIN_ON`); system prompts never are.
+
+Rows become conversations and get cleaned in `datastage.py`; this module only encodes.
 """
 
 from __future__ import annotations
@@ -26,10 +29,24 @@ class DataError(ValueError):
     """An example cannot be encoded; the message names the row and what to fix."""
 
 
+def chatml_missing_tokens(tokenizer: Any) -> list[str]:
+    """ChatML's markers that are not single tokens of the tokenizer's vocabulary."""
+    return [marker for marker in ("<|im_start|>", "<|im_end|>")
+            if len(tokenizer(marker, add_special_tokens=False)["input_ids"]) != 1]
+
+
 def ensure_chat_template(tokenizer: Any) -> str | None:
-    """Give a tokenizer without a chat template ChatML; returns a warning text when it did."""
+    """Give a tokenizer without a chat template ChatML; returns a warning text when it did. Refuses
+    (DataError) when ChatML's markers are not tokens of the vocabulary: they would be trained as
+    plain text and the model would never learn to stop at its end-of-sequence token."""
     if getattr(tokenizer, "chat_template", None):
         return None
+    missing = chatml_missing_tokens(tokenizer)
+    if missing:
+        raise DataError(f"the tokenizer has no chat template, and the ChatML markers ftc would add "
+                        f"({', '.join(missing)}) are not tokens of its vocabulary; set data.template to a plain-text "
+                        "prompt template (the answer then ends with the tokenizer's EOS), use format = \"text\", "
+                        "or fine-tune a model that has a chat template")
     tokenizer.chat_template = CHATML_TEMPLATE
     return "the tokenizer has no chat template; using ChatML (saved with the model)"
 
@@ -38,16 +55,25 @@ def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_promp
     return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int) -> dict[str, Any]:
-    """input_ids and labels for a conversation; loss on every assistant turn (content and end-of-turn)."""
-    if not messages or messages[-1].get("role") != "assistant":
-        raise DataError("a conversation must end with an assistant turn")
-    text = _render(tokenizer, messages, generation_prompt=False)
+TRAIN_ON = ("answers", "last_answer", "inputs_too")
+"""What a chat-shaped example trains: every assistant turn (default), only the last one, or every
+turn after the system prompt (user turns and markup too). System prompts are never trained."""
+
+
+def _spans(tokenizer: Any, messages: Sequence[dict[str, str]], text: str, train_on: str) -> list[tuple[int, int]]:
+    """Character spans of `text` (the whole rendered conversation) whose tokens are trained."""
     spans: list[tuple[int, int]] = []
+    last_answer = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
     for i, message in enumerate(messages):
-        if message.get("role") != "assistant":
+        role = message.get("role")
+        if role == "system" or (role != "assistant" and train_on != "inputs_too"):
             continue
-        start_text = _render(tokenizer, messages[:i], generation_prompt=True) if i else ""
+        if train_on == "last_answer" and i != last_answer:
+            continue
+        if role == "assistant" and train_on != "inputs_too":
+            start_text = _render(tokenizer, messages[:i], generation_prompt=True) if i else ""
+        else:  # the whole turn, its header included
+            start_text = _render(tokenizer, messages[:i], generation_prompt=False) if i else ""
         end_text = _render(tokenizer, messages[: i + 1], generation_prompt=False)
         if not (text.startswith(start_text) and text.startswith(end_text) and len(end_text) > len(start_text)):
             raise DataError(
@@ -55,7 +81,23 @@ def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: 
                 f"{i + 1} renders differently inside the whole conversation), so the answer tokens cannot "
                 "be located; use a template that renders each turn the same way"
             )
-        spans.append((len(start_text), len(end_text)))
+        if spans and spans[-1][1] == len(start_text):  # adjacent turns (inputs_too): one span
+            spans[-1] = (spans[-1][0], len(end_text))
+        else:
+            spans.append((len(start_text), len(end_text)))
+    return spans
+
+
+def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int,
+                train_on: str = "answers") -> dict[str, Any]:
+    """input_ids and labels for a conversation. `train_on` picks the trained turns (see TRAIN_ON);
+    an assistant turn is trained with its end-of-turn token, never with its header."""
+    if not messages or messages[-1].get("role") != "assistant":
+        raise DataError("a conversation must end with an assistant turn")
+    if train_on not in TRAIN_ON:
+        raise DataError(f"train_on must be one of {', '.join(TRAIN_ON)} (got {train_on!r})")
+    text = _render(tokenizer, messages, generation_prompt=False)
+    spans = _spans(tokenizer, messages, text, train_on)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     input_ids: list[int] = list(encoding["input_ids"])
     labels: list[int] = []
@@ -66,6 +108,18 @@ def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: 
         trained = span < len(spans) and spans[span][0] <= begin < spans[span][1] and end > begin
         labels.append(token if trained else IGNORE)
     return _truncate(input_ids, labels, max_length)
+
+
+def encode_prompt(tokenizer: Any, prompt: str, answer: str, max_length: int,
+                  train_on: str = "answers") -> dict[str, Any]:
+    """input_ids and labels for a plain-text prompt (from data.template) and its answer followed by EOS.
+    The prompt is masked unless `train_on` is "inputs_too"."""
+    prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    if tokenizer.eos_token_id is not None:
+        answer_ids.append(tokenizer.eos_token_id)
+    prompt_labels = list(prompt_ids) if train_on == "inputs_too" else [IGNORE] * len(prompt_ids)
+    return _truncate(prompt_ids + answer_ids, prompt_labels + answer_ids, max_length)
 
 
 def encode_text(tokenizer: Any, text: str, max_length: int) -> dict[str, Any]:
@@ -85,36 +139,3 @@ def _truncate(input_ids: list[int], labels: list[int], max_length: int) -> dict[
         "truncated": length > max_length,
         "trained_tokens": sum(1 for label in labels[:max_length] if label != IGNORE),
     }
-
-
-def summarize(split: str, dataset: Any) -> dict[str, Any]:
-    """Counts of an encoded split, for the log and the `data` event."""
-    lengths = dataset["length"]
-    trained = dataset["trained_tokens"]
-    return {
-        "split": split,
-        "examples": len(lengths),
-        "tokens": int(sum(len(ids) for ids in dataset["input_ids"])),
-        "trained_tokens": int(sum(trained)),
-        "truncated": int(sum(dataset["truncated"])),
-        "max_length_seen": int(max(lengths, default=0)),
-        "zero_trained_rows": [i for i, n in enumerate(trained) if n == 0][:20],
-    }
-
-
-def finish_split(dataset: Any, split: str, events: Any) -> Any:
-    """Report an encoded split's counts; fail on examples with nothing to train; keep model columns."""
-    stats = summarize(split, dataset)
-    share = 100 * stats["trained_tokens"] / stats["tokens"] if stats["tokens"] else 0.0
-    message = (f"{split}: {stats['examples']} examples, {stats['tokens']:,} tokens, "
-               f"{stats['trained_tokens']:,} trained ({share:.0f} %), {stats['truncated']} truncated, "
-               f"longest {stats['max_length_seen']} tokens")
-    print(message, flush=True)
-    events.write("data", message, **stats)
-    if stats["zero_trained_rows"]:
-        rows = ", ".join(str(i) for i in stats["zero_trained_rows"])
-        raise DataError(f"{split}: examples with no trained token (rows {rows} after the split): the answer "
-                        "was truncated away or is empty; raise data.max_length or clean these rows")
-    if stats["truncated"]:
-        events.write("warning", f"{split}: {stats['truncated']} examples longer than max_length were truncated")
-    return dataset.select_columns(["input_ids", "labels"])

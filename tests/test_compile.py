@@ -21,8 +21,10 @@ GOLDEN = REPO / "tests" / "golden"
 
 @pytest.fixture(autouse=True)
 def _offline_facts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hub model facts must not depend on this machine's Hugging Face cache."""
+    """Hub model facts (and the bundled model's tokenizer, which measures token lengths) must not
+    depend on this machine's caches."""
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setenv("FTC_CACHE", str(tmp_path / "empty-ftc-cache"))
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=str)

@@ -97,9 +97,10 @@ def test_bundled_model_runs_a_few_steps(tmp_path: Path) -> None:
 
 
 def test_failed_run_says_why_and_where(tiny_model: Path, tmp_path: Path) -> None:
-    """An answer truncated away by max_length stops the run before training, with the rows named."""
+    """An answer truncated away by max_length stops the run before training, with the rows named. The
+    bad row comes after the first 1000 rows, which `ftc compile` already checks with the tokenizer."""
     shutil.copytree(tiny_model, tmp_path / "tiny")
-    rows = [{"prompt": "one two three " * 20, "completion": "four"}] + DATA["completion"] * 2
+    rows = DATA["completion"] * 126 + [{"prompt": "one two three " * 20, "completion": "four"}]
     write_jsonl(tmp_path / "d.jsonl", [{"prompt": r.get("q", r.get("prompt")), "completion": r.get("a", r.get("completion"))}
                                        for r in rows])
     (tmp_path / "s.toml").write_text('[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\nformat = "completion"\n'
@@ -107,7 +108,7 @@ def test_failed_run_says_why_and_where(tiny_model: Path, tmp_path: Path) -> None
                                      '[train]\nmax_steps = 2\nbatch_size = 2\n[hardware]\ndevice = "cpu"\n')
     done = run_ftc("run", "s.toml", "--run-dir", "r", "--no-tui", cwd=tmp_path)
     assert done.returncode == 1
-    assert "examples with no trained token (rows 0 after the split)" in done.stderr
+    assert "d.jsonl: 1 example(s) with no trained token (rows 1009)" in done.stderr  # the row in the file
     assert "(training stopped with exit code 1; full log: r/train.log)" in done.stderr
     assert "Traceback" not in done.stderr
     events = [json.loads(line) for line in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]

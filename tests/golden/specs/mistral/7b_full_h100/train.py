@@ -12,11 +12,10 @@ import json
 from pathlib import Path
 
 import torch
-from datasets import load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from ftc.runtime.data import encode_text, finish_split
+from ftc.runtime.datastage import DataSettings, check_saved_tokenizer, load_rows, prepare_data, report
 from ftc.runtime.events import EventLog
 from ftc.runtime.trainer import EventsCallback, report_parameters
 
@@ -28,6 +27,11 @@ DATA_LOADER = 'json'                         # derived: file type
 DATA_FILES = 'specs/data/text_sample.jsonl'  # derived: data.source
 VALIDATION = 0.0                             # spec: data.validation
 MAX_LENGTH = 4096                            # spec: data.max_length
+DATA_FORMAT = 'text'                         # spec: data.format
+COLUMNS = {'text': 'text'}                   # default: the format's field names
+DEDUP = True                                 # default: exact duplicates are dropped
+UNTRAINED = 'error'                          # default: stop on examples with no trained token
+PACKING = False                              # default: off
 LOAD_DTYPE = 'bfloat16'                      # derived: pure bf16 weights and AdamW states (half the memory of mixed precision)
 PRECISION = 'bf16'                           # spec: hardware.precision
 EPOCHS = 1.0                                 # spec: train.epochs
@@ -61,17 +65,22 @@ MODEL_PATH = BASE_MODEL
 tokenizer = AutoTokenizer.from_pretrained(MODEL_PATH, revision=REVISION, trust_remote_code=TRUST_REMOTE_CODE)
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token  # padding positions are masked out of attention and loss
-rows = load_dataset(DATA_LOADER, data_files=DATA_FILES, split="train")
-train_rows = rows
-
-
-def encode(row):
-    """Token ids of the raw text followed by EOS; every token is trained."""
-    return encode_text(tokenizer, row['text'], MAX_LENGTH)
-
-
-train_data = finish_split(train_rows.map(encode, remove_columns=train_rows.column_names), "train", events)
-eval_data = None
+rows = load_rows(DATA_FILES, DATA_LOADER)
+# Rows -> examples (columns mapped onto the format), duplicates and bad rows dropped (each one written
+# to RUN_DIR/data/dropped.jsonl with its reason), encoded with labels -100 on untrained tokens, split.
+settings = DataSettings(
+    format=DATA_FORMAT,
+    columns=COLUMNS,
+    max_length=MAX_LENGTH,
+    validation=VALIDATION,
+    seed=SEED,
+    dedup=DEDUP,
+    untrained=UNTRAINED,
+)
+data = prepare_data(rows, tokenizer, settings, source=DATA_FILES,
+                    report_dir=RUN_DIR / "data", micro_batch_size=MICRO_BATCH_SIZE, packing=PACKING)
+report(data, events)  # examples, tokens and trained tokens per split; dropped rows by reason
+train_data, eval_data = data.dataset("train"), data.dataset("validation")
 
 # ---------------------------------------------------------------------------- model
 model = AutoModelForCausalLM.from_pretrained(
@@ -122,5 +131,6 @@ result = trainer.train()
 # ---------------------------------------------------------------------------- save
 trainer.save_model(str(RUN_DIR / "final"))  # the whole model, in transformers format
 tokenizer.save_pretrained(str(RUN_DIR / "final"))  # with the chat template used in training
+check_saved_tokenizer(RUN_DIR / "final", data, settings, events)  # the saved tokenizer encodes an example as training did
 events.write("status", f"finished: final training loss {result.training_loss:.4f}; saved to {RUN_DIR / 'final'}",
              state="completed", step=result.global_step, train_loss=result.training_loss, output=str(RUN_DIR / "final"))

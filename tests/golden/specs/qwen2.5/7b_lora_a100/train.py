@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 
 import torch
-from datasets import load_dataset
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from ftc.runtime.data import encode_chat, ensure_chat_template, finish_split
+from ftc.runtime.data import ensure_chat_template
+from ftc.runtime.datastage import DataSettings, check_saved_tokenizer, load_rows, prepare_data, report
 from ftc.runtime.events import EventLog
 from ftc.runtime.trainer import EventsCallback, report_parameters
 
@@ -29,6 +29,12 @@ DATA_LOADER = 'json'                           # derived: file type
 DATA_FILES = 'specs/data/alpaca_sample.jsonl'  # derived: data.source
 VALIDATION = 0.1                               # spec: data.validation
 MAX_LENGTH = 1024                              # spec: data.max_length
+DATA_FORMAT = 'instruction'                    # spec: data.format
+COLUMNS = {'instruction': 'instruction', 'output': 'output', 'input': 'input', 'system': 'system'}  # default: the format's field names
+TRAIN_ON = 'answers'                           # default: every assistant turn
+DEDUP = True                                   # default: exact duplicates are dropped
+UNTRAINED = 'error'                            # default: stop on examples with no trained token
+PACKING = False                                # default: off
 LOAD_DTYPE = 'bfloat16'                        # derived: precision
 LORA_R = 32                                    # spec: method.r
 LORA_ALPHA = 64.0                              # spec: method.alpha
@@ -69,27 +75,23 @@ if warning := ensure_chat_template(tokenizer):
     events.write("warning", warning)
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token  # padding positions are masked out of attention and loss
-rows = load_dataset(DATA_LOADER, data_files=DATA_FILES, split="train")
-split = rows.train_test_split(test_size=VALIDATION, seed=SEED)  # the held-out share, the same for every run
-train_rows, eval_rows = split["train"], split["test"]
-
-
-def to_messages(row):
-    """An instruction, its input as the user turn, the output as the answer."""
-    user = row['instruction']
-    if row['input']:
-        user += "\n\n" + row['input']
-    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": row['output']}]
-    return messages
-
-
-def encode(row):
-    """Token ids through the chat template; labels train the output only (-100 elsewhere)."""
-    return encode_chat(tokenizer, to_messages(row), MAX_LENGTH)
-
-
-train_data = finish_split(train_rows.map(encode, remove_columns=train_rows.column_names), "train", events)
-eval_data = finish_split(eval_rows.map(encode, remove_columns=eval_rows.column_names), "validation", events)
+rows = load_rows(DATA_FILES, DATA_LOADER)
+# Rows -> examples (columns mapped onto the format), duplicates and bad rows dropped (each one written
+# to RUN_DIR/data/dropped.jsonl with its reason), encoded with labels -100 on untrained tokens, split.
+settings = DataSettings(
+    format=DATA_FORMAT,
+    columns=COLUMNS,
+    max_length=MAX_LENGTH,
+    train_on=TRAIN_ON,
+    validation=VALIDATION,
+    seed=SEED,
+    dedup=DEDUP,
+    untrained=UNTRAINED,
+)
+data = prepare_data(rows, tokenizer, settings, source=DATA_FILES,
+                    report_dir=RUN_DIR / "data", micro_batch_size=MICRO_BATCH_SIZE, packing=PACKING)
+report(data, events)  # examples, tokens and trained tokens per split; dropped rows by reason
+train_data, eval_data = data.dataset("train"), data.dataset("validation")
 
 # ---------------------------------------------------------------------------- model
 model = AutoModelForCausalLM.from_pretrained(
@@ -152,5 +154,6 @@ result = trainer.train()
 # ---------------------------------------------------------------------------- save
 trainer.save_model(str(RUN_DIR / "final"))  # the adapter, in PEFT format
 tokenizer.save_pretrained(str(RUN_DIR / "final"))  # with the chat template used in training
+check_saved_tokenizer(RUN_DIR / "final", data, settings, events)  # the saved tokenizer encodes an example as training did
 events.write("status", f"finished: final training loss {result.training_loss:.4f}; saved to {RUN_DIR / 'final'}",
              state="completed", step=result.global_step, train_loss=result.training_loss, output=str(RUN_DIR / "final"))

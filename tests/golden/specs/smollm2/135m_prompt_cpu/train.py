@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import torch
-from datasets import load_dataset
 from peft import PromptTuningConfig, get_peft_model
 from transformers import (
     AutoModelForCausalLM,
@@ -25,7 +24,8 @@ from transformers import (
 )
 
 from ftc.runtime.bundled import model_path
-from ftc.runtime.data import encode_chat, ensure_chat_template, finish_split
+from ftc.runtime.data import ensure_chat_template
+from ftc.runtime.datastage import DataSettings, check_saved_tokenizer, load_rows, prepare_data, report
 from ftc.runtime.events import EventLog
 from ftc.runtime.trainer import EventsCallback, compare_answers, generate_answers, report_parameters
 
@@ -37,6 +37,12 @@ DATA_LOADER = 'json'                  # derived: file type
 DATA_FILES = 'specs/data/yoda.jsonl'  # derived: data.source
 VALIDATION = 0.1                      # spec: data.validation
 MAX_LENGTH = 96                       # spec: data.max_length
+DATA_FORMAT = 'completion'            # spec: data.format
+COLUMNS = {'prompt': 'sentence', 'completion': 'yoda'}  # spec: data.columns
+TRAIN_ON = 'answers'                  # default: every assistant turn
+DEDUP = True                          # default: exact duplicates are dropped
+UNTRAINED = 'error'                   # default: stop on examples with no trained token
+PACKING = False                       # default: off
 LOAD_DTYPE = 'float32'                # derived: precision
 VIRTUAL_TOKENS = 20                   # spec: method.virtual_tokens
 PROMPT_INIT_TEXT = 'Rewrite the sentence in the word order Yoda speaks in.'  # spec: method.init_text
@@ -77,26 +83,23 @@ if warning := ensure_chat_template(tokenizer):
     events.write("warning", warning)
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token  # padding positions are masked out of attention and loss
-rows = load_dataset(DATA_LOADER, data_files=DATA_FILES, split="train")
-split = rows.train_test_split(test_size=VALIDATION, seed=SEED)  # the held-out share, the same for every run
-train_rows, eval_rows = split["train"], split["test"]
-
-
-def to_messages(row):
-    """A prompt/completion pair as one user turn and the assistant's answer."""
-    return [
-        {"role": "user", "content": row['sentence']},
-        {"role": "assistant", "content": row['yoda']},
-    ]
-
-
-def encode(row):
-    """Token ids through the chat template; labels train the answer only (-100 elsewhere)."""
-    return encode_chat(tokenizer, to_messages(row), MAX_LENGTH)
-
-
-train_data = finish_split(train_rows.map(encode, remove_columns=train_rows.column_names), "train", events)
-eval_data = finish_split(eval_rows.map(encode, remove_columns=eval_rows.column_names), "validation", events)
+rows = load_rows(DATA_FILES, DATA_LOADER)
+# Rows -> examples (columns mapped onto the format), duplicates and bad rows dropped (each one written
+# to RUN_DIR/data/dropped.jsonl with its reason), encoded with labels -100 on untrained tokens, split.
+settings = DataSettings(
+    format=DATA_FORMAT,
+    columns=COLUMNS,
+    max_length=MAX_LENGTH,
+    train_on=TRAIN_ON,
+    validation=VALIDATION,
+    seed=SEED,
+    dedup=DEDUP,
+    untrained=UNTRAINED,
+)
+data = prepare_data(rows, tokenizer, settings, source=DATA_FILES,
+                    report_dir=RUN_DIR / "data", micro_batch_size=MICRO_BATCH_SIZE, packing=PACKING)
+report(data, events)  # examples, tokens and trained tokens per split; dropped rows by reason
+train_data, eval_data = data.dataset("train"), data.dataset("validation")
 
 # ---------------------------------------------------------------------------- model
 model = AutoModelForCausalLM.from_pretrained(
@@ -156,7 +159,7 @@ trainer = Trainer(
     callbacks=[EventsCallback(events, RUN_DIR)],
 )
 trainer.remove_callback(PrinterCallback)  # EventsCallback prints one line per log instead of raw dicts
-held_out = [to_messages(row) for row in eval_rows.select(range(min(COMPARE, len(eval_rows))))]
+held_out = data.conversations("validation")[:COMPARE]
 answers_before = generate_answers(model, tokenizer, held_out, MAX_NEW_TOKENS)
 result = trainer.train()
 
@@ -165,5 +168,6 @@ answers_after = generate_answers(model, tokenizer, held_out, MAX_NEW_TOKENS)
 compare_answers(held_out, answers_before, answers_after, events)
 trainer.save_model(str(RUN_DIR / "final"))  # the adapter, in PEFT format
 tokenizer.save_pretrained(str(RUN_DIR / "final"))  # with the chat template used in training
+check_saved_tokenizer(RUN_DIR / "final", data, settings, events)  # the saved tokenizer encodes an example as training did
 events.write("status", f"finished: final training loss {result.training_loss:.4f}; saved to {RUN_DIR / 'final'}",
              state="completed", step=result.global_step, train_loss=result.training_loss, output=str(RUN_DIR / "final"))

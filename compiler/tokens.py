@@ -1,0 +1,219 @@
+"""Real token lengths at compile time, without torch or transformers.
+
+`ftc compile` measures the data's token lengths with the model's own tokenizer.json (the
+`tokenizers` library) and its chat template (rendered in a jinja2 sandbox configured like
+transformers' `apply_chat_template`), through the very functions train.py uses to map and encode
+rows (ftc.runtime.datastage, which is torch-free). The planner uses the lengths for
+`max_length = "auto"` and for the sequence length of the memory estimate.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+MEASURE_ROWS = 1000  # rows measured at most (the first ones); enough for stable percentiles, fast to compile
+
+
+@dataclass(frozen=True)
+class TokenFacts:
+    """Token lengths of the first rows of the data, as train.py will encode them (before truncation)."""
+
+    examples: int
+    """Examples measured: the rows the data stage keeps (mapped, cleaned)."""
+    rows_read: int
+    """Rows read for it (the first MEASURE_ROWS at most)."""
+    p50: int
+    p90: int
+    p95: int
+    p99: int
+    max: int
+    tokenizer: str
+    """Where the tokenizer came from."""
+
+
+class LightTokenizer:
+    """The slice of a transformers tokenizer that ftc.runtime.data uses, from tokenizer.json."""
+
+    def __init__(self, directory: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        config: dict[str, Any] = {}
+        if (directory / "tokenizer_config.json").exists():
+            config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+        self.special = {name: _token_text(config.get(name)) for name in
+                        ("bos_token", "eos_token", "pad_token", "unk_token")}
+        template = config.get("chat_template")
+        if (directory / "chat_template.jinja").exists():
+            template = (directory / "chat_template.jinja").read_text(encoding="utf-8")
+        elif (directory / "chat_template.json").exists():
+            template = json.loads((directory / "chat_template.json").read_text(encoding="utf-8")).get("chat_template")
+        if isinstance(template, list):  # named templates: the default one
+            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+        self.chat_template: str | None = template
+        eos = self.special["eos_token"]
+        self.eos_token_id = self._tokenizer.token_to_id(eos) if eos else None
+        self._compiled: Any = None
+
+    def apply_chat_template(self, messages: list[dict[str, str]], tokenize: bool = False,
+                            add_generation_prompt: bool = False) -> str:
+        if self._compiled is None:
+            if self.chat_template is None:
+                from ftc.runtime.data import CHATML_TEMPLATE
+
+                self.chat_template = CHATML_TEMPLATE  # what train.py adds (ensure_chat_template)
+            self._compiled = _environment().from_string(self.chat_template)
+        return str(self._compiled.render(messages=messages, add_generation_prompt=add_generation_prompt,
+                                         tools=None, documents=None, **self.special))
+
+    def __call__(self, text: str, add_special_tokens: bool = True,
+                 return_offsets_mapping: bool = False) -> dict[str, Any]:
+        encoding = self._tokenizer.encode(text, add_special_tokens=add_special_tokens)
+        out: dict[str, Any] = {"input_ids": encoding.ids}
+        if return_offsets_mapping:
+            out["offset_mapping"] = encoding.offsets
+        return out
+
+
+def _token_text(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return value.get("content")
+    return value if isinstance(value, str) else None
+
+
+def _environment() -> Any:
+    """A jinja2 sandbox set up like transformers' chat-template environment."""
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Generation(jinja2.ext.Extension):  # {% generation %} marks answers for transformers; here: render it
+        tags = {"generation"}
+
+        def parse(self, parser: Any) -> Any:
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(["name:endgeneration"], drop_needle=True)
+            return jinja2.nodes.CallBlock(self.call_method("_render"), [], [], body).set_lineno(lineno)
+
+        def _render(self, caller: Any) -> str:
+            return str(caller())
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[Generation, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env
+
+
+def tokenizer_dir(base: str, origin: str, revision: str | None) -> Path | None:
+    """The directory holding the model's tokenizer.json, when it is on this machine."""
+    if origin == "local":
+        directory: Path | None = Path(base).expanduser()
+    elif origin == "bundled":
+        from ftc.runtime.bundled import MARKER, cache_root
+
+        directory = cache_root() / "models" / base
+        if not (directory / MARKER).is_file():
+            return None
+    else:
+        from ftc.compiler.facts import _hf_cache_snapshot
+
+        directory = _hf_cache_snapshot(base, revision)
+    if directory is None or not (directory / "tokenizer.json").is_file():
+        return None
+    return directory
+
+
+def read_rows(files: tuple[str, ...], loader: str | None, limit: int = MEASURE_ROWS) -> list[dict[str, Any]]:
+    """The first `limit` rows of local data files, as `datasets` would read them."""
+    rows: list[dict[str, Any]] = []
+    for name in files:
+        path = Path(name)
+        if loader == "text":
+            with path.open(encoding="utf-8") as handle:
+                rows += [{"text": line.rstrip("\n")} for _, line in zip(range(limit - len(rows)), handle)]
+        elif path.suffix == ".jsonl":
+            with path.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if len(rows) >= limit:
+                        break
+                    if line.strip():
+                        rows.append(json.loads(line))
+        elif path.suffix == ".json":
+            rows += json.loads(path.read_text(encoding="utf-8"))[: limit - len(rows)]
+        elif path.suffix == ".csv":
+            with path.open(encoding="utf-8", newline="") as handle:
+                rows += [dict(r) for _, r in zip(range(limit - len(rows)), csv.DictReader(handle))]
+        elif path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.ParquetFile(path).read_row_groups([0]) if pq.ParquetFile(path).num_row_groups else None
+            rows += table.slice(0, limit - len(rows)).to_pylist() if table is not None else []
+        if len(rows) >= limit:
+            break
+    return rows
+
+
+def measure_data(spec: Any, model: Any, data: Any,
+                 mix: tuple[Any, ...]) -> tuple[TokenFacts | None, tuple[str, str] | None]:
+    """Run the data stage (ftc.runtime.datastage.prepare_data, as train.py does) on the first rows of
+    the spec's local data files with the model's tokenizer: the token lengths of the kept examples,
+    and the stage's error (unmappable roles, untrained examples, nothing left) as a message.
+    (None, None) when the tokenizer or the files are not here."""
+    from ftc.runtime.data import DataError
+    from ftc.runtime.datastage import DataSettings, percentile, prepare_data
+
+    directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
+    sources = [f for f in (data, *mix) if f.kind == "files"]
+    if directory is None or not sources:
+        return None, None
+    try:
+        tokenizer = LightTokenizer(directory)
+        per_source = []
+        budget = MEASURE_ROWS
+        for source in sources:
+            rows = read_rows(source.files, source.loader, budget)
+            per_source.append((source.source, rows))
+            budget -= len(rows)
+    except Exception:  # noqa: BLE001 - unreadable tokenizer or rows: planning goes on without lengths
+        return None, None
+    d, c = spec.data, spec.data.clean
+    if tokenizer.chat_template is None and d.format != "text" and d.template is None:
+        from ftc.runtime.data import chatml_missing_tokens
+
+        missing = chatml_missing_tokens(tokenizer)
+        if missing:
+            return None, ("data.format", f"{directory.name}'s tokenizer has no chat template, and the ChatML "
+                          f"markers ftc would add ({', '.join(missing)}) are not tokens of its vocabulary; set "
+                          "data.template to a plain-text prompt template (the answer then ends with EOS), use "
+                          "format = \"text\", or fine-tune a model that has a chat template")
+    settings = DataSettings(format=d.format, columns=dict(d.columns), roles=dict(d.roles), template=d.template,
+                            train_on=d.train_on, max_length=1 << 30 if d.max_length == "auto" else int(d.max_length),
+                            dedup=c.dedup, near_dedup=c.near_dedup, min_tokens=c.min_tokens, max_tokens=c.max_tokens,
+                            untrained=c.untrained)
+    weights = {entry.source: entry.weight for entry in d.mix}
+    (name, rows), *others = per_source
+    try:
+        prepared = prepare_data(rows, tokenizer, settings, source=name,
+                                mix=[(n, r, weights.get(n, 1.0)) for n, r in others])
+    except DataError as exc:
+        return None, ("data.source", str(exc))
+    except Exception:  # noqa: BLE001 - a chat template that fails outside transformers: the run will tell
+        return None, None
+    lengths = sorted(e.encoding["length"] for e in prepared.train + prepared.validation)
+    read = sum(len(r) for _, r in per_source)
+    return TokenFacts(len(lengths), read, percentile(lengths, 50), percentile(lengths, 90), percentile(lengths, 95),
+                      percentile(lengths, 99), lengths[-1], f"{directory}/tokenizer.json"), None

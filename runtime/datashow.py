@@ -1,0 +1,132 @@
+"""`ftc data`: the data stage of a spec, run exactly as train.py runs it, shown before training.
+
+Renders examples as the model sees them (trained tokens highlighted, masked tokens dimmed) and
+the stage's statistics. Imports transformers (for the tokenizer) but never torch's training stack.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ftc.runtime.data import ensure_chat_template
+from ftc.runtime.datastage import DROP_REASONS, DataSettings, Encoded, Prepared, load_rows, prepare_data
+
+TRAINED_STYLE, MASKED_STYLE = "bold green", "dim"
+
+
+def load_tokenizer(base: str, origin: str, revision: str | None, trust_remote_code: bool) -> Any:
+    """The tokenizer train.py loads (the bundled model's cache is created on first use, as in a run)."""
+    from transformers import AutoTokenizer
+
+    path: str | Path = base
+    if origin == "bundled":
+        from ftc.runtime.bundled import model_path
+
+        path = model_path(base, log=lambda line: print(line, file=sys.stderr))  # stdout may be --json
+    return AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
+
+
+def run_stage(plan: Any, settings: dict[str, Any], origin: str, report_dir: Path) -> tuple[Prepared, Any]:
+    """Load, map, clean, encode and split the plan's data, as the emitted train.py does."""
+    tokenizer = load_tokenizer(plan["base_model"], origin, plan["revision"], plan["trust_remote_code"])
+    if plan["data_format"] != "text" and not plan["template"]:
+        ensure_chat_template(tokenizer)
+    kind = plan["data_kind"]
+    if kind in ("saved", "hub"):
+        rows, source = load_rows(plan["data_source"], kind, split=plan["data_split"]), plan["data_source"]
+    else:
+        rows, source = load_rows(plan["data_files"], plan["data_loader"]), plan["data_files"]
+    validation = plan["validation"]
+    validation_rows = load_rows(validation, plan["validation_loader"]) if isinstance(validation, str) else None
+    mix = [(m["source"], load_rows(m["source"], m["kind"]), m["weight"]) for m in plan["mix"]]
+    prepared = prepare_data(rows, tokenizer, DataSettings(**settings), source=source, validation_rows=validation_rows,
+                            validation_source=validation if isinstance(validation, str) else "validation", mix=mix,
+                            report_dir=report_dir, micro_batch_size=plan["micro_batch_size"], packing=plan["packing"],
+                            padding_free=plan["padding_free"])
+    return prepared, tokenizer
+
+
+def render_example(tokenizer: Any, item: Encoded) -> Any:
+    """The example's tokens as text: runs of trained tokens highlighted, masked ones dimmed."""
+    from rich.text import Text
+
+    text = Text()
+    ids, labels = item.encoding["input_ids"], item.encoding["labels"]
+    start = 0
+    while start < len(ids):
+        trained = labels[start] != -100
+        end = start
+        while end < len(ids) and (labels[end] != -100) == trained:
+            end += 1
+        text.append(tokenizer.decode(ids[start:end]), style=TRAINED_STYLE if trained else MASKED_STYLE)
+        start = end
+    return text
+
+
+def show(prepared: Prepared, tokenizer: Any, n: int, console: Any, report_dir: Path) -> None:
+    """Print n examples and the statistics tables."""
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    stats = prepared.stats
+    for item in prepared.train[:n]:
+        e = item.encoding
+        title = (f"row {item.row} ({item.split}): {len(e['input_ids'])} tokens, {e['trained_tokens']} trained"
+                 + (f", truncated from {e['length']}" if e["truncated"] else ""))
+        console.print(Panel(render_example(tokenizer, item), title=title, title_align="left"))
+    legend = Text("trained", style=TRAINED_STYLE) + Text(" / ") + Text("masked (label -100)", style=MASKED_STYLE)
+    console.print(legend)
+
+    table = Table(title=f"data: {stats['rows_read']} rows read")
+    for column in ("split", "examples", "tokens", "trained", "share", "truncated"):
+        table.add_column(column, justify="left" if column == "split" else "right")
+    lengths = Table(title="tokens per example (before truncation)")
+    for column in ("split", "p50", "p90", "p95", "p99", "max"):
+        lengths.add_column(column, justify="left" if column == "split" else "right")
+    for split, s in stats["splits"].items():
+        table.add_row(split, str(s["examples"]), f"{s['tokens']:,}", f"{s['trained_tokens']:,}",
+                      f"{100 * s['trained_share']:.0f} %", str(s["truncated"]))
+        lengths.add_row(split, *(str(s["length"][k]) for k in ("p50", "p90", "p95", "p99", "max")))
+    console.print(table)
+    console.print(lengths)
+    dropped = {r: n for r, n in stats["dropped"].items() if n}
+    if dropped:
+        drops = Table(title="dropped rows")
+        drops.add_column("reason")
+        drops.add_column("rows", justify="right")
+        drops.add_column("first rows")
+        for reason in DROP_REASONS:
+            if reason in dropped:
+                rows = [str(d["row"]) for d in prepared.dropped if d["reason"] == reason][:8]
+                drops.add_row(reason.replace("_", " "), str(dropped[reason]), ", ".join(rows))
+        console.print(drops)
+        console.print(f"each dropped row, with its reason and data: {report_dir / 'dropped.jsonl'}", markup=False)
+    else:
+        console.print("dropped rows: none")
+    pad = stats["padding"]
+    line = (f"padding: {pad['padded_tokens']:,} pad tokens per epoch in micro-batches of {pad['micro_batch_size']} "
+            f"({100 * pad['padding_share']:.0f} % of the batch)")
+    if "packing" in stats:
+        pack = stats["packing"]
+        line += (f"; packing fills {pack['packed_rows']} rows of max_length ({pack['examples_per_row']} examples "
+                 f"per row) and saves all {pack['padded_tokens_saved']:,} of them")
+    if "padding_free" in stats:
+        line += "; padding-free batching saves all of them"
+    console.print(line, markup=False)
+    for name, source in stats.get("sources", {}).items():
+        console.print(f"source {name}: {source['rows_read']} rows, {source['train_examples']} training examples "
+                      f"x weight {source['weight']:g} = {source['weighted_examples']}", markup=False)
+    for split, s in stats["splits"].items():
+        if s["truncated"]:
+            console.print(f"{split}: {s['truncated']} examples truncated to max_length (rows "
+                          f"{', '.join(map(str, s['truncated_rows']))}); raise data.max_length or set "
+                          "data.clean.max_tokens to drop them", markup=False)
+
+
+def stats_json(prepared: Prepared, report_dir: Path) -> str:
+    """The statistics as one JSON object (what `ftc data --json` prints)."""
+    return json.dumps(prepared.stats | {"report_dir": str(report_dir)}, indent=2)

@@ -1,0 +1,156 @@
+"""`ftc data` and the data checks of `ftc compile`: planted bad inputs get located, actionable errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import write_jsonl
+
+from ftc.compiler import SpecError, compile_spec
+from ftc.compiler.cli import main
+
+
+def spec_text(data: str, fmt: str, extra: str = "", model: str = "tiny") -> str:
+    return (f'name = "t"\n[model]\nbase = "{model}"\n[data]\nsource = "{data}"\nformat = "{fmt}"\n'
+            f'validation = 0.25\nmax_length = 64\n{extra}\n[method]\nkind = "lora"\n[train]\nbatch_size = 2\n'
+            '[hardware]\ndevice = "cpu"\n')
+
+
+@pytest.fixture
+def workdir(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model, tmp_path / "tiny")
+    return tmp_path
+
+
+def problems(path: Path) -> str:
+    with pytest.raises(SpecError) as info:
+        compile_spec(path)
+    return str(info.value)
+
+
+SHAREGPT = [{"conversations": [{"from": "system", "value": "be brief"}, {"from": "human", "value": f"say {w}"},
+                               {"from": "gpt", "value": w.upper()}]} for w in "red green blue yellow".split()]
+
+
+def test_ftc_data_json_counts_what_trains(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_jsonl(workdir / "d.jsonl", SHAREGPT + [SHAREGPT[0]] * 2)  # two planted duplicates
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "chat", '[data.columns]\nmessages = "conversations"'))
+    assert main(["data", "s.toml", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["rows_read"] == 6 and stats["dropped"]["duplicate"] == 2 and stats["duplicates_removed"] == 2
+    assert stats["splits"]["train"]["examples"] == 3 and stats["splits"]["validation"]["examples"] == 1
+    dropped = [json.loads(line) for line in (workdir / "build/t/data/dropped.jsonl").read_text().splitlines()]
+    assert [(d["row"], d["reason"]) for d in dropped] == [(5, "duplicate"), (6, "duplicate")]
+    # each answer: its tokens plus <|im_end|> and the newline after it
+    train = stats["splits"]["train"]
+    assert 0 < train["trained_tokens"] < train["tokens"]
+
+
+def test_ftc_data_renders_trained_and_masked_tokens(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_jsonl(workdir / "d.jsonl", SHAREGPT)
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "chat", '[data.columns]\nmessages = "conversations"'))
+    assert main(["data", "s.toml", "-n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("tokens,") == 2 and "say" in out and "rows read" in out and "dropped rows: none" in out
+
+
+def test_rendered_styles_mark_exactly_the_trained_tokens(tiny_tokenizer: Any) -> None:
+    from ftc.runtime.datashow import MASKED_STYLE, TRAINED_STYLE, render_example
+    from ftc.runtime.datastage import DataSettings, prepare_data
+
+    rows = [{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}]}]
+    item = prepare_data(rows, tiny_tokenizer, DataSettings("chat", {}, 64)).train[0]
+    text = render_example(tiny_tokenizer, item)
+    trained = "".join(text.plain[s.start:s.end] for s in text.spans if s.style == TRAINED_STYLE)
+    masked = "".join(text.plain[s.start:s.end] for s in text.spans if s.style == MASKED_STYLE)
+    assert trained == "world<|im_end|>\n"
+    assert masked == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_ftc_data_reports_unmappable_roles_without_traceback(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rows = SHAREGPT + [{"conversations": [{"from": "narrator", "value": "x"}, {"from": "gpt", "value": "y"}]}]
+    write_jsonl(workdir / "d.jsonl", rows)
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "chat", '[data.columns]\nmessages = "conversations"'))
+    assert main(["data", "s.toml"]) == 2
+    err = capsys.readouterr().err
+    assert "'narrator' (rows 5)" in err and "[data.roles]" in err and "Traceback" not in err
+
+
+def test_compile_checks_the_first_row(workdir: Path) -> None:
+    write_jsonl(workdir / "d.jsonl", [{"conversations": [{"from": "narrator", "value": "x"}]}])
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "chat", '[data.columns]\nmessages = "conversations"'))
+    assert "data.roles: d.jsonl, row 1, turn 1: role 'narrator' cannot be mapped" in problems(workdir / "s.toml")
+    write_jsonl(workdir / "d.jsonl", [{"messages": "hello"}])
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "chat"))
+    assert "column 'messages' must hold a list of turns" in problems(workdir / "s.toml")
+    write_jsonl(workdir / "d.jsonl", [{"prompt": {"a": 1}, "completion": "x"}])
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "completion"))
+    assert "column 'prompt' (prompt) holds a dict, not text" in problems(workdir / "s.toml")
+    write_jsonl(workdir / "d.jsonl", [{"q": "x", "a": "y"}])
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "completion"))
+    assert "has no column 'prompt'; columns found: q, a" in problems(workdir / "s.toml")
+
+
+def test_compile_checks_templates_and_options(workdir: Path) -> None:
+    write_jsonl(workdir / "d.jsonl", [{"instruction": "x", "output": "y"}])
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "instruction", 'template = "{{ instruction }"'))
+    assert "data.template: not a valid Jinja template" in problems(workdir / "s.toml")
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "instruction", 'template = "{{ question }}"'))
+    assert "uses question, which the instruction format does not have" in problems(workdir / "s.toml")
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "instruction", '[data.roles]\nbot = "assistant"'))
+    assert "data.roles: maps conversation roles, but the instruction format has none" in problems(workdir / "s.toml")
+    write_jsonl(workdir / "t.jsonl", [{"text": "x"}])
+    (workdir / "s.toml").write_text(spec_text("t.jsonl", "text", 'train_on = "last_answer"'))
+    assert "data.train_on: text data trains every token" in problems(workdir / "s.toml")
+
+
+def test_compile_reports_wrong_encodings_and_bad_json(workdir: Path) -> None:
+    (workdir / "d.jsonl").write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "text"))
+    assert "d.jsonl: not UTF-8 text" in problems(workdir / "s.toml")
+    (workdir / "d.jsonl").write_text('{"text": "a"}\n{"text": \n')
+    assert "d.jsonl:2: not valid JSON" in problems(workdir / "s.toml")
+
+
+def test_emitted_script_builds_the_settings_ftc_data_uses(workdir: Path) -> None:
+    """train.py's DataSettings(...) call passes exactly the fields `ftc data` takes from the plan."""
+    import ast
+
+    from ftc.compiler.emit import data_settings
+
+    write_jsonl(workdir / "d.jsonl", SHAREGPT)
+    extra = ('train_on = "last_answer"\npacking = true\n[data.columns]\nmessages = "conversations"\n'
+             '[data.roles]\nnarrator = "system"\n[data.clean]\nnear_dedup = 0.9\nmax_tokens = 60')
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "chat", extra))
+    result = compile_spec(workdir / "s.toml")
+    tree = ast.parse(result.emitted.files["train.py"])
+    config_block = tree.body[:next(i for i, n in enumerate(tree.body) if isinstance(n, ast.Assign)
+                                   and getattr(n.targets[0], "id", "") == "CONFIG")]
+    config = {n.targets[0].id: ast.literal_eval(n.value) for n in config_block  # type: ignore[attr-defined]
+              if isinstance(n, ast.Assign)}
+    call = next(n.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
+                and getattr(n.value.func, "id", "") == "DataSettings")
+    emitted = {kw.arg: config[kw.value.id] for kw in call.keywords}  # type: ignore[attr-defined]
+    assert emitted == data_settings(result.plan)
+    assert emitted["train_on"] == "last_answer" and emitted["near_dedup"] == 0.9 and emitted["roles"] == {
+        "narrator": "system"}
+    assert "packing=PACKING" in result.emitted.files["train.py"] and config["PACKING"] is True
+
+
+def test_chat_in_csv_cells_is_read_as_json(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    with (workdir / "d.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "chat"])
+        for i, row in enumerate(SHAREGPT):
+            writer.writerow([i, json.dumps(row["conversations"])])
+    (workdir / "s.toml").write_text(spec_text("d.csv", "chat", '[data.columns]\nmessages = "chat"'))
+    assert main(["data", "s.toml", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["rows_read"] == 4 and sum(s["examples"] for s in stats["splits"].values()) == 4
