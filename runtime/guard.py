@@ -391,11 +391,13 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
             self.events.write("disk_full", message, step=step)
             self.events.write("status", message, state="stopped", step=step, reason="disk_full",
                               checkpoint=str(last.path) if last else None)
+            print(message, flush=True)
             raise SystemExit(ckpt.EXIT_STOPPED)
         if isinstance(error, KeyboardInterrupt):
             message = f"stopped at once during step {step + 1}; {kept}; steps after it are lost"
             self.events.write("status", message, state="stopped", step=step, reason="interrupted",
                               checkpoint=str(last.path) if last else None)
+            print(message, flush=True)
             raise SystemExit(130)
         return False
 
@@ -413,6 +415,7 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
             message = f"stopped at step {step} ({self.stop_reason}); no checkpoint was saved, so a rerun starts over"
         self.events.write("status", message, state="stopped", step=step, reason=self.stop_reason,
                           checkpoint=str(last.path) if last else None)
+        print(message, flush=True)
         raise SystemExit(ckpt.EXIT_STOPPED)
 
 

@@ -108,6 +108,7 @@ def test_crash_then_resume_gives_the_same_weights(reference: dict, tiny_model: P
     _assert_clean(root)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_resumably_and_a_changed_spec_is_refused(reference: dict, tiny_model: Path,  # type: ignore[type-arg]
                                                                tmp_path: Path) -> None:
     root = _setup(tmp_path, tiny_model)
@@ -131,6 +132,7 @@ def test_sigterm_stops_resumably_and_a_changed_spec_is_refused(reference: dict, 
     _same_weights(_weights(root), reference)
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_the_previous_checkpoint(reference: dict, tiny_model: Path, tmp_path: Path) -> None:  # type: ignore[type-arg]
     root = _setup(tmp_path, tiny_model)
     full = _run(root, inject="diskfull@6")  # the free-space check before checkpoint 6 fails
@@ -147,6 +149,7 @@ def test_full_disk_keeps_the_previous_checkpoint(reference: dict, tiny_model: Pa
     _same_weights(_weights(root), reference)
 
 
+@pytest.mark.slow
 def test_out_of_memory_halves_the_micro_batch(tiny_model: Path, tmp_path: Path) -> None:
     root = _setup(tmp_path, tiny_model, _spec(extra="micro_batch_size = 4\n"))
     done = _run(root, inject="oom@5")
@@ -172,6 +175,13 @@ def test_out_of_memory_at_micro_batch_one_stops_with_advice(tiny_model: Path, tm
     assert done.returncode == 1
     assert "out of memory at step 2 with a micro-batch of 1: it cannot go lower" in done.stderr
     assert "gradient_checkpointing" in done.stderr and "Traceback" not in done.stderr
+    again = _run(root)  # no checkpoint was saved: nothing to resume
+    assert again.returncode == 1 and "r holds a run with no complete checkpoint to resume from; pass --fresh" in again.stderr
+    fresh = _run(root, "--fresh")
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    (previous,) = (root / "r" / "previous").iterdir()
+    assert any(e["type"] == "oom" for e in map(json.loads, (previous / "events.jsonl").read_text().splitlines()))
+    assert not any(e["type"] == "oom" for e in _events(root))
 
 
 def test_nan_with_policy_stop_names_the_rows(tiny_model: Path, tmp_path: Path) -> None:
@@ -207,15 +217,8 @@ def test_kill_9_at_random_steps_then_resume(reference: dict, tiny_model: Path, t
     rng = random.Random()
     for _ in range(2):
         kill_at = rng.randint(2, STEPS - 1)
-        process = subprocess.Popen([sys.executable, "-m", "ftc.compiler.cli", "run", "s.toml", "--run-dir", "r",
-                                    "--no-tui"], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True)
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and process.poll() is None:
-            steps = [e["step"] for e in _events(root) if e["type"] == "step"] if (root / "r/events.jsonl").exists() else []
-            if steps and steps[-1] >= kill_at:
-                break
-            time.sleep(0.05)
+        process = _start(root)
+        _wait_for_step(root, process, kill_at)
         if process.poll() is None:
             child = json.loads((root / "r" / ckpt.LOCK).read_text()).get("child")
             os.killpg(process.pid, signal.SIGKILL)
@@ -229,6 +232,34 @@ def test_kill_9_at_random_steps_then_resume(reference: dict, tiny_model: Path, t
         done = _run(root, "--fresh")
     assert done.returncode == 0, done.stdout + done.stderr
     _same_weights(_weights(root), reference)
+
+
+def _start(root: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "ftc.compiler.cli", "run", "s.toml", "--run-dir", "r", "--no-tui"],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+
+def _wait_for_step(root: Path, process: subprocess.Popen[bytes], step: int) -> None:
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and process.poll() is None:
+        if (root / "r/events.jsonl").exists() and any(e["type"] == "step" and e["step"] >= step for e in _events(root)):
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_ftc_run_stops_after_the_step(tiny_model: Path, tmp_path: Path) -> None:
+    """SIGINT to `ftc run` itself (as a terminal's Ctrl-C) reaches the script once, through the supervisor."""
+    root = _setup(tmp_path, tiny_model)
+    process = _start(root)
+    _wait_for_step(root, process, 4)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, out.decode() + err.decode()
+    final = _events(root)[-1]
+    assert final["state"] == "stopped" and final["reason"] == "SIGINT received"
+    assert ckpt.latest(root / "r").step == final["step"] >= 4  # type: ignore[union-attr]
+    assert b"resume with: ftc run s.toml --run-dir r" in out
 
 
 def test_a_locked_run_directory_is_refused(tiny_model: Path, tmp_path: Path) -> None:
