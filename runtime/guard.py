@@ -37,6 +37,8 @@ MAX_ROLLBACKS = 2
 """NaN rollbacks per run (each halves the learning rate) before the run stops with a diagnosis."""
 DISK_MARGIN = 1.2
 """Free space needed before a checkpoint, as a multiple of the previous checkpoint's size."""
+FP16_OVERFLOWS = 16
+"""Steps in a row with inf gradients that fp16 loss scaling may take to calibrate (2**16 halved to 1)."""
 OOM_MARKERS = ("out of memory", "can't allocate memory", "MPS backend out of memory")
 
 
@@ -123,6 +125,7 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
         self.trainer: Any = None
         self._batches: list[list[dict[str, Any]]] = []
         self._step_batches: list[list[dict[str, Any]]] = []
+        self._tokens_at_step = 0
         self._stopping = False
         self._saved_step: int | None = None
         self._previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -195,6 +198,7 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
         if self.trainer is not None:
             n = getattr(self.trainer, "current_gradient_accumulation_steps", 1)
             self._step_batches, self._batches = self._batches[:n], self._batches[n:]
+        self._tokens_at_step = state.num_input_tokens_seen or 0
         if self._fault("oom", step):
             raise torch.OutOfMemoryError(f"CUDA out of memory at step {step} (injected by FTC_INJECT)")
         if self._fault("crash", step):
@@ -219,7 +223,10 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
             p.grad = None
         self.nan_streak += 1
         rollbacks = int(self.overrides.get("rollbacks", 0))
-        if self.on_nan == "stop" or self.nan_streak >= self.nan_patience:
+        # fp16's loss scaler overflows on purpose while it calibrates (and skips those steps itself): only
+        # a streak longer than its halvings from 2**16 down to 1 is a real NaN
+        grace = FP16_OVERFLOWS if getattr(args, "fp16", False) else 0
+        if (self.on_nan == "stop" and self.nan_streak > grace) or self.nan_streak >= self.nan_patience + grace:
             rollback = self.on_nan == "rollback" and rollbacks < MAX_ROLLBACKS
             what = (f"rolling back to the last good checkpoint (step {self.last_good_step} or before) with half the "
                     f"learning rate" if rollback else "stopping")
@@ -335,6 +342,9 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
         except (KeyError, TypeError):
             pass
         rows = [where.get(tuple(f.get("input_ids", ())), -1) for f in features]
+        # the Trainer counts the step's non-padding tokens: they must be the recorded rows' tokens
+        seen = (self.trainer.state.num_input_tokens_seen or 0) - self._tokens_at_step
+        exact = seen == sum(len(f.get("input_ids", ())) for f in features)
         bad = []
         model = self.trainer.model
         collator = self.trainer.data_collator
@@ -353,7 +363,9 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
         finally:
             if was_training:
                 model.train()
-        text = f"The step trained on rows {_rows(rows)} of the training split (indices after the validation split). "
+        text = (f"The step trained on rows {_rows(rows)} of the training split (indices after the validation split"
+                + ("" if exact else "; the rows could not be matched to the step exactly, so some may be a "
+                   "neighbouring step's") + "). ")
         if bad:
             return text + f"Alone, rows {_rows(bad)} give a non-finite loss: look at those examples."
         return (text + "None of them gives a non-finite loss alone, so the weights or optimizer diverged: lower "

@@ -126,6 +126,12 @@ def test_sigterm_stops_resumably_and_a_changed_spec_is_refused(reference: dict, 
     assert "cannot resume r from checkpoint-5: learning_rate changed from 0.05 to 0.01" in refused.stderr
     assert "--fresh" in refused.stderr and "--resume-anyway" in refused.stderr
 
+    (root / "s.toml").write_text(_spec())
+    write_jsonl(root / "d.jsonl", ROWS[::-1])  # the same rows in another order: another training
+    refused = _run(root)
+    assert refused.returncode == 1 and "the data changed since checkpoint-5 (sha256 " in refused.stderr
+    write_jsonl(root / "d.jsonl", ROWS)
+
     (root / "s.toml").write_text(_spec(extra="keep_checkpoints = 3\n"))  # a safe change: resumes
     resumed = _run(root)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
