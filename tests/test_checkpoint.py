@@ -122,3 +122,57 @@ def test_early_stopping_after_patience_evaluations(tmp_path: Path) -> None:
     (event,) = [e for e in read_events(tmp_path / "events.jsonl") if e["type"] == "early_stop"]
     assert event["best_step"] == 8 and event["best_loss"] == 1.9
     assert "has not improved on 1.9000 (step 8) for 2 evaluations (patience 2)" in event["message"]
+
+
+SPEC = """\
+[model]
+base = "model"
+[data]
+source = "d.jsonl"
+format = "completion"
+validation = {validation}
+[data.columns]
+prompt = "q"
+completion = "a"
+[method]
+kind = "lora"
+[train]
+save_steps = 7
+keep_checkpoints = 4
+on_nan = "skip"
+nan_patience = 5
+early_stopping_patience = 2
+[hardware]
+device = "cpu"
+"""
+
+
+def _compile_train_keys(tmp_path: Path, validation: str) -> object:
+    from helpers import write_jsonl
+
+    from ftc.compiler import compile_spec
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
+                                                   "num_attention_heads": 4, "vocab_size": 100}))
+    write_jsonl(tmp_path / "d.jsonl", [{"q": "x", "a": "y"}] * 10)
+    (tmp_path / "s.toml").write_text(SPEC.format(validation=validation))
+    return compile_spec(tmp_path / "s.toml")
+
+
+def test_train_keys_reach_the_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = _compile_train_keys(tmp_path, "0.2")
+    script = result.emitted.files["train.py"]  # type: ignore[attr-defined]
+    for line in ("SAVE_STEPS = 7", "KEEP_CHECKPOINTS = 4", "ON_NAN = 'skip'", "NAN_PATIENCE = 5",
+                 "EARLY_STOPPING_PATIENCE = 2", "nan_patience=NAN_PATIENCE, patience=EARLY_STOPPING_PATIENCE)"):
+        assert line in script, line
+
+
+def test_early_stopping_needs_validation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftc.compiler import SpecError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError, match="train.early_stopping_patience needs validation data"):
+        _compile_train_keys(tmp_path, "0")

@@ -99,3 +99,17 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
             guard._on_signal(signal.SIGINT, None)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_stop_file_saves_then_stops(tmp_path: Path) -> None:
+    from ftc.runtime import control
+
+    guard = _guard(tmp_path)
+    control.request(tmp_path, "stop")
+    flags = SimpleNamespace(should_save=False, should_training_stop=False)
+    guard.on_step_end(None, SimpleNamespace(global_step=7), flags)
+    assert flags.should_save and flags.should_training_stop
+    assert guard.stop_reason.startswith("stop requested (")
+    (event,) = [e for e in read_events(tmp_path / "events.jsonl") if e["type"] == "status"]
+    assert event["state"] == "stopping" and event["step"] == 7
+    assert control.take(tmp_path) == set()  # taken once
