@@ -176,6 +176,8 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
     # ------------------------------------------------------------------ callbacks
     def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None, lr_scheduler: Any = None,
                        **kwargs: Any) -> None:
+        if self.stop_reason:  # a signal while the model and data loaded: nothing new to save
+            raise KeyboardInterrupt(self.stop_reason)
         ckpt.staging_dir(self.run_dir).mkdir(parents=True, exist_ok=True)
         want = float(self.overrides.get("lr_scale", 1.0))
         have = float((self.resumed or {}).get("lr_scale", 1.0))  # a resumed scheduler already carries its scale
@@ -406,7 +408,8 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
             print(message, flush=True)
             raise SystemExit(ckpt.EXIT_STOPPED)
         if isinstance(error, KeyboardInterrupt):
-            message = f"stopped at once during step {step + 1}; {kept}; steps after it are lost"
+            message = (f"stopped at once during step {step + 1}; {kept}; steps after it are lost" if self.signals > 1
+                       else f"stopped before training began ({self.stop_reason}); {kept}")
             self.events.write("status", message, state="stopped", step=step, reason="interrupted",
                               checkpoint=str(last.path) if last else None)
             print(message, flush=True)

