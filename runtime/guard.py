@@ -101,13 +101,15 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
     def __init__(self, events: EventLog, run_dir: str | os.PathLike[str], config: dict[str, Any], *,
                  resume: str | None, keep: int, on_nan: str = "rollback", nan_patience: int = 3,
                  patience: int | None = None) -> None:
-        self.log = events
         self.events = _PrintingLog(events)
         self.run_dir = Path(run_dir)
         self.config = config
         self.resume = resume
         self.keep, self.on_nan, self.nan_patience, self.patience = keep, on_nan, nan_patience, patience
-        self.faults = Faults()
+        try:
+            self.faults = Faults()
+        except ValueError as exc:  # a typo in FTC_INJECT: say so instead of silently injecting nothing
+            raise GuardError(str(exc)) from None
         self.overrides = ckpt.read_overrides(run_dir)
         self.resumed = ckpt.complete_manifest(resume) if resume else None
         self.data_sha256 = ckpt.data_fingerprint(config.get("DATA_FILES"), config.get("DATA_SOURCE"),
@@ -127,7 +129,6 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
         self._step_batches: list[list[dict[str, Any]]] = []
         self._tokens_at_step = 0
         self._stopping = False
-        self._saved_step: int | None = None
         self._previous_handlers = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     # ------------------------------------------------------------------ setup
@@ -321,7 +322,6 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
         }
         path = ckpt.publish(staged, self.run_dir, manifest)
         removed = ckpt.rotate(self.run_dir, self.keep)
-        self._saved_step = step
         self.events.write("checkpoint", step=step, path=str(path), eval_loss=manifest["eval_loss"],
                           removed=[p.name for p in removed])
 

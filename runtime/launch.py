@@ -65,6 +65,10 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
     """Compile `spec`, then run its script in a run directory (a new one, or `run_dir`, which is resumed
     from its last checkpoint when it holds a run); returns the exit code."""
     console = Console(stderr=False, highlight=False)
+    try:
+        faults.parse(os.environ.get(faults.ENV, ""))
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     result = compile_spec(spec, build_dir)
     changed = result.write()
     console.print(f"compiled {result.source.display} -> {result.out_dir}/ "
