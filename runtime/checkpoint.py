@@ -114,6 +114,16 @@ def publish(staged: str | os.PathLike[str], run_dir: str | os.PathLike[str], man
     return target
 
 
+def replace_folder(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Put the finished folder `source` in place of `target` (flushed, then renamed; an older `target`
+    is moved aside first, as a rename cannot replace a folder that has files)."""
+    source, target = Path(source), Path(target)
+    _fsync_tree(source)
+    _discard(target)
+    os.rename(source, target)
+    _fsync_dir(target.parent)
+
+
 def complete(run_dir: str | os.PathLike[str]) -> list[Checkpoint]:
     """The complete checkpoints of a run, oldest first (folders without a readable manifest are ignored)."""
     found = []

@@ -176,3 +176,13 @@ def test_early_stopping_needs_validation(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SpecError, match="train.early_stopping_patience needs validation data"):
         _compile_train_keys(tmp_path, "0")
+
+
+def test_replace_folder_over_an_older_one(tmp_path: Path) -> None:
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "old.bin").write_text("old")
+    (tmp_path / "final.partial").mkdir()
+    (tmp_path / "final.partial" / "new.bin").write_text("new")
+    ckpt.replace_folder(tmp_path / "final.partial", tmp_path / "final")
+    assert [p.name for p in (tmp_path / "final").iterdir()] == ["new.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]

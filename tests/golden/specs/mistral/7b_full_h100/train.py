@@ -16,7 +16,7 @@ from datasets import load_dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from ftc.runtime.checkpoint import read_overrides
+from ftc.runtime.checkpoint import read_overrides, replace_folder
 from ftc.runtime.data import encode_text, finish_split
 from ftc.runtime.events import EventLog
 from ftc.runtime.guard import RunGuard, resume_point
@@ -137,6 +137,6 @@ guard.exit_if_stopped()  # Ctrl-C, SIGTERM, a stop request or a full disk: a che
 partial = RUN_DIR / "final.partial"  # written whole, then renamed: a crash never leaves half a result in final/
 trainer.save_model(str(partial))  # the whole model, in transformers format
 tokenizer.save_pretrained(str(partial))  # with the chat template used in training
-partial.replace(RUN_DIR / "final")
+replace_folder(partial, RUN_DIR / "final")
 events.write("status", f"finished: final training loss {result.training_loss:.4f}; saved to {RUN_DIR / 'final'}",
              state="completed", step=result.global_step, train_loss=result.training_loss, output=str(RUN_DIR / "final"))
