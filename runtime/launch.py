@@ -224,7 +224,30 @@ def _resume_point(console: Console, result: CompileResult, target: Path, resume_
     if problems:
         console.print("--resume-anyway: resuming although " + "; ".join(problems))
         EventLog(target / "events.jsonl").write("warning", "resumed although " + "; ".join(problems))
+    moved = _versions_moved(last.manifest.get("versions", {}))
+    if moved:  # still a valid resume, but not bit-for-bit the run an uninterrupted one would have been
+        message = (f"{last.path.name} was written with {', '.join(moved)}; the resumed steps may differ slightly "
+                   "from an uninterrupted run")
+        console.print(f"note: {message}")
+        EventLog(target / "events.jsonl").write("warning", message)
     return last
+
+
+def _versions_moved(recorded: dict[str, str]) -> list[str]:
+    """'torch 2.12.0 (now 2.13.0)' for each library whose version changed since a checkpoint."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    moved = []
+    for name, then in sorted(recorded.items()):
+        if name == "python":
+            continue
+        try:
+            now = version(name)
+        except PackageNotFoundError:
+            continue
+        if now != then:
+            moved.append(f"{name} {then} (now {now})")
+    return moved
 
 
 def _incompatible(result: CompileResult, target: Path, last: ckpt.Checkpoint) -> list[str]:

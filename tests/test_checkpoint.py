@@ -186,3 +186,13 @@ def test_replace_folder_over_an_older_one(tmp_path: Path) -> None:
     ckpt.replace_folder(tmp_path / "final.partial", tmp_path / "final")
     assert [p.name for p in (tmp_path / "final").iterdir()] == ["new.bin"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_library_versions_that_moved_since_a_checkpoint() -> None:
+    from importlib.metadata import version
+
+    from ftc.runtime.launch import _versions_moved
+
+    torch_now = version("torch")
+    assert _versions_moved({"torch": torch_now, "python": "2.7"}) == []
+    assert _versions_moved({"torch": "0.1"}) == [f"torch 0.1 (now {torch_now})"]
