@@ -218,24 +218,26 @@ def test_nan_rollback_lowers_the_learning_rate(tiny_model: Path, tmp_path: Path)
 
 @pytest.mark.slow
 def test_kill_9_at_random_steps_then_resume(reference: dict, tiny_model: Path, tmp_path: Path) -> None:  # type: ignore[type-arg]
-    """SIGKILL the supervisor and the training process group at a random step, twice, then resume."""
+    """SIGKILL while checkpoint 6 is written (before it is published), then SIGKILL the supervisor and the
+    training process group at a random step, twice, then resume."""
     root = _setup(tmp_path, tiny_model)
+    torn = _run(root, inject="savecrash@6")
+    assert torn.returncode == 1 and [c.step for c in ckpt.complete(root / "r")] == [3]
+    assert (root / "r" / ckpt.STAGING / "checkpoint-6").is_dir()  # written, never published
     rng = random.Random()
     for _ in range(2):
         kill_at = rng.randint(2, STEPS - 1)
+        before = len(_events(root))
         process = _start(root)
-        _wait_for_step(root, process, kill_at)
+        _wait_for_step(root, process, kill_at, after=before)
         if process.poll() is None:
-            child = json.loads((root / "r" / ckpt.LOCK).read_text()).get("child")
+            child = json.loads((root / "r" / ckpt.LOCK).read_text())["child"]
             os.killpg(process.pid, signal.SIGKILL)
-            if child:
-                os.killpg(child, signal.SIGKILL)
+            os.killpg(child, signal.SIGKILL)
             process.wait()
             time.sleep(0.5)
         _assert_clean(root)
     done = _run(root)
-    if done.returncode != 0 and "no complete checkpoint" in done.stderr:  # killed before the first checkpoint
-        done = _run(root, "--fresh")
     assert done.returncode == 0, done.stdout + done.stderr
     _same_weights(_weights(root), reference)
 
@@ -245,10 +247,12 @@ def _start(root: Path) -> subprocess.Popen[bytes]:
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
-def _wait_for_step(root: Path, process: subprocess.Popen[bytes], step: int) -> None:
+def _wait_for_step(root: Path, process: subprocess.Popen[bytes], step: int, after: int = 0) -> None:
+    """Until this attempt (events after the first `after`) logs `step`, or the process ends."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
-        if (root / "r/events.jsonl").exists() and any(e["type"] == "step" and e["step"] >= step for e in _events(root)):
+        if (root / "r/events.jsonl").exists() and any(e["type"] == "step" and e["step"] >= step
+                                                      for e in _events(root)[after:]):
             return
         time.sleep(0.05)
 
