@@ -163,7 +163,8 @@ def _monitor(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ftc.runtime.launch import run_spec
 
-    return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui)
+    return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui, fresh=args.fresh,
+                    resume_anyway=args.resume_anyway)
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -243,6 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", metavar="DIR", help="where the run goes (default: runs/<name>/<timestamp>)")
     p.add_argument("--out", metavar="DIR", help="build directory (default: build/<name>)")
     p.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the monitor")
+    p.add_argument("--fresh", action="store_true", help="start --run-dir over instead of resuming it "
+                   "(its old files move to DIR/previous/)")
+    p.add_argument("--resume-anyway", action="store_true", help="resume --run-dir even though the spec or "
+                   "data changed in a way that alters the training")
     p.set_defaults(handler=_run)
 
     p = commands.add_parser("merge", help="fold a finished run's LoRA-family adapter into its base model")

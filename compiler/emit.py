@@ -90,7 +90,10 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
     ("LOGGING_STEPS", "logging_steps"),
     ("EVAL_STEPS", "eval_steps"),
     ("SAVE_STEPS", "save_steps"),
-    ("SAVE_TOTAL_LIMIT", "save_total_limit"),
+    ("KEEP_CHECKPOINTS", "keep_checkpoints"),
+    ("ON_NAN", "on_nan"),
+    ("NAN_PATIENCE", "nan_patience"),
+    ("EARLY_STOPPING_PATIENCE", "early_stopping_patience"),
     ("COMPARE", "compare"),
     ("MAX_NEW_TOKENS", "max_new_tokens"),
 )
@@ -166,7 +169,7 @@ def _config_lines(plan: Plan) -> list[tuple[str, str]]:
             continue
         if key == "train_on" and plan["data_format"] == "text":  # text trains every token
             continue
-        if key == "eval_steps" and plan[key] is None:
+        if key in ("eval_steps", "early_stopping_patience") and plan[key] is None:
             continue
         if key in ("compare", "max_new_tokens") and not plan["compare"]:
             continue

@@ -472,8 +472,18 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
         s["eval_steps"] = Setting(max(1, (total_steps or 500) // 5) if has_validation else None,
                                   "planned: validation loss about 5 times per run" if has_validation
                                   else "derived: no validation data")
-    s["save_steps"] = Setting(max(1, (total_steps or 500) // 5), "planned: a checkpoint about 5 times per run")
-    s["save_total_limit"] = Setting(2, "default: keep the last 2 checkpoints")
+    if t.save_steps != "auto":
+        s["save_steps"] = Setting(t.save_steps, "spec: train.save_steps")
+    else:
+        s["save_steps"] = Setting(max(1, (total_steps or 500) // 5), "planned: a checkpoint about 5 times per run")
+    s["keep_checkpoints"] = Setting(t.keep_checkpoints, "spec: train.keep_checkpoints" if "keep_checkpoints"
+                                    in t.model_fields_set else "default: the last 2 and the best by validation loss")
+    s["on_nan"] = Setting(t.on_nan, "spec: train.on_nan" if "on_nan" in t.model_fields_set
+                          else "default: skip NaN steps, then roll back with half the learning rate")
+    s["nan_patience"] = _given(t.nan_patience if "nan_patience" in t.model_fields_set else None,
+                               "train.nan_patience", t.nan_patience)
+    s["early_stopping_patience"] = _given(t.early_stopping_patience, "train.early_stopping_patience", None,
+                                          "default: off")
     s["compare"] = Setting(spec.eval.compare, "spec: eval.compare" if spec.eval.compare else "default: off")
     s["max_new_tokens"] = Setting(spec.eval.max_new_tokens, "spec: eval.max_new_tokens"
                                   if "max_new_tokens" in spec.eval.model_fields_set else "default")

@@ -161,6 +161,19 @@ class TrainSpec(_Table):
     """Seed for data order, initialisation of adapters and dropout."""
     logging_steps: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
     """Log (and emit a step event) every N optimizer steps."""
+    save_steps: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    """Write a resumable checkpoint every N optimizer steps (auto: about 5 per run)."""
+    keep_checkpoints: int = Field(2, ge=1, le=1000)
+    """Checkpoints kept on disk: the last N, plus the best by validation loss."""
+    on_nan: Literal["skip", "rollback", "stop"] = "rollback"
+    """What a step with NaN/inf gradients does: `skip` skips it and stops with a diagnosis after
+    nan_patience in a row; `rollback` also skips, then after nan_patience in a row goes back to the last
+    good checkpoint with half the learning rate (twice at most) before stopping; `stop` stops at once."""
+    nan_patience: int = Field(3, ge=1, le=1000)
+    """NaN/inf steps in a row that `skip` and `rollback` tolerate."""
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop when the validation loss has not improved for this many evaluations (off by default;
+    needs validation data)."""
 
 
 
@@ -202,3 +215,10 @@ class Spec(_Table):
     train: TrainSpec = TrainSpec()
     hardware: HardwareSpec = HardwareSpec()
     eval: EvalSpec = EvalSpec()
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_validation(self) -> Spec:
+        if self.train.early_stopping_patience is not None and self.data.validation == 0:
+            raise ValueError("train.early_stopping_patience needs validation data: set data.validation "
+                             "(e.g. 0.1) or leave early_stopping_patience out")
+        return self

@@ -2,7 +2,23 @@
 
 One JSON object per line, appended and flushed at once, each with `type`, `time` (Unix seconds)
 and a human `message` where useful. Types written today: start, data, params, step, eval,
-checkpoint, compare, warning, status (state = running | completed | failed | stopped).
+checkpoint, compare, warning, control, status (state = starting | running | stopping | completed |
+failed | stopped), and the recovery events of the runtime (ftc.runtime.guard and `ftc run`):
+
+  checkpoint  a complete checkpoint was published: step, path, eval_loss (at that step, or null),
+              removed (names of the checkpoints deleted to keep the last K and the best)
+  resume      training continues from a checkpoint: step, path. Steps after it in the file were
+              done again: a reader keeps, for each step, the last event written
+  fault       a fault injected by FTC_INJECT fired: kind, step (tests only)
+  oom         out of memory: step, micro_batch_size
+  retry       `ftc run` restarts the script after a fault: reason ("oom" | "nan"), micro_batch_size,
+              grad_accum, lr_scale, resume (the checkpoint it restarts from, or null)
+  nan         NaN/inf gradients in a step: step, streak (the step was skipped), or rollback = true
+              with last_good_step when the on_nan policy rolls back
+  early_stop  validation loss stopped improving: step, best_loss, best_step
+  disk_full   not enough free space for a checkpoint, or a write failed with ENOSPC: step
+A status with state "stopped" carries `reason` and `checkpoint` (what a resume continues from);
+a "failed" status after NaN steps carries reason = "nan" and the diagnosis in its message.
 """
 
 from __future__ import annotations
@@ -84,4 +100,6 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"checkpoint at step {event['step']}"
     if kind == "warning":
         return f"warning: {event.get('message')}"
+    if kind in ("resume", "fault", "oom", "retry", "nan", "early_stop", "disk_full", "control"):
+        return str(event.get("message"))
     return None

@@ -3,8 +3,11 @@ and show its progress from events.jsonl (the Textual monitor is a later issue)."
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import json
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -12,20 +15,30 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ftc.compiler.compile import compile_spec
+from ftc.compiler.compile import CompileResult, compile_spec
 from ftc.compiler.errors import RunError
+from ftc.runtime import checkpoint as ckpt
+from ftc.runtime import faults
 from ftc.runtime.events import EventLog, EventTail, read_events
 
 
 # Errors the runtime helpers raise with a message for the user; their traceback is noise.
 KNOWN_ERRORS = ("ftc.runtime.data.DataError: ", "ftc.runtime.bundled.BundledModelError: ",
-                "ftc.runtime.methods.MethodError: ")
+                "ftc.runtime.methods.MethodError: ", "ftc.runtime.guard.GuardError: ")
+# Plan settings a resumed run may change: they do not alter what the remaining steps compute (the
+# micro-batch split keeps the effective batch) or they only change reporting.
+SAFE_TO_CHANGE = frozenset({
+    "logging_steps", "eval_steps", "save_steps", "keep_checkpoints", "compare", "max_new_tokens",
+    "micro_batch_size", "grad_accum", "gradient_checkpointing", "on_nan", "nan_patience",
+    "early_stopping_patience", "budget_gib",
+})
 
 
 def new_run_dir(name: str, root: Path = Path("runs")) -> Path:
@@ -47,59 +60,306 @@ def _pump(stream: TextIO, log: TextIO, tail: deque[str], console: Console) -> No
         console.print(line.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
 
 
-def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = None, tui: bool = True) -> int:
-    """Compile `spec`, then run its script in a new run directory; returns the exit code."""
+def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = None, tui: bool = True,
+             fresh: bool = False, resume_anyway: bool = False) -> int:
+    """Compile `spec`, then run its script in a run directory (a new one, or `run_dir`, which is resumed
+    from its last checkpoint when it holds a run); returns the exit code."""
     console = Console(stderr=False, highlight=False)
+    try:
+        faults.parse(os.environ.get(faults.ENV, ""))
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     result = compile_spec(spec, build_dir)
     changed = result.write()
     console.print(f"compiled {result.source.display} -> {result.out_dir}/ "
                   f"({', '.join(changed) if changed else 'up to date'})")
     target = Path(run_dir) if run_dir else new_run_dir(result.plan.name)
-    if (target / "events.jsonl").exists():
-        raise RunError(f"{target} already holds a run; choose another --run-dir (or leave it out for a new one)")
+    lock = ckpt.RunLock(target)
+    try:
+        lock.acquire()
+    except BlockingIOError as exc:
+        raise RunError(f"{target} is being written by another ftc run ({exc}); wait for it to finish, stop it "
+                       f"(touch {target}/control/stop), or choose another --run-dir") from None
+    try:
+        return _run_locked(console, result, target, lock, tui=tui, fresh=fresh, resume_anyway=resume_anyway)
+    finally:
+        lock.release()
+
+
+def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckpt.RunLock, *, tui: bool,
+                fresh: bool, resume_anyway: bool) -> int:
+    events_path = target / "events.jsonl"
+    resume: ckpt.Checkpoint | None = None
+    if events_path.exists() and fresh:
+        kept = _archive(target)
+        console.print(f"--fresh: the previous run in {target} moved to {kept}")
+    elif events_path.exists():
+        resume = _resume_point(console, result, target, resume_anyway)
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(result.source.path, target / "spec.toml")
-    for name in ("train.py", "plan.json", "plan.md"):
+    for name in ("train.py", "plan.md"):
         shutil.copyfile(result.out_dir / name, target / name)
+    plan = json.loads((result.out_dir / "plan.json").read_text(encoding="utf-8"))
+    overrides = ckpt.read_overrides(target)
+    if overrides:  # a resumed run keeps what earlier faults changed
+        plan["settings"].update(micro_batch_size=overrides["micro_batch_size"], grad_accum=overrides["grad_accum"])
+        plan["runtime_changes"] = overrides.get("history", [])
+    ckpt.write_json_atomic(target / "plan.json", plan)
 
-    events_path = target / "events.jsonl"
     events = EventLog(events_path)
-    events.write("status", f"launching {target / 'train.py'}", state="starting", spec=result.source.display)
+    if resume is not None:
+        message = f"resuming from {resume.path.name} (step {resume.step} of {resume.manifest.get('max_steps', '?')})"
+        console.print(f"{target} holds a run: {message}")
+        events.write("status", message, state="starting", step=resume.step, resume=str(resume.path))
+    else:
+        events.write("status", f"launching {target / 'train.py'}", state="starting", spec=result.source.display)
     console.print(f"run directory: {target}")
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",  # quiet, line-by-line output:
                HF_DATASETS_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_PROGRESS_BARS="1")  # progress comes from events
-    tail: deque[str] = deque(maxlen=25)
+    fired: list[tuple[str, int]] = []
     started = time.monotonic()
-    with (target / "train.log").open("w", encoding="utf-8") as log:
-        child = subprocess.Popen([sys.executable, str(target / "train.py"), str(target)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True, bufsize=1, env=env)
-        assert child.stdout is not None
-        pump = threading.Thread(target=_pump, args=(child.stdout, log, tail, console), daemon=True)
-        pump.start()
-        try:
-            _follow(child, events_path, console, live=console.is_terminal, tui=tui)
-        except KeyboardInterrupt:
-            console.print("interrupted: stopping the training process")
-            child.terminate()
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
-            events.write("status", "stopped by the user", state="stopped")
-            raise
-        pump.join(timeout=5)
-    code = child.returncode
-    seen = read_events(events_path)
-    final = next((e for e in reversed(seen) if e.get("type") == "status"), {})
-    if code != 0 or final.get("state") != "completed":
-        events.write("status", f"training process exited with code {code}", state="failed", exit_code=code)
+    while True:
+        before = len(read_events(events_path))
+        code, tail, signalled = _attempt(console, target, lock, env, resume, tui=tui)
+        new = read_events(events_path)[before:]
+        fired += [(e["kind"], e["step"]) for e in new if e.get("type") == "fault"]
+        if env.get(faults.ENV):  # each injected fault fires once per run, not once per attempt
+            env[faults.ENV] = faults.without(os.environ[faults.ENV], fired)
+        final = next((e for e in reversed(new) if e.get("type") == "status"), {})
+        if code == 0 and final.get("state") == "completed":
+            _summary(console, read_events(events_path), target, time.monotonic() - started)
+            return 0
+        if final.get("state") == "stopped":
+            return _stopped(console, result, target, final, signalled)
+        if signalled and final.get("state") != "failed":  # Ctrl-C before training began, or a second one
+            message = f"stopped by a signal before a checkpoint could be saved (exit code {code})"
+            final = events.write("status", message, state="stopped", reason="interrupted")
+            return _stopped(console, result, target, final, signalled)
+        if code == ckpt.EXIT_OOM:
+            resume = _after_oom(console, result, target, events, new)
+            continue
+        if code == ckpt.EXIT_ROLLBACK:
+            resume = _after_nan(console, result, target, events, new)
+            continue
+        if final.get("state") != "failed":
+            events.write("status", f"training process exited with code {code}", state="failed", exit_code=code)
+        if final.get("reason") == "nan":
+            raise RunError(f"{final.get('message')}\n(full log: {target / 'train.log'})")
         known = next((line.split(": ", 1)[1] for line in reversed(tail) if line.startswith(KNOWN_ERRORS)), None)
         if known:  # an error ftc's helpers raised on purpose: its message says what to fix
             raise RunError(f"{known}\n(training stopped with exit code {code}; full log: {target / 'train.log'})")
         last = "\n".join(f"  | {line}" for line in tail)
-        raise RunError(f"training failed (exit code {code}); last lines of {target / 'train.log'}:\n{last}")
-    _summary(console, seen, target, time.monotonic() - started)
-    return 0
+        hint = _resume_hint(result, target)
+        raise RunError(f"training failed (exit code {code}); last lines of {target / 'train.log'}:\n{last}"
+                       + (f"\n{hint}" if hint else ""))
+
+
+def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, str],
+             resume: ckpt.Checkpoint | None, *, tui: bool) -> tuple[int, deque[str], int]:
+    """Run the script once; Ctrl-C and SIGTERM are passed on to it as SIGTERM (the first: finish the step,
+    save and stop, or end at once while the model loads; the second: stop at once). Returns (exit code,
+    last output lines, signals received)."""
+    argv = [sys.executable, str(target / "train.py"), str(target)]
+    if resume is not None:
+        argv += ["--resume", str(resume.path)]
+    tail: deque[str] = deque(maxlen=25)
+    received = 0
+    with (target / "train.log").open("a", encoding="utf-8") as log:
+        # Its own process group: a terminal's Ctrl-C reaches the script once, through us. It inherits the
+        # run directory's lock, so an orphaned script still keeps a second `ftc run` out.
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                 env=env, start_new_session=True, pass_fds=(lock.fileno(),))
+        lock.note_child(child.pid)
+
+        def forward(signum: int, frame: FrameType | None) -> None:
+            nonlocal received
+            received += 1
+            if received == 1:
+                console.print(f"{signal.Signals(signum).name}: the script finishes its step, saves a checkpoint and "
+                              "stops (again: stop at once)")
+            with contextlib.suppress(ProcessLookupError):  # always SIGTERM: a child may inherit an ignored
+                os.killpg(child.pid, signal.SIGTERM)       # SIGINT (`ftc run &`); the script treats both alike
+
+        previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            assert child.stdout is not None
+            pump = threading.Thread(target=_pump, args=(child.stdout, log, tail, console), daemon=True)
+            pump.start()
+            _follow(child, target / "events.jsonl", console, live=console.is_terminal, tui=tui)
+            child.wait()
+            pump.join(timeout=5)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+    return child.returncode, tail, received
+
+
+def _archive(target: Path) -> Path:
+    """Move a previous run's files into TARGET/previous/<time>/ (nothing is deleted)."""
+    kept = target / "previous" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    kept.mkdir(parents=True)
+    for entry in list(target.iterdir()):
+        if entry.name not in ("previous", ckpt.LOCK, "control"):
+            entry.rename(kept / entry.name)
+    return kept
+
+
+def _resume_point(console: Console, result: CompileResult, target: Path, resume_anyway: bool) -> ckpt.Checkpoint:
+    """The checkpoint to continue `target` from, refusing (with the reasons and the options) when the run
+    finished, has no checkpoint, or the spec or data changed in a way that makes resuming wrong."""
+    ckpt.clean_partial(target)
+    final = next((e for e in reversed(read_events(target / "events.jsonl")) if e.get("type") == "status"), {})
+    if final.get("state") == "completed" and (target / "final").exists():
+        raise RunError(f"{target} holds a completed run (result in {target / 'final'}); choose another --run-dir, "
+                       f"or pass --fresh to train again (the old run moves to {target}/previous/)")
+    last = ckpt.latest(target)
+    if last is None:
+        raise RunError(f"{target} holds a run with no complete checkpoint to resume from; pass --fresh to start "
+                       f"over (the old files move to {target}/previous/), or choose another --run-dir")
+    problems = _incompatible(result, target, last)
+    if problems and not resume_anyway:
+        raise RunError(f"cannot resume {target} from {last.path.name}: " + "; ".join(problems)
+                       + ". Resuming would continue a different training than the one checkpointed; pass --fresh "
+                       "to start over (the old run moves to previous/), or --resume-anyway to continue regardless")
+    if problems:
+        console.print("--resume-anyway: resuming although " + "; ".join(problems))
+        EventLog(target / "events.jsonl").write("warning", "resumed although " + "; ".join(problems))
+    moved = _versions_moved(last.manifest.get("versions", {}))
+    if moved:  # still a valid resume, but not bit-for-bit the run an uninterrupted one would have been
+        message = (f"{last.path.name} was written with {', '.join(moved)}; the resumed steps may differ slightly "
+                   "from an uninterrupted run")
+        console.print(f"note: {message}")
+        EventLog(target / "events.jsonl").write("warning", message)
+    return last
+
+
+def _versions_moved(recorded: dict[str, str]) -> list[str]:
+    """'torch 2.12.0 (now 2.13.0)' for each library whose version changed since a checkpoint."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    moved = []
+    for name, then in sorted(recorded.items()):
+        if name == "python":
+            continue
+        try:
+            now = version(name)
+        except PackageNotFoundError:
+            continue
+        if now != then:
+            moved.append(f"{name} {then} (now {now})")
+    return moved
+
+
+def _incompatible(result: CompileResult, target: Path, last: ckpt.Checkpoint) -> list[str]:
+    """What changed since `last` that makes resuming wrong: plan settings that alter the training, and the data."""
+    problems = []
+    try:
+        old = json.loads((target / "plan.json").read_text(encoding="utf-8"))["settings"]
+    except (OSError, ValueError, KeyError):
+        old = None
+    new = json.loads(json.dumps(result.plan.to_json()["settings"], default=str))
+    if old is not None:
+        for key in sorted(set(old) | set(new)):
+            if key not in SAFE_TO_CHANGE and old.get(key) != new.get(key):
+                problems.append(f"{key} changed from {old.get(key)!r} to {new.get(key)!r}")
+    recorded = last.manifest.get("data_sha256")
+    now = _data_fingerprint(result)
+    if recorded and recorded != now:
+        problems.append(f"the data changed since {last.path.name} (sha256 {recorded[:12]} -> {now[:12]})")
+    return problems
+
+
+def _data_fingerprint(result: CompileResult) -> str:
+    """The fingerprint the script computes from its CONFIG (DATA_FILES or DATA_SOURCE, VALIDATION)."""
+    plan = result.plan
+    files = plan["data_files"] if plan["data_kind"] == "files" else None
+    source = plan["data_source"] if plan["data_kind"] in ("saved", "hub") else None
+    return ckpt.data_fingerprint(files, source, plan["validation"])
+
+
+def _micro_and_accum(result: CompileResult, target: Path) -> tuple[int, int]:
+    overrides = ckpt.read_overrides(target)
+    return (overrides.get("micro_batch_size", result.plan["micro_batch_size"]),
+            overrides.get("grad_accum", result.plan["grad_accum"]))
+
+
+def _record(target: Path, change: dict[str, Any], **overrides: Any) -> None:
+    """Write what ftc run changed into overrides.json (which the script reads) and the run's plan.json."""
+    current = ckpt.read_overrides(target)
+    current.update(overrides)
+    current["history"] = [*current.get("history", []), change]
+    ckpt.write_overrides(target, current)
+    plan = json.loads((target / "plan.json").read_text(encoding="utf-8"))
+    plan["settings"].update(micro_batch_size=current["micro_batch_size"], grad_accum=current["grad_accum"])
+    plan["runtime_changes"] = current["history"]
+    ckpt.write_json_atomic(target / "plan.json", plan)
+
+
+def _after_oom(console: Console, result: CompileResult, target: Path, events: EventLog,
+               new: list[dict[str, Any]]) -> ckpt.Checkpoint | None:
+    """Half the micro-batch, double the accumulation (same effective batch); the checkpoint to restart from."""
+    oom = next((e for e in reversed(new) if e.get("type") == "oom"), {})
+    micro, accum = _micro_and_accum(result, target)
+    per_device = micro * accum
+    last = ckpt.latest(target)
+    if micro == 1:
+        events.write("status", f"out of memory at step {oom.get('step')} with a micro-batch of 1", state="failed",
+                     reason="oom")
+        raise RunError(f"out of memory at step {oom.get('step')} with a micro-batch of 1: it cannot go lower. "
+                       "Lower the memory a step needs: train.gradient_checkpointing = true, a shorter "
+                       "data.max_length, method kind = \"qlora\", or a device with more memory"
+                       + (f"; the checkpoint at step {last.step} is kept and resumes with ftc run" if last else ""))
+    smaller = max(d for d in range(1, micro // 2 + 1) if per_device % d == 0)
+    change = {"reason": "oom", "step": oom.get("step"), "micro_batch_size": smaller,
+              "grad_accum": per_device // smaller, "from": [micro, accum]}
+    _record(target, change, micro_batch_size=smaller, grad_accum=per_device // smaller)
+    where = f"{last.path.name} (step {last.step})" if last else "the start (no checkpoint yet)"
+    message = (f"out of memory with micro-batch {micro} x {accum}: retrying from {where} with micro-batch {smaller} "
+               f"x {per_device // smaller} accumulation (the same effective batch of {per_device} per device)")
+    console.print(message)
+    events.write("retry", message, reason="oom", micro_batch_size=smaller, grad_accum=per_device // smaller,
+                 lr_scale=ckpt.read_overrides(target).get("lr_scale", 1.0), resume=str(last.path) if last else None)
+    return last
+
+
+def _after_nan(console: Console, result: CompileResult, target: Path, events: EventLog,
+               new: list[dict[str, Any]]) -> ckpt.Checkpoint | None:
+    """Roll back to the last checkpoint before the NaN steps began, with half the learning rate."""
+    event = next((e for e in reversed(new) if e.get("type") == "nan" and e.get("rollback")), {})
+    good_step = int(event.get("last_good_step", 0))
+    good = next((c for c in reversed(ckpt.complete(target)) if c.step <= good_step), None)
+    dropped = ckpt.discard_after(target, good.step if good else 0)
+    overrides = ckpt.read_overrides(target)
+    scale = float(overrides.get("lr_scale", 1.0)) * 0.5
+    micro, accum = _micro_and_accum(result, target)
+    change = {"reason": "nan", "step": event.get("step"), "lr_scale": scale, "resume_step": good.step if good else 0}
+    _record(target, change, micro_batch_size=micro, grad_accum=accum, lr_scale=scale,
+            rollbacks=int(overrides.get("rollbacks", 0)) + 1)
+    where = f"{good.path.name}" if good else "the start (no checkpoint before the NaN steps)"
+    message = (f"NaN/inf steps from step {good_step + 1}: rolling back to {where} with the learning rate scaled "
+               f"to {scale:g} of the plan" + (f"; dropped {', '.join(p.name for p in dropped)}" if dropped else ""))
+    console.print(message)
+    events.write("retry", message, reason="nan", micro_batch_size=micro, grad_accum=accum, lr_scale=scale,
+                 resume=str(good.path) if good else None)
+    return good
+
+
+def _resume_hint(result: CompileResult, target: Path) -> str | None:
+    last = ckpt.latest(target)
+    if last is None:
+        return None
+    return (f"the checkpoint at step {last.step} is intact; resume with: ftc run {result.source.display} "
+            f"--run-dir {target}")
+
+
+def _stopped(console: Console, result: CompileResult, target: Path, final: dict[str, Any], signalled: int) -> int:
+    """A run that stopped on request or for a full disk: say why and how to resume."""
+    hint = _resume_hint(result, target) or "no checkpoint was saved: a rerun starts over (--fresh)"
+    reason = str(final.get("reason", ""))
+    if reason.startswith("disk full") or final.get("reason") == "disk_full":
+        raise RunError(f"{final.get('message')}\n{hint}")
+    console.print(f"stopped: {final.get('message')}\n{hint}")
+    return 130 if signalled else 0
 
 
 def _follow(child: subprocess.Popen[str], events_path: Path, console: Console, *, live: bool,

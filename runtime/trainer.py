@@ -8,18 +8,16 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ftc.runtime import control as control_files
 from ftc.runtime.events import EventLog, describe
 
 
 class EventsCallback(TrainerCallback):  # type: ignore[misc]
-    """Writes step, eval and checkpoint events (with tokens/s) as the Trainer logs them, and prints
-    one line for each (it replaces the Trainer's PrinterCallback, which prints raw dicts). After each
-    step it acts on requests in RUN_DIR/control/ (see ftc.runtime.control)."""
+    """Writes step and eval events (with tokens/s) as the Trainer logs them, and prints one line for
+    each (it replaces the Trainer's PrinterCallback, which prints raw dicts). Checkpoints, control
+    requests and faults are ftc.runtime.guard.RunGuard's."""
 
-    def __init__(self, events: EventLog, run_dir: str | None = None) -> None:
+    def __init__(self, events: EventLog) -> None:
         self.events = _PrintingLog(events)
-        self.run_dir = run_dir
         self._last_time: float | None = None
         self._last_tokens = 0
 
@@ -45,23 +43,6 @@ class EventsCallback(TrainerCallback):  # type: ignore[misc]
                               tokens_seen=tokens)
         elif "eval_loss" in logs:
             self.events.write("eval", step=step, loss=logs["eval_loss"], epoch=round(state.epoch or 0, 4))
-
-    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.run_dir is None:
-            return
-        actions = control_files.take(self.run_dir)
-        if "checkpoint" in actions or "stop" in actions:
-            control.should_save = True
-        if "stop" in actions:
-            control.should_training_stop = True
-            self.events.write("status", f"stop requested: saving a checkpoint at step {state.global_step} and stopping",
-                              state="stopping", step=state.global_step)
-        elif "checkpoint" in actions:
-            self.events.write("control", f"checkpoint requested at step {state.global_step}", step=state.global_step)
-
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.events.write("checkpoint", step=state.global_step,
-                          path=f"{args.output_dir}/checkpoint-{state.global_step}")
 
 
 class _PrintingLog:

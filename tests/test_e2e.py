@@ -114,7 +114,7 @@ def test_failed_run_says_why_and_where(tiny_model: Path, tmp_path: Path) -> None
     events = [json.loads(line) for line in (tmp_path / "r" / "events.jsonl").read_text().splitlines()]
     assert events[-1]["state"] == "failed"
     again = run_ftc("run", "s.toml", "--run-dir", "r", "--no-tui", cwd=tmp_path)
-    assert again.returncode == 1 and "r already holds a run" in again.stderr
+    assert again.returncode == 1 and "r holds a run with no complete checkpoint to resume from" in again.stderr
 
 
 def test_control_file_requests_a_checkpoint(tiny_model: Path, tmp_path: Path) -> None:

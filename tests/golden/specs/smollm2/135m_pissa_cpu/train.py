@@ -2,7 +2,7 @@
 """Fine-tune a causal language model with PiSSA (LoRA initialised from principal singular vectors), exactly as planned by `ftc compile` (see plan.md beside this file).
 
 Run it supervised (events, progress, summary):  ftc run SPEC
-or on its own:                                  python train.py [RUN_DIR]
+or on its own:                                  python train.py [RUN_DIR] [--resume last]
 
 Sections, top to bottom: config, setup, data, model, method, train, save.
 """
@@ -17,9 +17,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, s
 from trl import SFTConfig, SFTTrainer
 
 from ftc.runtime.bundled import model_path
+from ftc.runtime.checkpoint import read_overrides, replace_folder
 from ftc.runtime.data import ensure_chat_template
 from ftc.runtime.datastage import DataSettings, check_saved_tokenizer, load_rows, prepare_data, report
 from ftc.runtime.events import EventLog
+from ftc.runtime.guard import RunGuard, resume_point
 from ftc.runtime.trainer import EventsCallback, compare_answers, generate_answers, report_parameters
 
 # ---------------------------------------------------------------------------- config
@@ -58,7 +60,9 @@ SEED = 42                             # default
 LOGGING_STEPS = 2                     # planned: about 40 step events per run
 EVAL_STEPS = 16                       # planned: validation loss about 5 times per run
 SAVE_STEPS = 16                       # planned: a checkpoint about 5 times per run
-SAVE_TOTAL_LIMIT = 2                  # default: keep the last 2 checkpoints
+KEEP_CHECKPOINTS = 2                  # default: the last 2 and the best by validation loss
+ON_NAN = 'rollback'                   # default: skip NaN steps, then roll back with half the learning rate
+NAN_PATIENCE = 3                      # default
 COMPARE = 10                          # spec: eval.compare
 MAX_NEW_TOKENS = 64                   # default
 CONFIG = {k: v for k, v in globals().items() if k.isupper()}
@@ -66,7 +70,13 @@ CONFIG = {k: v for k, v in globals().items() if k.isupper()}
 # ---------------------------------------------------------------------------- setup
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("run_dir", nargs="?", default='runs/135m_pissa_cpu/manual', help="where events, checkpoints and the result go")
-RUN_DIR = Path(parser.parse_args().run_dir)
+parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from this checkpoint folder, or 'last'")
+cli = parser.parse_args()
+RUN_DIR = Path(cli.run_dir)
+RESUME = resume_point(RUN_DIR, cli.resume)  # None starts afresh (refused where RUN_DIR already has checkpoints)
+if overrides := read_overrides(RUN_DIR):  # ftc run halves the micro-batch after an out-of-memory error
+    MICRO_BATCH_SIZE, GRAD_ACCUM = overrides["micro_batch_size"], overrides["grad_accum"]  # same effective batch
+    CONFIG.update(MICRO_BATCH_SIZE=MICRO_BATCH_SIZE, GRAD_ACCUM=GRAD_ACCUM)
 events = EventLog(RUN_DIR / "events.jsonl")
 events.write("start", "training script started", config=CONFIG)
 print(json.dumps(CONFIG, indent=2), flush=True)
@@ -120,7 +130,7 @@ report_parameters(model, events)
 
 # ---------------------------------------------------------------------------- train
 args = SFTConfig(
-    output_dir=str(RUN_DIR / "checkpoints"),
+    output_dir=str(RUN_DIR / "checkpoints.partial"),  # RunGuard moves each checkpoint, once whole, into checkpoints/
     num_train_epochs=EPOCHS,
     per_device_train_batch_size=MICRO_BATCH_SIZE,
     per_device_eval_batch_size=MICRO_BATCH_SIZE,
@@ -142,30 +152,36 @@ args = SFTConfig(
     eval_steps=EVAL_STEPS,
     save_strategy="steps",
     save_steps=SAVE_STEPS,
-    save_total_limit=SAVE_TOTAL_LIMIT,
     include_num_input_tokens_seen="non_padding",  # for tokens/s in the step events
     report_to="none",
     disable_tqdm=True,  # progress is reported through events.jsonl
 )
+guard = RunGuard(events, RUN_DIR, CONFIG, resume=RESUME, keep=KEEP_CHECKPOINTS, on_nan=ON_NAN,
+                 nan_patience=NAN_PATIENCE)
 trainer = SFTTrainer(
     model=model,
     args=args,
     train_dataset=train_data,
     eval_dataset=eval_data,
     processing_class=tokenizer,
-    callbacks=[EventsCallback(events, RUN_DIR)],
+    callbacks=[EventsCallback(events), guard],
 )
 trainer.remove_callback(PrinterCallback)  # EventsCallback prints one line per log instead of raw dicts
+guard.attach(trainer)  # remembers the rows of each step, to name them if a step's loss turns NaN
 held_out = data.conversations("validation")[:COMPARE]
 answers_before = generate_answers(model, tokenizer, held_out, MAX_NEW_TOKENS)
-result = trainer.train()
+with guard:  # out of memory, NaN/inf steps, a full disk: an event, and an exit code that ftc run acts on
+    result = trainer.train(resume_from_checkpoint=RESUME)
+guard.exit_if_stopped()  # Ctrl-C, SIGTERM, a stop request or a full disk: a checkpoint is saved; say how to resume
 
 # ---------------------------------------------------------------------------- save
 answers_after = generate_answers(model, tokenizer, held_out, MAX_NEW_TOKENS)
 compare_answers(held_out, answers_before, answers_after, events)
+partial = RUN_DIR / "final.partial"  # written whole, then renamed: a crash never leaves half a result in final/
 # The adapter as plain LoRA (rank 2 x LORA_R) for the original base: the difference from pissa_init.
-model.save_pretrained(str(RUN_DIR / "final"), path_initial_model_for_weight_conversion=str(RUN_DIR / "pissa_init"))
-tokenizer.save_pretrained(str(RUN_DIR / "final"))  # with the chat template used in training
+model.save_pretrained(str(partial), path_initial_model_for_weight_conversion=str(RUN_DIR / "pissa_init"))
+tokenizer.save_pretrained(str(partial))  # with the chat template used in training
+replace_folder(partial, RUN_DIR / "final")
 check_saved_tokenizer(RUN_DIR / "final", data, settings, events)  # the saved tokenizer encodes an example as training did
 events.write("status", f"finished: final training loss {result.training_loss:.4f}; saved to {RUN_DIR / 'final'}",
              state="completed", step=result.global_step, train_loss=result.training_loss, output=str(RUN_DIR / "final"))
