@@ -44,6 +44,7 @@ TRL_TOKEN_CHUNK = 4096
 TRL_VOCAB_CHUNK = 32768
 TRL_CPU_BYTES_PER_TILE_ENTRY = 33
 
+LORA_KINDS = ("lora", "qlora", "lora8", "dora", "rslora", "pissa", "loraplus")
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -271,9 +272,42 @@ def _activation_bytes(shape: RunShape) -> int:
     return 4 if shape.quantization else DTYPE_BYTES[shape.dtype]
 
 
+def _frozen_block_per_token(shape: RunShape, d: _Dims) -> int:
+    """Bytes per token a decoder block with no trainable weight keeps when its input requires grad
+    (prompt learning, IA3, LLaMA-Adapter, blocks below a tied trained head). A frozen linear layer
+    keeps nothing (its weight needs no gradient, so autograd saves no input), nor does the norms'
+    frozen weight multiply: each RMSNorm keeps only pow()'s fp32 input, SDPA its q, k, v, output
+    and logsumexp, the SwiGLU silu's gate and the product's two factors. Measured: within 0.3 % of
+    a tied linear_probe's 30 frozen blocks (llama-small 4x128)."""
+    e = _activation_bytes(shape)
+    attn_kv = 2 * (d.q_dim if shape.padded else d.kv_dim)
+    mask = 0
+    if shape.method == "prefix":
+        # Prefix tuning: keys and values span the virtual tokens too, and the mask PEFT extends over
+        # them is explicit (queries and keys differ in length), so transformers repeats K and V per
+        # query head (sdpa_attention.use_gqa_in_sdpa) and CPU SDPA keeps the mask converted to fp32
+        # in every layer: 4 B per key position per token (measured, aten::where).
+        span = shape.seq_len + shape.virtual_tokens
+        attn_kv = 2 * d.q_dim * span // max(1, shape.seq_len)
+        mask = 4 * span
+    return 2 * 4 * d.h + e * (d.q_dim + attn_kv + d.q_dim) + 4 * d.heads + 3 * e * d.inter + mask
+
+
 def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
     """Bytes one decoder block keeps for backward (no checkpointing)."""
     e = _activation_bytes(shape)
+    if shape.method == "ia3":
+        # Frozen block, plus what IA3's scaling multiplies keep for the vectors' gradient
+        # (peft tuners/ia3/layer.py Linear.forward): a scaled output (k, v) keeps the unscaled
+        # output in the dtype; a feed-forward target keeps its input, cast to the vectors' fp32.
+        names = _targets(shape.lora_targets)
+        extra = sum(4 * i if n in shape.ia3_feedforward else e * o for n, (i, o) in d.linears().items() if n in names)
+        return (_frozen_block_per_token(shape, d) + extra) * tokens + _int8_state(shape, d, tokens)
+    if shape.family == "prompt":
+        return _frozen_block_per_token(shape, d) * tokens + _int8_state(shape, d, tokens)
+    if shape.method == "llama_adapter":  # one adapted block (the most a block keeps)
+        extra = e * d.q_dim + (4 + e) * d.heads * shape.virtual_tokens
+        return (_frozen_block_per_token(shape, d) + extra) * tokens
     attn_kv = 2 * (d.q_dim if shape.padded else d.kv_dim)  # K and V, repeated per query head under a mask
     # RMSNorm computes in fp32: pow() keeps the fp32 input, the weight's multiply keeps the
     # normalized value cast back to the dtype (the same fp32 tensor when e = 4), and the output is
@@ -286,13 +320,7 @@ def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
     # SwiGLU: silu keeps gate, the product keeps silu(gate) and up, down_proj keeps the product.
     mlp = 4 * e * d.inter
     per_token = 2 * norm + attention + mlp
-    if shape.family == "adapter" and shape.method in ("ia3", "llama_adapter"):
-        # (estimated, not measured) IA3 keeps each scaled tensor once more in fp32; LLaMA-Adapter's
-        # gated attention over its prompt adds about one more attention output per adapted layer.
-        names = _targets(shape.lora_targets)
-        extra = sum(4 * (i if n in shape.ia3_feedforward else o) for n, (i, o) in d.linears().items() if n in names)
-        per_token += extra if shape.method == "ia3" else 4 * d.q_dim * shape.adapter_layers // max(1, d.layers)
-    elif shape.family == "adapter":
+    if shape.family == "adapter":
         # LoRA (fp32 adapters): each adapted layer's input is cast to fp32 and dropped out; lora_A
         # keeps the result (4 B) and dropout its mask (1 B); q, k and v each do this separately.
         # lora_A's r-wide output is kept by lora_B.
@@ -301,9 +329,25 @@ def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
         for name, (i, o) in d.linears().items():
             if name in names:
                 per_token += drop * i + 4 * shape.lora_r
-                if shape.method == "dora":  # (estimated) the base and LoRA outputs kept for the magnitude's gradient
+                if shape.method == "dora":
+                    # DoRA (peft tuners/lora/variants.py, dora.py): with dropout the base output is
+                    # recomputed from the dropped input, and the magnitude's multiplies keep it and the
+                    # LoRA output, both out-wide in fp32 (measured within 5 % of activations).
                     per_token += 2 * 4 * o
     return per_token * tokens + _int8_state(shape, d, tokens)
+
+
+def _llama_adapter_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
+    """LLaMA-Adapter without checkpointing: the blocks below the adapted ones run without autograd;
+    each adapted block keeps a frozen block's tensors plus its adaption attention's (peft
+    tuners/adaption_prompt/layer.py): the recomputed rotated queries (kept by the product with the
+    prompt's keys), the fp32 softmax over the prompt, the gated scores, and nothing of the frozen
+    o_proj. The lowest adapted block's own attention and input norm see no grad-requiring input."""
+    e = _activation_bytes(shape)
+    layers = min(shape.adapter_layers, d.layers)
+    extra = e * d.q_dim + (4 + e) * d.heads * shape.virtual_tokens
+    lowest = 4 * d.h + e * (d.q_dim + 2 * d.kv_dim + d.q_dim) + 4 * d.heads
+    return (layers * (_frozen_block_per_token(shape, d) + extra) - lowest) * tokens
 
 
 def _int8_state(shape: RunShape, d: _Dims, tokens: int) -> int:
@@ -327,13 +371,24 @@ def _activations(shape: RunShape, d: _Dims, logits: int) -> tuple[int, str]:
     layer = _layer_activations(shape, d, tokens)
     embed_out = e * d.h * tokens  # embedding output (the first block's input)
     final_norm = (4 + e + e) * d.h * tokens  # the final RMSNorm, as in a block
-    if shape.family == "freeze":
-        # Blocks below the first trained one run without autograd: nothing of theirs is kept.
+    if shape.family != "full" and shape.method not in LORA_KINDS:
+        final_norm = 4 * d.h * tokens  # frozen: only pow()'s fp32 input (see _frozen_block_per_token)
+    # freeze: blocks below the first trained one run without autograd, so nothing of theirs is kept,
+    # unless the embedding output requires grad: with checkpointing (transformers 5's
+    # activation_checkpointing_enable calls enable_input_require_grads, so every block is
+    # checkpointed and keeps its input) or when the trained head is tied to the input embeddings
+    # (every block then keeps what a LoRA block keeps). Measured: benchmarks/README.md, freeze and
+    # linear_probe rows.
+    if shape.family == "freeze" and not shape.gradient_checkpointing:
         trained = shape.train_layers or 0
-        if shape.gradient_checkpointing and trained:
-            return (trained * e * d.h * tokens + layer + final_norm,
-                    f"activations: inputs of the {trained} trained blocks kept, one recomputed")
+        if shape.train_head and d.tied:
+            below = (d.layers - trained) * _frozen_block_per_token(shape, d) * tokens
+            return below + trained * layer + final_norm, (f"activations: {trained} trained blocks, the {d.layers - trained} "
+                                                          "frozen ones below (the tied head trains the embeddings)")
         return trained * layer + final_norm, f"activations: the {trained} trained blocks only"
+    if shape.method == "llama_adapter" and not shape.gradient_checkpointing:
+        return (_llama_adapter_activations(shape, d, tokens) + final_norm,
+                f"activations: the {shape.adapter_layers} adapted blocks only")
     if shape.gradient_checkpointing:
         # Each checkpointed block keeps its input; backward recomputes one block at a time, after
         # the loss's vocab-wide buffers are gone with the fused TRL head (they overlap otherwise).
