@@ -281,16 +281,25 @@ def _frozen_block_per_token(shape: RunShape, d: _Dims) -> int:
     a tied linear_probe's 30 frozen blocks (llama-small 4x128)."""
     e = _activation_bytes(shape)
     attn_kv = 2 * (d.q_dim if shape.padded else d.kv_dim)
-    mask = 0
     if shape.method == "prefix":
         # Prefix tuning: keys and values span the virtual tokens too, and the mask PEFT extends over
         # them is explicit (queries and keys differ in length), so transformers repeats K and V per
-        # query head (sdpa_attention.use_gqa_in_sdpa) and CPU SDPA keeps the mask converted to fp32
-        # in every layer: 4 B per key position per token (measured, aten::where).
-        span = shape.seq_len + shape.virtual_tokens
-        attn_kv = 2 * d.q_dim * span // max(1, shape.seq_len)
-        mask = 4 * span
-    return 2 * 4 * d.h + e * (d.q_dim + attn_kv + d.q_dim) + 4 * d.heads + 3 * e * d.inter + mask
+        # query head (sdpa_attention.use_gqa_in_sdpa) whether or not the batch is padded.
+        attn_kv = 2 * d.q_dim * (shape.seq_len + shape.virtual_tokens) // max(1, shape.seq_len)
+    return (2 * 4 * d.h + e * (d.q_dim + attn_kv + d.q_dim) + 4 * d.heads + 3 * e * d.inter
+            + _sdpa_mask_per_token(shape))
+
+
+def _sdpa_mask_per_token(shape: RunShape) -> int:
+    """Bytes per token and layer of an explicit attention mask (padded batches; prefix tuning
+    always): SDPA converts the boolean mask to an additive bias in the query's dtype in every
+    layer (aten convert_boolean_attn_mask) and keeps it for backward, one element per key position
+    (measured on CPU in fp32, aten::where: padded llama-tiny LoRA 4x512 +24 MiB, llama-small
+    4x128 +52 MiB with the repeated K/V; not yet measured on a GPU)."""
+    if not shape.padded and shape.method != "prefix":
+        return 0
+    keys = shape.seq_len + (shape.virtual_tokens if shape.method in ("prefix", "prompt", "ptuning") else 0)
+    return _activation_bytes(shape) * keys
 
 
 def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
@@ -316,7 +325,7 @@ def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
     # SDPA (flash kernels on CUDA and CPU) keeps q, k, v, its output and a logsumexp per row; o_proj
     # keeps a contiguous copy of the output as its input. (Linear layers keep their input even when
     # their weight is frozen: measured, LoRA keeps what full fine-tuning keeps plus the adapters'.)
-    attention = e * (d.q_dim + attn_kv + d.q_dim + d.q_dim) + 4 * d.heads
+    attention = e * (d.q_dim + attn_kv + d.q_dim + d.q_dim) + 4 * d.heads + _sdpa_mask_per_token(shape)
     # SwiGLU: silu keeps gate, the product keeps silu(gate) and up, down_proj keeps the product.
     mlp = 4 * e * d.inter
     per_token = 2 * norm + attention + mlp

@@ -39,7 +39,7 @@ PRECISION = 'bf16'                           # spec: hardware.precision
 EPOCHS = 1.0                                 # spec: train.epochs
 LEARNING_RATE = 1e-05                        # spec: train.learning_rate
 BATCH_SIZE = 16                              # spec: train.batch_size
-MICRO_BATCH_SIZE = 8                         # planned: the fastest divisor of 16 whose estimated peak 70.46 GiB stays under 71.19 GiB (79.1 GiB less 10% margin)
+MICRO_BATCH_SIZE = 8                         # planned: the fastest divisor of 16 whose estimated peak 70.71 GiB stays under 71.19 GiB (79.1 GiB less 10% margin)
 GRAD_ACCUM = 2                               # derived: 16 = 8 x 2 x 1 device(s)
 GRADIENT_CHECKPOINTING = True                # spec: train.gradient_checkpointing
 OPTIMIZER = 'adamw_torch_fused'              # planned: fused AdamW on cuda (no foreach temporaries)

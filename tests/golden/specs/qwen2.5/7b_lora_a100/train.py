@@ -46,7 +46,7 @@ PRECISION = 'bf16'                             # planned: the A100 80GB computes
 EPOCHS = 3.0                                   # spec: train.epochs
 LEARNING_RATE = 0.0002                         # default: for lora
 BATCH_SIZE = 64                                # spec: train.batch_size
-MICRO_BATCH_SIZE = 64                          # planned: the fastest divisor of 64 whose estimated peak 57.37 GiB stays under 71.28 GiB (79.2 GiB less 10% margin)
+MICRO_BATCH_SIZE = 64                          # planned: the fastest divisor of 64 whose estimated peak 57.49 GiB stays under 71.28 GiB (79.2 GiB less 10% margin)
 GRAD_ACCUM = 1                                 # derived: 64 = 64 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = True                  # planned: a larger micro-batch fits with it (faster overall)
 OPTIMIZER = 'adamw_torch_fused'                # planned: fused AdamW on cuda (no foreach temporaries)

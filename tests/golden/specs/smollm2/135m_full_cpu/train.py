@@ -42,7 +42,7 @@ PRECISION = 'fp32'                    # planned: cpu trains in fp32; bf16 on CPU
 EPOCHS = 1.0                          # spec: train.epochs
 LEARNING_RATE = 2e-05                 # spec: train.learning_rate
 BATCH_SIZE = 8                        # spec: train.batch_size
-MICRO_BATCH_SIZE = 8                  # planned: the fastest divisor of 8 (estimated peak 3.45 GiB; no budget set)
+MICRO_BATCH_SIZE = 8                  # planned: the fastest divisor of 8 (estimated peak 3.46 GiB; no budget set)
 GRAD_ACCUM = 1                        # derived: 8 = 8 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = False        # planned: the run fits without it (faster)
 OPTIMIZER = 'adamw_torch'             # planned: AdamW (fused kernels are for cuda)

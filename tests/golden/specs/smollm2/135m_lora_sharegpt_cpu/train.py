@@ -48,7 +48,7 @@ PRECISION = 'fp32'                               # planned: cpu trains in fp32; 
 MAX_STEPS = 20                                   # spec: train.max_steps
 LEARNING_RATE = 0.0002                           # default: for lora
 BATCH_SIZE = 2                                   # spec: train.batch_size
-MICRO_BATCH_SIZE = 2                             # planned: the fastest divisor of 2 (estimated peak 1.32 GiB; no budget set)
+MICRO_BATCH_SIZE = 2                             # planned: the fastest divisor of 2 (estimated peak 1.33 GiB; no budget set)
 GRAD_ACCUM = 1                                   # derived: 2 = 2 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = False                   # planned: the run fits without it (faster)
 OPTIMIZER = 'adamw_torch'                        # planned: AdamW (fused kernels are for cuda)
