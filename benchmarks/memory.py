@@ -96,6 +96,9 @@ class Case:
     """prefix / ptuning / prompt: virtual tokens; llama_adapter: the adaption prompt's length."""
     encoder_hidden: int = 0
     """prefix (0: no projection) / ptuning: the encoder's hidden width."""
+    padded: bool = False
+    """The batch comes with an attention mask that pads the end of its first row (plan.py assumes
+    padding whenever micro_batch > 1): SDPA then gets an explicit mask."""
 
     @property
     def key(self) -> str:
@@ -110,7 +113,7 @@ class Case:
             k += f"/v{self.virtual_tokens}e{self.encoder_hidden}"
         elif self.method == "llama_adapter":
             k += f"/v{self.virtual_tokens}L{self.train_layers}"
-        return k
+        return k + ("/padded" if self.padded else "")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -148,7 +151,17 @@ def default_matrix() -> list[Case]:
               Case("qwen-small", "lora", 1, 512, False), Case("qwen-small", "lora", 1, 512, True),
               Case("qwen-small", "lora", 1, 512, False, dtype="bfloat16"), Case("qwen-small", "qlora", 4, 512, True),
               Case("qwen-small", "lora", 1, 2048, True), Case("qwen-small", "lora", 1, 2048, True, loss="trl")]
-    return cases + new_methods_matrix()
+    return cases + new_methods_matrix() + padded_matrix()
+
+
+def padded_matrix() -> list[Case]:
+    """Padded batches (an attention mask with padding, which plan.py assumes for micro_batch > 1),
+    each the twin of an unpadded case above."""
+    return [Case("llama-tiny", "lora", 4, 512, False, loss="trl", padded=True),
+            Case("llama-small", "lora", 4, 128, False, padded=True),
+            Case("llama-small", "full", 2, 256, False, loss="trl", padded=True),
+            Case("llama-tiny", "ia3", 4, 512, False, loss="trl", padded=True),
+            Case("llama-small", "prompt", 4, 128, False, virtual_tokens=20, padded=True)]
 
 
 def new_methods_matrix() -> list[Case]:
@@ -207,7 +220,8 @@ def select_cases(args: argparse.Namespace) -> list[Case]:
                  and (not args.mb or c.micro_batch in args.mb) and (not args.seq or c.seq_len in args.seq)
                  and (args.gc is None or c.gradient_checkpointing in args.gc)
                  and (not args.dtypes or c.dtype in args.dtypes) and (not args.losses or c.loss in args.losses)
-                 and (not args.optimizers or c.optimizer in args.optimizers)]
+                 and (not args.optimizers or c.optimizer in args.optimizers)
+                 and (not args.padded or c.padded)]
     return cases[: args.limit] if args.limit else cases
 
 
@@ -313,17 +327,18 @@ def build_other_method(model: Any, case: Case) -> Any:
     return get_peft_model(model, config)
 
 
-def forward_loss(model: Any, ids: Any, loss: str, with_mask: bool = False) -> Any:
-    """The loss of one micro-batch, as Trainer.compute_loss (hf) or TRL SFTTrainer.compute_loss (trl) gets it."""
-    import torch
+def forward_loss(model: Any, ids: Any, loss: str, mask: Any = None) -> Any:
+    """The loss of one micro-batch, as Trainer.compute_loss (hf) or TRL SFTTrainer.compute_loss (trl) gets it.
 
+    `mask`: the collator's attention mask (None: none passed); its padding positions get label -100."""
+    labels = ids if mask is None else ids.masked_fill(mask == 0, -100)
+    extra = {} if mask is None else {"attention_mask": mask}
     if loss == "hf":
-        # transformers' Trainer with DataCollatorForSeq2Seq: an attention mask comes with every batch
-        # (all ones here: no padding), which PEFT's prompt learning extends over the virtual tokens.
-        out = model(input_ids=ids, labels=ids, use_cache=False,
-                    **({"attention_mask": torch.ones_like(ids)} if with_mask else {}))
+        # transformers' Trainer with DataCollatorForSeq2Seq: an attention mask comes with every batch,
+        # which PEFT's prompt learning extends over the virtual tokens.
+        out = model(input_ids=ids, labels=labels, use_cache=False, **extra)
         return out.loss  # the outputs (logits) are dropped, like Trainer.compute_loss does
-    out = model(input_ids=ids, labels=ids, use_cache=False, fused_lm_head=True)
+    out = model(input_ids=ids, labels=labels, use_cache=False, fused_lm_head=True, **extra)
     value = -out.log_probs.sum() / out.label_mask.sum().clamp(min=1)
     # SFTTrainer also reads entropy and is_top1 for its metrics
     _ = (out.entropy.detach().sum(), out.is_top1.sum())
@@ -523,8 +538,13 @@ def measure(case: Case, device: str) -> dict[str, Any]:
         vocab = MODELS[case.model]["vocab_size"]
         ids = torch.randint(0, vocab, (case.micro_batch, case.seq_len), device=device)
         tokens = case.micro_batch * case.seq_len
-        # Trainer-trained kinds get the collator's attention mask (see forward_loss)
-        with_mask = case.method in PROMPT_KINDS or case.method == "llama_adapter"
+        # Trainer-trained kinds get the collator's attention mask (all ones: no padding), and a padded
+        # case one whose first row ends in padding (an eighth of it), as a collator pads shorter rows.
+        mask = None
+        if case.padded or case.method in PROMPT_KINDS or case.method == "llama_adapter":
+            mask = torch.ones_like(ids)
+            if case.padded:
+                mask[0, case.seq_len - case.seq_len // 8:] = 0
         # soft prompts lengthen every sequence, and so the logits
         long = case.micro_batch * (case.seq_len + (case.virtual_tokens if case.method in ("prompt", "ptuning") else 0))
         # (tokens x vocab) blocks of the hf loss, and the (4096 x 32768) tiles of TRL's chunked head
@@ -543,7 +563,7 @@ def measure(case: Case, device: str) -> dict[str, Any]:
         with profile(activities=activities, profile_memory=True) as prof:
             for s in (1, 2):
                 with record_function(f"ftc::s{s}::fwd"):
-                    loss = forward_loss(model, ids, case.loss, with_mask)
+                    loss = forward_loss(model, ids, case.loss, mask)
                 with record_function(f"ftc::s{s}::bwd"):
                     loss.backward()
                     # Trainer.training_step returns loss.detach(): the graph dies here, which matters
@@ -667,6 +687,8 @@ def estimate(case: dict[str, Any], device: str) -> dict[str, Any] | str:
             if method == "ia3":
                 extra.update(ia3_feedforward=IA3_FEEDFORWARD)
         targets = IA3_TARGETS if method == "ia3" else case["lora_targets"]
+        if case.get("padded"):
+            extra["padded"] = True
         shape = RunShape(config=dict(MODELS[case["model"]]), method=method, lora_r=case["lora_r"],
                          lora_targets=targets, lora_dropout=case["lora_dropout"],
                          double_quant=case["double_quant"], dtype=case["dtype"], micro_batch=case["micro_batch"],
@@ -807,6 +829,7 @@ def label(c: dict[str, Any]) -> str:
     extra += [] if c["loss"] == "hf" else ["trl-loss"]
     extra += [] if c["optimizer"] == "adamw_torch" else ["fused"]
     extra += [] if c["method"] not in LORA_FAMILY or c["lora_dropout"] else ["drop0"]
+    extra += ["padded"] if c.get("padded") else []
     m = c["method"]
     if m in ("freeze", "linear_probe"):
         extra += [f"last {c['train_layers']}" + (f" [{c['train_modules']}]" if c.get("train_modules") else "")
@@ -927,6 +950,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtypes", type=csv(str), help=f"comma list of {', '.join(DTYPES)}")
     p.add_argument("--losses", type=csv(str), help="hf (full logits) and/or trl (SFTTrainer's chunked head)")
     p.add_argument("--optimizers", type=csv(str), help=f"comma list of {', '.join(OPTIMIZERS)}")
+    p.add_argument("--padded", action="store_true", help="only the padded cases of the matrix")
     p.add_argument("--grid", action="store_true", help="cross product of the axis flags instead of filtering the default matrix")
     p.add_argument("--limit", type=int, help="run only the first N selected cases")
     p.add_argument("--skip-done", action="store_true", help="skip cases already measured in the results file")
