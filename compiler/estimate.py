@@ -386,8 +386,8 @@ def _activations(shape: RunShape, d: _Dims, logits: int) -> tuple[int, str]:
     # unless the embedding output requires grad: with checkpointing (transformers 5's
     # activation_checkpointing_enable calls enable_input_require_grads, so every block is
     # checkpointed and keeps its input) or when the trained head is tied to the input embeddings
-    # (every block then keeps what a LoRA block keeps). Measured: benchmarks/README.md, freeze and
-    # linear_probe rows.
+    # (the frozen blocks below the trained ones then keep a frozen block's tensors, see
+    # _frozen_block_per_token). Measured: benchmarks/README.md, freeze and linear_probe rows.
     if shape.family == "freeze" and not shape.gradient_checkpointing:
         trained = shape.train_layers or 0
         if shape.train_head and d.tied:
