@@ -14,7 +14,9 @@ from textual.widgets import DataTable, RichLog
 from tui_fixtures import RUNS, T0, write_long_run
 
 from ftc.tui.app import HelpScreen, MonitorScreen, StopScreen, make_app
+from ftc.tui.format import gib
 from ftc.tui.runs import RunsApp
+from ftc.tui.state import read_plan
 from ftc.tui.widgets import Chart
 
 
@@ -215,7 +217,8 @@ def test_attached_to_a_real_training_process(tmp_path: Path) -> None:
             screen = app.screen
             assert screen.alive and screen.sample.pid == child.pid and screen.sample.bytes > 30_000_000
             memory = str(screen.query_one("#memory").render())
-            assert "RSS" in memory and f"pid {child.pid}" in memory and "estimate 2.91 GiB" in memory
+            estimate = gib(read_plan(run_dir)["memory"]["total"])
+            assert "RSS" in memory and f"pid {child.pid}" in memory and f"estimate {estimate}" in memory
             assert "ETA 2:15" in status(app)
             await pilot.press("d")
             await pilot.pause()

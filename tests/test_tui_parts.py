@@ -14,6 +14,7 @@ from rich.console import Console
 from tui_fixtures import RUNS, crashed, healthy, troubled, write_run
 
 from ftc.tui import chart
+from ftc.tui.format import gib
 from ftc.tui.memory import MemorySampler, find_training_process, rss_bytes
 from ftc.tui.state import RunState, log_line, read_plan, read_state, warning_kind
 from ftc.tui.summary import run_summary
@@ -108,8 +109,9 @@ def test_memory_of_the_training_process(training_process) -> None:  # type: igno
     assert rss_bytes(child.pid) > 20_000_000
     sample = MemorySampler(run_dir).sample()
     assert sample is not None and (sample.pid, sample.source) == (child.pid, "rss") and sample.bytes > 20_000_000
-    text = memory_text(sample, sample.bytes, read_plan(run_dir), finished=False).plain
-    assert f"pid {child.pid}" in text and "estimate 2.91 GiB" in text and "%" in text
+    plan = read_plan(run_dir)
+    text = memory_text(sample, sample.bytes, plan, finished=False).plain
+    assert f"pid {child.pid}" in text and f"estimate {gib(plan['memory']['total'])}" in text and "%" in text
     child.kill()
     child.wait()
     sampler = MemorySampler(run_dir)
