@@ -86,3 +86,19 @@ def test_ftc_runs_lists_runs(tmp_path: Path, capsys, monkeypatch) -> None:  # ty
     assert "0.2500" in out and "3/3" in out
     assert main(["runs", str(tmp_path / "none")]) == 0
     assert "no runs under" in capsys.readouterr().out
+
+
+def test_recovery_events_fold_the_same_however_the_file_is_read(tmp_path: Path) -> None:
+    """A run with an OOM retry and a NaN rollback (each a resume that re-does steps), read in pieces as a live
+    monitor reads it (lines cut anywhere), folds to the same state as when it is read whole."""
+    recorded = (Path(__file__).parent / "fixtures" / "recorded" / "faults" / "events.jsonl").read_bytes()
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"")
+    tail, live = EventTail(path), RunState()
+    for start in range(0, len(recorded), 97):
+        with path.open("ab") as handle:
+            handle.write(recorded[start:start + 97])
+        live.extend(tail.read())
+    whole = read_state(tmp_path)
+    assert live == whole and whole.events == 54
+    assert [s for s, _ in whole.train_loss] == list(range(1, 13)) and whole.step == 12

@@ -84,31 +84,34 @@ def append(run_dir: Path, *events: dict[str, Any]) -> None:
 
 def test_live_run_checkpoint_request_and_growth(tmp_path: Path) -> None:
     run_dir = copy_run("troubled", tmp_path)
-    app = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 200)
+    app = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 270)
 
     async def scenario(app: Any, pilot: Any) -> None:
         screen = app.screen
-        assert screen.state.step == 40 and "ETA 2:15" in status(app) and "elapsed 3:20" in status(app)
+        assert screen.state.step == 50 and "ETA 1:57" in status(app) and "elapsed 4:30" in status(app)
         await pilot.press("s")
         assert (run_dir / "control" / "checkpoint").exists()
         # what the training script does with the request: a control event, then a checkpoint event
-        append(run_dir, {"type": "control", "time": T0 + 150, "message": "checkpoint requested at step 41", "step": 41},
-               {"type": "checkpoint", "time": T0 + 151, "step": 41, "path": str(run_dir / "checkpoints/checkpoint-41")})
-        (run_dir / "checkpoints" / "checkpoint-41").mkdir(parents=True)
+        append(run_dir, {"type": "control", "time": T0 + 255, "message": "checkpoint requested at step 51", "step": 51},
+               {"type": "checkpoint", "time": T0 + 256, "step": 51, "path": str(run_dir / "checkpoints/checkpoint-51"),
+                "eval_loss": None, "removed": ["checkpoint-32"]})
+        (run_dir / "checkpoints" / "checkpoint-51").mkdir(parents=True)
         await pilot.pause(0.8)  # one poll later
-        assert screen.state.checkpoints[-1][0] == 41
-        assert str(screen.query_one("#checkpoints").render()).splitlines()[0].startswith("step     41")
-        assert screen.query_one("#log", RichLog).lines[-1].text.strip().endswith("checkpoint at step 41")
-        append(run_dir, {"type": "step", "time": T0 + 160, "step": 42, "total_steps": 82, "loss": 0.5, "epoch": 1.02})
+        assert [step for step, _ in screen.state.checkpoints] == [48, 51]  # 32 removed by the rotation
+        shown = str(screen.query_one("#checkpoints").render()).splitlines()
+        assert shown[0].startswith("step     51") and len(shown) == 2
+        assert screen.query_one("#log", RichLog).lines[-1].text.strip().endswith(
+            "checkpoint at step 51 (removed checkpoint-32)")
+        append(run_dir, {"type": "step", "time": T0 + 260, "step": 52, "total_steps": 82, "loss": 0.5, "epoch": 1.27})
         await pilot.pause(0.8)
-        assert screen.state.step == 42 and "step 42/82" in status(app)
+        assert screen.state.step == 52 and "step 52/82" in status(app)
 
     run(app, scenario)
 
 
 def test_q_asks_before_stopping_a_live_run(tmp_path: Path) -> None:
     run_dir = copy_run("troubled", tmp_path)
-    app = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 200)
+    app = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 270)
 
     async def scenario(app: Any, pilot: Any) -> None:
         await pilot.press("q")
@@ -120,8 +123,8 @@ def test_q_asks_before_stopping_a_live_run(tmp_path: Path) -> None:
         await pilot.press("y")
         assert (run_dir / "control" / "stop").exists() and app.is_running  # the run stops; the monitor stays
         assert isinstance(app.screen, MonitorScreen) and app.screen.requests == ["stop"]
-        append(run_dir, {"type": "status", "time": T0 + 170, "state": "stopping", "step": 41,
-                         "message": "stop requested: saving a checkpoint at step 41 and stopping"})
+        append(run_dir, {"type": "status", "time": T0 + 265, "message": "stop requested (control/stop): saving a "
+                         "checkpoint at step 51 and stopping", "state": "stopping", "step": 51})
         await pilot.pause(0.8)
         assert "stopping" in status(app)
 
@@ -130,7 +133,7 @@ def test_q_asks_before_stopping_a_live_run(tmp_path: Path) -> None:
 
 def test_detach_leaves_the_run_alone(tmp_path: Path) -> None:
     run_dir = copy_run("troubled", tmp_path)
-    app = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 200)
+    app = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 270)
 
     async def scenario(app: Any, pilot: Any) -> None:
         await pilot.press("q")
@@ -139,10 +142,11 @@ def test_detach_leaves_the_run_alone(tmp_path: Path) -> None:
         assert not app.is_running and not (run_dir / "control").exists()
 
     run(app, scenario)
-    again = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 200)  # re-attach: the same state, read anew
+    again = make_app(run_dir, sample_memory=False, clock=lambda: T0 + 270)  # re-attach: the same state, read anew
 
     async def reopened(app: Any, pilot: Any) -> None:
-        assert app.screen.state.step == 40 and app.screen.state.warning_counts == {"oom": 1, "nan": 2, "resume": 1}
+        assert app.screen.state.step == 50
+        assert app.screen.state.warning_counts == {"oom": 1, "resume": 2, "nan": 3, "rollback": 1}
 
     run(again, reopened)
 
@@ -150,11 +154,15 @@ def test_detach_leaves_the_run_alone(tmp_path: Path) -> None:
 def test_warnings_and_crash_are_highlighted() -> None:
     async def troubled(app: Any, pilot: Any) -> None:
         lines = app.screen.query_one("#log", RichLog).lines
-        warned = [line.text for line in lines if any("yellow" in str(seg.style) for seg in line)]
-        assert len(warned) == 4 and "out of memory at step 12" in warned[0]
-        assert "1 OOM retry, 2 NaN skips, 1 resume" in status(app)
+        warned = " ".join(line.text.strip() for line in lines if any("yellow" in str(seg.style) for seg in line))
+        assert warned.startswith("21 out of memory at step 21 with micro-batch 8")
+        for text in ("retrying from checkpoint-16", "resumed from runs/demo/fixture/checkpoints/checkpoint-16",
+                     "step 27: NaN/inf gradients; step skipped", "rolling back to checkpoint-32 with the learning rate"):
+            assert text in warned
+        assert "checkpoint at step" not in warned and "validation loss" not in warned
+        assert "1 OOM, 3 NaN skips, 1 rollback, 2 resumes" in status(app)
 
-    run(make_app(RUNS / "troubled", sample_memory=False, clock=lambda: T0 + 200), troubled)
+    run(make_app(RUNS / "troubled", sample_memory=False, clock=lambda: T0 + 270), troubled)
 
     async def crashed(app: Any, pilot: Any) -> None:
         lines = app.screen.query_one("#log", RichLog).lines
@@ -211,7 +219,7 @@ def test_attached_to_a_real_training_process(tmp_path: Path) -> None:
                              text=True)
     try:
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
-        app = make_app(run_dir, child=child, clock=lambda: T0 + 200)
+        app = make_app(run_dir, child=child, clock=lambda: T0 + 270)
 
         async def attached(app: Any, pilot: Any) -> None:
             screen = app.screen
@@ -219,14 +227,14 @@ def test_attached_to_a_real_training_process(tmp_path: Path) -> None:
             memory = str(screen.query_one("#memory").render())
             estimate = gib(read_plan(run_dir)["memory"]["total"])
             assert "RSS" in memory and f"pid {child.pid}" in memory and f"estimate {estimate}" in memory
-            assert "ETA 2:15" in status(app)
+            assert "ETA 1:57" in status(app)
             await pilot.press("d")
             await pilot.pause()
             assert not app.is_running
 
         run(app, attached)
         assert child.poll() is None  # the training process goes on
-        again = make_app(run_dir, child=child, clock=lambda: T0 + 200)
+        again = make_app(run_dir, child=child, clock=lambda: T0 + 270)
 
         async def exited(app: Any, pilot: Any) -> None:
             child.kill()

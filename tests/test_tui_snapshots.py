@@ -9,7 +9,7 @@ from ftc.tui.app import make_app
 
 
 def clock() -> float:
-    return T0 + 200.0  # a fixed "now" for the elapsed time of runs still running
+    return T0 + 270.0  # a fixed "now" for the elapsed time of runs still running
 
 
 def test_healthy_80x24(snap_compare) -> None:  # type: ignore[no-untyped-def]

@@ -43,7 +43,9 @@ HELP = """\
 
 The loss chart shows training loss (cyan) and validation loss (magenta dots). Memory is the
 training process's GPU memory (NVML) or resident memory, against plan.json's estimate and budget.
-Warnings (out-of-memory retries, skipped non-finite steps, resumes) are yellow in the log.
+Warnings (out of memory and its retry, skipped NaN steps, rollbacks, resumes, early stopping, a
+full disk) are yellow in the log. After a resume the charts show the steps done again in place of
+the earlier ones.
 Requests are files in RUN_DIR/control/; `touch RUN_DIR/control/checkpoint` does the same as s."""
 
 

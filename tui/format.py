@@ -25,3 +25,15 @@ def duration(seconds: float | None) -> str:
 
 def gib(n: float | None) -> str:
     return "-" if n is None else f"{n / GIB:.2f} GiB"
+
+
+TROUBLE_NAMES = {"oom": ("OOM", "OOMs"), "nan": ("NaN skip", "NaN skips"), "rollback": ("rollback", "rollbacks"),
+                 "resume": ("resume", "resumes"), "early_stop": ("early stop", "early stops"),
+                 "disk_full": ("full disk", "full disks"), "other": ("warning", "warnings")}
+"""Singular and plural names of RunState.warning_counts' kinds, in the order they are listed."""
+
+
+def trouble(counts: dict[str, int]) -> str:
+    """'1 OOM, 3 NaN skips, 1 rollback, 2 resumes' (kinds outside TROUBLE_NAMES by their own name)."""
+    order = [k for k in TROUBLE_NAMES if counts.get(k)] + [k for k in counts if k not in TROUBLE_NAMES and counts[k]]
+    return ", ".join(f"{counts[k]} {TROUBLE_NAMES.get(k, (k, k))[counts[k] != 1]}" for k in order)

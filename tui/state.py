@@ -3,6 +3,12 @@
 `ftc.runtime.events.EventTail` reads only the bytes appended since the last read, so a monitor can
 poll a growing file cheaply. `RunState.apply` folds one event at a time; the monitor, `ftc runs`
 and the tests share it.
+
+The runtime's recovery events (the contract is in ftc.runtime.events) fold as follows: a `resume` at step N
+forgets the points after N (those steps are done again, and for each step the last event written counts) and
+the checkpoints after N; a `checkpoint` forgets the checkpoints it `removed`; `oom`, `nan` (a skipped step, or
+a rollback), `resume`, `early_stop` and `disk_full` are counted as trouble; `retry` and `fault` are shown as
+warnings without being counted twice.
 """
 
 from __future__ import annotations
@@ -21,18 +27,34 @@ FINAL_STATES = ("completed", "failed", "stopped")
 LOG_LINES = 1000
 """Lines of the event log kept in memory (warnings are all kept in `warnings` as well)."""
 
-# Kinds of trouble a warning can report, recognised by words in its message or its event type, so the
-# monitor can count them; any other warning is shown and highlighted all the same.
+# The runtime's recovery events (ftc.runtime.events) and the kind of trouble each one counts as. `retry` and
+# `fault` are shown as warnings but not counted: a retry is `ftc run`'s answer to the `oom` or `nan` event before
+# it, and a fault is the injection (tests only) that caused the event after it.
+TROUBLE_TYPES = {"oom": "oom", "resume": "resume", "early_stop": "early_stop", "disk_full": "disk_full"}
+UNCOUNTED_WARNINGS = ("retry", "fault")
+# Unknown event types: recognised by their type's name, then by words in their message, so that a new kind of
+# trouble is still highlighted and counted before the monitor learns its shape.
 WARNING_KINDS = {
     "oom": ("out of memory", "oom"),
     "nan": ("non-finite", "nan loss", "nan ", "inf loss"),
     "resume": ("resum",),
 }
+KNOWN_TYPES = frozenset({"start", "data", "params", "step", "eval", "checkpoint", "compare", "warning", "control",
+                         "status", "nan", *TROUBLE_TYPES, *UNCOUNTED_WARNINGS})
 
 
-def warning_kind(event: dict[str, Any]) -> str:
-    """'oom', 'nan', 'resume' or 'other' for a warning-like event (by its type, then its message)."""
+def warning_kind(event: dict[str, Any]) -> str | None:
+    """What trouble an event reports, for the counts: 'oom', 'nan' (a skipped step), 'rollback', 'resume',
+    'early_stop', 'disk_full', 'other' (a plain warning), or None (not trouble, or not counted)."""
     kind = str(event.get("type", ""))
+    if kind in TROUBLE_TYPES:
+        return TROUBLE_TYPES[kind]
+    if kind == "nan":
+        return "rollback" if event.get("rollback") else "nan"
+    if kind == "warning":
+        return "other"  # the runtime's warnings are about the data, the model or a resume: never an OOM or NaN
+    if kind in KNOWN_TYPES:
+        return None
     for name, words in WARNING_KINDS.items():
         if kind == name or kind.startswith(name + "_"):
             return name
@@ -40,7 +62,7 @@ def warning_kind(event: dict[str, Any]) -> str:
     for name, words in WARNING_KINDS.items():
         if any(word in text for word in words):
             return name
-    return "other"
+    return "other" if event.get("level") == "warning" else None
 
 
 @dataclass(frozen=True)
@@ -60,7 +82,7 @@ def log_line(event: dict[str, Any]) -> LogLine | None:
     when = event.get("time") if isinstance(event.get("time"), (int, float)) else None
     step = event.get("step") if isinstance(event.get("step"), int) else None
     level = "info"
-    if kind == "warning" or event.get("level") == "warning" or (kind != "status" and warning_kind(event) != "other"):
+    if kind in UNCOUNTED_WARNINGS or event.get("level") == "warning" or warning_kind(event) is not None:
         level = "warning"
     if kind == "status" and event.get("state") == "failed" or event.get("level") == "error":
         level = "error"
@@ -68,8 +90,12 @@ def log_line(event: dict[str, Any]) -> LogLine | None:
         text = describe(event)
     except (KeyError, TypeError, ValueError):  # a known type missing a field: fall back to the generic line
         text = None
+    if text == "None" and event.get("message") is None:  # a recovery event without its message
+        text = None
     if kind == "warning":
         text = str(event.get("message", ""))
+    if kind == "checkpoint" and text is not None and event.get("removed"):
+        text += f" (removed {', '.join(map(str, event['removed']))})"
     if text is None:
         message = event.get("message")
         if kind == "status":
@@ -92,6 +118,7 @@ class RunState:
     state: str = "unknown"
     message: str = ""
     step: int = 0
+    """The latest step done; after a resume, the checkpoint's step until the steps after it are done again."""
     total_steps: int | None = None
     epoch: float | None = None
     started: float | None = None
@@ -99,13 +126,16 @@ class RunState:
     updated: float | None = None
     """Unix time of the latest event."""
     train_loss: list[tuple[int, float]] = field(default_factory=list)
+    """(step, value) points, one per step: a step done again after a resume replaces the earlier point."""
     eval_loss: list[tuple[int, float]] = field(default_factory=list)
     learning_rate: list[tuple[int, float]] = field(default_factory=list)
     tokens_per_s: list[tuple[int, float]] = field(default_factory=list)
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
+    """(step, path) of the checkpoints the run keeps: without those it reported `removed` or a resume left behind."""
     warnings: list[str] = field(default_factory=list)
     warning_counts: dict[str, int] = field(default_factory=dict)
-    """How many warnings of each kind (oom, nan, resume, other) the run reported."""
+    """How many times each kind of trouble happened (see `warning_kind`: oom, nan, rollback, resume, early_stop,
+    disk_full, other)."""
     log: deque[LogLine] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
     """The latest event-log lines (steps excluded: the charts show them)."""
     log_count: int = 0
@@ -129,8 +159,6 @@ class RunState:
             self.updated = when
         kind = event.get("type")
         step = event.get("step")
-        if isinstance(step, int):
-            self.step = max(self.step, step) if kind == "step" else self.step
         if isinstance(event.get("total_steps"), int):
             self.total_steps = event["total_steps"]
         if kind != "step":
@@ -138,8 +166,8 @@ class RunState:
             if line is not None:
                 self.log.append(line)
                 self.log_count += 1
-                if line.level == "warning":
-                    which = warning_kind(event)
+                which = warning_kind(event)
+                if which is not None:
                     self.warning_counts[which] = self.warning_counts.get(which, 0) + 1
         if kind == "start":
             self.config = dict(event.get("config") or {})
@@ -147,7 +175,19 @@ class RunState:
             self.state = str(event.get("state", self.state))
             self.message = str(event.get("message", ""))
             self.output = event.get("output", self.output)
+        elif kind == "resume" and isinstance(step, int):
+            # training goes on from the checkpoint at `step`: the steps after it are done again, and the events
+            # they write replace the ones before (the checkpoints after it were discarded or are written again)
+            self._rewind(step + 1)
+            self.checkpoints = [(s, path) for s, path in self.checkpoints if s <= step]
+            self.step = step
+            if isinstance(when, (int, float)):
+                self.first_step = (step, when)  # the pace since the resume: the time lost before it is not a step's
         elif kind == "step" and isinstance(step, int):
+            if step <= self.step:  # done again without a resume event (a restart from the start): the last one counts
+                self._rewind(step)
+                self.first_step = None
+            self.step = step
             if self.first_step is None and isinstance(when, (int, float)):
                 self.first_step = (step, when)
             if event.get("loss") is not None:
@@ -159,8 +199,14 @@ class RunState:
             if event.get("epoch") is not None:
                 self.epoch = float(event["epoch"])
         elif kind == "eval" and isinstance(step, int) and event.get("loss") is not None:
+            if self.eval_loss and self.eval_loss[-1][0] >= step:  # evaluated again: the last one counts
+                self.eval_loss = [point for point in self.eval_loss if point[0] < step]
             self.eval_loss.append((step, float(event["loss"])))
         elif kind == "checkpoint" and isinstance(step, int):
+            removed = event.get("removed")
+            gone = {str(name) for name in removed} if isinstance(removed, list) else set()
+            self.checkpoints = [(s, path) for s, path in self.checkpoints
+                                if s != step and Path(path).name not in gone]
             self.checkpoints.append((step, str(event.get("path", ""))))
         elif kind == "warning":
             self.warnings.append(str(event.get("message", "")))
@@ -170,6 +216,13 @@ class RunState:
         elif kind == "compare":
             self.exact_match = (int(event.get("examples", 0)), int(event.get("exact_before", 0)),
                                 int(event.get("exact_after", 0)))
+
+    def _rewind(self, step: int) -> None:
+        """Forget the points at `step` and after: they are being done again."""
+        for name in ("train_loss", "learning_rate", "tokens_per_s", "eval_loss"):
+            points = getattr(self, name)
+            if points and points[-1][0] >= step:
+                setattr(self, name, [point for point in points if point[0] < step])
 
     def extend(self, events: list[dict[str, Any]]) -> RunState:
         for event in events:

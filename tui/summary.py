@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftc.tui.state import RunState, read_plan, read_state
-from ftc.tui.format import STATE_STYLES, duration, gib
+from ftc.tui.format import STATE_STYLES, duration, gib, trouble
 
 RUN_STYLES = {"completed": "green", "failed": "red", "stopped": "yellow"}
 
@@ -78,6 +78,8 @@ def run_summary(run_dir: Path) -> RenderableType:
     if state.exact_match:
         n, before, after = state.exact_match
         table.add_row("held-out exact match", f"{before}/{n} -> {after}/{n}")
+    if state.warning_counts:
+        table.add_row("trouble", Text(trouble(state.warning_counts), style="yellow"))
     if state.checkpoints:
         table.add_row("checkpoints", ", ".join(str(step) for step, _ in state.checkpoints))
     if state.output:
@@ -88,7 +90,7 @@ def run_summary(run_dir: Path) -> RenderableType:
     if warnings:
         shown = Text()
         for line in warnings[-20:]:
-            prefix = f"step {line.step}: " if line.step is not None else ""
+            prefix = f"step {line.step}: " if line.step is not None and not line.text.startswith("step") else ""
             shown.append(f"  {prefix}{line.text}\n", style="yellow" if line.level == "warning" else "red")
         parts.append(Text(f"{len(warnings)} warning(s) and error(s):", style="bold"))
         parts.append(shown)

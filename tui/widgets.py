@@ -11,7 +11,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from ftc.tui import chart
-from ftc.tui.format import STATE_STYLES, duration, gib
+from ftc.tui.format import STATE_STYLES, duration, gib, trouble
 from ftc.tui.memory import MemorySample
 from ftc.tui.state import RunState
 
@@ -56,12 +56,8 @@ def status_text(state: RunState, plan: dict[str, Any], run_name: str, *, now: fl
     if state.exact_match:
         n, before, after = state.exact_match
         text.append(f"exact match {before}/{n} -> {after}/{n}  ", style="bold green")
-    counts = state.warning_counts
-    if counts:
-        names = {"oom": ("OOM retry", "OOM retries"), "nan": ("NaN skip", "NaN skips"),
-                 "resume": ("resume", "resumes"), "other": ("warning", "warnings")}
-        parts = [f"{counts[k]} {names[k][counts[k] != 1]}" for k in names if counts.get(k)]
-        text.append(", ".join(parts), style="bold yellow")
+    if state.warning_counts:
+        text.append(trouble(state.warning_counts), style="bold yellow")
     text.rstrip()
     return text
 
@@ -100,7 +96,8 @@ def memory_text(sample: MemorySample | None, peak: int | None, plan: dict[str, A
 
 
 def checkpoints_text(state: RunState, run_dir: Path) -> Text:
-    """Checkpoints, newest first; ones the run has since deleted (save_total_limit) are dimmed."""
+    """The checkpoints the run keeps (RunState drops those it reported removed), newest first; one missing
+    from the disk all the same (deleted by hand, or the run folder was copied without them) is dimmed."""
     text = Text(no_wrap=True, overflow="ellipsis")
     if not state.checkpoints:
         text.append("none yet (press s to save one)", style="dim")
