@@ -171,5 +171,6 @@ trainer.save_model(str(partial))  # the adapter, in PEFT format
 tokenizer.save_pretrained(str(partial))  # with the chat template used in training
 replace_folder(partial, RUN_DIR / "final")
 check_saved_tokenizer(RUN_DIR / "final", data, settings, events)  # the saved tokenizer encodes an example as training did
-events.write("status", f"finished: final training loss {result.training_loss:.4f}; saved to {RUN_DIR / 'final'}",
-             state="completed", step=result.global_step, train_loss=result.training_loss, output=str(RUN_DIR / "final"))
+events.write("status", f"finished: training loss {result.training_loss:.4f} on average over the run; "
+             f"saved to {RUN_DIR / 'final'}", state="completed", step=result.global_step,
+             train_loss=result.training_loss, output=str(RUN_DIR / "final"))
