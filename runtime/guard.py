@@ -379,9 +379,9 @@ class RunGuard(TrainerCallback):  # type: ignore[misc]
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> bool:
+        ckpt.clean_partial(self.run_dir)  # after success too: TRL leaves its model card (README.md) there
         if error is None:
             return False
-        ckpt.clean_partial(self.run_dir)
         state = getattr(self.trainer, "state", None)
         step = getattr(state, "global_step", 0)
         last = ckpt.latest(self.run_dir)

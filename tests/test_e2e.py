@@ -44,6 +44,7 @@ def test_run_trains_and_saves(fmt: str, method: str, extra: str, tiny_model: Pat
     assert done.returncode == 0, done.stdout + done.stderr
     run = tmp_path / "runs/e2e/r1"
     assert {"spec.toml", "train.py", "plan.json", "events.jsonl", "train.log", "final"} <= {p.name for p in run.iterdir()}
+    assert not (run / "checkpoints.partial").exists() and not (run / "final.partial").exists()
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     steps = [e for e in events if e["type"] == "step"]
     assert [e["step"] for e in steps] == list(range(1, 31))
