@@ -318,6 +318,16 @@ def method_allows_checkpointing(spec: Spec, facts: Facts) -> Iterator[Finding]:
 
 
 @check
+def method_runs_on_device(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """Combinations that run but do not learn on this device."""
+    if spec.method.kind == "dora" and spec.method.quantization == "nf4" and spec.hardware.device == "cpu":
+        yield "method.quantize", ("DoRA on a 4-bit base does not learn on CPU with PEFT 0.21 + bitsandbytes 0.50 "
+                                  "(measured on SmolLM2-135M: validation loss 10.1 -> 10.05 while training loss "
+                                  "fell; PEFT's CPU dequantization of 4-bit weights, which DoRA's weight norm uses, "
+                                  "differs from bitsandbytes' own); on CPU use quantize = \"none\" or kind = \"qlora\"")
+
+
+@check
 def method_fits_architecture(spec: Spec, facts: Facts) -> Iterator[Finding]:
     """Target modules exist, layer counts fit the depth, and the method supports the architecture."""
     from ftc.compiler.catalog import IA3_DEFAULTS, LINEAR_MODULES

@@ -23,7 +23,6 @@ KINDS = {
     "qlora": ("r = 16\nalpha = 32\n", 5e-2),
     "lora8": ("r = 16\nalpha = 32\n", 5e-2),
     "dora": ("r = 16\nalpha = 32\n", 5e-2),
-    "dora-nf4": ("r = 16\nalpha = 32\nquantize = \"nf4\"\n", 5e-2),
     "rslora": ("r = 16\nalpha = 8\n", 5e-2),
     "pissa": ("r = 16\nalpha = 16\n", 1e-2),
     "loraplus": ("r = 16\nalpha = 32\nratio = 4\n", 2e-2),
@@ -34,7 +33,7 @@ KINDS = {
     "ia3-int8": ("quantize = \"int8\"\n", 1e-1),
     "llama_adapter": ("adapter_len = 8\nlayers = 2\n", 2e-1),
 }
-MERGEABLE = {"lora", "qlora", "lora8", "dora", "dora-nf4", "rslora", "pissa", "loraplus", "ia3", "ia3-int8"}
+MERGEABLE = {"lora", "qlora", "lora8", "dora", "rslora", "pissa", "loraplus", "ia3", "ia3-int8"}
 
 
 def _spec(kind: str, extra: str, lr: float, *, name: str = "m", steps: int = 24) -> str:
@@ -70,8 +69,6 @@ def _reload_without_ftc(run: Path, base: Path, kind: str):  # type: ignore[no-un
 
     quant = {"qlora": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                          bnb_4bit_compute_dtype=torch.float32),
-             "dora-nf4": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                            bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=torch.float32),
              "lora8": BitsAndBytesConfig(load_in_8bit=True), "ia3-int8": BitsAndBytesConfig(load_in_8bit=True)}
     kwargs = {"quantization_config": quant[kind], "device_map": "cpu"} if kind in quant else {}
     return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **kwargs), final)
@@ -117,7 +114,7 @@ def _check_merge(run: Path, adapted, tokenizer, kind: str, tmp_path: Path) -> No
     assert "largest logit difference from the model as trained" in done.stdout
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     assert not any("lora" in n or "ia3" in n for n, _ in merged.named_parameters())
-    if kind in ("qlora", "dora-nf4", "lora8", "ia3-int8"):
+    if kind in ("qlora", "lora8", "ia3-int8"):
         quant = BitsAndBytesConfig(load_in_8bit=True) if kind in ("lora8", "ia3-int8") else BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.float32)

@@ -148,7 +148,7 @@ def _method(workdir: Path, block: str) -> list[str]:
 def test_method_combinations_peft_cannot_run_are_refused_with_why(workdir: Path) -> None:
     found = _method(workdir, 'kind = "dora"\nquantize = "int8"')
     assert len(found) == 1 and "method: method.quantize = 'int8' cannot be combined with kind = 'dora'" in found[0]
-    assert "use \"nf4\" (QDoRA)" in found[0]
+    assert "use \"nf4\" (QDoRA, on CUDA) or \"none\"" in found[0]
     found = _method(workdir, 'kind = "pissa"\nquantize = "nf4"')
     assert len(found) == 1 and "PiSSA rewrites the base weights" in found[0]
     found = _method(workdir, 'kind = "llama_adapter"\nquantize = "nf4"')
@@ -197,3 +197,13 @@ def test_prefix_refuses_forced_checkpointing_and_plans_without(workdir: Path) ->
     (workdir / "s.toml").write_text(good().replace('kind = "lora"', 'kind = "prefix"').replace(
         "[hardware]", "[hardware]\nvram_gb = 1000"))
     assert compile_spec(workdir / "s.toml").plan["gradient_checkpointing"] is False
+
+
+def test_qdora_is_refused_on_cpu_with_the_measurement(workdir: Path) -> None:
+    found = _method(workdir, 'kind = "dora"\nquantize = "nf4"')
+    assert len(found) == 1 and found[0].startswith("s.toml:12: method.quantize: DoRA on a 4-bit base does not learn "
+                                                   "on CPU")
+    assert "validation loss 10.1 -> 10.05" in found[0] and 'kind = "qlora"' in found[0]
+    (workdir / "s.toml").write_text(good().replace('kind = "lora"', 'kind = "dora"\nquantize = "nf4"').replace(
+        'device = "cpu"', 'device = "cuda"\nvram_gb = 24'))
+    assert compile_spec(workdir / "s.toml").plan["quantization"] == "nf4"

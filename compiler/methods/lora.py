@@ -95,7 +95,7 @@ class Dora(Lora):
     int8_ok: ClassVar[bool] = False
 
     def _why_not_quantized(self) -> str:
-        return "PEFT 0.21's DoRA layer fails on an LLM.int8 base (its forward finds no weight scale); use \"nf4\" (QDoRA)"
+        return "PEFT 0.21's DoRA layer fails on an LLM.int8 base (its forward finds no weight scale); use \"nf4\" (QDoRA, on CUDA) or \"none\""
 
 
 class RsLora(Lora):
