@@ -109,8 +109,8 @@ def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointin
     m = spec.method
     targets = getattr(m, "target_modules", "all-linear")
     if m.kind == "ia3" and targets == "auto":
-        targets, feedforward = IA3_DEFAULTS.get(str(config.get("model_type")), (("k_proj", "v_proj", "down_proj"),
-                                                                                ("down_proj",)))
+        # PEFT's choice for the architecture; one ftc does not know is estimated with Llama's
+        targets, feedforward = IA3_DEFAULTS.get(str(config.get("model_type")), IA3_DEFAULTS["llama"])
     else:
         feedforward = getattr(m, "feedforward_modules", ())
     return RunShape(
@@ -283,6 +283,7 @@ def _method_settings(method: MethodBase, config: dict[str, Any] | None) -> dict[
                                  else f"derived: method.kind = {method.kind!r}"),
          "trainer": Setting(method.trainer, "derived: method.kind")}
     model_type = str(config.get("model_type")) if config else None
+    depth = config.get("num_hidden_layers") if config else None
     for key in type(method).model_fields:
         value = getattr(method, key)
         if key in ("kind", "quantize") or _QUANTIZED_ONLY.get(key, method.quantization) != method.quantization:
@@ -303,7 +304,6 @@ def _method_settings(method: MethodBase, config: dict[str, Any] | None) -> dict[
                 value, why = list(LINEAR_MODULES[model_type]), f"derived: every linear layer of a {model_type} block"
             else:
                 value, why = "all-linear", "derived: every linear layer but the head, found by PEFT at run time"
-        depth = config.get("num_hidden_layers") if config else None
         if key == "layers" and why == "default" and isinstance(depth, int) and value > depth:
             value, why = depth, f"default: {value}, capped at the model's {depth} blocks"
         if key == "feedforward_modules" and value == "auto":

@@ -58,20 +58,32 @@ def _events(run: Path) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
 
 
-def _reload_without_ftc(run: Path, base: Path, kind: str):  # type: ignore[no-untyped-def]
+def _quantized_base(base: Path, kind: str):  # type: ignore[no-untyped-def]
+    """The base loaded as the kind's train.py loads it: 4-bit NF4 (qlora), 8-bit (lora8, ia3-int8), or None."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    if kind == "qlora":
+        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                   bnb_4bit_compute_dtype=torch.float32)
+    elif kind in ("lora8", "ia3-int8"):
+        quant = BitsAndBytesConfig(load_in_8bit=True)
+    else:
+        return None
+    return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, quantization_config=quant, device_map="cpu")
+
+
+def _reload_without_ftc(run: Path, base: Path, kind: str):  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import AutoModelForCausalLM
 
     final = run / "final"
     if kind in ("full", "freeze", "linear_probe"):
         return AutoModelForCausalLM.from_pretrained(final)
     from peft import PeftModel
 
-    quant = {"qlora": BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                         bnb_4bit_compute_dtype=torch.float32),
-             "lora8": BitsAndBytesConfig(load_in_8bit=True), "ia3-int8": BitsAndBytesConfig(load_in_8bit=True)}
-    kwargs = {"quantization_config": quant[kind], "device_map": "cpu"} if kind in quant else {}
-    return PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, **kwargs), final)
+    model = _quantized_base(base, kind) or AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    return PeftModel.from_pretrained(model, final)
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -107,19 +119,16 @@ def _check_merge(run: Path, adapted, tokenizer, kind: str, tmp_path: Path) -> No
     adapter (the quantized kernels themselves round differently, which `ftc merge` reports)."""
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     done = run_ftc("merge", str(run), "--out", "merged", cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "largest logit difference from the model as trained" in done.stdout
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
     assert not any("lora" in n or "ia3" in n for n, _ in merged.named_parameters())
-    if kind in ("qlora", "lora8", "ia3-int8"):
-        quant = BitsAndBytesConfig(load_in_8bit=True) if kind in ("lora8", "ia3-int8") else BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.float32)
-        base = AutoModelForCausalLM.from_pretrained(tmp_path / "tiny", quantization_config=quant,
-                                                    device_map="cpu").dequantize()
+    quantized = _quantized_base(tmp_path / "tiny", kind)
+    if quantized is not None:
+        base = quantized.dequantize()
         base.is_loaded_in_4bit = base.is_loaded_in_8bit = False
         adapted = PeftModel.from_pretrained(base, run / "final")
     ids = tokenizer(["translate red", "the cat jumps over the lazy dog"], return_tensors="pt", padding=True)
