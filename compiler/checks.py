@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ftc.compiler.catalog import GPUS, find_gpu
-from ftc.compiler.errors import Problem, SpecError
+from ftc.core.errors import Problem, SpecError
 from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, model_facts
 from ftc.compiler.load import SpecSource, locate
 from ftc.compiler.tokens import TokenFacts, measure_data

@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from ftc.compiler.errors import TemplateError
+from ftc.core.errors import TemplateError
 from ftc.compiler.literal import lit
 from ftc.compiler.methods import METHODS
 from ftc.compiler.plan import Plan
@@ -100,7 +100,7 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
 _ONLY_FOR_METHOD: dict[str, tuple[str, ...]] = {  # config names whose setting key another method reads too
     "TRAIN_LAYERS": ("freeze", "linear_probe"), "ADAPTER_LAYERS": ("llama_adapter",),
 }
-# DataSettings field (ftc.runtime.datastage) = plan setting: train.py builds DataSettings from these
+# DataSettings field (ftc.core.data.stage) = plan setting: train.py builds DataSettings from these
 # CONFIG values and `ftc data` from the same plan settings (`data_settings`), so both see the same data.
 DATA_SETTINGS: tuple[tuple[str, str], ...] = (
     ("format", "data_format"), ("columns", "columns"), ("max_length", "max_length"), ("roles", "roles"),

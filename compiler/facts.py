@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ftc.compiler.catalog import BUNDLED, find_model
+from ftc.compiler.catalog import BUNDLED, bundled_config, find_model
 from ftc.compiler.estimate import can_estimate, dims, parameter_counts
 
 HUB_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -94,7 +94,7 @@ def model_facts(base: str, revision: str | None = None) -> ModelFacts:
         if importlib.util.find_spec(bundled.package) is None:  # located, never imported
             raise FactError("model.base", f"the bundled model {base!r} is not installed; install it with: "
                             f"{bundled.install}")
-        return ModelFacts(base, "bundled", dict(bundled.config), bundled.chat_template, "the bundled model's config")
+        return ModelFacts(base, "bundled", dict(bundled_config(base)), bundled.chat_template, "the bundled model's config")
     path = Path(base).expanduser()
     if path.is_dir():
         config = path / "config.json"

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ftc.compiler.errors import Problem, SpecError
+from ftc.core.errors import Problem, SpecError
 from ftc.compiler.methods import METHODS
 from ftc.compiler.spec import Spec
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ftc.compiler.catalog import IA3_DEFAULTS, LINEAR_MODULES, find_gpu
 from ftc.compiler.checks import Facts
-from ftc.compiler.errors import BudgetError
+from ftc.core.errors import BudgetError
 from ftc.compiler.estimate import Memory, RunShape, can_estimate, estimate_memory
 from ftc.compiler.literal import lit
 from ftc.compiler.methods import MethodBase

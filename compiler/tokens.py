@@ -3,7 +3,7 @@
 `ftc compile` measures the data's token lengths with the model's own tokenizer.json (the
 `tokenizers` library) and its chat template (rendered in a jinja2 sandbox configured like
 transformers' `apply_chat_template`), through the very functions train.py uses to map and encode
-rows (ftc.runtime.datastage, which is torch-free). The planner uses the lengths for
+rows (ftc.core.data.stage, which is torch-free). The planner uses the lengths for
 `max_length = "auto"` and for the sequence length of the memory estimate.
 """
 
@@ -37,7 +37,7 @@ class TokenFacts:
 
 
 class LightTokenizer:
-    """The slice of a transformers tokenizer that ftc.runtime.data uses, from tokenizer.json."""
+    """The slice of a transformers tokenizer that ftc.core.data.encode uses, from tokenizer.json."""
 
     def __init__(self, directory: Path) -> None:
         from tokenizers import Tokenizer
@@ -64,7 +64,7 @@ class LightTokenizer:
                             add_generation_prompt: bool = False) -> str:
         if self._compiled is None:
             if self.chat_template is None:
-                from ftc.runtime.data import CHATML_TEMPLATE
+                from ftc.core.data.encode import CHATML_TEMPLATE
 
                 self.chat_template = CHATML_TEMPLATE  # what train.py adds (ensure_chat_template)
             self._compiled = _environment().from_string(self.chat_template)
@@ -123,7 +123,7 @@ def tokenizer_dir(base: str, origin: str, revision: str | None) -> Path | None:
     if origin == "local":
         directory: Path | None = Path(base).expanduser()
     elif origin == "bundled":
-        from ftc.runtime.bundled import MARKER, cache_root
+        from ftc.core.bundled import MARKER, cache_root
 
         directory = cache_root() / "models" / base
         if not (directory / MARKER).is_file():
@@ -169,12 +169,12 @@ def read_rows(files: tuple[str, ...], loader: str | None, limit: int = MEASURE_R
 
 def measure_data(spec: Any, model: Any, data: Any,
                  mix: tuple[Any, ...]) -> tuple[TokenFacts | None, tuple[str, str] | None]:
-    """Run the data stage (ftc.runtime.datastage.prepare_data, as train.py does) on the first rows of
+    """Run the data stage (ftc.core.data.stage.prepare_data, as train.py does) on the first rows of
     the spec's local data files with the model's tokenizer: the token lengths of the kept examples,
     and the stage's error (unmappable roles, untrained examples, nothing left) as a message.
     (None, None) when the tokenizer or the files are not here."""
-    from ftc.runtime.data import DataError
-    from ftc.runtime.datastage import DataSettings, percentile, prepare_data
+    from ftc.core.data.encode import DataError
+    from ftc.core.data.stage import DataSettings, percentile, prepare_data
 
     directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
     sources = [f for f in (data, *mix) if f.kind == "files"]
@@ -192,7 +192,7 @@ def measure_data(spec: Any, model: Any, data: Any,
         return None, None
     d, c = spec.data, spec.data.clean
     if tokenizer.chat_template is None and d.format != "text" and d.template is None:
-        from ftc.runtime.data import chatml_missing_tokens
+        from ftc.core.data.encode import chatml_missing_tokens
 
         missing = chatml_missing_tokens(tokenizer)
         if missing:

@@ -2,7 +2,7 @@
 
 - checkpoints: the Trainer writes each one into RUN_DIR/checkpoints.partial/; the guard adds a manifest
   (versions, config, data fingerprint, seed, position, validation loss), flushes it and renames it into
-  RUN_DIR/checkpoints/, then keeps the last K and the best by validation loss (ftc.runtime.checkpoint);
+  RUN_DIR/checkpoints/, then keeps the last K and the best by validation loss (ftc.core.checkpoint);
 - stopping: Ctrl-C, SIGTERM or RUN_DIR/control/stop finish the current step, save a checkpoint and end
   with state "stopped" and how to resume; a second signal stops at once;
 - faults: out of memory, NaN/inf gradients (the on_nan policy), a full disk, early stopping on
@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from ftc.runtime import checkpoint as ckpt
-from ftc.runtime import control as control_files
-from ftc.runtime.events import EventLog
+from ftc.core import checkpoint as ckpt
+from ftc.core import control as control_files
+from ftc.core.events import EventLog
 from ftc.runtime.faults import Faults
 from ftc.runtime.trainer import _PrintingLog
 

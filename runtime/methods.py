@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftc.runtime.events import EventLog
+from ftc.core.events import EventLog
 
 
 class MethodError(Exception):

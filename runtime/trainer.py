@@ -8,7 +8,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from ftc.runtime.events import EventLog, describe
+from ftc.core.events import EventLog, describe
 
 
 class EventsCallback(TrainerCallback):  # type: ignore[misc]

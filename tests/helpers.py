@@ -62,5 +62,5 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:  # type: ignore[type-arg]
 def run_ftc(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the real `ftc` command line (a new process, as a user would)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "ftc.compiler.cli", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "ftc.cli.main", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ftc.runtime import bundled
+from ftc.core import bundled
 
 ALIAS = "smollm2-135m-instruct"
 
@@ -109,7 +109,7 @@ def test_second_call_is_fast_and_does_not_reconvert(
 def test_cache_hit_does_not_import_transformers(cache_env: Path) -> None:
     code = (
         "import sys\n"
-        "from ftc.runtime import bundled\n"
+        "from ftc.core import bundled\n"
         "before = {'torch', 'transformers'} & set(sys.modules)\n"
         f"bundled.model_path({ALIAS!r}, log=lambda m: sys.exit('reconverted: ' + m))\n"
         "after = {'torch', 'transformers'} & set(sys.modules)\n"

@@ -115,9 +115,9 @@ def test_tricky_facts() -> None:
 
 
 def test_smollm2_agrees_with_the_bundled_alias() -> None:
-    from ftc.compiler.catalog import BUNDLED
+    from ftc.compiler.catalog import bundled_config
 
-    assert BUNDLED["smollm2-135m-instruct"].config == MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert bundled_config("smollm2-135m-instruct") is MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"]
 
 
 @pytest.mark.parametrize("name", list(GPU_SPECS))

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ftc.runtime import checkpoint as ckpt
+from ftc.core import checkpoint as ckpt
 from ftc.runtime import faults
 
 
@@ -104,7 +104,7 @@ def test_resume_point_refuses_to_mix_runs(tmp_path: Path) -> None:
 def test_early_stopping_after_patience_evaluations(tmp_path: Path) -> None:
     import signal
 
-    from ftc.runtime.events import EventLog, read_events
+    from ftc.core.events import EventLog, read_events
     from ftc.runtime.guard import RunGuard
 
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -191,7 +191,7 @@ def test_replace_folder_over_an_older_one(tmp_path: Path) -> None:
 def test_library_versions_that_moved_since_a_checkpoint() -> None:
     from importlib.metadata import version
 
-    from ftc.runtime.launch import _versions_moved
+    from ftc.cli.supervise import _versions_moved
 
     torch_now = version("torch")
     assert _versions_moved({"torch": torch_now, "python": "2.7"}) == []

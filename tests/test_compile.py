@@ -13,7 +13,7 @@ import pytest
 from helpers import REPO, write_jsonl
 
 from ftc.compiler import compile_spec
-from ftc.compiler.cli import main
+from ftc.cli.main import main
 
 SPECS = sorted(p.relative_to(REPO) for p in (REPO / "specs").rglob("*.toml"))
 GOLDEN = REPO / "tests" / "golden"
@@ -96,7 +96,7 @@ def test_spec_strings_cannot_inject_code(hostile: str, tmp_path: Path, monkeypat
 
 
 def test_compile_never_imports_torch() -> None:
-    code = ("import sys, time; t = time.perf_counter(); from ftc.compiler.cli import main; "
+    code = ("import sys, time; t = time.perf_counter(); from ftc.cli.main import main; "
             "code = main(['compile', 'specs/demo.toml', '--check']); "
             "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'numpy') if m in sys.modules); "
             "import json; print(json.dumps([heavy, time.perf_counter() - t]))")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ftc.runtime import control
+from ftc.core import control
 
 
 def test_request_then_take_once(tmp_path):

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ftc.runtime.data import IGNORE, DataError, encode_chat, encode_text
+from ftc.core.data.encode import IGNORE, DataError, encode_chat, encode_text
 
 
 def trained_text(tokenizer: Any, encoded: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import pytest
 from helpers import write_jsonl
 
 from ftc.compiler import SpecError, compile_spec
-from ftc.compiler.cli import main
+from ftc.cli.main import main
 
 
 def spec_text(data: str, fmt: str, extra: str = "", model: str = "tiny") -> str:
@@ -60,8 +60,8 @@ def test_ftc_data_renders_trained_and_masked_tokens(workdir: Path, capsys: pytes
 
 
 def test_rendered_styles_mark_exactly_the_trained_tokens(tiny_tokenizer: Any) -> None:
-    from ftc.runtime.datashow import MASKED_STYLE, TRAINED_STYLE, render_example
-    from ftc.runtime.datastage import DataSettings, prepare_data
+    from ftc.cli.datashow import MASKED_STYLE, TRAINED_STYLE, render_example
+    from ftc.core.data.stage import DataSettings, prepare_data
 
     rows = [{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}]}]
     item = prepare_data(rows, tiny_tokenizer, DataSettings("chat", {}, 64)).train[0]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from helpers import run_ftc, write_jsonl
 
-from ftc.runtime.datastage import DataSettings, prepare_data
+from ftc.core.data.stage import DataSettings, prepare_data
 
 
 def test_packed_examples_attend_only_to_themselves(tiny_model: Path, tiny_tokenizer: Any) -> None:
@@ -77,7 +77,7 @@ def test_padding_free_batches_train(tiny_model: Path, tmp_path: Path, monkeypatc
             'kind = "full"\n[train]\nmax_steps = 20\nbatch_size = 4\nlearning_rate = 3e-3\nlogging_steps = 1\n'
             'warmup = 0\n[hardware]\ndevice = "cpu"\n')
     (tmp_path / "s.toml").write_text(spec)
-    from ftc.compiler.cli import main
+    from ftc.cli.main import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["data", "s.toml", "--json"]) == 0

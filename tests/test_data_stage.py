@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from ftc.runtime.data import IGNORE, DataError
-from ftc.runtime.clean import near_duplicates
-from ftc.runtime.datastage import DataSettings, packed_rows, padding, percentile, prepare_data
+from ftc.core.data.encode import IGNORE, DataError
+from ftc.core.data.clean import near_duplicates
+from ftc.core.data.stage import DataSettings, packed_rows, padding, percentile, prepare_data
 
 SYSTEM_CHAT = [
     {"role": "system", "content": "be brief"},
@@ -220,7 +220,7 @@ def test_mixed_sources_are_weighted_after_cleaning_and_split(tiny_tokenizer: Any
 
 def test_text_files_are_one_row_per_line(tmp_path: Path) -> None:
     from ftc.compiler.facts import data_facts
-    from ftc.runtime.datastage import load_rows
+    from ftc.core.data.stage import load_rows
 
     (tmp_path / "a.txt").write_text("first line\nsecond line\n", encoding="utf-8")
     facts = data_facts(str(tmp_path / "a.txt"))
@@ -229,7 +229,7 @@ def test_text_files_are_one_row_per_line(tmp_path: Path) -> None:
 
 
 def test_unreadable_rows_are_reported_with_the_file(tmp_path: Path) -> None:
-    from ftc.runtime.datastage import load_rows
+    from ftc.core.data.stage import load_rows
 
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"bad.jsonl: cannot be read as json data"):
@@ -245,7 +245,7 @@ class _Events:
 
 
 def test_saved_tokenizer_is_checked_against_training(tiny_tokenizer: Any, tmp_path: Path) -> None:
-    from ftc.runtime.datastage import check_saved_tokenizer
+    from ftc.core.data.stage import check_saved_tokenizer
 
     rows = [{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}]}]
     settings = DataSettings("chat", {}, 64)
@@ -267,7 +267,7 @@ def test_saved_tokenizer_is_checked_against_training(tiny_tokenizer: Any, tmp_pa
 def test_saved_dataset_directories_load_with_their_split(tmp_path: Path) -> None:
     from datasets import Dataset, DatasetDict
 
-    from ftc.runtime.datastage import load_rows
+    from ftc.core.data.stage import load_rows
 
     rows = [{"text": "a"}, {"text": "b"}]
     Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))

@@ -14,7 +14,7 @@ from helpers import write_jsonl
 
 from ftc.compiler import SpecError, compile_spec
 from ftc.compiler.tokens import LightTokenizer
-from ftc.runtime.datastage import DataSettings, encode_example, to_example
+from ftc.core.data.stage import DataSettings, encode_example, to_example
 
 ROWS = [
     ("chat", {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one two"},
@@ -37,7 +37,7 @@ def test_light_tokenizer_encodes_like_transformers(tiny_model: Path, tiny_tokeni
 
 def test_light_tokenizer_matches_the_bundled_model(tmp_path: Path) -> None:
     """The real SmolLM2 tokenizer and chat template (its system-prompt default included), when converted here."""
-    from ftc.runtime.bundled import MARKER, cache_root
+    from ftc.core.bundled import MARKER, cache_root
 
     directory = cache_root() / "models" / "smollm2-135m-instruct"
     if not (directory / MARKER).is_file():
@@ -124,7 +124,7 @@ def test_chatml_is_refused_when_its_markers_are_not_tokens(workdir: Path) -> Non
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from ftc.runtime.data import DataError, ensure_chat_template
+    from ftc.core.data.encode import DataError, ensure_chat_template
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

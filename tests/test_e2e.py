@@ -121,7 +121,7 @@ def test_failed_run_says_why_and_where(tiny_model: Path, tmp_path: Path) -> None
 def test_control_file_requests_a_checkpoint(tiny_model: Path, tmp_path: Path) -> None:
     """A request made before the first step is acted on after it: a checkpoint at step 1, outside the
     planned every-2-steps schedule of a 10-step run."""
-    from ftc.runtime import control
+    from ftc.core import control
 
     shutil.copytree(tiny_model, tmp_path / "tiny")
     write_jsonl(tmp_path / "d.jsonl", DATA["text"])

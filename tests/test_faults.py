@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from ftc.runtime.events import EventLog, read_events
+from ftc.core.events import EventLog, read_events
 
 
 def _guard(tmp_path: Path, **kwargs: Any) -> Any:
@@ -65,7 +65,7 @@ def test_skip_leaves_the_weights_untouched_then_stops(tmp_path: Path) -> None:
 
 
 def test_rollback_asks_for_one_until_the_limit(tmp_path: Path) -> None:
-    from ftc.runtime import checkpoint as ckpt
+    from ftc.core import checkpoint as ckpt
     from ftc.runtime.guard import MAX_ROLLBACKS, NonFiniteSteps
 
     guard, model = _guard(tmp_path, on_nan="rollback", nan_patience=1), _model()
@@ -102,7 +102,7 @@ def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
 
 
 def test_a_stop_file_saves_then_stops(tmp_path: Path) -> None:
-    from ftc.runtime import control
+    from ftc.core import control
 
     guard = _guard(tmp_path)
     control.request(tmp_path, "stop")

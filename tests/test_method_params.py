@@ -32,7 +32,7 @@ def _build(kind: str, fields: dict, tiny_model: Path):  # type: ignore[no-untype
                       PromptTuningConfig, get_peft_model)
     from transformers import AutoModelForCausalLM
 
-    from ftc.runtime.events import EventLog
+    from ftc.core.events import EventLog
     from ftc.runtime.methods import freeze_except
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model)

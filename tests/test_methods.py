@@ -149,7 +149,7 @@ def test_named_adapters_load_side_by_side_and_switch(tiny_model: Path, tmp_path:
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Two tasks, two named adapters on one base: `ftc generate` and the Python API switch by name,
     and each adapter answers as it did at the end of its own training."""
-    from ftc.runtime.adapters import load_adapters
+    from ftc.cli.adapters import load_adapters
     from ftc.runtime.trainer import generate_answers
 
     upper = _train(tmp_path, tiny_model, "lora", 'r = 16\nalpha = 32\nadapter_name = "upper"\n', 5e-2, name="up")

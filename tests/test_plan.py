@@ -14,7 +14,7 @@ from helpers import write_jsonl
 
 from ftc.compiler import compile_spec
 from ftc.compiler.catalog_data import MODELS
-from ftc.compiler.errors import BudgetError
+from ftc.core.errors import BudgetError
 from ftc.compiler.plan import SAFETY_MARGIN
 
 
@@ -81,7 +81,7 @@ def test_plan_json_offline_and_fast(workdir: Path) -> None:
     (workdir / "s.toml").write_text(spec_text("meta-llama/Llama-2-70b-hf", "qlora", 'gpu = "H100"',
                                               max_length=512))
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "ftc.compiler.cli", "plan", "s.toml", "--json"], cwd=workdir,
+    out = subprocess.run([sys.executable, "-m", "ftc.cli.main", "plan", "s.toml", "--json"], cwd=workdir,
                          capture_output=True, text=True, check=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
     elapsed = time.perf_counter() - started
     plan = json.loads(out.stdout)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from helpers import run_ftc, write_jsonl
 
-from ftc.runtime import checkpoint as ckpt
+from ftc.core import checkpoint as ckpt
 
 WORDS = "red green blue yellow black white cat dog".split()
 ROWS = [{"q": f"translate {w} {i}", "a": w.upper()} for i in range(4) for w in WORDS]  # 32 rows: 24 train, 8 val
@@ -246,7 +246,7 @@ def test_kill_9_at_random_steps_then_resume(reference: dict, tiny_model: Path, t
 
 
 def _start(root: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "ftc.compiler.cli", "run", "s.toml", "--run-dir", "r", "--no-tui"],
+    return subprocess.Popen([sys.executable, "-m", "ftc.cli.main", "run", "s.toml", "--run-dir", "r", "--no-tui"],
                             cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import write_jsonl
 
 from ftc.compiler import SpecError, compile_spec
-from ftc.compiler.cli import main
+from ftc.cli.main import main
 
 GOOD = """\
 name = "t"

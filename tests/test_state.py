@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ftc.runtime.events import EventLog, EventTail
+from ftc.core.events import EventLog, EventTail
 from ftc.tui.state import RunState, read_state
 
 
@@ -72,7 +72,7 @@ def test_large_run_reads_incrementally(tmp_path: Path) -> None:
 
 
 def test_ftc_runs_lists_runs(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from ftc.compiler.cli import main
+    from ftc.cli.main import main
 
     monkeypatch.setenv("COLUMNS", "160")  # rich reads the width from here when there is no terminal
     for name, state in (("demo/a", "completed"), ("demo/[red]b", "failed")):

@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 from tui_fixtures import RUNS, crashed, healthy, troubled, write_run
 
-from ftc.runtime.events import read_events
+from ftc.core.events import read_events
 from ftc.tui import chart
 from ftc.tui.format import gib
 from ftc.tui.memory import MemorySampler, find_training_process, rss_bytes
@@ -224,7 +224,7 @@ def test_summary_of_a_crashed_run(tmp_path: Path) -> None:
 
 
 def test_ftc_monitor_without_a_terminal(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from ftc.compiler.cli import main
+    from ftc.cli.main import main
 
     monkeypatch.setenv("COLUMNS", "160")
     assert main(["monitor", str(RUNS / "troubled")]) == 0
@@ -241,7 +241,7 @@ def test_ftc_monitor_without_a_terminal(tmp_path: Path, capsys, monkeypatch) -> 
 
 
 def test_compiler_import_does_not_load_textual() -> None:
-    code = "import sys, ftc.compiler.cli; sys.exit('textual' in sys.modules)"
+    code = "import sys, ftc.cli.main; sys.exit('textual' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

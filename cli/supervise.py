@@ -23,14 +23,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ftc.compiler.compile import CompileResult, compile_spec
-from ftc.compiler.errors import RunError
-from ftc.runtime import checkpoint as ckpt
+from ftc.core.errors import RunError
+from ftc.core import checkpoint as ckpt
 from ftc.runtime import faults
-from ftc.runtime.events import EventLog, EventTail, read_events
+from ftc.core.events import EventLog, EventTail, read_events
 
 
 # Errors the runtime helpers raise with a message for the user; their traceback is noise.
-KNOWN_ERRORS = ("ftc.runtime.data.DataError: ", "ftc.runtime.bundled.BundledModelError: ",
+KNOWN_ERRORS = ("ftc.core.data.encode.DataError: ", "ftc.core.bundled.BundledModelError: ",
                 "ftc.runtime.methods.MethodError: ", "ftc.runtime.guard.GuardError: ")
 # Plan settings a resumed run may change: they do not alter what the remaining steps compute (the
 # micro-batch split keeps the effective batch) or they only change reporting.

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftc.runtime.data import ensure_chat_template
-from ftc.runtime.datastage import DROP_REASONS, DataSettings, Encoded, Prepared, load_rows, prepare_data
+from ftc.core.data.encode import ensure_chat_template
+from ftc.core.data.stage import DROP_REASONS, DataSettings, Encoded, Prepared, load_rows, prepare_data
 
 TRAINED_STYLE, MASKED_STYLE = "bold green", "dim"
 
@@ -23,7 +23,7 @@ def load_tokenizer(base: str, origin: str, revision: str | None, trust_remote_co
 
     path: str | Path = base
     if origin == "bundled":
-        from ftc.runtime.bundled import model_path
+        from ftc.core.bundled import model_path
 
         path = model_path(base, log=lambda line: print(line, file=sys.stderr))  # stdout may be --json
     return AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ftc.compiler.errors import FtcError, SpecError
+from ftc.core.errors import FtcError, SpecError
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -81,11 +81,11 @@ def _data(args: argparse.Namespace) -> int:
 
     from ftc.compiler.compile import compile_spec
     from ftc.compiler.emit import data_settings
-    from ftc.compiler.errors import DataProblem
+    from ftc.core.errors import DataProblem
 
     result = compile_spec(args.spec, args.out)
-    from ftc.runtime.data import DataError
-    from ftc.runtime.datashow import run_stage, show, stats_json
+    from ftc.core.data.encode import DataError
+    from ftc.cli.datashow import run_stage, show, stats_json
 
     assert result.facts.model is not None
     report_dir = result.out_dir / "data"
@@ -111,7 +111,7 @@ def _interactive(args: argparse.Namespace) -> bool:
 
 
 def _run_dir(path: str) -> Path:
-    from ftc.compiler.errors import RunError
+    from ftc.core.errors import RunError
 
     run_dir = Path(path)
     if not (run_dir / "events.jsonl").is_file():
@@ -161,14 +161,14 @@ def _monitor(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ftc.runtime.launch import run_spec
+    from ftc.cli.supervise import run_spec
 
     return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui, fresh=args.fresh,
                     resume_anyway=args.resume_anyway)
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from ftc.runtime.adapters import merge_run
+    from ftc.cli.adapters import merge_run
 
     print(f"merging the adapter of {args.run_dir} into its base ...", flush=True)
     out, difference = merge_run(args.run_dir, args.out)
@@ -182,7 +182,7 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from ftc.runtime.adapters import load_adapters
+    from ftc.cli.adapters import load_adapters
     from ftc.runtime.trainer import generate_answers
 
     model, tokenizer = load_adapters(args.run_dirs)
@@ -190,7 +190,7 @@ def _generate(args: argparse.Namespace) -> int:
     chosen = names if args.adapter is None else [args.adapter]
     for name in chosen:
         if name not in names:
-            from ftc.compiler.errors import RunError
+            from ftc.core.errors import RunError
 
             raise RunError(f"no adapter named {name!r}; loaded: {', '.join(names)}")
         model.set_adapter(name)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.runtime.clean import near_duplicates
-from ftc.runtime.data import DataError, encode_chat, encode_prompt, encode_text
+from ftc.core.data.clean import near_duplicates
+from ftc.core.data.encode import DataError, encode_chat, encode_prompt, encode_text
 
 # Role names seen in the wild, mapped onto the chat template's three roles. `[data.roles]` adds to
 # (and overrides) these. ShareGPT uses human/gpt; some sets use bot, model or chatgpt.
