@@ -184,6 +184,17 @@ def data_options_fit_the_format(spec: Spec, facts: Facts) -> Iterator[Finding]:
 
 
 @check
+def max_length_fits_the_context(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """A row longer than the model's context has positions it was never trained on (or cannot embed)."""
+    config = facts.model.config if facts.model else None
+    context = config.get("max_position_embeddings") if config else None
+    length = spec.data.max_length
+    if isinstance(length, int) and isinstance(context, int) and not isinstance(context, bool) and length > context:
+        yield "data.max_length", (f"{length} is above the model's context of {context} tokens "
+                                  f"(max_position_embeddings); set max_length to at most {context}, or \"auto\"")
+
+
+@check
 def data_not_empty(spec: Spec, facts: Facts) -> Iterator[Finding]:
     """A data source with no rows cannot train."""
     if facts.data is not None and facts.data.rows == 0:

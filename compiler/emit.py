@@ -27,79 +27,9 @@ try:  # installed as a wheel: templates are the ftc.templates package
 except ImportError:  # pragma: no cover
     pass
 
-# (CONFIG name in train.py, plan setting): the config block, in reading order.
-CONFIG_LINES: tuple[tuple[str, str], ...] = (
-    ("BASE_MODEL", "base_model"),
-    ("REVISION", "revision"),
-    ("TRUST_REMOTE_CODE", "trust_remote_code"),
-    ("DATA_SOURCE", "data_source"),
-    ("DATA_LOADER", "data_loader"),
-    ("DATA_FILES", "data_files"),
-    ("DATA_SPLIT", "data_split"),
-    ("VALIDATION", "validation"),
-    ("VALIDATION_LOADER", "validation_loader"),
-    ("MAX_LENGTH", "max_length"),
-    ("DATA_FORMAT", "data_format"),
-    ("COLUMNS", "columns"),
-    ("ROLES", "roles"),
-    ("TRAIN_ON", "train_on"),
-    ("PROMPT_TEMPLATE", "template"),
-    ("DEDUP", "dedup"),
-    ("NEAR_DEDUP", "near_dedup"),
-    ("MIN_TOKENS", "min_tokens"),
-    ("MAX_TOKENS", "max_tokens"),
-    ("UNTRAINED", "untrained"),
-    ("PACKING", "packing"),
-    ("PADDING_FREE", "padding_free"),
-    ("MIX", "mix"),
-    ("LOAD_DTYPE", "load_dtype"),
-    ("DOUBLE_QUANT", "double_quant"),
-    ("INT8_THRESHOLD", "int8_threshold"),
-    ("TRAIN_LAYERS", "layers"),
-    ("TRAIN_MODULES", "modules"),
-    ("TRAIN_HEAD", "head"),
-    ("LORA_R", "r"),
-    ("LORA_ALPHA", "alpha"),
-    ("LORA_DROPOUT", "dropout"),
-    ("TARGET_MODULES", "target_modules"),
-    ("FEEDFORWARD_MODULES", "feedforward_modules"),
-    ("PISSA_SVD_ITERS", "svd_iters"),
-    ("LORAPLUS_RATIO", "ratio"),
-    ("VIRTUAL_TOKENS", "virtual_tokens"),
-    ("PREFIX_PROJECTION", "projection"),
-    ("PROMPT_ENCODER", "encoder"),
-    ("ENCODER_HIDDEN_SIZE", "encoder_hidden_size"),
-    ("PROMPT_INIT_TEXT", "init_text"),
-    ("ADAPTER_LEN", "adapter_len"),
-    ("ADAPTER_LAYERS", "layers"),
-    ("ADAPTER_NAME", "adapter_name"),
-    ("PRECISION", "precision"),
-    ("EPOCHS", "epochs"),
-    ("MAX_STEPS", "max_steps"),
-    ("LEARNING_RATE", "learning_rate"),
-    ("BATCH_SIZE", "batch_size"),
-    ("MICRO_BATCH_SIZE", "micro_batch_size"),
-    ("GRAD_ACCUM", "grad_accum"),
-    ("GRADIENT_CHECKPOINTING", "gradient_checkpointing"),
-    ("OPTIMIZER", "optimizer"),
-    ("SCHEDULER", "scheduler"),
-    ("WARMUP", "warmup"),
-    ("WEIGHT_DECAY", "weight_decay"),
-    ("MAX_GRAD_NORM", "max_grad_norm"),
-    ("SEED", "seed"),
-    ("LOGGING_STEPS", "logging_steps"),
-    ("EVAL_STEPS", "eval_steps"),
-    ("SAVE_STEPS", "save_steps"),
-    ("KEEP_CHECKPOINTS", "keep_checkpoints"),
-    ("ON_NAN", "on_nan"),
-    ("NAN_PATIENCE", "nan_patience"),
-    ("EARLY_STOPPING_PATIENCE", "early_stopping_patience"),
-    ("COMPARE", "compare"),
-    ("MAX_NEW_TOKENS", "max_new_tokens"),
-)
-_ONLY_FOR_METHOD: dict[str, tuple[str, ...]] = {  # config names whose setting key another method reads too
-    "TRAIN_LAYERS": ("freeze", "linear_probe"), "ADAPTER_LAYERS": ("llama_adapter",),
-}
+SECTION_TITLES = {"model": "model", "data": "data", "method": "method", "hardware": "hardware and precision",
+                  "optim": "optimization", "run": "run policy (a resumed run may change these)"}
+"""The headings of train.py's CONFIG groups, one per Plan section."""
 # DataSettings field (ftc.core.data.stage) = plan setting: train.py builds DataSettings from these
 # CONFIG values and `ftc data` from the same plan settings (`data_settings`), so both see the same data.
 DATA_SETTINGS: tuple[tuple[str, str], ...] = (
@@ -108,20 +38,10 @@ DATA_SETTINGS: tuple[tuple[str, str], ...] = (
     ("dedup", "dedup"), ("near_dedup", "near_dedup"), ("min_tokens", "min_tokens"), ("max_tokens", "max_tokens"),
     ("untrained", "untrained"),
 )
-# Left out of CONFIG when they hold the default that DataSettings has anyway (the script stays short).
-_OMIT_WHEN: dict[str, object] = {"roles": {}, "mix": [], "template": None, "padding_free": False, "near_dedup": None, "max_tokens": None,
-                                 "min_tokens": 0}
-
-
 def data_settings(plan: Plan) -> dict[str, Any]:
     """DataSettings keyword arguments of a plan, exactly those train.py passes."""
-    names = {key: name for name, key in _config_lines(plan)}
+    names = {e.key for e in plan.config_entries()}
     return {field: plan[key] for field, key in DATA_SETTINGS if key in names}
-
-
-_ONLY_FOR_DATA: dict[str, tuple[str, ...]] = {  # settings that only one kind of data source reads
-    "data_source": ("saved", "hub"), "data_split": ("saved", "hub"), "data_loader": ("files",), "data_files": ("files",),
-}
 
 
 def comment(text: str) -> str:
@@ -156,27 +76,13 @@ class _Values:
             raise AttributeError(key) from None
 
 
-def _config_lines(plan: Plan) -> list[tuple[str, str]]:
-    lines = []
-    for name, key in CONFIG_LINES:
-        if key not in plan.settings:
-            continue
-        if key in _ONLY_FOR_DATA and plan["data_kind"] not in _ONLY_FOR_DATA[key]:
-            continue
-        if name in _ONLY_FOR_METHOD and plan.method not in _ONLY_FOR_METHOD[name]:
-            continue
-        if key in _OMIT_WHEN and plan[key] == _OMIT_WHEN[key]:
-            continue
-        if key == "train_on" and plan["data_format"] == "text":  # text trains every token
-            continue
-        if key in ("eval_steps", "early_stopping_patience") and plan[key] is None:
-            continue
-        if key in ("compare", "max_new_tokens") and not plan["compare"]:
-            continue
-        if key == "max_steps" and plan[key] == -1 or key == "epochs" and plan[key] is None:
-            continue
-        lines.append((name, key))
-    return lines
+def _config_groups(plan: Plan) -> list[tuple[str, list[tuple[str, str]]]]:
+    """train.py's CONFIG block: (heading, [(CONFIG name, plan key)]) per section, in reading order."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for entry in plan.config_entries():
+        assert entry.meta.config is not None
+        groups.setdefault(entry.section, []).append((entry.meta.config, entry.key))
+    return [(SECTION_TITLES[section], lines) for section, lines in groups.items()]
 
 
 def _environment() -> jinja2.Environment:
@@ -200,9 +106,9 @@ def _import_line(module: str, names: list[str]) -> str:
 
 def _imports(plan: Plan) -> list[str]:
     """The import lines of train.py: only what this plan's code calls."""
-    method = METHODS[plan.method]
+    method = METHODS[plan.kind]
     peft = {"lora": ["LoraConfig"], "prompt": [{"prefix": "PrefixTuningConfig", "ptuning": "PromptEncoderConfig",
-                                                  "prompt": "PromptTuningConfig"}.get(plan.method, "")],
+                                                  "prompt": "PromptTuningConfig"}.get(plan.kind, "")],
             "ia3": ["IA3Config"], "llama_adapter": ["AdaptionPromptConfig"]}.get(method.template, [])
     if peft:
         peft.append("get_peft_model")
@@ -217,7 +123,7 @@ def _imports(plan: Plan) -> list[str]:
     lines = ["import torch"]
     if peft:
         lines.append(_import_line("peft", peft))
-    if plan.method == "loraplus":
+    if plan.kind == "loraplus":
         lines.append("from peft.optimizers import create_loraplus_optimizer")
     lines.append(_import_line("transformers", sorted(transformers, key=lambda n: (n[0].islower(), n))))
     if method.trainer == "sft":
@@ -227,7 +133,8 @@ def _imports(plan: Plan) -> list[str]:
 
 def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str, origin: str) -> str:
     """train.py for a plan."""
-    lines = _config_lines(plan)
+    groups = _config_groups(plan)
+    lines = [line for _, group in groups for line in group]
     # comments line up, except beside the odd long value (a module list), which would push all of them right
     width = max(n for n in (len(f"{name} = {lit(plan[key])}") for name, key in lines) if n <= 48)
 
@@ -235,14 +142,14 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
         code = f"{name} = {lit(plan[key])}"
         return f"{code.ljust(width)}  # {comment(plan.settings[key].why)}"
 
-    method = METHODS[plan.method]
-    values = _Values(plan, {"origin": origin, "method": plan.method})
+    method = METHODS[plan.kind]
+    values = _Values(plan, {"origin": origin, "method": plan.kind})
     device_map = '"cpu"' if plan["device"] == "cpu" else '{"": torch.cuda.current_device()}'
     try:
         return _environment().get_template("train.py.j2").render(
             plan=values,
             plan_template=plan.template,
-            config_lines=lines,
+            config_groups=groups,
             setting=setting,
             version=version,
             spec_path=spec_path,
@@ -272,10 +179,12 @@ def render_plan_md(plan: Plan, *, spec_path: str) -> str:
         out.append("")
     if plan.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in plan.notes] + [""]
-    out += ["## Settings", "", "| setting | value | why |", "|---|---|---|"]
-    for key, s in plan.settings.items():
-        value = lit(s.value).replace("|", "\\|")
-        out.append(f"| {key} | `{value}` | {s.why.replace('|', '/')} |")
+    out += ["## Settings"]
+    for section, title in SECTION_TITLES.items():
+        out += ["", f"### {title}", "", "| setting | value | why |", "|---|---|---|"]
+        for entry in (e for e in plan.entries() if e.section == section):
+            value = lit(entry.setting.value).replace("|", "\\|")
+            out.append(f"| {entry.key} | `{value}` | {entry.setting.why.replace('|', '/')} |")
     return "\n".join(out) + "\n"
 
 

@@ -100,3 +100,36 @@ def test_eight_bit_adamw_only_when_fp32_states_do_not_fit(workdir: Path) -> None
     assert tight["optimizer"] == "adamw_bnb_8bit"
     assert "fp32 AdamW states do not fit" in tight.settings["optimizer"].why
     assert tight.memory is not None and tight.memory.total <= 24 * 2**30 * (1 - SAFETY_MARGIN)
+
+
+def test_config_block_is_the_plan_metadata_grouped_by_section(workdir: Path) -> None:
+    """train.py's CONFIG holds exactly the settings whose metadata names a CONFIG entry (and whose `when`
+    holds), under one heading per section, in the plan's order."""
+    result = compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B", train="max_steps = 7"))
+    plan, script = result.plan, result.emitted.files["train.py"]
+    block = script.split("# ---------------------------------------------------------------------------- config")[1]
+    block = block.split("CONFIG = ")[0]
+    names = [line.split(" = ")[0] for line in block.splitlines() if " = " in line]
+    assert names == [e.meta.config for e in plan.config_entries()]
+    assert "MAX_STEPS" in names and "EPOCHS" not in names  # `when`: epochs do not apply under max_steps
+    assert "LORA_R" in names and "TRAIN_LAYERS" not in names  # the method's own knobs only
+    headings = [line for line in block.splitlines() if line.startswith("# ")]
+    assert headings[:3] == ["# model", "# data", "# method"]
+
+
+def test_resume_policy_and_monitor_read_the_metadata(workdir: Path) -> None:
+    plan = compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B")).plan
+    assert {"micro_batch_size", "grad_accum", "gradient_checkpointing", "logging_steps", "budget_gib"} <= plan.resumable()
+    assert not {"learning_rate", "batch_size", "max_length", "r", "base_model"} & plan.resumable()
+    shown = plan.to_json()["key_settings"]
+    assert list(shown)[:3] == ["method", "learning_rate", "batch_size"] and shown["r"] == "r"
+    assert set(shown) <= set(plan.settings)
+
+
+def test_max_length_above_the_model_context_is_a_spec_error(workdir: Path) -> None:
+    from ftc.compiler import SpecError
+
+    context = MODELS["Qwen/Qwen2.5-0.5B"]["max_position_embeddings"]
+    with pytest.raises(SpecError, match=rf"data.max_length: {context + 1} is above the model's context of {context}"):
+        compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B", max_length=context + 1))
+    assert compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B", max_length=context)).plan["max_length"] == context

@@ -112,15 +112,6 @@ def checkpoints_text(state: RunState, run_dir: Path) -> Text:
     return text
 
 
-KEY_SETTINGS = (  # most looked-at first: a small terminal shows the top of the list
-    ("method", "method"), ("learning_rate", "lr"), ("batch_size", "batch"), ("micro_batch_size", "micro-batch"),
-    ("grad_accum", "accumulation"), ("precision", "precision"), ("total_steps", "steps"), ("epochs", "epochs"),
-    ("r", "r"), ("alpha", "alpha"), ("quantization", "quantization"), ("gradient_checkpointing", "grad ckpt"),
-    ("max_length", "max length"), ("scheduler", "schedule"), ("optimizer", "optimizer"), ("device", "device"),
-    ("data_format", "data"),
-)
-
-
 def plan_text(plan: dict[str, Any]) -> Text:
     """The plan's settings a person checks first, one `name value` per line."""
     settings = plan.get("settings") or {}
@@ -128,7 +119,11 @@ def plan_text(plan: dict[str, Any]) -> Text:
     if not settings:
         text.append("no plan.json in the run directory", style="dim")
         return text
-    rows = [(label, settings[key]) for key, label in KEY_SETTINGS if settings.get(key) is not None]
+    # plan.json names the settings to show first (the compiler's metadata); a plan.json written before
+    # ftc recorded them shows its plain values in plan order
+    labels = plan.get("key_settings") if isinstance(plan.get("key_settings"), dict) else {
+        key: key for key, value in settings.items() if isinstance(value, (str, int, float))}
+    rows = [(str(label), settings[key]) for key, label in labels.items() if settings.get(key) is not None]
     for i, (label, value) in enumerate(rows):
         if i:
             text.append("\n")

@@ -57,6 +57,7 @@ class LlamaAdapter(MethodBase):
     adapter_name: str | None = AdapterName
     """Name of the adapter (default: PEFT's "default"); a named adapter is saved in `final/<name>/`."""
 
+    CONFIG_NAMES: ClassVar[dict[str, str]] = {**MethodBase.CONFIG_NAMES, "layers": "ADAPTER_LAYERS"}
     template: ClassVar[str] = "llama_adapter"
     title: ClassVar[str] = "LLaMA-Adapter (gated adaption prompts)"
     default_learning_rate: ClassVar[float] = 9e-3

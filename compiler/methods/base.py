@@ -29,6 +29,21 @@ class MethodBase(BaseModel):
     checkpointing_ok: ClassVar[bool] = True
     """Whether training works with gradient checkpointing."""
 
+    CONFIG_NAMES: ClassVar[dict[str, str]] = {
+        "double_quant": "DOUBLE_QUANT", "int8_threshold": "INT8_THRESHOLD", "layers": "TRAIN_LAYERS",
+        "modules": "TRAIN_MODULES", "head": "TRAIN_HEAD", "r": "LORA_R", "alpha": "LORA_ALPHA",
+        "dropout": "LORA_DROPOUT", "target_modules": "TARGET_MODULES", "feedforward_modules": "FEEDFORWARD_MODULES",
+        "svd_iters": "PISSA_SVD_ITERS", "ratio": "LORAPLUS_RATIO", "virtual_tokens": "VIRTUAL_TOKENS",
+        "projection": "PREFIX_PROJECTION", "encoder": "PROMPT_ENCODER", "encoder_hidden_size": "ENCODER_HIDDEN_SIZE",
+        "init_text": "PROMPT_INIT_TEXT", "adapter_len": "ADAPTER_LEN", "adapter_name": "ADAPTER_NAME",
+    }
+    """train.py's CONFIG name of each knob the method's code reads."""
+
+    @classmethod
+    def config_names(cls) -> dict[str, str]:
+        """CONFIG names of this method's knobs."""
+        return dict(cls.CONFIG_NAMES)
+
     @property
     def quantization(self) -> str | None:
         """bitsandbytes format of the frozen base: "nf4", "int8" or None."""

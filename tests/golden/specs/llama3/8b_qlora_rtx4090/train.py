@@ -30,28 +30,33 @@ from ftc.runtime.guard import RunGuard, resume_point
 from ftc.runtime.trainer import EventsCallback, report_parameters
 
 # ---------------------------------------------------------------------------- config
+# model
 BASE_MODEL = 'meta-llama/Llama-3.1-8B-Instruct'  # spec: model.base (hub)
 REVISION = None                                  # default
 TRUST_REMOTE_CODE = False                        # default: off
+# data
 DATA_LOADER = 'json'                             # derived: file type
 DATA_FILES = 'specs/data/chat_sample.jsonl'      # derived: data.source
-VALIDATION = 0.1                                 # spec: data.validation
-MAX_LENGTH = 2048                                # spec: data.max_length
 DATA_FORMAT = 'chat'                             # spec: data.format
 COLUMNS = {'messages': 'messages'}               # default: the format's field names
+VALIDATION = 0.1                                 # spec: data.validation
+MAX_LENGTH = 2048                                # spec: data.max_length
 TRAIN_ON = 'answers'                             # default: every assistant turn
 DEDUP = True                                     # default: exact duplicates are dropped
 UNTRAINED = 'error'                              # default: stop on examples with no trained token
 PACKING = False                                  # default: off
-LOAD_DTYPE = 'bfloat16'                          # derived: precision
-DOUBLE_QUANT = True                              # default
+# method
 LORA_R = 16                                      # spec: method.r
 LORA_ALPHA = 32.0                                # spec: method.alpha
 LORA_DROPOUT = 0.05                              # spec: method.dropout
 TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']  # derived: every linear layer of a llama block
+DOUBLE_QUANT = True                              # default
+# hardware and precision
 PRECISION = 'bf16'                               # planned: the RTX 4090 computes in bf16 (range of fp32, no loss scaling)
-EPOCHS = 2.0                                     # spec: train.epochs
+LOAD_DTYPE = 'bfloat16'                          # derived: precision
+# optimization
 LEARNING_RATE = 0.0001                           # spec: train.learning_rate
+EPOCHS = 2.0                                     # spec: train.epochs
 BATCH_SIZE = 32                                  # spec: train.batch_size
 MICRO_BATCH_SIZE = 4                             # planned: the fastest divisor of 32 whose estimated peak 17.57 GiB stays under 21.24 GiB (23.6 GiB less 10% margin)
 GRAD_ACCUM = 8                                   # derived: 32 = 4 x 8 x 1 device(s)
@@ -62,6 +67,7 @@ WARMUP = 0.05                                    # default
 WEIGHT_DECAY = 0.0                               # default
 MAX_GRAD_NORM = 1.0                              # default
 SEED = 42                                        # default
+# run policy (a resumed run may change these)
 LOGGING_STEPS = 1                                # planned: about 40 step events per run
 EVAL_STEPS = 1                                   # planned: validation loss about 5 times per run
 SAVE_STEPS = 1                                   # planned: a checkpoint about 5 times per run

@@ -22,22 +22,26 @@ from ftc.runtime.guard import RunGuard, resume_point
 from ftc.runtime.trainer import EventsCallback, report_parameters
 
 # ---------------------------------------------------------------------------- config
+# model
 BASE_MODEL = 'mistralai/Mistral-7B-v0.1'     # spec: model.base (hub)
 REVISION = None                              # default
 TRUST_REMOTE_CODE = False                    # default: off
+# data
 DATA_LOADER = 'json'                         # derived: file type
 DATA_FILES = 'specs/data/text_sample.jsonl'  # derived: data.source
-VALIDATION = 0.0                             # spec: data.validation
-MAX_LENGTH = 4096                            # spec: data.max_length
 DATA_FORMAT = 'text'                         # spec: data.format
 COLUMNS = {'text': 'text'}                   # default: the format's field names
+VALIDATION = 0.0                             # spec: data.validation
+MAX_LENGTH = 4096                            # spec: data.max_length
 DEDUP = True                                 # default: exact duplicates are dropped
 UNTRAINED = 'error'                          # default: stop on examples with no trained token
 PACKING = False                              # default: off
-LOAD_DTYPE = 'bfloat16'                      # derived: pure bf16 weights and AdamW states (half the memory of mixed precision)
+# hardware and precision
 PRECISION = 'bf16'                           # spec: hardware.precision
-EPOCHS = 1.0                                 # spec: train.epochs
+LOAD_DTYPE = 'bfloat16'                      # derived: pure bf16 weights and AdamW states (half the memory of mixed precision)
+# optimization
 LEARNING_RATE = 1e-05                        # spec: train.learning_rate
+EPOCHS = 1.0                                 # spec: train.epochs
 BATCH_SIZE = 16                              # spec: train.batch_size
 MICRO_BATCH_SIZE = 8                         # planned: the fastest divisor of 16 whose estimated peak 70.71 GiB stays under 71.19 GiB (79.1 GiB less 10% margin)
 GRAD_ACCUM = 2                               # derived: 16 = 8 x 2 x 1 device(s)
@@ -48,6 +52,7 @@ WARMUP = 0.05                                # default
 WEIGHT_DECAY = 0.0                           # default
 MAX_GRAD_NORM = 1.0                          # default
 SEED = 42                                    # default
+# run policy (a resumed run may change these)
 LOGGING_STEPS = 1                            # planned: about 40 step events per run
 SAVE_STEPS = 1                               # planned: a checkpoint about 5 times per run
 KEEP_CHECKPOINTS = 2                         # default: the last 2 and the best by validation loss

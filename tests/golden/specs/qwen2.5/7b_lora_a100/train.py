@@ -24,27 +24,32 @@ from ftc.runtime.guard import RunGuard, resume_point
 from ftc.runtime.trainer import EventsCallback, report_parameters
 
 # ---------------------------------------------------------------------------- config
+# model
 BASE_MODEL = 'Qwen/Qwen2.5-7B-Instruct'        # spec: model.base (hub)
 REVISION = None                                # default
 TRUST_REMOTE_CODE = False                      # default: off
+# data
 DATA_LOADER = 'json'                           # derived: file type
 DATA_FILES = 'specs/data/alpaca_sample.jsonl'  # derived: data.source
-VALIDATION = 0.1                               # spec: data.validation
-MAX_LENGTH = 1024                              # spec: data.max_length
 DATA_FORMAT = 'instruction'                    # spec: data.format
 COLUMNS = {'instruction': 'instruction', 'output': 'output', 'input': 'input', 'system': 'system'}  # default: the format's field names
+VALIDATION = 0.1                               # spec: data.validation
+MAX_LENGTH = 1024                              # spec: data.max_length
 TRAIN_ON = 'answers'                           # default: every assistant turn
 DEDUP = True                                   # default: exact duplicates are dropped
 UNTRAINED = 'error'                            # default: stop on examples with no trained token
 PACKING = False                                # default: off
-LOAD_DTYPE = 'bfloat16'                        # derived: precision
+# method
 LORA_R = 32                                    # spec: method.r
 LORA_ALPHA = 64.0                              # spec: method.alpha
 LORA_DROPOUT = 0.05                            # default
 TARGET_MODULES = 'all-linear'                  # spec: method.target_modules
+# hardware and precision
 PRECISION = 'bf16'                             # planned: the A100 80GB computes in bf16 (range of fp32, no loss scaling)
-EPOCHS = 3.0                                   # spec: train.epochs
+LOAD_DTYPE = 'bfloat16'                        # derived: precision
+# optimization
 LEARNING_RATE = 0.0002                         # default: for lora
+EPOCHS = 3.0                                   # spec: train.epochs
 BATCH_SIZE = 64                                # spec: train.batch_size
 MICRO_BATCH_SIZE = 64                          # planned: the fastest divisor of 64 whose estimated peak 57.49 GiB stays under 71.28 GiB (79.2 GiB less 10% margin)
 GRAD_ACCUM = 1                                 # derived: 64 = 64 x 1 x 1 device(s)
@@ -55,6 +60,7 @@ WARMUP = 0.05                                  # default
 WEIGHT_DECAY = 0.0                             # default
 MAX_GRAD_NORM = 1.0                            # default
 SEED = 42                                      # default
+# run policy (a resumed run may change these)
 LOGGING_STEPS = 1                              # planned: about 40 step events per run
 EVAL_STEPS = 1                                 # planned: validation loss about 5 times per run
 SAVE_STEPS = 1                                 # planned: a checkpoint about 5 times per run

@@ -31,28 +31,33 @@ from ftc.runtime.guard import RunGuard, resume_point
 from ftc.runtime.trainer import EventsCallback, report_parameters
 
 # ---------------------------------------------------------------------------- config
+# model
 BASE_MODEL = 'smollm2-135m-instruct'           # spec: model.base (bundled)
 REVISION = None                                # default
 TRUST_REMOTE_CODE = False                      # default: off
+# data
 DATA_LOADER = 'json'                           # derived: file type
 DATA_FILES = 'specs/data/alpaca_sample.jsonl'  # derived: data.source
-VALIDATION = 0.2                               # spec: data.validation
-MAX_LENGTH = 128                               # spec: data.max_length
 DATA_FORMAT = 'instruction'                    # spec: data.format
 COLUMNS = {'instruction': 'instruction', 'output': 'output', 'input': 'input', 'system': 'system'}  # default: the format's field names
+VALIDATION = 0.2                               # spec: data.validation
+MAX_LENGTH = 128                               # spec: data.max_length
 TRAIN_ON = 'answers'                           # default: every assistant turn
 DEDUP = True                                   # default: exact duplicates are dropped
 UNTRAINED = 'error'                            # default: stop on examples with no trained token
 PACKING = False                                # default: off
-LOAD_DTYPE = 'float32'                         # derived: precision
-INT8_THRESHOLD = 6.0                           # default
+# method
 LORA_R = 8                                     # default
 LORA_ALPHA = 16                                # default
 LORA_DROPOUT = 0.05                            # default
 TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj']  # spec: method.target_modules
+INT8_THRESHOLD = 6.0                           # default
+# hardware and precision
 PRECISION = 'fp32'                             # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
-EPOCHS = 5.0                                   # spec: train.epochs
+LOAD_DTYPE = 'float32'                         # derived: precision
+# optimization
 LEARNING_RATE = 0.0002                         # default: for lora8
+EPOCHS = 5.0                                   # spec: train.epochs
 BATCH_SIZE = 4                                 # spec: train.batch_size
 MICRO_BATCH_SIZE = 4                           # planned: the fastest divisor of 4 (estimated peak 1.80 GiB; no budget set)
 GRAD_ACCUM = 1                                 # derived: 4 = 4 x 1 x 1 device(s)
@@ -63,6 +68,7 @@ WARMUP = 0.05                                  # default
 WEIGHT_DECAY = 0.0                             # default
 MAX_GRAD_NORM = 1.0                            # default
 SEED = 42                                      # default
+# run policy (a resumed run may change these)
 LOGGING_STEPS = 1                              # planned: about 40 step events per run
 EVAL_STEPS = 2                                 # planned: validation loss about 5 times per run
 SAVE_STEPS = 2                                 # planned: a checkpoint about 5 times per run

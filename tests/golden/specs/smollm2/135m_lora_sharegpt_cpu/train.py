@@ -25,28 +25,33 @@ from ftc.runtime.guard import RunGuard, resume_point
 from ftc.runtime.trainer import EventsCallback, report_parameters
 
 # ---------------------------------------------------------------------------- config
+# model
 BASE_MODEL = 'smollm2-135m-instruct'             # spec: model.base (bundled)
 REVISION = None                                  # default
 TRUST_REMOTE_CODE = False                        # default: off
+# data
 DATA_LOADER = 'json'                             # derived: file type
 DATA_FILES = 'specs/data/sharegpt_sample.jsonl'  # derived: data.source
-VALIDATION = 0.2                                 # spec: data.validation
-MAX_LENGTH = 128                                 # spec: data.max_length
 DATA_FORMAT = 'chat'                             # spec: data.format
 COLUMNS = {'messages': 'conversations'}          # spec: data.columns
+VALIDATION = 0.2                                 # spec: data.validation
+MAX_LENGTH = 128                                 # spec: data.max_length
 TRAIN_ON = 'answers'                             # spec: data.train_on
 DEDUP = True                                     # default: exact duplicates are dropped
 NEAR_DEDUP = 0.8                                 # spec: data.clean.near_dedup
 UNTRAINED = 'error'                              # default: stop on examples with no trained token
 PACKING = True                                   # spec: data.packing
-LOAD_DTYPE = 'float32'                           # derived: precision
+# method
 LORA_R = 8                                       # spec: method.r
 LORA_ALPHA = 16.0                                # spec: method.alpha
 LORA_DROPOUT = 0.05                              # default
 TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']  # derived: every linear layer of a llama block
+# hardware and precision
 PRECISION = 'fp32'                               # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
-MAX_STEPS = 20                                   # spec: train.max_steps
+LOAD_DTYPE = 'float32'                           # derived: precision
+# optimization
 LEARNING_RATE = 0.0002                           # default: for lora
+MAX_STEPS = 20                                   # spec: train.max_steps
 BATCH_SIZE = 2                                   # spec: train.batch_size
 MICRO_BATCH_SIZE = 2                             # planned: the fastest divisor of 2 (estimated peak 1.33 GiB; no budget set)
 GRAD_ACCUM = 1                                   # derived: 2 = 2 x 1 x 1 device(s)
@@ -57,6 +62,7 @@ WARMUP = 0.05                                    # default
 WEIGHT_DECAY = 0.0                               # default
 MAX_GRAD_NORM = 1.0                              # default
 SEED = 42                                        # default
+# run policy (a resumed run may change these)
 LOGGING_STEPS = 1                                # planned: about 40 step events per run
 EVAL_STEPS = 4                                   # planned: validation loss about 5 times per run
 SAVE_STEPS = 4                                   # planned: a checkpoint about 5 times per run

@@ -31,28 +31,33 @@ from ftc.runtime.guard import RunGuard, resume_point
 from ftc.runtime.trainer import EventsCallback, report_parameters
 
 # ---------------------------------------------------------------------------- config
+# model
 BASE_MODEL = 'smollm2-135m-instruct'         # spec: model.base (bundled)
 REVISION = None                              # default
 TRUST_REMOTE_CODE = False                    # default: off
+# data
 DATA_LOADER = 'json'                         # derived: file type
 DATA_FILES = 'specs/data/chat_sample.jsonl'  # derived: data.source
-VALIDATION = 0.2                             # spec: data.validation
-MAX_LENGTH = 256                             # spec: data.max_length
 DATA_FORMAT = 'chat'                         # spec: data.format
 COLUMNS = {'messages': 'messages'}           # default: the format's field names
+VALIDATION = 0.2                             # spec: data.validation
+MAX_LENGTH = 256                             # spec: data.max_length
 TRAIN_ON = 'answers'                         # default: every assistant turn
 DEDUP = True                                 # default: exact duplicates are dropped
 UNTRAINED = 'error'                          # default: stop on examples with no trained token
 PACKING = False                              # default: off
-LOAD_DTYPE = 'float32'                       # derived: precision
-DOUBLE_QUANT = True                          # spec: method.double_quant
+# method
 LORA_R = 16                                  # spec: method.r
 LORA_ALPHA = 32.0                            # spec: method.alpha
 LORA_DROPOUT = 0.05                          # default
 TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']  # derived: every linear layer of a llama block
+DOUBLE_QUANT = True                          # spec: method.double_quant
+# hardware and precision
 PRECISION = 'fp32'                           # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
-MAX_STEPS = 20                               # spec: train.max_steps
+LOAD_DTYPE = 'float32'                       # derived: precision
+# optimization
 LEARNING_RATE = 0.0002                       # default: for qlora
+MAX_STEPS = 20                               # spec: train.max_steps
 BATCH_SIZE = 4                               # spec: train.batch_size
 MICRO_BATCH_SIZE = 4                         # planned: the fastest divisor of 4 (estimated peak 3.43 GiB; no budget set)
 GRAD_ACCUM = 1                               # derived: 4 = 4 x 1 x 1 device(s)
@@ -63,6 +68,7 @@ WARMUP = 0.05                                # default
 WEIGHT_DECAY = 0.0                           # default
 MAX_GRAD_NORM = 1.0                          # default
 SEED = 42                                    # default
+# run policy (a resumed run may change these)
 LOGGING_STEPS = 1                            # planned: about 40 step events per run
 EVAL_STEPS = 4                               # planned: validation loss about 5 times per run
 SAVE_STEPS = 4                               # planned: a checkpoint about 5 times per run

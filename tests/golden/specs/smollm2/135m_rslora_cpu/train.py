@@ -25,27 +25,32 @@ from ftc.runtime.guard import RunGuard, resume_point
 from ftc.runtime.trainer import EventsCallback, compare_answers, generate_answers, report_parameters
 
 # ---------------------------------------------------------------------------- config
+# model
 BASE_MODEL = 'smollm2-135m-instruct'  # spec: model.base (bundled)
 REVISION = None                       # default
 TRUST_REMOTE_CODE = False             # default: off
+# data
 DATA_LOADER = 'json'                  # derived: file type
 DATA_FILES = 'specs/data/yoda.jsonl'  # derived: data.source
-VALIDATION = 0.1                      # spec: data.validation
-MAX_LENGTH = 96                       # spec: data.max_length
 DATA_FORMAT = 'completion'            # spec: data.format
 COLUMNS = {'prompt': 'sentence', 'completion': 'yoda'}  # spec: data.columns
+VALIDATION = 0.1                      # spec: data.validation
+MAX_LENGTH = 96                       # spec: data.max_length
 TRAIN_ON = 'answers'                  # default: every assistant turn
 DEDUP = True                          # default: exact duplicates are dropped
 UNTRAINED = 'error'                   # default: stop on examples with no trained token
 PACKING = False                       # default: off
-LOAD_DTYPE = 'float32'                # derived: precision
+# method
 LORA_R = 64                           # spec: method.r
 LORA_ALPHA = 16.0                     # spec: method.alpha
 LORA_DROPOUT = 0.05                   # default
 TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']  # derived: every linear layer of a llama block
+# hardware and precision
 PRECISION = 'fp32'                    # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
-EPOCHS = 2.0                          # spec: train.epochs
+LOAD_DTYPE = 'float32'                # derived: precision
+# optimization
 LEARNING_RATE = 0.0002                # default: for rslora
+EPOCHS = 2.0                          # spec: train.epochs
 BATCH_SIZE = 8                        # spec: train.batch_size
 MICRO_BATCH_SIZE = 8                  # planned: the fastest divisor of 8 (estimated peak 3.15 GiB; no budget set)
 GRAD_ACCUM = 1                        # derived: 8 = 8 x 1 x 1 device(s)
@@ -56,6 +61,7 @@ WARMUP = 0.05                         # default
 WEIGHT_DECAY = 0.0                    # default
 MAX_GRAD_NORM = 1.0                   # default
 SEED = 42                             # default
+# run policy (a resumed run may change these)
 LOGGING_STEPS = 2                     # planned: about 40 step events per run
 EVAL_STEPS = 16                       # planned: validation loss about 5 times per run
 SAVE_STEPS = 16                       # planned: a checkpoint about 5 times per run

@@ -1,0 +1,341 @@
+"""Resolve every setting of a run: spec values as given, the rest chosen with a reason.
+
+One builder per Plan section (model, data, method, hardware, optim, run policy); micro-batch and
+checkpointing come from the memory estimate (plan/budget.py).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ftc.compiler.catalog import IA3_DEFAULTS, LINEAR_MODULES, find_gpu
+from ftc.compiler.checks import Facts
+from ftc.compiler.estimate import can_estimate
+from ftc.compiler.literal import lit
+from ftc.compiler.methods import MethodBase
+from ftc.compiler.plan.budget import BatchChoice, choose_batch, gib
+from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodPlan, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
+from ftc.compiler.spec import FORMAT_FIELDS, Spec
+
+
+def _given(spec_value: Any, key: str, default: Any, default_why: str = "default") -> Setting:
+    return Setting(spec_value, f"spec: {key}") if spec_value is not None else Setting(default, default_why)
+
+
+def _precision(spec: Spec) -> tuple[str, str]:
+    hw = spec.hardware
+    if hw.precision != "auto":
+        return hw.precision, "spec: hardware.precision"
+    if hw.device == "cpu":
+        return "fp32", "planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported"
+    gpu = find_gpu(hw.gpu) if hw.gpu else None
+    if gpu is not None:
+        if gpu.bf16:
+            return "bf16", f"planned: the {gpu.name} computes in bf16 (range of fp32, no loss scaling)"
+        return "fp16", f"planned: the {gpu.name} has no bf16; fp16 with loss scaling"
+    return "bf16", "planned: bf16, assuming an Ampere or newer GPU; set precision = \"fp16\" for T4/V100"
+
+
+def resolve_max_length(spec: Spec, facts: Facts) -> tuple[int, str]:
+    """data.max_length, with "auto" resolved from the measured token lengths (checks ensured they exist)."""
+    d, tokens = spec.data, facts.tokens
+    if d.max_length != "auto":
+        return int(d.max_length), "spec: data.max_length"
+    assert tokens is not None
+    value = max(16, -(-tokens.max // 8) * 8)
+    config = facts.model.config if facts.model else None
+    limit = config.get("max_position_embeddings") if config else None
+    if isinstance(limit, int) and value > limit:
+        return limit, (f"planned: the model's context ({limit} tokens); the longest of {tokens.examples} measured "
+                       f"examples has {tokens.max}")
+    return value, (f"planned: the longest of the {tokens.examples} examples measured at compile time has "
+                   f"{tokens.max} tokens (rounded up to a multiple of 8)")
+
+
+def sequence_length(spec: Spec, facts: Facts, max_length: int) -> tuple[int, str]:
+    """The longest row a step pads to, for the memory estimate: max_length when packing (rows are
+    filled) or when lengths are unknown, else the longest measured example if that is shorter."""
+    tokens = facts.tokens
+    if spec.data.packing or tokens is None or tokens.max >= max_length:
+        why = ("packed rows are max_length long" if spec.data.packing else "token lengths not measured"
+               if tokens is None else "examples reach max_length")
+        return max_length, f"sequence length: estimated at {max_length} tokens per row ({why})"
+    return tokens.max, (f"sequence length: estimated at {tokens.max} tokens per row, the longest of {tokens.examples} "
+                        f"measured examples (p50 {tokens.p50}, p95 {tokens.p95}; max_length {max_length})")
+
+
+def _steps(spec: Spec, facts: Facts) -> tuple[int | None, int | None]:
+    """(training rows, optimizer steps per epoch), when the row count is known."""
+    rows = facts.data.rows if facts.data else None
+    if rows is None:
+        return None, None
+    validation = spec.data.validation
+    if isinstance(validation, float) and validation > 0:
+        rows -= math.ceil(rows * validation)  # datasets.train_test_split rounds the test share up
+    return rows, max(1, math.ceil(rows / spec.train.batch_size))
+
+
+_QUANTIZED_ONLY = {"double_quant": "nf4", "int8_threshold": "int8"}
+
+
+def _method_settings(method: MethodBase, config: dict[str, Any] | None) -> dict[str, Setting]:
+    """Every knob of the method that its code reads, with `"auto"` module lists resolved from
+    the architecture where ftc knows it."""
+    s = {"quantization": Setting(method.quantization, "spec: method.quantize" if "quantize" in method.model_fields_set
+                                 else f"derived: method.kind = {method.kind!r}"),
+         "trainer": Setting(method.trainer, "derived: method.kind")}
+    model_type = str(config.get("model_type")) if config else None
+    depth = config.get("num_hidden_layers") if config else None
+    for key in type(method).model_fields:
+        value = getattr(method, key)
+        if key in ("kind", "quantize") or _QUANTIZED_ONLY.get(key, method.quantization) != method.quantization:
+            continue
+        if value is None and key in ("adapter_name", "init_text") or (
+                key == "encoder_hidden_size" and getattr(method, "projection", True) is False):
+            continue  # not read by the method's code
+        why = f"spec: method.{key}" if key in method.model_fields_set else "default"
+        if key == "target_modules" and value == "auto":
+            if method.kind == "ia3" and model_type in IA3_DEFAULTS:
+                value, feedforward = IA3_DEFAULTS[model_type]
+                value, why = list(value), f"derived: PEFT's IA3 targets for {model_type} blocks"
+                s["feedforward_modules"] = Setting(list(feedforward), f"derived: PEFT's IA3 feed-forward modules "
+                                                   f"for {model_type} blocks")
+            elif method.kind == "ia3":
+                value, why = None, "derived: PEFT's IA3 defaults for the architecture, at run time"
+            elif model_type in LINEAR_MODULES:
+                value, why = list(LINEAR_MODULES[model_type]), f"derived: every linear layer of a {model_type} block"
+            else:
+                value, why = "all-linear", "derived: every linear layer but the head, found by PEFT at run time"
+        if key == "layers" and why == "default" and isinstance(depth, int) and value > depth:
+            value, why = depth, f"default: {value}, capped at the model's {depth} blocks"
+        if key == "feedforward_modules" and value == "auto":
+            if "feedforward_modules" not in s:
+                s[key] = Setting(None, "derived: PEFT's IA3 defaults for the architecture, at run time")
+            continue
+        s[key] = Setting(value, why)
+    return s
+
+
+def _model(spec: Spec, facts: Facts, reasons: list[str], notes: list[str]) -> ModelPlan:
+    model = facts.model
+    assert model is not None
+    if model.params is not None:
+        reasons.append(f"model: {model.params / 1e6:,.0f}M parameters (from {model.facts_from})")
+    else:
+        notes.append(f"model facts for {lit(spec.model.base)} are not available offline; they are read when "
+                     "the run downloads the model")
+    if model.chat_template is False and spec.data.format != "text":
+        notes.append("the tokenizer has no chat template: the run adds a ChatML template and saves it "
+                     "with the model")
+    return ModelPlan(
+        base_model=Setting(spec.model.base, f"spec: model.base ({model.origin})"),
+        revision=_given(spec.model.revision, "model.revision", None),
+        trust_remote_code=Setting(spec.model.trust_remote_code, "spec: model.trust_remote_code"
+                                  if "trust_remote_code" in spec.model.model_fields_set else "default: off"))
+
+
+def _files(source: str, kind: str, files: list[str] | None) -> str:
+    """A directory of data files is read as the glob of its files' type."""
+    if kind == "files" and files and Path(source).expanduser().is_dir():
+        return f"{source.rstrip('/')}/*{Path(files[0]).suffix}"
+    return source
+
+
+def _columns(spec: Spec, facts: Facts, notes: list[str]) -> tuple[Setting[dict[str, str]], Setting[list[str]]]:
+    d = spec.data
+    assert facts.data is not None
+    columns = {f: d.columns.get(f, f) for f in FORMAT_FIELDS[d.format]
+               if f in d.columns or not (d.format == "chat" and f != "messages")}  # chat: role/content auto-detected
+    mapped = Setting(columns, "spec: data.columns" if d.columns else "default: the format's field names")
+    if facts.data.columns is not None:
+        present = [f for f in FORMAT_FIELDS[d.format] if d.columns.get(f, f) in facts.data.columns]
+        return mapped, Setting(present, "derived: columns present in the data")
+    if d.format == "instruction":
+        notes.append("the dataset's columns are unknown offline: `input` and `system` are used only if "
+                     "mapped in [data.columns]")
+    return mapped, Setting([f for f in FORMAT_FIELDS[d.format] if f in d.columns],
+                           "derived: the fields mapped in data.columns (columns unknown offline)")
+
+
+def _data(spec: Spec, facts: Facts, max_length: Setting[int], notes: list[str]) -> DataPlan:
+    d, c, data = spec.data, spec.data.clean, facts.data
+    assert data is not None
+    files = _files(d.source, data.kind, data.files)
+    mix = [{"source": _files(entry.source, mixed.kind, mixed.files),
+            "kind": mixed.loader if mixed.kind == "files" else mixed.kind, "weight": entry.weight}
+           for entry, mixed in zip(d.mix, facts.mix)]
+    columns, optional_fields = _columns(spec, facts, notes)
+    return DataPlan(
+        data_source=Setting(d.source, "spec: data.source"),
+        data_kind=Setting(data.kind, "derived: from the source"),
+        data_loader=Setting(data.loader, "derived: file type"),
+        data_files=Setting(files, "derived: data.source" if files == d.source else "derived: every file of data.source"),
+        mix=Setting(mix, "spec: data.mix"),
+        data_format=Setting(d.format, "spec: data.format"),
+        columns=columns, optional_fields=optional_fields,
+        data_split=Setting(d.split, "spec: data.split" if d.split != "train" else "default"),
+        validation=Setting(d.validation, "spec: data.validation"),
+        validation_loader=Setting(facts.validation.loader if facts.validation else None, "derived: file type")
+        if isinstance(d.validation, str) else None,
+        max_length=max_length,
+        roles=Setting(dict(d.roles), "spec: data.roles (added to human/gpt/user/assistant/system)"),
+        train_on=_given(d.train_on if "train_on" in d.model_fields_set else None, "data.train_on", "answers",
+                        "default: every assistant turn"),
+        template=Setting(d.template, "spec: data.template"),
+        dedup=Setting(c.dedup, "spec: data.clean.dedup" if "dedup" in c.model_fields_set
+                      else "default: exact duplicates are dropped"),
+        near_dedup=Setting(c.near_dedup, "spec: data.clean.near_dedup"),
+        min_tokens=Setting(c.min_tokens, "spec: data.clean.min_tokens"),
+        max_tokens=Setting(c.max_tokens, "spec: data.clean.max_tokens"),
+        untrained=Setting(c.untrained, "spec: data.clean.untrained" if "untrained" in c.model_fields_set
+                          else "default: stop on examples with no trained token"),
+        packing=Setting(d.packing, "spec: data.packing" if "packing" in d.model_fields_set else "default: off"),
+        padding_free=Setting(d.padding_free, "spec: data.padding_free" if "padding_free" in d.model_fields_set
+                             else "default: off"))
+
+
+def _method(spec: Spec, facts: Facts) -> MethodPlan:
+    method = spec.method
+    assert facts.model is not None
+    knobs = _method_settings(method, facts.model.config)
+    return MethodPlan(method=Setting(method.kind, "spec: method.kind"), quantization=knobs.pop("quantization"),
+                      trainer=knobs.pop("trainer"), knobs=knobs, config_names=method.config_names())
+
+
+def _hardware(spec: Spec) -> HardwarePlan:
+    hw = spec.hardware
+    precision, why = _precision(spec)
+    load_dtype = Setting({"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision], "derived: precision")
+    if spec.method.kind == "full" and precision == "fp16":
+        load_dtype = Setting("float32", "derived: fp16 mixed precision keeps fp32 master weights")
+    elif spec.method.kind == "full" and precision == "bf16":
+        load_dtype = Setting("bfloat16", "derived: pure bf16 weights and AdamW states (half the memory "
+                             "of mixed precision)")
+    gpu = find_gpu(hw.gpu) if hw.gpu else None
+    budget = hw.vram_gb if hw.vram_gb is not None else (gpu.memory_gib if gpu else None)
+    return HardwarePlan(
+        device=Setting(hw.device, "spec: hardware.device"), gpus=Setting(hw.gpus, "spec: hardware.gpus"),
+        precision=Setting(precision, why), load_dtype=load_dtype,
+        budget_gib=Setting(budget, "spec: hardware.vram_gb" if hw.vram_gb else "derived: hardware.gpu"
+                           if gpu else "default: no budget"))
+
+
+def _defaulted(spec_value: Any, key: str, default: Any, fields_set: set[str]) -> Setting[Any]:
+    value = default if spec_value is None else spec_value
+    return Setting(value, f"spec: train.{key}" if key in fields_set else "default")
+
+
+def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int) -> tuple[OptimPlan, BatchChoice]:
+    t, gpus = spec.train, spec.hardware.gpus
+    assert facts.model is not None
+    _, steps_per_epoch = _steps(spec, facts)
+    if t.max_steps is not None:
+        epochs, max_steps = Setting(None, "spec: train.max_steps overrides epochs"), Setting(t.max_steps,
+                                                                                             "spec: train.max_steps")
+        total_steps: int | None = t.max_steps
+    else:
+        epochs, max_steps = _given(t.epochs, "train.epochs", 3.0), Setting(-1, "derived: train by epochs")
+        total_steps = math.ceil(steps_per_epoch * epochs.value) if steps_per_epoch else None
+    per_device = t.batch_size // gpus
+    config = facts.model.config if can_estimate(facts.model.config) else None
+    choice = choose_batch(spec, config, hardware.load_dtype.value, hardware.budget_gib.value, per_device,
+                          seq_len=seq_len)
+    fields_set = t.model_fields_set
+    return OptimPlan(
+        learning_rate=_given(t.learning_rate, "train.learning_rate", spec.method.default_learning_rate,
+                             f"default: for {spec.method.kind}"),
+        epochs=epochs, max_steps=max_steps,
+        batch_size=Setting(t.batch_size, "spec: train.batch_size" if "batch_size" in fields_set else "default"),
+        micro_batch_size=Setting(choice.micro, choice.why_micro),
+        grad_accum=Setting(per_device // choice.micro,
+                           f"derived: {t.batch_size} = {choice.micro} x {per_device // choice.micro} x {gpus} device(s)"),
+        gradient_checkpointing=Setting(choice.checkpointing, choice.why_checkpointing),
+        optimizer=Setting(choice.optimizer, choice.why_optimizer),
+        scheduler=_defaulted(t.scheduler, "scheduler", "cosine", fields_set),
+        warmup=_defaulted(t.warmup, "warmup", 0.05, fields_set),
+        weight_decay=_defaulted(t.weight_decay, "weight_decay", 0.0, fields_set),
+        max_grad_norm=_defaulted(t.max_grad_norm, "max_grad_norm", 1.0, fields_set),
+        seed=_defaulted(t.seed, "seed", 42, fields_set),
+        total_steps=Setting(total_steps, "derived: rows / batch_size x epochs" if total_steps else
+                            "derived: unknown until the data is read")), choice
+
+
+def _run(spec: Spec, total_steps: int | None) -> RunPolicy:
+    t, e = spec.train, spec.eval
+    has_validation = spec.data.validation != 0
+    every = (total_steps or 500) // 5
+    return RunPolicy(
+        logging_steps=Setting(t.logging_steps, "spec: train.logging_steps") if t.logging_steps != "auto"
+        else Setting(max(1, min(50, (total_steps or 500) // 40)), "planned: about 40 step events per run"),
+        eval_steps=Setting(e.steps, "spec: eval.steps") if e.steps != "auto"
+        else Setting(max(1, every) if has_validation else None, "planned: validation loss about 5 times per run"
+                     if has_validation else "derived: no validation data"),
+        save_steps=Setting(t.save_steps, "spec: train.save_steps") if t.save_steps != "auto"
+        else Setting(max(1, every), "planned: a checkpoint about 5 times per run"),
+        keep_checkpoints=Setting(t.keep_checkpoints, "spec: train.keep_checkpoints" if "keep_checkpoints"
+                                 in t.model_fields_set else "default: the last 2 and the best by validation loss"),
+        on_nan=Setting(t.on_nan, "spec: train.on_nan" if "on_nan" in t.model_fields_set
+                       else "default: skip NaN steps, then roll back with half the learning rate"),
+        nan_patience=_given(t.nan_patience if "nan_patience" in t.model_fields_set else None,
+                            "train.nan_patience", t.nan_patience),
+        early_stopping_patience=_given(t.early_stopping_patience, "train.early_stopping_patience", None,
+                                       "default: off"),
+        compare=Setting(e.compare, "spec: eval.compare" if e.compare else "default: off"),
+        max_new_tokens=Setting(e.max_new_tokens, "spec: eval.max_new_tokens"
+                               if "max_new_tokens" in e.model_fields_set else "default"))
+
+
+def _summary(spec: Spec, optim: OptimPlan, hardware: HardwarePlan, choice: BatchChoice) -> list[str]:
+    """The decisions plan.md lists first: precision, batch split, checkpointing, memory."""
+    t, gpus = spec.train, spec.hardware.gpus
+    micro, accum, budget = optim.micro_batch_size.value, optim.grad_accum.value, hardware.budget_gib.value
+    lines = []
+    if optim.total_steps.value:
+        lines.append(f"steps: {optim.total_steps.value} optimizer steps of {t.batch_size} examples")
+    lines += [f"precision: {hardware.precision.value} ({hardware.precision.why.removeprefix('planned: ')})",
+              f"batch: {micro} per step x {accum} accumulated x {gpus} device(s) = {t.batch_size}",
+              f"gradient checkpointing: {'on' if choice.checkpointing else 'off'} "
+              f"({optim.gradient_checkpointing.why.removeprefix('planned: ')})"]
+    if choice.memory is not None:
+        lines.append(f"memory: estimated peak {gib(choice.memory.total)} at the {choice.memory.peak_phase}"
+                     + (f", budget {budget:g} GiB" if budget else "") + " ("
+                     + ", ".join(f"{k} {gib(v)}" for k, v in choice.memory.as_dict().items() if v and k != "total")
+                     + ")")
+    return lines
+
+
+def _data_reasons(spec: Spec, facts: Facts, why_seq_len: str) -> list[str]:
+    lines = []
+    if facts.tokens is not None:
+        n = facts.tokens
+        lines.append(f"tokens: {n.examples} examples measured with {Path(n.tokenizer).parent.name}'s tokenizer: "
+                     f"p50 {n.p50}, p90 {n.p90}, p95 {n.p95}, p99 {n.p99}, max {n.max}")
+    lines.append(why_seq_len)
+    train_rows, _ = _steps(spec, facts)
+    if train_rows is not None:
+        assert facts.data is not None
+        lines.append(f"data: {facts.data.rows} rows, about {train_rows} for training")
+    return lines
+
+
+def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
+    """The fully resolved plan for a checked spec: one builder per section."""
+    assert facts.model is not None and facts.data is not None  # run_checks raised otherwise
+    max_length, why_max_length = resolve_max_length(spec, facts)
+    if spec.data.max_length == "auto":  # the rest of the plan reads the resolved number
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"max_length": max_length})})
+    seq_len, why_seq_len = sequence_length(spec, facts, max_length)
+    reasons: list[str] = []
+    notes: list[str] = []
+    model = _model(spec, facts, reasons, notes)
+    data = _data(spec, facts, Setting(max_length, why_max_length), notes)
+    reasons += _data_reasons(spec, facts, why_seq_len)
+    hardware = _hardware(spec)
+    optim, choice = _optim(spec, facts, hardware, seq_len)
+    reasons += _summary(spec, optim, hardware, choice)
+    budget = hardware.budget_gib.value
+    return Plan(name=name, template=spec.method.template, model=model, data=data, method=_method(spec, facts),
+                hardware=hardware, optim=optim, run=_run(spec, optim.total_steps.value), reasons=tuple(reasons),
+                notes=tuple(notes), memory=choice.memory, budget_bytes=int(budget * 2**30) if budget else None)
