@@ -64,15 +64,11 @@ def _ticks(value: float, log: bool) -> str:
     return f"{value:.3g}"
 
 
-def render(series: Sequence[Series], width: int, height: int, *, log: bool = False,
-           empty: str = "waiting for data") -> Text:
-    """A chart of `width` x `height` cells (y labels on the left, the step range on the last line)."""
-    if width < 12 or height < 3:
-        return Text("")
-    label_width = 8
-    plot_w, plot_h = width - label_width, height - 1
+def _prepare(series: Sequence[Series], plot_w: int, log: bool) -> tuple[list[tuple[Series, list[Point]]], list[float]]:
+    """Each series' finite points, bucketed to the plot's dot columns (log10 of y on a log chart), and the
+    x range of the points before bucketing: the axis shows the real first and last step."""
     prepared = []
-    x_range: list[float] = []  # of the points before bucketing: the axis shows the real first and last step
+    x_range: list[float] = []
     for s in series:
         pts = finite(s.points, positive=log)
         if pts:
@@ -81,6 +77,61 @@ def render(series: Sequence[Series], width: int, height: int, *, log: bool = Fal
         if log:
             pts = [(x, math.log10(y)) for x, y in pts]
         prepared.append((s, pts))
+    return prepared, x_range
+
+
+class _Canvas:
+    """Braille cells of plot_w x plot_h characters, 2 x 4 dots each; a cell takes the style of the
+    series that drew in it last."""
+
+    def __init__(self, plot_w: int, plot_h: int, x: tuple[float, float], y: tuple[float, float]) -> None:
+        self.w, self.h, self.x, self.y = plot_w, plot_h, x, y
+        self.cells = [[0] * plot_w for _ in range(plot_h)]
+        self.owner: list[list[int | None]] = [[None] * plot_w for _ in range(plot_h)]
+
+    def to_dot(self, p: Point) -> tuple[int, int]:
+        (x_lo, x_hi), (y_lo, y_hi) = self.x, self.y
+        col = round((p[0] - x_lo) / (x_hi - x_lo) * (2 * self.w - 1))
+        row = round((y_hi - p[1]) / (y_hi - y_lo) * (4 * self.h - 1))
+        return col, row
+
+    def plot(self, col: int, row: int, index: int) -> None:
+        cy, cx = row // 4, col // 2
+        self.cells[cy][cx] |= _DOTS[row % 4][col % 2]
+        self.owner[cy][cx] = index
+
+    def draw(self, index: int, s: Series, pts: list[Point]) -> None:
+        previous = None
+        for p in pts:
+            col, row = self.to_dot(p)
+            if s.marker or previous is None:
+                self.plot(col, row, index)
+                if s.marker:  # a marker is two dots wide so that it stands out from the lines
+                    self.plot(min(col + 1, 2 * self.w - 1), row, index)
+            else:
+                for c, r in _line(previous, (col, row)):
+                    self.plot(c, r, index)
+            previous = (col, row)
+
+
+def _label(cy: int, plot_h: int, y_lo: float, y_hi: float, log: bool) -> str:
+    if cy == 0:
+        return _ticks(y_hi, log)
+    if cy == plot_h - 1:
+        return _ticks(y_lo, log)
+    if cy == plot_h // 2 and plot_h >= 5:
+        return _ticks((y_hi + y_lo) / 2, log)
+    return ""
+
+
+def render(series: Sequence[Series], width: int, height: int, *, log: bool = False,
+           empty: str = "waiting for data") -> Text:
+    """A chart of `width` x `height` cells (y labels on the left, the step range on the last line)."""
+    if width < 12 or height < 3:
+        return Text("")
+    label_width = 8
+    plot_w, plot_h = width - label_width, height - 1
+    prepared, x_range = _prepare(series, plot_w, log)
     every = [p for _, pts in prepared for p in pts]
     if not every:
         lines = [" " * width] * height
@@ -92,47 +143,14 @@ def render(series: Sequence[Series], width: int, height: int, *, log: bool = Fal
         y_lo, y_hi = y_lo - 0.5, y_hi + 0.5
     if x_hi - x_lo < 1e-12:
         x_hi = x_lo + 1
-    dots_w, dots_h = 2 * plot_w, 4 * plot_h
-    cells = [[0] * plot_w for _ in range(plot_h)]
-    owner: list[list[int | None]] = [[None] * plot_w for _ in range(plot_h)]
-
-    def to_dot(p: Point) -> tuple[int, int]:
-        col = round((p[0] - x_lo) / (x_hi - x_lo) * (dots_w - 1))
-        row = round((y_hi - p[1]) / (y_hi - y_lo) * (dots_h - 1))
-        return col, row
-
-    def plot(col: int, row: int, index: int) -> None:
-        cy, cx = row // 4, col // 2
-        cells[cy][cx] |= _DOTS[row % 4][col % 2]
-        owner[cy][cx] = index
-
+    canvas = _Canvas(plot_w, plot_h, (x_lo, x_hi), (y_lo, y_hi))
     for index, (s, pts) in enumerate(prepared):
-        previous = None
-        for p in pts:
-            col, row = to_dot(p)
-            if s.marker or previous is None:
-                plot(col, row, index)
-                if s.marker:  # a marker is two dots wide so that it stands out from the lines
-                    plot(min(col + 1, dots_w - 1), row, index)
-            else:
-                for c, r in _line(previous, (col, row)):
-                    plot(c, r, index)
-            previous = (col, row)
-
+        canvas.draw(index, s, pts)
     text = Text(no_wrap=True, overflow="crop")
     for cy in range(plot_h):
-        if cy == 0:
-            label = _ticks(y_hi, log)
-        elif cy == plot_h - 1:
-            label = _ticks(y_lo, log)
-        elif cy == plot_h // 2 and plot_h >= 5:
-            label = _ticks((y_hi + y_lo) / 2, log)
-        else:
-            label = ""
+        label = _label(cy, plot_h, y_lo, y_hi, log)
         text.append(f"{label:>{label_width - 1}}┤" if label else " " * (label_width - 1) + "│", style="dim")
-        for cx in range(plot_w):
-            bits = cells[cy][cx]
-            who = owner[cy][cx]
+        for bits, who in zip(canvas.cells[cy], canvas.owner[cy]):
             text.append(chr(_BRAILLE + bits) if bits else " ", style=prepared[who][0].style if who is not None else "")
         text.append("\n")
     left, right = f"{x_lo:.0f}", f"{x_hi:.0f}"

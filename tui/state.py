@@ -176,28 +176,9 @@ class RunState:
             self.message = str(event.get("message", ""))
             self.output = event.get("output", self.output)
         elif kind == "resume" and isinstance(step, int):
-            # training goes on from the checkpoint at `step`: the steps after it are done again, and the events
-            # they write replace the ones before (the checkpoints after it were discarded or are written again)
-            self._rewind(step + 1)
-            self.checkpoints = [(s, path) for s, path in self.checkpoints if s <= step]
-            self.step = step
-            if isinstance(when, (int, float)):
-                self.first_step = (step, when)  # the pace since the resume: the time lost before it is not a step's
+            self._resume(step, when)
         elif kind == "step" and isinstance(step, int):
-            if step <= self.step:  # done again without a resume event (a restart from the start): the last one counts
-                self._rewind(step)
-                self.first_step = None
-            self.step = step
-            if self.first_step is None and isinstance(when, (int, float)):
-                self.first_step = (step, when)
-            if event.get("loss") is not None:
-                self.train_loss.append((step, float(event["loss"])))
-            if event.get("learning_rate") is not None:
-                self.learning_rate.append((step, float(event["learning_rate"])))
-            if event.get("tokens_per_s") is not None:
-                self.tokens_per_s.append((step, float(event["tokens_per_s"])))
-            if event.get("epoch") is not None:
-                self.epoch = float(event["epoch"])
+            self._step(event, step, when)
         elif kind == "eval" and isinstance(step, int) and event.get("loss") is not None:
             if self.eval_loss and self.eval_loss[-1][0] >= step:  # evaluated again: the last one counts
                 self.eval_loss = [point for point in self.eval_loss if point[0] < step]
@@ -216,6 +197,29 @@ class RunState:
         elif kind == "compare":
             self.exact_match = (int(event.get("examples", 0)), int(event.get("exact_before", 0)),
                                 int(event.get("exact_after", 0)))
+
+    def _resume(self, step: int, when: Any) -> None:
+        """Training goes on from the checkpoint at `step`: the steps after it are done again, and the events
+        they write replace the ones before (the checkpoints after it were discarded or are written again)."""
+        self._rewind(step + 1)
+        self.checkpoints = [(s, path) for s, path in self.checkpoints if s <= step]
+        self.step = step
+        if isinstance(when, (int, float)):
+            self.first_step = (step, when)  # the pace since the resume: the time lost before it is not a step's
+
+    def _step(self, event: dict[str, Any], step: int, when: Any) -> None:
+        if step <= self.step:  # done again without a resume event (a restart from the start): the last one counts
+            self._rewind(step)
+            self.first_step = None
+        self.step = step
+        if self.first_step is None and isinstance(when, (int, float)):
+            self.first_step = (step, when)
+        for name, series in (("loss", self.train_loss), ("learning_rate", self.learning_rate),
+                             ("tokens_per_s", self.tokens_per_s)):
+            if event.get(name) is not None:
+                series.append((step, float(event[name])))
+        if event.get("epoch") is not None:
+            self.epoch = float(event["epoch"])
 
     def _rewind(self, step: int) -> None:
         """Forget the points at `step` and after: they are being done again."""
