@@ -25,3 +25,19 @@ def test_templates_ship_as_package_data() -> None:
     import fnmatch
 
     assert all(any(fnmatch.fnmatch(t, pat) for pat in patterns) for t in templates), templates
+
+
+def test_every_non_python_file_of_a_package_ships() -> None:
+    """Stylesheets and templates beside the modules are package data, or the wheel lacks them."""
+    import fnmatch
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    data = config["package-data"]
+    missing = []
+    for package, folder in ((k, v) for k, v in config["package-dir"].items()):
+        for path in (REPO / folder).rglob("*"):
+            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts:
+                relative = path.relative_to(REPO / folder).as_posix()
+                if not any(fnmatch.fnmatch(relative, pattern) for pattern in data.get(package, [])):
+                    missing.append(f"{folder}/{relative}")
+    assert not missing, missing
