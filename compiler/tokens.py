@@ -174,7 +174,8 @@ def measure_data(spec: Any, model: Any, data: Any,
     and the stage's error (unmappable roles, untrained examples, nothing left) as a message.
     (None, None) when the tokenizer or the files are not here."""
     from ftc.core.data.encode import DataError
-    from ftc.core.data.stage import DataSettings, percentile, prepare_data
+    from ftc.core.data.stage import DataSettings, prepare_data
+    from ftc.core.data.stats import percentile
 
     directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
     sources = [f for f in (data, *mix) if f.kind == "files"]

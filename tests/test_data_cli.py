@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import write_jsonl
+from helpers import data_settings, write_jsonl
 
 from ftc.compiler import SpecError, compile_spec
 from ftc.cli.main import main
@@ -61,10 +61,10 @@ def test_ftc_data_renders_trained_and_masked_tokens(workdir: Path, capsys: pytes
 
 def test_rendered_styles_mark_exactly_the_trained_tokens(tiny_tokenizer: Any) -> None:
     from ftc.cli.datashow import MASKED_STYLE, TRAINED_STYLE, render_example
-    from ftc.core.data.stage import DataSettings, prepare_data
+    from ftc.core.data.stage import prepare_data
 
     rows = [{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}]}]
-    item = prepare_data(rows, tiny_tokenizer, DataSettings("chat", {}, 64)).train[0]
+    item = prepare_data(rows, tiny_tokenizer, data_settings("chat", 64)).train[0]
     text = render_example(tiny_tokenizer, item)
     trained = "".join(text.plain[s.start:s.end] for s in text.spans if s.style == TRAINED_STYLE)
     masked = "".join(text.plain[s.start:s.end] for s in text.spans if s.style == MASKED_STYLE)
