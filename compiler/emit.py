@@ -18,6 +18,7 @@ from ftc.core.errors import TemplateError
 from ftc.compiler.literal import lit
 from ftc.compiler.methods import METHODS
 from ftc.compiler.plan import Plan
+from ftc.core.data.settings import DataSettings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 try:  # installed as a wheel: templates are the ftc.templates package
@@ -100,23 +101,32 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
 _ONLY_FOR_METHOD: dict[str, tuple[str, ...]] = {  # config names whose setting key another method reads too
     "TRAIN_LAYERS": ("freeze", "linear_probe"), "ADAPTER_LAYERS": ("llama_adapter",),
 }
-# DataSettings field (ftc.core.data.stage) = plan setting: train.py builds DataSettings from these
-# CONFIG values and `ftc data` from the same plan settings (`data_settings`), so both see the same data.
+# DataSettings field (ftc.core.data.settings) = plan setting. Every field is a CONFIG value, and
+# train.py passes each one to DataSettings (which has no defaults), so the script builds the very
+# object the plan holds (`data_settings`, what `ftc data` runs).
 DATA_SETTINGS: tuple[tuple[str, str], ...] = (
     ("format", "data_format"), ("columns", "columns"), ("max_length", "max_length"), ("roles", "roles"),
     ("template", "template"), ("train_on", "train_on"), ("validation", "validation"), ("seed", "seed"),
     ("dedup", "dedup"), ("near_dedup", "near_dedup"), ("min_tokens", "min_tokens"), ("max_tokens", "max_tokens"),
     ("untrained", "untrained"),
 )
-# Left out of CONFIG when they hold the default that DataSettings has anyway (the script stays short).
-_OMIT_WHEN: dict[str, object] = {"roles": {}, "mix": [], "template": None, "padding_free": False, "near_dedup": None, "max_tokens": None,
-                                 "min_tokens": 0}
+# Left out of CONFIG when they hold the value prepare_data's call leaves out (the script stays short).
+_OMIT_WHEN: dict[str, object] = {"mix": [], "padding_free": False}
 
 
-def data_settings(plan: Plan) -> dict[str, Any]:
-    """DataSettings keyword arguments of a plan, exactly those train.py passes."""
-    names = {key: name for name, key in _config_lines(plan)}
-    return {field: plan[key] for field, key in DATA_SETTINGS if key in names}
+def data_settings(plan: Plan) -> DataSettings:
+    """The plan's DataSettings: the object `ftc data` runs and train.py rebuilds from CONFIG."""
+    return DataSettings(**{field: plan[key] for field, key in DATA_SETTINGS})
+
+
+def _data_settings_names(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(DataSettings field, CONFIG name) for train.py's DataSettings(...) call; every field has one."""
+    names = {key: name for name, key in lines}
+    missing = [field for field, key in DATA_SETTINGS if key not in names]
+    if missing:
+        raise TemplateError(f"train.py's CONFIG lacks the data settings {', '.join(missing)}; every DataSettings "
+                            "field must be a CONFIG value (see DATA_SETTINGS in compiler/emit.py)")
+    return [(field, names[key]) for field, key in DATA_SETTINGS]
 
 
 _ONLY_FOR_DATA: dict[str, tuple[str, ...]] = {  # settings that only one kind of data source reads
@@ -166,8 +176,6 @@ def _config_lines(plan: Plan) -> list[tuple[str, str]]:
         if name in _ONLY_FOR_METHOD and plan.method not in _ONLY_FOR_METHOD[name]:
             continue
         if key in _OMIT_WHEN and plan[key] == _OMIT_WHEN[key]:
-            continue
-        if key == "train_on" and plan["data_format"] == "text":  # text trains every token
             continue
         if key in ("eval_steps", "early_stopping_patience") and plan[key] is None:
             continue
@@ -250,8 +258,7 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             title=method.title,
             imports=_imports(plan),
             peft_result=method.peft,
-            data_settings=[(field, name) for field, key in DATA_SETTINGS
-                           for name, k in lines if k == key],
+            data_settings=_data_settings_names(lines),
             has_validation=plan["validation"] != 0,
             default_run_dir=f"runs/{plan.name}/manual",
             quantized_device_map=device_map,

@@ -18,6 +18,7 @@ from ftc.compiler.estimate import Memory, RunShape, can_estimate, estimate_memor
 from ftc.compiler.literal import lit
 from ftc.compiler.methods import MethodBase
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
+from ftc.compiler.tokens import data_settings
 
 
 @dataclass(frozen=True)
@@ -361,10 +362,9 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
             files = f"{entry.source.rstrip('/')}/*{Path(mixed.files[0]).suffix}"
         mix.append({"source": files, "kind": kind, "weight": entry.weight})
     s["mix"] = Setting(mix, "spec: data.mix")
-    s["data_format"] = Setting(d.format, "spec: data.format")
-    columns = {f: d.columns.get(f, f) for f in FORMAT_FIELDS[d.format]
-               if f in d.columns or not (d.format == "chat" and f != "messages")}  # chat: role/content auto-detected
-    s["columns"] = Setting(columns, "spec: data.columns" if d.columns else "default: the format's field names")
+    data = data_settings(spec, max_length)  # the run's DataSettings, decided once; train.py rebuilds it from CONFIG
+    s["data_format"] = Setting(data.format, "spec: data.format")
+    s["columns"] = Setting(data.columns, "spec: data.columns" if d.columns else "default: the format's field names")
     if facts.data.columns is not None:
         present = [f for f in FORMAT_FIELDS[d.format] if d.columns.get(f, f) in facts.data.columns]
         s["optional_fields"] = Setting(present, "derived: columns present in the data")
@@ -375,7 +375,7 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
             notes.append("the dataset's columns are unknown offline: `input` and `system` are used only if "
                          "mapped in [data.columns]")
     s["data_split"] = Setting(d.split, "spec: data.split" if d.split != "train" else "default")
-    s["validation"] = Setting(d.validation, "spec: data.validation")
+    s["validation"] = Setting(data.validation, "spec: data.validation")
     if isinstance(d.validation, str):
         s["validation_loader"] = Setting(facts.validation.loader if facts.validation else None,
                                          "derived: file type")
@@ -386,17 +386,22 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
                        f"tokenizer: p50 {lengths.p50}, p90 {lengths.p90}, p95 {lengths.p95}, p99 {lengths.p99}, "
                        f"max {lengths.max}")
     reasons.append(why_seq_len)
-    s["roles"] = Setting(dict(d.roles), "spec: data.roles (added to human/gpt/user/assistant/system)")
-    s["train_on"] = _given(d.train_on if "train_on" in d.model_fields_set else None, "data.train_on", "answers",
-                           "default: every assistant turn")
-    s["template"] = Setting(d.template, "spec: data.template")
     c = d.clean
-    s["dedup"] = Setting(c.dedup, "spec: data.clean.dedup" if "dedup" in c.model_fields_set
+    s["roles"] = Setting(data.roles, "spec: data.roles (added to human/gpt/user/assistant/system)" if d.roles
+                         else "default: the usual names (human/gpt/user/assistant/system)")
+    s["train_on"] = Setting(data.train_on, "derived: text data trains every token" if d.format == "text"
+                            else "spec: data.train_on" if "train_on" in d.model_fields_set
+                            else "default: every assistant turn")
+    s["template"] = Setting(data.template, "spec: data.template" if d.template is not None else "default: none")
+    s["dedup"] = Setting(data.dedup, "spec: data.clean.dedup" if "dedup" in c.model_fields_set
                          else "default: exact duplicates are dropped")
-    s["near_dedup"] = Setting(c.near_dedup, "spec: data.clean.near_dedup")
-    s["min_tokens"] = Setting(c.min_tokens, "spec: data.clean.min_tokens")
-    s["max_tokens"] = Setting(c.max_tokens, "spec: data.clean.max_tokens")
-    s["untrained"] = Setting(c.untrained, "spec: data.clean.untrained" if "untrained" in c.model_fields_set
+    s["near_dedup"] = Setting(data.near_dedup, "spec: data.clean.near_dedup" if c.near_dedup is not None
+                              else "default: off")
+    s["min_tokens"] = Setting(data.min_tokens, "spec: data.clean.min_tokens" if "min_tokens" in c.model_fields_set
+                              else "default: no lower bound")
+    s["max_tokens"] = Setting(data.max_tokens, "spec: data.clean.max_tokens" if c.max_tokens is not None
+                              else "default: no upper bound")
+    s["untrained"] = Setting(data.untrained, "spec: data.clean.untrained" if "untrained" in c.model_fields_set
                              else "default: stop on examples with no trained token")
     s["packing"] = Setting(d.packing, "spec: data.packing" if "packing" in d.model_fields_set else "default: off")
     s["padding_free"] = Setting(d.padding_free, "spec: data.padding_free" if "padding_free" in d.model_fields_set

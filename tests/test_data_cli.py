@@ -117,29 +117,63 @@ def test_compile_reports_wrong_encodings_and_bad_json(workdir: Path) -> None:
     assert "d.jsonl:2: not valid JSON" in problems(workdir / "s.toml")
 
 
-def test_emitted_script_builds_the_settings_ftc_data_uses(workdir: Path) -> None:
-    """train.py's DataSettings(...) call passes exactly the fields `ftc data` takes from the plan."""
+def script_data_settings(script: str) -> Any:
+    """The DataSettings that train.py builds: its CONFIG assignments and its `settings = DataSettings(...)`
+    statement, executed."""
     import ast
 
-    from ftc.compiler.emit import data_settings
+    from ftc.core.data.settings import DataSettings
 
-    write_jsonl(workdir / "d.jsonl", SHAREGPT)
-    extra = ('train_on = "last_answer"\npacking = true\n[data.columns]\nmessages = "conversations"\n'
-             '[data.roles]\nnarrator = "system"\n[data.clean]\nnear_dedup = 0.9\nmax_tokens = 60')
-    (workdir / "s.toml").write_text(spec_text("d.jsonl", "chat", extra))
+    tree = ast.parse(script)
+    names = [getattr(n.targets[0], "id", "") if isinstance(n, ast.Assign) else "" for n in tree.body]
+    end, call = names.index("CONFIG"), tree.body[names.index("settings")]
+    assert isinstance(call, ast.Assign)
+    assert isinstance(call.value, ast.Call) and all(isinstance(k.value, ast.Name) for k in call.value.keywords)
+    namespace: dict[str, Any] = {"DataSettings": DataSettings}  # every field is passed, and as a CONFIG name
+    exec(compile(ast.Module([n for n in tree.body[:end] if isinstance(n, ast.Assign)] + [call], []), "train.py",
+                 "exec"), namespace)
+    return namespace["settings"]
+
+
+MESSAGES = [{"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": w}]}
+            for w in "red green blue yellow".split()]
+SETTINGS_CASES = {  # (rows, [data] keys, [train] keys, values the settings must hold)
+    "chat, every data key left at its default": (MESSAGES, "", "", {"validation": 0.1, "max_length": 1024,
+                                                                   "train_on": "answers", "dedup": True}),
+    "text, every data key left at its default": ([{"text": f"say {w}"} for w in "abcd"], "", "",
+                                                 {"train_on": "inputs_too", "columns": {"text": "text"}}),
+    "chat, every data key set": (SHAREGPT, 'validation = 0.25\nmax_length = 64\ntrain_on = "last_answer"\n'
+                                 '[data.columns]\nmessages = "conversations"\n[data.roles]\n'
+                                 'narrator = "system"\n[data.clean]\ndedup = false\nnear_dedup = 0.9\n'
+                                 'min_tokens = 2\nmax_tokens = 60\nuntrained = "drop"', "seed = 7",
+                                 {"validation": 0.25, "train_on": "last_answer", "roles": {"narrator": "system"},
+                                  "near_dedup": 0.9, "min_tokens": 2, "max_tokens": 60, "untrained": "drop",
+                                  "seed": 7}),
+    "completion with a template": ([{"prompt": w, "completion": w.upper()} for w in "abcd"],
+                                   'template = "Q: {{ prompt }}\\nA: "\nvalidation = "v.jsonl"', "",
+                                   {"template": "Q: {{ prompt }}\nA: ", "validation": "v.jsonl"}),
+}
+
+
+@pytest.mark.parametrize("case", SETTINGS_CASES)
+def test_train_py_builds_the_data_settings_the_plan_holds(workdir: Path, case: str) -> None:
+    """One decision: the DataSettings train.py builds from CONFIG equals the plan's (what `ftc data` runs)
+    and the compiler's, with the spec's defaults where the spec says nothing."""
+    from ftc.compiler.emit import data_settings as plan_settings
+    from ftc.compiler.tokens import data_settings
+
+    rows, data_keys, train_keys, expected = SETTINGS_CASES[case]
+    fmt = "text" if "text" in rows[0] else "chat" if "prompt" not in rows[0] else "completion"
+    write_jsonl(workdir / "d.jsonl", rows)
+    write_jsonl(workdir / "v.jsonl", rows[:1])
+    (workdir / "s.toml").write_text(f'name = "t"\n[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\n'
+                                    f'format = "{fmt}"\n{data_keys}\n[method]\nkind = "lora"\n[train]\n'
+                                    f'batch_size = 2\n{train_keys}\n'
+                                    '[hardware]\ndevice = "cpu"\n')
     result = compile_spec(workdir / "s.toml")
-    tree = ast.parse(result.emitted.files["train.py"])
-    config_block = tree.body[:next(i for i, n in enumerate(tree.body) if isinstance(n, ast.Assign)
-                                   and getattr(n.targets[0], "id", "") == "CONFIG")]
-    config = {n.targets[0].id: ast.literal_eval(n.value) for n in config_block  # type: ignore[attr-defined]
-              if isinstance(n, ast.Assign)}
-    call = next(n.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
-                and getattr(n.value.func, "id", "") == "DataSettings")
-    emitted = {kw.arg: config[kw.value.id] for kw in call.keywords}  # type: ignore[attr-defined]
-    assert emitted == data_settings(result.plan)
-    assert emitted["train_on"] == "last_answer" and emitted["near_dedup"] == 0.9 and emitted["roles"] == {
-        "narrator": "system"}
-    assert "packing=PACKING" in result.emitted.files["train.py"] and config["PACKING"] is True
+    built = script_data_settings(result.emitted.files["train.py"])
+    assert built == plan_settings(result.plan) == data_settings(result.source.spec, result.plan["max_length"])
+    assert {k: getattr(built, k) for k in expected} == expected
 
 
 def test_chat_in_csv_cells_is_read_as_json(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
