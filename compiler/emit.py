@@ -122,10 +122,8 @@ def data_settings(plan: Plan) -> DataSettings:
 def _data_settings_names(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """(DataSettings field, CONFIG name) for train.py's DataSettings(...) call; every field has one."""
     names = {key: name for name, key in lines}
-    missing = [field for field, key in DATA_SETTINGS if key not in names]
-    if missing:
-        raise TemplateError(f"train.py's CONFIG lacks the data settings {', '.join(missing)}; every DataSettings "
-                            "field must be a CONFIG value (see DATA_SETTINGS in compiler/emit.py)")
+    if missing := [field for field, key in DATA_SETTINGS if key not in names]:
+        raise TemplateError(f"train.py's CONFIG lacks the data settings {', '.join(missing)} (compiler/emit.py)")
     return [(field, names[key]) for field, key in DATA_SETTINGS]
 
 

@@ -75,6 +75,7 @@ def test_rendered_styles_mark_exactly_the_trained_tokens(tiny_tokenizer: Any) ->
 def test_ftc_data_reports_unmappable_roles_without_traceback(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = SHAREGPT + [{"conversations": [{"from": "narrator", "value": "x"}, {"from": "gpt", "value": "y"}]}]
     write_jsonl(workdir / "d.jsonl", rows)
+    write_jsonl(workdir / "v.jsonl", rows)
     (workdir / "s.toml").write_text(spec_text("d.jsonl", "chat", '[data.columns]\nmessages = "conversations"'))
     assert main(["data", "s.toml"]) == 2
     err = capsys.readouterr().err
@@ -118,57 +119,50 @@ def test_compile_reports_wrong_encodings_and_bad_json(workdir: Path) -> None:
 
 
 def script_data_settings(script: str) -> Any:
-    """The DataSettings that train.py builds: its CONFIG assignments and its `settings = DataSettings(...)`
-    statement, executed."""
+    """What train.py's CONFIG assignments and its `settings = DataSettings(...)` statement build, executed."""
     import ast
 
     from ftc.core.data.settings import DataSettings
 
     tree = ast.parse(script)
     names = [getattr(n.targets[0], "id", "") if isinstance(n, ast.Assign) else "" for n in tree.body]
-    end, call = names.index("CONFIG"), tree.body[names.index("settings")]
-    assert isinstance(call, ast.Assign)
-    assert isinstance(call.value, ast.Call) and all(isinstance(k.value, ast.Name) for k in call.value.keywords)
-    namespace: dict[str, Any] = {"DataSettings": DataSettings}  # every field is passed, and as a CONFIG name
-    exec(compile(ast.Module([n for n in tree.body[:end] if isinstance(n, ast.Assign)] + [call], []), "train.py",
-                 "exec"), namespace)
+    call = tree.body[names.index("settings")]
+    assert isinstance(call, ast.Assign) and isinstance(call.value, ast.Call)
+    assert all(isinstance(k.value, ast.Name) for k in call.value.keywords)  # every field a CONFIG name
+    config = [n for n in tree.body[:names.index("CONFIG")] if isinstance(n, ast.Assign)]
+    namespace: dict[str, Any] = {"DataSettings": DataSettings}
+    exec(compile(ast.Module([*config, call], []), "train.py", "exec"), namespace)
     return namespace["settings"]
 
 
-MESSAGES = [{"messages": [{"role": "user", "content": f"say {w}"}, {"role": "assistant", "content": w}]}
-            for w in "red green blue yellow".split()]
-SETTINGS_CASES = {  # (rows, [data] keys, [train] keys, values the settings must hold)
-    "chat, every data key left at its default": (MESSAGES, "", "", {"validation": 0.1, "max_length": 1024,
-                                                                   "train_on": "answers", "dedup": True}),
-    "text, every data key left at its default": ([{"text": f"say {w}"} for w in "abcd"], "", "",
-                                                 {"train_on": "inputs_too", "columns": {"text": "text"}}),
-    "chat, every data key set": (SHAREGPT, 'validation = 0.25\nmax_length = 64\ntrain_on = "last_answer"\n'
-                                 '[data.columns]\nmessages = "conversations"\n[data.roles]\n'
-                                 'narrator = "system"\n[data.clean]\ndedup = false\nnear_dedup = 0.9\n'
-                                 'min_tokens = 2\nmax_tokens = 60\nuntrained = "drop"', "seed = 7",
-                                 {"validation": 0.25, "train_on": "last_answer", "roles": {"narrator": "system"},
-                                  "near_dedup": 0.9, "min_tokens": 2, "max_tokens": 60, "untrained": "drop",
-                                  "seed": 7}),
-    "completion with a template": ([{"prompt": w, "completion": w.upper()} for w in "abcd"],
-                                   'template = "Q: {{ prompt }}\\nA: "\nvalidation = "v.jsonl"', "",
-                                   {"template": "Q: {{ prompt }}\nA: ", "validation": "v.jsonl"}),
+SET_ALL = ('validation = 0.25\nmax_length = 64\ntrain_on = "last_answer"\n[data.columns]\nmessages = "conversations"\n'
+           '[data.roles]\nnarrator = "system"\n[data.clean]\ndedup = false\nnear_dedup = 0.9\nmin_tokens = 2\n'
+           'max_tokens = 60\nuntrained = "drop"')
+SETTINGS_CASES = {  # format, rows, [data] keys, [train] keys, what the settings must hold
+    "chat, defaults": ("chat", [{"messages": [{"role": "user", "content": w}, {"role": "assistant", "content": w}]}
+                                for w in "abcd"], "", "", {"validation": 0.1, "max_length": 1024, "dedup": True}),
+    "text, defaults": ("text", [{"text": w} for w in "abcd"], "", "", {"train_on": "inputs_too", "seed": 42}),
+    "chat, every key set": ("chat", SHAREGPT, SET_ALL, "seed = 7", {
+        "validation": 0.25, "train_on": "last_answer", "roles": {"narrator": "system"}, "near_dedup": 0.9,
+        "min_tokens": 2, "max_tokens": 60, "untrained": "drop", "seed": 7, "dedup": False}),
+    "completion, template": ("completion", [{"prompt": w, "completion": w} for w in "abcd"],
+                             'template = "Q: {{ prompt }}"\nvalidation = "v.jsonl"', "",
+                             {"template": "Q: {{ prompt }}", "validation": "v.jsonl"}),
 }
 
 
 @pytest.mark.parametrize("case", SETTINGS_CASES)
 def test_train_py_builds_the_data_settings_the_plan_holds(workdir: Path, case: str) -> None:
-    """One decision: the DataSettings train.py builds from CONFIG equals the plan's (what `ftc data` runs)
+    """One decision: train.py's DataSettings, built from CONFIG, is the plan's (what `ftc data` runs)
     and the compiler's, with the spec's defaults where the spec says nothing."""
     from ftc.compiler.emit import data_settings as plan_settings
     from ftc.compiler.tokens import data_settings
 
-    rows, data_keys, train_keys, expected = SETTINGS_CASES[case]
-    fmt = "text" if "text" in rows[0] else "chat" if "prompt" not in rows[0] else "completion"
+    fmt, rows, data_keys, train_keys, expected = SETTINGS_CASES[case]
     write_jsonl(workdir / "d.jsonl", rows)
-    write_jsonl(workdir / "v.jsonl", rows[:1])
-    (workdir / "s.toml").write_text(f'name = "t"\n[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\n'
-                                    f'format = "{fmt}"\n{data_keys}\n[method]\nkind = "lora"\n[train]\n'
-                                    f'batch_size = 2\n{train_keys}\n'
+    write_jsonl(workdir / "v.jsonl", rows)
+    (workdir / "s.toml").write_text(f'[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\nformat = "{fmt}"\n'
+                                    f'{data_keys}\n[method]\nkind = "lora"\n[train]\nbatch_size = 2\n{train_keys}\n'
                                     '[hardware]\ndevice = "cpu"\n')
     result = compile_spec(workdir / "s.toml")
     built = script_data_settings(result.emitted.files["train.py"])

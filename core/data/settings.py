@@ -13,31 +13,18 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DataSettings:
-    """The data stage's settings, each one read from the plan (spec key in parentheses)."""
+    """The data stage's settings; the comment names the spec key each one comes from."""
 
-    format: str
-    """chat, instruction, completion or text (data.format)."""
-    columns: dict[str, str]
-    """The format's fields -> dataset columns or dotted paths (data.columns)."""
-    max_length: int
-    """Tokens per example; longer ones are truncated (data.max_length, resolved)."""
-    roles: dict[str, str]
-    """Extra role names -> system/user/assistant, on top of the usual ones (data.roles)."""
-    template: str | None
-    """A Jinja prompt template used instead of the chat template, or None (data.template)."""
-    train_on: str
-    """Which turns are trained: answers, last_answer or inputs_too (data.train_on)."""
-    validation: float | str
-    """The held-out share, or a validation source (data.validation)."""
-    seed: int
-    """Seed of the validation split, the mixing subsample and the padding estimate (train.seed)."""
-    dedup: bool
-    """Drop exact duplicates after the first (data.clean.dedup)."""
-    near_dedup: float | None
-    """Drop examples at least this similar to an earlier one, or None (data.clean.near_dedup)."""
-    min_tokens: int
-    """Drop examples shorter than this (data.clean.min_tokens)."""
-    max_tokens: int | None
-    """Drop examples longer than this, or None (data.clean.max_tokens)."""
-    untrained: str
-    """Examples with no trained token: "error" stops the stage, "drop" drops them (data.clean.untrained)."""
+    format: str  # data.format: chat, instruction, completion or text
+    columns: dict[str, str]  # data.columns: the format's fields -> dataset columns (dotted paths for nested ones)
+    max_length: int  # data.max_length, resolved: longer examples are truncated
+    roles: dict[str, str]  # data.roles: extra role names -> system/user/assistant, on top of the usual ones
+    template: str | None  # data.template: a Jinja prompt template used instead of the chat template
+    train_on: str  # data.train_on: answers, last_answer or inputs_too (what text data trains)
+    validation: float | str  # data.validation: the held-out share, or a validation source
+    seed: int  # train.seed: the validation split, the mixing subsample and the padding estimate
+    dedup: bool  # data.clean.dedup: drop exact duplicates after the first
+    near_dedup: float | None  # data.clean.near_dedup: drop examples this similar to an earlier one
+    min_tokens: int  # data.clean.min_tokens: drop shorter examples
+    max_tokens: int | None  # data.clean.max_tokens: drop longer examples
+    untrained: str  # data.clean.untrained: examples with no trained token stop the stage ("error") or are dropped
