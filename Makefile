@@ -9,7 +9,9 @@ DEPS := $(VENV)/.installed
 SOURCES := $(shell find core compiler runtime tui cli templates -type f \( -name '*.py' -o -name '*.j2' \) | sort | cksum | cut -d' ' -f1)
 STAMP := $(VENV)/.links-$(SOURCES)
 
-.PHONY: demo test test-slow clean
+.PHONY: install demo test test-slow clean
+
+install: $(STAMP)  ## the venv and the link tree (again after adding a module, when not through make test)
 
 $(DEPS): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -29,8 +29,8 @@ def load_tokenizer(base: str, origin: str, revision: str | None, trust_remote_co
     return AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
 
 
-def run_stage(plan: Any, settings: dict[str, Any], origin: str, report_dir: Path) -> tuple[Prepared, Any]:
-    """Load, map, clean, encode and split the plan's data, as the emitted train.py does."""
+def run_stage(plan: Any, settings: DataSettings, origin: str, report_dir: Path) -> tuple[Prepared, Any]:
+    """Load, map, clean, encode and split the plan's data with the plan's DataSettings, as train.py does."""
     tokenizer = load_tokenizer(plan["base_model"], origin, plan["revision"], plan["trust_remote_code"])
     if plan["data_format"] != "text" and not plan["template"]:
         ensure_chat_template(tokenizer)
@@ -42,7 +42,7 @@ def run_stage(plan: Any, settings: dict[str, Any], origin: str, report_dir: Path
     validation = plan["validation"]
     validation_rows = load_rows(validation, plan["validation_loader"]) if isinstance(validation, str) else None
     mix = [(m["source"], load_rows(m["source"], m["kind"]), m["weight"]) for m in plan["mix"]]
-    prepared = prepare_data(rows, tokenizer, DataSettings(**settings), source=source, validation_rows=validation_rows,
+    prepared = prepare_data(rows, tokenizer, settings, source=source, validation_rows=validation_rows,
                             validation_source=validation if isinstance(validation, str) else "validation", mix=mix,
                             report_dir=report_dir, micro_batch_size=plan["micro_batch_size"], packing=plan["packing"],
                             padding_free=plan["padding_free"])

@@ -17,6 +17,7 @@ from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, mod
 from ftc.compiler.load import SpecSource, locate
 from ftc.compiler.tokens import TokenFacts, measure_data
 from ftc.compiler.spec import FORMAT_FIELDS, REQUIRED_FIELDS, TEMPLATE_FIELDS, TURN_FIELDS, Spec
+from ftc.core.data.mapping import CONTENT_KEYS, DEFAULT_ROLES, ROLE_KEYS
 
 
 @dataclass(frozen=True)
@@ -80,10 +81,6 @@ def data_columns(spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield from _columns_problems(spec, mixed, "data.mix")
 
 
-# Role names every chat row may use without [data.roles] (runtime/datastage.py DEFAULT_ROLES).
-_KNOWN_ROLES = {"system", "user", "human", "assistant", "gpt", "bot", "model", "chatgpt"}
-
-
 def _nested(row: dict[str, object], column: str) -> object:
     value: object = row.get(column) if column in row else row
     if column not in row:
@@ -116,10 +113,10 @@ def data_rows_fit_the_format(spec: Spec, facts: Facts) -> Iterator[Finding]:
                         f"got {type(turns).__name__}; columns found: {', '.join(sample)}")
             return
         role_key, content_key = d.columns.get("role"), d.columns.get("content")
-        roles = _KNOWN_ROLES | set(d.roles)
+        roles = set(DEFAULT_ROLES) | set(d.roles)  # the names the data stage maps without [data.roles]
         for number, turn in enumerate(turns, start=1):
-            rk = role_key or next((k for k in ("role", "from") if k in turn), None)
-            ck = content_key or next((k for k in ("content", "value", "text") if k in turn), None)
+            rk = role_key or next((k for k in ROLE_KEYS if k in turn), None)
+            ck = content_key or next((k for k in CONTENT_KEYS if k in turn), None)
             if rk is None or rk not in turn or ck is None or ck not in turn:
                 yield ("data.columns", f"{where}, turn {number}: no role or content key (keys found: "
                        f"{', '.join(turn)}); set data.columns.role and data.columns.content")
@@ -188,7 +185,7 @@ def max_length_fits_the_context(spec: Spec, facts: Facts) -> Iterator[Finding]:
     """A row longer than the model's context has positions it was never trained on (or cannot embed)."""
     config = facts.model.config if facts.model else None
     context = config.get("max_position_embeddings") if config else None
-    length = spec.data.max_length
+    length = spec.data.max_length if "max_length" in spec.data.model_fields_set else None  # a default is capped
     if isinstance(length, int) and isinstance(context, int) and not isinstance(context, bool) and length > context:
         yield "data.max_length", (f"{length} is above the model's context of {context} tokens "
                                   f"(max_position_embeddings); set max_length to at most {context}, or \"auto\"")

@@ -18,6 +18,7 @@ from ftc.core.errors import TemplateError
 from ftc.compiler.literal import lit
 from ftc.compiler.methods import METHODS
 from ftc.compiler.plan import Plan
+from ftc.core.data.settings import DataSettings
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 try:  # installed as a wheel: templates are the ftc.templates package
@@ -30,18 +31,28 @@ except ImportError:  # pragma: no cover
 SECTION_TITLES = {"model": "model", "data": "data", "method": "method", "hardware": "hardware and precision",
                   "optim": "optimization", "run": "run policy (a resumed run may change these)"}
 """The headings of train.py's CONFIG groups, one per Plan section."""
-# DataSettings field (ftc.core.data.stage) = plan setting: train.py builds DataSettings from these
-# CONFIG values and `ftc data` from the same plan settings (`data_settings`), so both see the same data.
+# DataSettings field (ftc.core.data.settings) = plan setting. Every field is a CONFIG value, and
+# train.py passes each one to DataSettings (which has no defaults), so the script builds the very
+# object the plan holds (`data_settings`, what `ftc data` runs).
 DATA_SETTINGS: tuple[tuple[str, str], ...] = (
     ("format", "data_format"), ("columns", "columns"), ("max_length", "max_length"), ("roles", "roles"),
     ("template", "template"), ("train_on", "train_on"), ("validation", "validation"), ("seed", "seed"),
     ("dedup", "dedup"), ("near_dedup", "near_dedup"), ("min_tokens", "min_tokens"), ("max_tokens", "max_tokens"),
     ("untrained", "untrained"),
 )
-def data_settings(plan: Plan) -> dict[str, Any]:
-    """DataSettings keyword arguments of a plan, exactly those train.py passes."""
-    names = {e.key for e in plan.config_entries()}
-    return {field: plan[key] for field, key in DATA_SETTINGS if key in names}
+
+
+def data_settings(plan: Plan) -> DataSettings:
+    """The plan's DataSettings: the object `ftc data` runs and train.py rebuilds from CONFIG."""
+    return plan.data.settings
+
+
+def _data_settings_names(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """(DataSettings field, CONFIG name) for train.py's DataSettings(...) call; every field has one."""
+    names = {key: name for name, key in lines}
+    if missing := [field for field, key in DATA_SETTINGS if key not in names]:
+        raise TemplateError(f"train.py's CONFIG lacks the data settings {', '.join(missing)} (compiler/emit.py)")
+    return [(field, names[key]) for field, key in DATA_SETTINGS]
 
 
 def comment(text: str) -> str:
@@ -157,8 +168,7 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             title=method.title,
             imports=_imports(plan),
             peft_result=method.peft,
-            data_settings=[(field, name) for field, key in DATA_SETTINGS
-                           for name, k in lines if k == key],
+            data_settings=_data_settings_names(lines),
             has_validation=plan["validation"] != 0,
             default_run_dir=f"runs/{plan.name}/manual",
             quantized_device_map=device_map,

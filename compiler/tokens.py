@@ -3,20 +3,41 @@
 `ftc compile` measures the data's token lengths with the model's own tokenizer.json (the
 `tokenizers` library) and its chat template (rendered in a jinja2 sandbox configured like
 transformers' `apply_chat_template`), through the very functions train.py uses to map and encode
-rows (ftc.core.data.stage, which is torch-free). The planner uses the lengths for
-`max_length = "auto"` and for the sequence length of the memory estimate.
+rows (ftc.core.data.stage, which is torch-free), with the run's own DataSettings (`data_settings`,
+decided here once for the measurement, the plan, `ftc data` and train.py). The planner uses the
+lengths for `max_length = "auto"` and for the sequence length of the memory estimate.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ftc.compiler.spec import FORMAT_FIELDS, Spec
+from ftc.core.data.settings import DataSettings
+
+if TYPE_CHECKING:
+    from ftc.compiler.facts import DataFacts, ModelFacts
 
 MEASURE_ROWS = 1000  # rows measured at most (the first ones); enough for stable percentiles, fast to compile
+UNBOUNDED = 1 << 30  # max_length while measuring for "auto": no example is truncated (or left untrained) by it
+
+
+def data_settings(spec: Spec, max_length: int) -> DataSettings:
+    """The run's DataSettings, decided once from the spec: the plan holds these values (so `ftc data`
+    runs them), train.py rebuilds the object from its CONFIG block, and the compile-time measurement
+    runs it. `max_length` is the resolved one ("auto" is decided from the measured lengths)."""
+    d, c = spec.data, spec.data.clean
+    columns = {f: d.columns.get(f, f) for f in FORMAT_FIELDS[d.format]
+               if f in d.columns or not (d.format == "chat" and f != "messages")}  # chat: role/content auto-detected
+    return DataSettings(format=d.format, columns=columns, max_length=max_length, roles=dict(d.roles),
+                        template=d.template, train_on="inputs_too" if d.format == "text" else d.train_on,
+                        validation=d.validation, seed=spec.train.seed, dedup=c.dedup, near_dedup=c.near_dedup,
+                        min_tokens=c.min_tokens, max_tokens=c.max_tokens, untrained=c.untrained)
 
 
 @dataclass(frozen=True)
@@ -167,14 +188,15 @@ def read_rows(files: tuple[str, ...], loader: str | None, limit: int = MEASURE_R
     return rows
 
 
-def measure_data(spec: Any, model: Any, data: Any,
-                 mix: tuple[Any, ...]) -> tuple[TokenFacts | None, tuple[str, str] | None]:
+def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
+                 mix: tuple[DataFacts, ...]) -> tuple[TokenFacts | None, tuple[str, str] | None]:
     """Run the data stage (ftc.core.data.stage.prepare_data, as train.py does) on the first rows of
     the spec's local data files with the model's tokenizer: the token lengths of the kept examples,
     and the stage's error (unmappable roles, untrained examples, nothing left) as a message.
     (None, None) when the tokenizer or the files are not here."""
     from ftc.core.data.encode import DataError
-    from ftc.core.data.stage import DataSettings, percentile, prepare_data
+    from ftc.core.data.stage import prepare_data
+    from ftc.core.data.stats import percentile
 
     directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
     sources = [f for f in (data, *mix) if f.kind == "files"]
@@ -190,7 +212,7 @@ def measure_data(spec: Any, model: Any, data: Any,
             budget -= len(rows)
     except Exception:  # noqa: BLE001 - unreadable tokenizer or rows: planning goes on without lengths
         return None, None
-    d, c = spec.data, spec.data.clean
+    d = spec.data
     if tokenizer.chat_template is None and d.format != "text" and d.template is None:
         from ftc.core.data.encode import chatml_missing_tokens
 
@@ -200,10 +222,9 @@ def measure_data(spec: Any, model: Any, data: Any,
                           f"markers ftc would add ({', '.join(missing)}) are not tokens of its vocabulary; set "
                           "data.template to a plain-text prompt template (the answer then ends with EOS), use "
                           "format = \"text\", or fine-tune a model that has a chat template")
-    settings = DataSettings(format=d.format, columns=dict(d.columns), roles=dict(d.roles), template=d.template,
-                            train_on=d.train_on, max_length=1 << 30 if d.max_length == "auto" else int(d.max_length),
-                            dedup=c.dedup, near_dedup=c.near_dedup, min_tokens=c.min_tokens, max_tokens=c.max_tokens,
-                            untrained=c.untrained)
+    # every row read is measured (the held-out share too; a validation source is not read here)
+    settings = replace(data_settings(spec, UNBOUNDED if d.max_length == "auto" else int(d.max_length)),
+                       validation=0.0)
     weights = {entry.source: entry.weight for entry in d.mix}
     (name, rows), *others = per_source
     try:

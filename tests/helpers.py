@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 CHATML = (
@@ -64,3 +65,14 @@ def run_ftc(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Completed
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-m", "ftc.cli.main", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, env=env)
+
+
+def data_settings(format: str, max_length: int = 256, **fields: Any) -> Any:
+    """DataSettings for the stage's own tests, every field explicit: the spec's defaults, except
+    that nothing is held out (a test's few rows all train unless it asks for validation)."""
+    from ftc.core.data.settings import DataSettings
+
+    values: dict[str, Any] = {"columns": {}, "roles": {}, "template": None, "train_on": "answers", "validation": 0.0,
+                              "seed": 42, "dedup": True, "near_dedup": None, "min_tokens": 0, "max_tokens": None,
+                              "untrained": "error"}
+    return DataSettings(format=format, max_length=max_length, **(values | fields))

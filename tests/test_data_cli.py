@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import write_jsonl
+from helpers import data_settings, write_jsonl
 
 from ftc.compiler import SpecError, compile_spec
 from ftc.cli.main import main
@@ -61,10 +61,10 @@ def test_ftc_data_renders_trained_and_masked_tokens(workdir: Path, capsys: pytes
 
 def test_rendered_styles_mark_exactly_the_trained_tokens(tiny_tokenizer: Any) -> None:
     from ftc.cli.datashow import MASKED_STYLE, TRAINED_STYLE, render_example
-    from ftc.core.data.stage import DataSettings, prepare_data
+    from ftc.core.data.stage import prepare_data
 
     rows = [{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}]}]
-    item = prepare_data(rows, tiny_tokenizer, DataSettings("chat", {}, 64)).train[0]
+    item = prepare_data(rows, tiny_tokenizer, data_settings("chat", 64)).train[0]
     text = render_example(tiny_tokenizer, item)
     trained = "".join(text.plain[s.start:s.end] for s in text.spans if s.style == TRAINED_STYLE)
     masked = "".join(text.plain[s.start:s.end] for s in text.spans if s.style == MASKED_STYLE)
@@ -75,6 +75,7 @@ def test_rendered_styles_mark_exactly_the_trained_tokens(tiny_tokenizer: Any) ->
 def test_ftc_data_reports_unmappable_roles_without_traceback(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = SHAREGPT + [{"conversations": [{"from": "narrator", "value": "x"}, {"from": "gpt", "value": "y"}]}]
     write_jsonl(workdir / "d.jsonl", rows)
+    write_jsonl(workdir / "v.jsonl", rows)
     (workdir / "s.toml").write_text(spec_text("d.jsonl", "chat", '[data.columns]\nmessages = "conversations"'))
     assert main(["data", "s.toml"]) == 2
     err = capsys.readouterr().err
@@ -117,29 +118,56 @@ def test_compile_reports_wrong_encodings_and_bad_json(workdir: Path) -> None:
     assert "d.jsonl:2: not valid JSON" in problems(workdir / "s.toml")
 
 
-def test_emitted_script_builds_the_settings_ftc_data_uses(workdir: Path) -> None:
-    """train.py's DataSettings(...) call passes exactly the fields `ftc data` takes from the plan."""
+def script_data_settings(script: str) -> Any:
+    """What train.py's CONFIG assignments and its `settings = DataSettings(...)` statement build, executed."""
     import ast
 
-    from ftc.compiler.emit import data_settings
+    from ftc.core.data.settings import DataSettings
 
-    write_jsonl(workdir / "d.jsonl", SHAREGPT)
-    extra = ('train_on = "last_answer"\npacking = true\n[data.columns]\nmessages = "conversations"\n'
-             '[data.roles]\nnarrator = "system"\n[data.clean]\nnear_dedup = 0.9\nmax_tokens = 60')
-    (workdir / "s.toml").write_text(spec_text("d.jsonl", "chat", extra))
+    tree = ast.parse(script)
+    names = [getattr(n.targets[0], "id", "") if isinstance(n, ast.Assign) else "" for n in tree.body]
+    call = tree.body[names.index("settings")]
+    assert isinstance(call, ast.Assign) and isinstance(call.value, ast.Call)
+    assert all(isinstance(k.value, ast.Name) for k in call.value.keywords)  # every field a CONFIG name
+    config = [n for n in tree.body[:names.index("CONFIG")] if isinstance(n, ast.Assign)]
+    namespace: dict[str, Any] = {"DataSettings": DataSettings}
+    exec(compile(ast.Module([*config, call], []), "train.py", "exec"), namespace)
+    return namespace["settings"]
+
+
+SET_ALL = ('validation = 0.25\nmax_length = 64\ntrain_on = "last_answer"\n[data.columns]\nmessages = "conversations"\n'
+           '[data.roles]\nnarrator = "system"\n[data.clean]\ndedup = false\nnear_dedup = 0.9\nmin_tokens = 2\n'
+           'max_tokens = 60\nuntrained = "drop"')
+SETTINGS_CASES = {  # format, rows, [data] keys, [train] keys, what the settings must hold
+    "chat, defaults": ("chat", [{"messages": [{"role": "user", "content": w}, {"role": "assistant", "content": w}]}
+                                for w in "abcd"], "", "", {"validation": 0.1, "max_length": 512, "dedup": True}),  # the default 1024, capped at the tiny model's context
+    "text, defaults": ("text", [{"text": w} for w in "abcd"], "", "", {"train_on": "inputs_too", "seed": 42}),
+    "chat, every key set": ("chat", SHAREGPT, SET_ALL, "seed = 7", {
+        "validation": 0.25, "train_on": "last_answer", "roles": {"narrator": "system"}, "near_dedup": 0.9,
+        "min_tokens": 2, "max_tokens": 60, "untrained": "drop", "seed": 7, "dedup": False}),
+    "completion, template": ("completion", [{"prompt": w, "completion": w} for w in "abcd"],
+                             'template = "Q: {{ prompt }}"\nvalidation = "v.jsonl"', "",
+                             {"template": "Q: {{ prompt }}", "validation": "v.jsonl"}),
+}
+
+
+@pytest.mark.parametrize("case", SETTINGS_CASES)
+def test_train_py_builds_the_data_settings_the_plan_holds(workdir: Path, case: str) -> None:
+    """One decision: train.py's DataSettings, built from CONFIG, is the plan's (what `ftc data` runs)
+    and the compiler's, with the spec's defaults where the spec says nothing."""
+    from ftc.compiler.emit import data_settings as plan_settings
+    from ftc.compiler.tokens import data_settings
+
+    fmt, rows, data_keys, train_keys, expected = SETTINGS_CASES[case]
+    write_jsonl(workdir / "d.jsonl", rows)
+    write_jsonl(workdir / "v.jsonl", rows)
+    (workdir / "s.toml").write_text(f'[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\nformat = "{fmt}"\n'
+                                    f'{data_keys}\n[method]\nkind = "lora"\n[train]\nbatch_size = 2\n{train_keys}\n'
+                                    '[hardware]\ndevice = "cpu"\n')
     result = compile_spec(workdir / "s.toml")
-    tree = ast.parse(result.emitted.files["train.py"])
-    config_block = tree.body[:next(i for i, n in enumerate(tree.body) if isinstance(n, ast.Assign)
-                                   and getattr(n.targets[0], "id", "") == "CONFIG")]
-    config = {n.targets[0].id: ast.literal_eval(n.value) for n in config_block  # type: ignore[attr-defined]
-              if isinstance(n, ast.Assign)}
-    call = next(n.value for n in tree.body if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call)
-                and getattr(n.value.func, "id", "") == "DataSettings")
-    emitted = {kw.arg: config[kw.value.id] for kw in call.keywords}  # type: ignore[attr-defined]
-    assert emitted == data_settings(result.plan)
-    assert emitted["train_on"] == "last_answer" and emitted["near_dedup"] == 0.9 and emitted["roles"] == {
-        "narrator": "system"}
-    assert "packing=PACKING" in result.emitted.files["train.py"] and config["PACKING"] is True
+    built = script_data_settings(result.emitted.files["train.py"])
+    assert built == plan_settings(result.plan) == data_settings(result.source.spec, result.plan["max_length"])
+    assert {k: getattr(built, k) for k in expected} == expected
 
 
 def test_chat_in_csv_cells_is_read_as_json(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import run_ftc, write_jsonl
+from helpers import data_settings, run_ftc, write_jsonl
 
-from ftc.core.data.stage import DataSettings, prepare_data
+from ftc.core.data.stage import prepare_data
 
 
 def test_packed_examples_attend_only_to_themselves(tiny_model: Path, tiny_tokenizer: Any) -> None:
@@ -26,7 +26,7 @@ def test_packed_examples_attend_only_to_themselves(tiny_model: Path, tiny_tokeni
                           {"role": "assistant", "content": "three"}, {"role": "user", "content": "four"},
                           {"role": "assistant", "content": "five six"}]},
             {"messages": [{"role": "user", "content": "red"}, {"role": "assistant", "content": "green blue"}]}]
-    items = prepare_data(rows, tiny_tokenizer, DataSettings("chat", {}, 128)).train
+    items = prepare_data(rows, tiny_tokenizer, data_settings("chat", 128)).train
     model = AutoModelForCausalLM.from_pretrained(tiny_model).train()
     collator = DataCollatorForLanguageModeling(pad_token_id=tiny_tokenizer.pad_token_id, padding_free=True)
     examples = [{"input_ids": e.encoding["input_ids"], "labels": e.encoding["labels"]} for e in items]

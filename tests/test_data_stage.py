@@ -1,4 +1,4 @@
-"""The data stage (runtime/datastage.py), token for token: every format and convention the user's data
+"""The data stage (core/data/), token for token: every format and convention the user's data
 comes in, the three masking rules, cleaning with its dropped-rows file, and the errors on bad rows."""
 
 from __future__ import annotations
@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import data_settings
 
-from ftc.core.data.encode import IGNORE, DataError
 from ftc.core.data.clean import near_duplicates
-from ftc.core.data.stage import DataSettings, packed_rows, padding, percentile, prepare_data
+from ftc.core.data.encode import IGNORE, DataError
+from ftc.core.data.stage import prepare_data
+from ftc.core.data.stats import packed_rows, padding, percentile
 
 SYSTEM_CHAT = [
     {"role": "system", "content": "be brief"},
@@ -41,8 +43,7 @@ def expected_labels(tokenizer: Any, messages: list[dict[str, str]], train_on: st
 
 
 def stage(tokenizer: Any, rows: list[dict[str, Any]], tmp_path: Path | None = None, **settings: Any) -> Any:
-    settings.setdefault("max_length", 256)
-    return prepare_data(rows, tokenizer, DataSettings(**settings), source="d.jsonl", report_dir=tmp_path)
+    return prepare_data(rows, tokenizer, data_settings(**settings), source="d.jsonl", report_dir=tmp_path)
 
 
 @pytest.mark.parametrize("train_on", ["answers", "last_answer", "inputs_too"])
@@ -182,7 +183,7 @@ def test_validation_split_is_seeded_and_statistics_add_up(tiny_tokenizer: Any) -
 def test_second_validation_source_drops_rows_seen_in_training(tiny_tokenizer: Any) -> None:
     train = [{"text": "alpha beta"}, {"text": "gamma delta"}]
     held = [{"text": "gamma delta"}, {"text": "epsilon"}]
-    prepared = prepare_data(train, tiny_tokenizer, DataSettings("text", {}, 64, validation="v.jsonl"),
+    prepared = prepare_data(train, tiny_tokenizer, data_settings("text", 64, validation="v.jsonl"),
                             validation_rows=held, validation_source="v.jsonl")
     assert [e.row for e in prepared.validation] == [2]
     assert prepared.dropped[0]["reason"] == "in_training_data" and prepared.dropped[0]["source"] == "v.jsonl"
@@ -205,7 +206,7 @@ def test_padding_and_packing_arithmetic() -> None:
 def test_mixed_sources_are_weighted_after_cleaning_and_split(tiny_tokenizer: Any) -> None:
     main = [{"text": f"main example {i}"} for i in range(10)]
     extra = [{"text": f"extra example {i}"} for i in range(4)] + [{"text": "main example 0"}]  # one repeat of main
-    prepared = prepare_data(main, tiny_tokenizer, DataSettings("text", {}, 64, validation=0.2),
+    prepared = prepare_data(main, tiny_tokenizer, data_settings("text", 64, validation=0.2),
                             source="main.jsonl", mix=[("extra.jsonl", extra, 2.5)])
     assert prepared.dropped[0]["source"] == "extra.jsonl" and prepared.dropped[0]["detail"] == (
         "the same example as main.jsonl row 1")
@@ -220,7 +221,7 @@ def test_mixed_sources_are_weighted_after_cleaning_and_split(tiny_tokenizer: Any
 
 def test_text_files_are_one_row_per_line(tmp_path: Path) -> None:
     from ftc.compiler.facts import data_facts
-    from ftc.core.data.stage import load_rows
+    from ftc.core.data.load import load_rows
 
     (tmp_path / "a.txt").write_text("first line\nsecond line\n", encoding="utf-8")
     facts = data_facts(str(tmp_path / "a.txt"))
@@ -229,7 +230,7 @@ def test_text_files_are_one_row_per_line(tmp_path: Path) -> None:
 
 
 def test_unreadable_rows_are_reported_with_the_file(tmp_path: Path) -> None:
-    from ftc.core.data.stage import load_rows
+    from ftc.core.data.load import load_rows
 
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"bad.jsonl: cannot be read as json data"):
@@ -248,7 +249,7 @@ def test_saved_tokenizer_is_checked_against_training(tiny_tokenizer: Any, tmp_pa
     from ftc.core.data.stage import check_saved_tokenizer
 
     rows = [{"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "world"}]}]
-    settings = DataSettings("chat", {}, 64)
+    settings = data_settings("chat", 64)
     prepared = prepare_data(rows, tiny_tokenizer, settings)
     tiny_tokenizer.save_pretrained(tmp_path / "same")
     events = _Events()
@@ -267,7 +268,7 @@ def test_saved_tokenizer_is_checked_against_training(tiny_tokenizer: Any, tmp_pa
 def test_saved_dataset_directories_load_with_their_split(tmp_path: Path) -> None:
     from datasets import Dataset, DatasetDict
 
-    from ftc.core.data.stage import load_rows
+    from ftc.core.data.load import load_rows
 
     rows = [{"text": "a"}, {"text": "b"}]
     Dataset.from_list(rows).save_to_disk(str(tmp_path / "one"))

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import write_jsonl
+from helpers import data_settings, write_jsonl
 
 from ftc.compiler import SpecError, compile_spec
 from ftc.compiler.tokens import LightTokenizer
-from ftc.core.data.stage import DataSettings, encode_example, to_example
+from ftc.core.data.encode import encode_example
+from ftc.core.data.mapping import to_example
 
 ROWS = [
     ("chat", {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "one two"},
@@ -29,7 +30,7 @@ ROWS = [
 @pytest.mark.parametrize("train_on", ["answers", "last_answer", "inputs_too"])
 def test_light_tokenizer_encodes_like_transformers(tiny_model: Path, tiny_tokenizer: Any, fmt: str,
                                                    row: dict[str, Any], train_on: str) -> None:
-    settings = DataSettings(fmt, {}, 512, train_on="answers" if fmt == "text" else train_on)
+    settings = data_settings(fmt, 512, train_on="answers" if fmt == "text" else train_on)
     example = to_example(row, settings)
     light = encode_example(LightTokenizer(tiny_model), example, settings)
     assert light == encode_example(tiny_tokenizer, example, settings)
@@ -44,7 +45,7 @@ def test_light_tokenizer_matches_the_bundled_model(tmp_path: Path) -> None:
         pytest.skip("the bundled model is not converted on this machine (ftc data or ftc run converts it)")
     from transformers import AutoTokenizer
 
-    settings = DataSettings("chat", {}, 512)
+    settings = data_settings("chat", 512)
     example = to_example(ROWS[0][1], settings)
     assert encode_example(LightTokenizer(directory), example, settings) == encode_example(
         AutoTokenizer.from_pretrained(directory), example, settings)
@@ -68,7 +69,7 @@ def workdir(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_max_length_auto_is_the_longest_measured_example(workdir: Path, tiny_tokenizer: Any) -> None:
     (workdir / "s.toml").write_text(spec('"auto"'))
     plan = compile_spec(workdir / "s.toml").plan
-    settings = DataSettings("completion", {}, 10_000)
+    settings = data_settings("completion", 10_000)
     longest = max(encode_example(tiny_tokenizer, to_example(json.loads(line), settings), settings)["length"]
                   for line in (workdir / "d.jsonl").read_text().splitlines())
     assert plan["max_length"] == -(-longest // 8) * 8 and plan["max_length"] >= longest

@@ -18,6 +18,7 @@ from ftc.compiler.methods import MethodBase
 from ftc.compiler.plan.budget import BatchChoice, choose_batch, gib
 from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodPlan, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
+from ftc.compiler.tokens import data_settings
 
 
 def _given(spec_value: Any, key: str, default: Any, default_why: str = "default") -> Setting:
@@ -41,12 +42,16 @@ def _precision(spec: Spec) -> tuple[str, str]:
 def resolve_max_length(spec: Spec, facts: Facts) -> tuple[int, str]:
     """data.max_length, with "auto" resolved from the measured token lengths (checks ensured they exist)."""
     d, tokens = spec.data, facts.tokens
-    if d.max_length != "auto":
-        return int(d.max_length), "spec: data.max_length"
-    assert tokens is not None
-    value = max(16, -(-tokens.max // 8) * 8)
     config = facts.model.config if facts.model else None
     limit = config.get("max_position_embeddings") if config else None
+    if d.max_length != "auto":
+        if "max_length" in d.model_fields_set:
+            return int(d.max_length), "spec: data.max_length"  # checks refused one above the context
+        if isinstance(limit, int) and d.max_length > limit:
+            return limit, f"default: {d.max_length}, capped at the model's context of {limit} tokens"
+        return int(d.max_length), "default"
+    assert tokens is not None
+    value = max(16, -(-tokens.max // 8) * 8)
     if isinstance(limit, int) and value > limit:
         return limit, (f"planned: the model's context ({limit} tokens); the longest of {tokens.examples} measured "
                        f"examples has {tokens.max}")
@@ -143,53 +148,58 @@ def _files(source: str, kind: str, files: list[str] | None) -> str:
     return source
 
 
-def _columns(spec: Spec, facts: Facts, notes: list[str]) -> tuple[Setting[dict[str, str]], Setting[list[str]]]:
+def _optional_fields(spec: Spec, facts: Facts, notes: list[str]) -> Setting[list[str]]:
+    """The format's fields the data has (an instruction row's `input`, `system`)."""
     d = spec.data
     assert facts.data is not None
-    columns = {f: d.columns.get(f, f) for f in FORMAT_FIELDS[d.format]
-               if f in d.columns or not (d.format == "chat" and f != "messages")}  # chat: role/content auto-detected
-    mapped = Setting(columns, "spec: data.columns" if d.columns else "default: the format's field names")
     if facts.data.columns is not None:
         present = [f for f in FORMAT_FIELDS[d.format] if d.columns.get(f, f) in facts.data.columns]
-        return mapped, Setting(present, "derived: columns present in the data")
+        return Setting(present, "derived: columns present in the data")
     if d.format == "instruction":
         notes.append("the dataset's columns are unknown offline: `input` and `system` are used only if "
                      "mapped in [data.columns]")
-    return mapped, Setting([f for f in FORMAT_FIELDS[d.format] if f in d.columns],
-                           "derived: the fields mapped in data.columns (columns unknown offline)")
+    return Setting([f for f in FORMAT_FIELDS[d.format] if f in d.columns],
+                   "derived: the fields mapped in data.columns (columns unknown offline)")
 
 
 def _data(spec: Spec, facts: Facts, max_length: Setting[int], notes: list[str]) -> DataPlan:
     d, c, data = spec.data, spec.data.clean, facts.data
     assert data is not None
+    stage = data_settings(spec, max_length.value)  # decided once; train.py rebuilds it from CONFIG
     files = _files(d.source, data.kind, data.files)
     mix = [{"source": _files(entry.source, mixed.kind, mixed.files),
             "kind": mixed.loader if mixed.kind == "files" else mixed.kind, "weight": entry.weight}
            for entry, mixed in zip(d.mix, facts.mix)]
-    columns, optional_fields = _columns(spec, facts, notes)
     return DataPlan(
+        settings=stage,
         data_source=Setting(d.source, "spec: data.source"),
         data_kind=Setting(data.kind, "derived: from the source"),
         data_loader=Setting(data.loader, "derived: file type"),
         data_files=Setting(files, "derived: data.source" if files == d.source else "derived: every file of data.source"),
         mix=Setting(mix, "spec: data.mix"),
-        data_format=Setting(d.format, "spec: data.format"),
-        columns=columns, optional_fields=optional_fields,
+        data_format=Setting(stage.format, "spec: data.format"),
+        columns=Setting(stage.columns, "spec: data.columns" if d.columns else "default: the format's field names"),
+        optional_fields=_optional_fields(spec, facts, notes),
         data_split=Setting(d.split, "spec: data.split" if d.split != "train" else "default"),
-        validation=Setting(d.validation, "spec: data.validation"),
+        validation=Setting(stage.validation, "spec: data.validation"),
         validation_loader=Setting(facts.validation.loader if facts.validation else None, "derived: file type")
         if isinstance(d.validation, str) else None,
         max_length=max_length,
-        roles=Setting(dict(d.roles), "spec: data.roles (added to human/gpt/user/assistant/system)"),
-        train_on=_given(d.train_on if "train_on" in d.model_fields_set else None, "data.train_on", "answers",
-                        "default: every assistant turn"),
-        template=Setting(d.template, "spec: data.template"),
-        dedup=Setting(c.dedup, "spec: data.clean.dedup" if "dedup" in c.model_fields_set
+        roles=Setting(stage.roles, "spec: data.roles (added to human/gpt/user/assistant/system)" if d.roles
+                      else "default: the usual names (human/gpt/user/assistant/system)"),
+        train_on=Setting(stage.train_on, "derived: text data trains every token" if d.format == "text"
+                         else "spec: data.train_on" if "train_on" in d.model_fields_set
+                         else "default: every assistant turn"),
+        template=Setting(stage.template, "spec: data.template" if d.template is not None else "default: none"),
+        dedup=Setting(stage.dedup, "spec: data.clean.dedup" if "dedup" in c.model_fields_set
                       else "default: exact duplicates are dropped"),
-        near_dedup=Setting(c.near_dedup, "spec: data.clean.near_dedup"),
-        min_tokens=Setting(c.min_tokens, "spec: data.clean.min_tokens"),
-        max_tokens=Setting(c.max_tokens, "spec: data.clean.max_tokens"),
-        untrained=Setting(c.untrained, "spec: data.clean.untrained" if "untrained" in c.model_fields_set
+        near_dedup=Setting(stage.near_dedup, "spec: data.clean.near_dedup" if c.near_dedup is not None
+                           else "default: off"),
+        min_tokens=Setting(stage.min_tokens, "spec: data.clean.min_tokens" if "min_tokens" in c.model_fields_set
+                           else "default: no lower bound"),
+        max_tokens=Setting(stage.max_tokens, "spec: data.clean.max_tokens" if c.max_tokens is not None
+                           else "default: no upper bound"),
+        untrained=Setting(stage.untrained, "spec: data.clean.untrained" if "untrained" in c.model_fields_set
                           else "default: stop on examples with no trained token"),
         packing=Setting(d.packing, "spec: data.packing" if "packing" in d.model_fields_set else "default: off"),
         padding_free=Setting(d.padding_free, "spec: data.padding_free" if "padding_free" in d.model_fields_set
@@ -324,7 +334,7 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     """The fully resolved plan for a checked spec: one builder per section."""
     assert facts.model is not None and facts.data is not None  # run_checks raised otherwise
     max_length, why_max_length = resolve_max_length(spec, facts)
-    if spec.data.max_length == "auto":  # the rest of the plan reads the resolved number
+    if spec.data.max_length != max_length:  # the rest of the plan reads the resolved number
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"max_length": max_length})})
     seq_len, why_seq_len = sequence_length(spec, facts, max_length)
     reasons: list[str] = []

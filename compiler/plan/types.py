@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from ftc.core.data.settings import DataSettings
+
 if TYPE_CHECKING:
     from ftc.compiler.estimate import Memory
 
@@ -67,7 +69,11 @@ class ModelPlan:
 
 @dataclass(frozen=True, kw_only=True)
 class DataPlan:
-    """Where the rows come from and how they become examples (the data stage's settings)."""
+    """Where the rows come from and how they become examples. `settings` is the data stage's
+    DataSettings, the very object `ftc data` runs and train.py rebuilds from CONFIG; the Settings
+    below hold its values with their reasons."""
+
+    settings: DataSettings
 
     data_source: Setting[str] = meta("DATA_SOURCE", when=_source_kind("saved", "hub"))
     data_kind: Setting[str] = meta()
@@ -81,13 +87,13 @@ class DataPlan:
     validation: Setting[float | str] = meta("VALIDATION")
     validation_loader: Setting[str | None] | None = meta("VALIDATION_LOADER", default=None)
     max_length: Setting[int] = meta("MAX_LENGTH", key=(13, "max length"))
-    roles: Setting[dict[str, str]] = meta("ROLES", when=_is_set("roles", {}))
-    train_on: Setting[str] = meta("TRAIN_ON", when=lambda plan: plan["data_format"] != "text")
-    template: Setting[str | None] = meta("PROMPT_TEMPLATE", when=_is_set("template", None))
+    roles: Setting[dict[str, str]] = meta("ROLES")
+    train_on: Setting[str] = meta("TRAIN_ON")
+    template: Setting[str | None] = meta("PROMPT_TEMPLATE")
     dedup: Setting[bool] = meta("DEDUP")
-    near_dedup: Setting[float | None] = meta("NEAR_DEDUP", when=_is_set("near_dedup", None))
-    min_tokens: Setting[int] = meta("MIN_TOKENS", when=_is_set("min_tokens", 0))
-    max_tokens: Setting[int | None] = meta("MAX_TOKENS", when=_is_set("max_tokens", None))
+    near_dedup: Setting[float | None] = meta("NEAR_DEDUP")
+    min_tokens: Setting[int] = meta("MIN_TOKENS")
+    max_tokens: Setting[int | None] = meta("MAX_TOKENS")
     untrained: Setting[str] = meta("UNTRAINED")
     packing: Setting[bool] = meta("PACKING")
     padding_free: Setting[bool] = meta("PADDING_FREE", when=_is_set("padding_free", False))

@@ -1,15 +1,24 @@
-"""Near-duplicate detection for the data stage: MinHash over character 5-grams, confirmed exactly.
+"""Cleaning: exact and near duplicates dropped after the first, then the length filters.
 
-Exact duplicates are found by hashing whole examples in datastage.py; this module finds the
-examples that differ only a little (punctuation, spacing, a word), which MinHash with LSH banding
-proposes as candidate pairs and their exact Jaccard similarity confirms.
+Exact duplicates are found by hashing whole examples (after mapping); near duplicates, examples
+that differ only a little (punctuation, spacing, a word), are proposed as candidate pairs by MinHash
+with LSH banding over character 5-grams and confirmed by their exact Jaccard similarity. After
+encoding, examples outside data.clean's token bounds are dropped, and examples with no trained
+token are reported (an error by default, naming the rows).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Sequence
+from typing import Any
+
+from ftc.core.data.encode import DataError, Encoded
+from ftc.core.data.load import Item, Source, drop_row, rows_text, where
+from ftc.core.data.mapping import example_text
+from ftc.core.data.settings import DataSettings
 
 _SHINGLE = 5  # character n-grams: robust for short examples, where word n-grams are too few
 _PERMUTATIONS, _BANDS = 64, 16  # 16 bands of 4 rows: pairs above ~0.6 similarity become candidates
@@ -61,3 +70,65 @@ def near_duplicates(texts: Sequence[str], threshold: float) -> dict[int, tuple[i
                     found[j] = (i, similarity)
                     break
     return found
+
+
+def key(example: dict[str, Any]) -> str:
+    """An example's identity for exact dedup: the hash of its mapped form (so column order and
+    extra columns do not matter)."""
+    return hashlib.sha256(json.dumps(example, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def dedup(items: list[Item], settings: DataSettings, sources: list[Source], dropped: list[dict[str, Any]],
+          seen: dict[str, tuple[int, int]] | None = None) -> list[Item]:
+    """Exact duplicates (and near ones when asked) after the first; `seen`: examples of another split,
+    whose repeats are dropped whatever the settings (validation rows that are also training rows)."""
+    kept: list[Item] = []
+    first: dict[str, tuple[int, int]] = {}
+    for index, number, example in items:
+        example_key = key(example)
+        if seen is not None and example_key in seen:
+            drop_row(dropped, sources[index], number, "in_training_data",
+                     f"the same example is training {where(sources, *seen[example_key], of=-1)}")
+        elif settings.dedup and example_key in first:
+            drop_row(dropped, sources[index], number, "duplicate",
+                     f"the same example as {where(sources, *first[example_key], of=index)}")
+        else:
+            first.setdefault(example_key, (index, number))
+            kept.append((index, number, example))
+    if settings.near_dedup is not None and len(kept) > 1:
+        repeats = near_duplicates([example_text(e) for _, _, e in kept], settings.near_dedup)
+        for position, (earlier, similarity) in sorted(repeats.items()):
+            index, number, _ = kept[position]
+            drop_row(dropped, sources[index], number, "near_duplicate",
+                     f"{similarity:.2f} similar to {where(sources, *kept[earlier][:2], of=index)}")
+        kept = [item for position, item in enumerate(kept) if position not in repeats]
+    return kept
+
+
+def length_filter(encoded: list[Encoded], settings: DataSettings, sources: list[Source],
+                  dropped: list[dict[str, Any]]) -> list[Encoded]:
+    """The encoded examples within data.clean's token bounds that train at least one token; with
+    data.clean.untrained = "error", examples with no trained token stop the stage, naming their rows."""
+    by_name = {source.name: source for source in sources}
+    kept: list[Encoded] = []
+    untrained: dict[str, list[int]] = {}
+    for item in encoded:
+        source, number, encoding = by_name[item.source], item.row, item.encoding
+        if encoding["length"] < settings.min_tokens:
+            drop_row(dropped, source, number, "too_short",
+                     f"{encoding['length']} tokens < data.clean.min_tokens = {settings.min_tokens}")
+        elif settings.max_tokens is not None and encoding["length"] > settings.max_tokens:
+            drop_row(dropped, source, number, "too_long",
+                     f"{encoding['length']} tokens > data.clean.max_tokens = {settings.max_tokens}")
+        elif encoding["trained_tokens"] == 0:
+            untrained.setdefault(source.name, []).append(number)
+            drop_row(dropped, source, number, "untrained",
+                     "no trained token (the answer was truncated away or is empty)")
+        else:
+            kept.append(item)
+    if untrained and settings.untrained == "error":
+        found = "; ".join(f"{name}: {len(rows)} example(s) with no trained token (rows {rows_text(rows)})"
+                          for name, rows in untrained.items())
+        raise DataError(f"{found}: the answer was truncated away or is empty; raise data.max_length, or set "
+                        "data.clean.untrained = \"drop\" to drop them")
+    return kept

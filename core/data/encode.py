@@ -8,13 +8,19 @@ template markup, earlier prompts) gets the label -100. This works for any templa
 conversations incrementally, multi-turn included; a template that does not is reported.
 Which turns are trained is switchable (`TRAIN_ON`); system prompts never are.
 
-Rows become conversations and get cleaned in `datastage.py`; this module only encodes.
+Rows become examples in `mapping.py` and get cleaned in `clean.py`; this module only encodes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ftc.core.data.settings import DataSettings
+
+if TYPE_CHECKING:  # load.py imports DataError from here
+    from ftc.core.data.load import Item, Source
 
 IGNORE = -100  # label of tokens left out of the loss (PyTorch cross_entropy's ignore_index)
 
@@ -139,3 +145,36 @@ def _truncate(input_ids: list[int], labels: list[int], max_length: int) -> dict[
         "truncated": length > max_length,
         "trained_tokens": sum(1 for label in labels[:max_length] if label != IGNORE),
     }
+
+
+@dataclass
+class Encoded:
+    """One kept example: its source, row number there (1-based), split, example and encoding."""
+
+    row: int
+    example: dict[str, Any]
+    encoding: dict[str, Any]
+    split: str = "train"
+    source: str = ""
+
+
+def encode_example(tokenizer: Any, example: dict[str, Any], settings: DataSettings) -> dict[str, Any]:
+    """input_ids, labels and counts of one example (see the module docstring for the masking)."""
+    if "messages" in example:
+        return encode_chat(tokenizer, example["messages"], settings.max_length, settings.train_on)
+    if "prompt" in example:
+        return encode_prompt(tokenizer, example["prompt"], example["answer"], settings.max_length, settings.train_on)
+    return encode_text(tokenizer, example["text"], settings.max_length)
+
+
+def encode_all(tokenizer: Any, items: list[Item], settings: DataSettings, sources: list[Source]) -> list[Encoded]:
+    """Every example encoded; one that cannot be (see `_spans`) stops the stage, naming its row."""
+    encoded: list[Encoded] = []
+    for index, number, example in items:
+        source = sources[index]
+        try:
+            encoding = encode_example(tokenizer, example, settings)
+        except DataError as exc:
+            raise DataError(f"{source.name}, row {number}: {exc}") from None
+        encoded.append(Encoded(number, example, encoding, source=source.name))
+    return encoded

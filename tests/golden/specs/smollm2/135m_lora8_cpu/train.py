@@ -42,8 +42,13 @@ DATA_FORMAT = 'instruction'                    # spec: data.format
 COLUMNS = {'instruction': 'instruction', 'output': 'output', 'input': 'input', 'system': 'system'}  # default: the format's field names
 VALIDATION = 0.2                               # spec: data.validation
 MAX_LENGTH = 128                               # spec: data.max_length
+ROLES = {}                                     # default: the usual names (human/gpt/user/assistant/system)
 TRAIN_ON = 'answers'                           # default: every assistant turn
+PROMPT_TEMPLATE = None                         # default: none
 DEDUP = True                                   # default: exact duplicates are dropped
+NEAR_DEDUP = None                              # default: off
+MIN_TOKENS = 0                                 # default: no lower bound
+MAX_TOKENS = None                              # default: no upper bound
 UNTRAINED = 'error'                            # default: stop on examples with no trained token
 PACKING = False                                # default: off
 # method
@@ -106,10 +111,15 @@ settings = DataSettings(
     format=DATA_FORMAT,
     columns=COLUMNS,
     max_length=MAX_LENGTH,
+    roles=ROLES,
+    template=PROMPT_TEMPLATE,
     train_on=TRAIN_ON,
     validation=VALIDATION,
     seed=SEED,
     dedup=DEDUP,
+    near_dedup=NEAR_DEDUP,
+    min_tokens=MIN_TOKENS,
+    max_tokens=MAX_TOKENS,
     untrained=UNTRAINED,
 )
 data = prepare_data(rows, tokenizer, settings, source=DATA_FILES,

@@ -36,9 +36,13 @@ DATA_FORMAT = 'chat'                             # spec: data.format
 COLUMNS = {'messages': 'conversations'}          # spec: data.columns
 VALIDATION = 0.2                                 # spec: data.validation
 MAX_LENGTH = 128                                 # spec: data.max_length
+ROLES = {}                                       # default: the usual names (human/gpt/user/assistant/system)
 TRAIN_ON = 'answers'                             # spec: data.train_on
+PROMPT_TEMPLATE = None                           # default: none
 DEDUP = True                                     # default: exact duplicates are dropped
 NEAR_DEDUP = 0.8                                 # spec: data.clean.near_dedup
+MIN_TOKENS = 0                                   # default: no lower bound
+MAX_TOKENS = None                                # default: no upper bound
 UNTRAINED = 'error'                              # default: stop on examples with no trained token
 PACKING = True                                   # spec: data.packing
 # method
@@ -100,11 +104,15 @@ settings = DataSettings(
     format=DATA_FORMAT,
     columns=COLUMNS,
     max_length=MAX_LENGTH,
+    roles=ROLES,
+    template=PROMPT_TEMPLATE,
     train_on=TRAIN_ON,
     validation=VALIDATION,
     seed=SEED,
     dedup=DEDUP,
     near_dedup=NEAR_DEDUP,
+    min_tokens=MIN_TOKENS,
+    max_tokens=MAX_TOKENS,
     untrained=UNTRAINED,
 )
 data = prepare_data(rows, tokenizer, settings, source=DATA_FILES,

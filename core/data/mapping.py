@@ -1,0 +1,198 @@
+"""Row -> example: a conversation, a plain-text prompt and answer (with `data.template`), or raw text.
+
+Columns (nested ones written with dots) are mapped onto the format's fields; role names seen in the
+wild are mapped onto the chat template's three roles. Empty or malformed rows are dropped with their
+reason; roles that cannot be mapped stop the stage, naming the rows that use them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ftc.core.data.encode import DataError
+from ftc.core.data.load import Item, Source, drop_row, rows_text
+from ftc.core.data.settings import DataSettings
+
+# Role names seen in the wild, mapped onto the chat template's three roles. `[data.roles]` adds to
+# (and overrides) these. ShareGPT uses human/gpt; some sets use bot, model or chatgpt.
+DEFAULT_ROLES: dict[str, str] = {
+    "system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
+    "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
+}
+ROLE_KEYS = ("role", "from")  # keys of a turn's role, tried in order unless data.columns.role is set
+CONTENT_KEYS = ("content", "value", "text")
+
+
+class _Drop(Exception):
+    """A row that is dropped, with its reason (one of DROP_REASONS) and what is wrong."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason, self.detail = reason, detail
+        super().__init__(detail)
+
+
+class _UnknownRole(Exception):
+    def __init__(self, role: str) -> None:
+        self.role = role
+        super().__init__(role)
+
+
+def _field(row: dict[str, Any], column: str) -> Any:
+    """A column, or a nested field written with dots (`meta.question`); _Drop when absent."""
+    if column in row:
+        return row[column]
+    value: Any = row
+    for part in column.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise _Drop("malformed", f"no field {column!r}")
+        value = value[part]
+    return value
+
+
+def _text(row: dict[str, Any], column: str, name: str, required: bool = True) -> str:
+    value = _field(row, column) if required or _has(row, column) else None
+    if value is None:
+        if required:
+            raise _Drop("empty", f"{name} ({column!r}) is empty")
+        return ""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _Drop("malformed", f"{name} ({column!r}) is a {type(value).__name__}, not text")
+    if required and not value.strip():
+        raise _Drop("empty", f"{name} ({column!r}) is empty")
+    return value
+
+
+def _has(row: dict[str, Any], column: str) -> bool:
+    try:
+        _field(row, column)
+    except _Drop:
+        return False
+    return True
+
+
+def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -> list[dict[str, str]]:
+    column = settings.columns.get("messages", "messages")
+    turns = _field(row, column)
+    if isinstance(turns, str):
+        try:
+            turns = json.loads(turns)  # CSV cells hold conversations as JSON text
+        except json.JSONDecodeError:
+            raise _Drop("malformed", f"{column!r} is text, not a list of turns") from None
+    if not isinstance(turns, list) or not turns:
+        raise _Drop("empty" if turns in (None, [], "") else "malformed",
+                    f"{column!r} is not a non-empty list of turns (got {type(turns).__name__})")
+    messages = []
+    system_column = settings.columns.get("system")
+    if system_column and _has(row, system_column):
+        system = _text(row, system_column, "system", required=False)
+        if system.strip():
+            messages.append({"role": "system", "content": system})
+    for number, turn in enumerate(turns, start=1):
+        if not isinstance(turn, dict):
+            raise _Drop("malformed", f"turn {number} is a {type(turn).__name__}, not an object")
+        role_key = settings.columns.get("role") or next((k for k in ROLE_KEYS if k in turn), None)
+        content_key = settings.columns.get("content") or next((k for k in CONTENT_KEYS if k in turn), None)
+        if role_key is None or role_key not in turn or content_key is None or content_key not in turn:
+            raise _Drop("malformed", f"turn {number} has no role or content key (keys: {', '.join(turn)}); "
+                        "set data.columns.role and data.columns.content")
+        name, content = turn[role_key], turn[content_key]
+        role = roles.get(name) if isinstance(name, str) else None
+        if role is None and isinstance(name, str):
+            role = roles.get(name.lower())
+        if role is None:
+            raise _UnknownRole(str(name))
+        if not isinstance(content, str):
+            raise _Drop("malformed", f"turn {number}'s content is a {type(content).__name__}, not text")
+        messages.append({"role": role, "content": content})
+    if not any(m["role"] == "assistant" for m in messages):
+        raise _Drop("malformed", "no assistant turn")
+    if messages[-1]["role"] != "assistant":
+        raise _Drop("malformed", "the conversation does not end with an assistant turn")
+    if any(not m["content"].strip() for m in messages if m["role"] == "assistant"):
+        raise _Drop("empty", "an assistant turn is empty")
+    return messages
+
+
+def _prompt_fields(row: dict[str, Any], settings: DataSettings) -> dict[str, str]:
+    c = settings.columns
+    if settings.format == "instruction":
+        values = {"instruction": _text(row, c.get("instruction", "instruction"), "instruction"),
+                  "output": _text(row, c.get("output", "output"), "output")}
+        for name in ("input", "system"):
+            column = c.get(name, name)
+            values[name] = _text(row, column, name, required=False) if _has(row, column) else ""
+        return values
+    return {"prompt": _text(row, c.get("prompt", "prompt"), "prompt"),
+            "completion": _text(row, c.get("completion", "completion"), "completion")}
+
+
+def to_example(row: dict[str, Any], settings: DataSettings, roles: dict[str, str] | None = None) -> dict[str, Any]:
+    """One row as `{"messages": [...]}`, `{"prompt": ..., "answer": ...}` (data.template) or `{"text": ...}`."""
+    roles = roles if roles is not None else {**DEFAULT_ROLES, **settings.roles}
+    fmt = settings.format
+    if fmt == "text":
+        return {"text": _text(row, settings.columns.get("text", "text"), "text")}
+    if fmt == "chat":
+        return {"messages": _turns(row, settings, roles)}
+    values = _prompt_fields(row, settings)
+    if settings.template is not None:
+        answer = values.pop("output" if fmt == "instruction" else "completion")
+        return {"prompt": _render_template(settings.template, values), "answer": answer}
+    if fmt == "completion":
+        return {"messages": [{"role": "user", "content": values["prompt"]},
+                             {"role": "assistant", "content": values["completion"]}]}
+    user = values["instruction"] + ("\n\n" + values["input"] if values["input"].strip() else "")
+    messages = [{"role": "user", "content": user}, {"role": "assistant", "content": values["output"]}]
+    if values["system"].strip():
+        messages.insert(0, {"role": "system", "content": values["system"]})
+    return {"messages": messages}
+
+
+_TEMPLATES: dict[str, Any] = {}
+
+
+def _render_template(source: str, values: dict[str, str]) -> str:
+    template = _TEMPLATES.get(source)
+    if template is None:
+        from jinja2 import StrictUndefined
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+        template = _TEMPLATES[source] = env.from_string(source)
+    return str(template.render(**values))
+
+
+def example_text(example: dict[str, Any]) -> str:
+    """The words of an example, for near-duplicate detection."""
+    if "messages" in example:
+        return "\n".join(m["content"] for m in example["messages"])
+    if "prompt" in example:
+        return example["prompt"] + "\n" + example["answer"]
+    return str(example["text"])
+
+
+def map_rows(sources: list[Source], index: int, settings: DataSettings, dropped: list[dict[str, Any]]) -> list[Item]:
+    """The examples of `sources[index]`; its malformed and empty rows go to `dropped`."""
+    roles = {**DEFAULT_ROLES, **settings.roles}
+    source = sources[index]
+    kept: list[Item] = []
+    unknown: dict[str, list[int]] = {}
+    for number, row in enumerate(source.rows, start=1):
+        try:
+            kept.append((index, number, to_example(row, settings, roles)))
+        except _Drop as drop:
+            drop_row(dropped, source, number, drop.reason, drop.detail)
+        except _UnknownRole as exc:
+            unknown.setdefault(exc.role, []).append(number)
+        except Exception as exc:  # noqa: BLE001 - a template error names the row instead of a traceback
+            raise DataError(f"{source.name}, row {number}: data.template cannot render it ({type(exc).__name__}: "
+                            f"{exc}); fix the template or the row") from None
+    if unknown:
+        found = "; ".join(f"{role!r} (rows {rows_text(numbers)})" for role, numbers in unknown.items())
+        example = next(iter(unknown))
+        raise DataError(f"{source.name}: roles that cannot be mapped to system/user/assistant: {found}; map them in "
+                        f"[data.roles], e.g. {json.dumps(example)} = \"user\"")
+    return kept
