@@ -14,10 +14,10 @@ from ftc.core.events import EventLog, describe
 class EventsCallback(TrainerCallback):  # type: ignore[misc]
     """Writes step and eval events (with tokens/s) as the Trainer logs them, and prints one line for
     each (it replaces the Trainer's PrinterCallback, which prints raw dicts). Checkpoints, control
-    requests and faults are ftc.runtime.guard.RunGuard's."""
+    requests and faults are the other callbacks of ftc.runtime.guard.run_callbacks."""
 
     def __init__(self, events: EventLog) -> None:
-        self.events = _PrintingLog(events)
+        self.events = PrintingLog(events)
         self._last_time: float | None = None
         self._last_tokens = 0
 
@@ -45,7 +45,9 @@ class EventsCallback(TrainerCallback):  # type: ignore[misc]
             self.events.write("eval", step=step, loss=logs["eval_loss"], epoch=round(state.epoch or 0, 4))
 
 
-class _PrintingLog:
+class PrintingLog:
+    """An EventLog that also prints each event worth a line (ftc.core.events.describe) to the script's output."""
+
     def __init__(self, events: EventLog) -> None:
         self._events = events
 
