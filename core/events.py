@@ -12,7 +12,8 @@ exiting | failed | stopped), and the recovery events of the runtime (ftc.runtime
   fault       a fault injected by FTC_INJECT fired: kind, step (tests only)
   oom         out of memory: step, micro_batch_size
   retry       `ftc run` restarts the script after a fault: reason ("oom" | "nan"), micro_batch_size,
-              grad_accum, lr_scale, resume (the checkpoint it restarts from, or null)
+              grad_accum, lr_scale (and learning_rate after "nan": what CONFIG's LEARNING_RATE becomes),
+              resume (the checkpoint it restarts from, or null)
   nan         NaN/inf gradients in a step: step, streak (the step was skipped), or rollback = true
               with last_good_step when the on_nan policy rolls back
   early_stop  validation loss stopped improving: step, best_loss, best_step

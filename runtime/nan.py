@@ -77,7 +77,7 @@ class NanPolicy(TrainerCallback):  # type: ignore[misc]
         for p in params:  # AdamW leaves parameters without a gradient untouched: the step is skipped
             p.grad = None
         self.nan_streak += 1
-        rollbacks = self.rollbacks
+        rollbacks = self.rollbacks  # done by ftc run before this attempt (overrides.json)
         # fp16's loss scaler overflows on purpose while it calibrates (and skips those steps itself): only
         # a streak longer than its halvings from 2**16 down to 1 is a real NaN
         grace = FP16_OVERFLOWS if getattr(args, "fp16", False) else 0
