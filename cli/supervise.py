@@ -27,18 +27,8 @@ from ftc.core.errors import RunError
 from ftc.core import checkpoint as ckpt
 from ftc.runtime import faults
 from ftc.core.events import EventLog, EventTail, read_events
+from ftc.cli.recover import recover, resume_hint, with_overrides, write_plan
 
-
-# Errors the runtime helpers raise with a message for the user; their traceback is noise.
-KNOWN_ERRORS = ("ftc.core.data.encode.DataError: ", "ftc.core.bundled.BundledModelError: ",
-                "ftc.runtime.methods.MethodError: ", "ftc.runtime.guard.GuardError: ")
-# Plan settings a resumed run may change: they do not alter what the remaining steps compute (the
-# micro-batch split keeps the effective batch) or they only change reporting.
-SAFE_TO_CHANGE = frozenset({
-    "logging_steps", "eval_steps", "save_steps", "keep_checkpoints", "compare", "max_new_tokens",
-    "micro_batch_size", "grad_accum", "gradient_checkpointing", "on_nan", "nan_patience",
-    "early_stopping_patience", "budget_gib",
-})
 
 
 def new_run_dir(name: str, root: Path = Path("runs")) -> Path:
@@ -99,12 +89,7 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
     shutil.copyfile(result.source.path, target / "spec.toml")
     for name in ("train.py", "plan.md"):
         shutil.copyfile(result.out_dir / name, target / name)
-    plan = json.loads((result.out_dir / "plan.json").read_text(encoding="utf-8"))
-    overrides = ckpt.read_overrides(target)
-    if overrides:  # a resumed run keeps what earlier faults changed
-        plan["settings"].update(micro_batch_size=overrides["micro_batch_size"], grad_accum=overrides["grad_accum"])
-        plan["runtime_changes"] = overrides.get("history", [])
-    ckpt.write_json_atomic(target / "plan.json", plan)
+    write_plan(result, target)  # a resumed run keeps what earlier faults changed
 
     events = EventLog(events_path)
     if resume is not None:
@@ -135,23 +120,7 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
             message = f"stopped by a signal before a checkpoint could be saved (exit code {code})"
             final = events.write("status", message, state="stopped", reason="interrupted")
             return _stopped(console, result, target, final, signalled)
-        if code == ckpt.EXIT_OOM:
-            resume = _after_oom(console, result, target, events, new)
-            continue
-        if code == ckpt.EXIT_ROLLBACK:
-            resume = _after_nan(console, result, target, events, new)
-            continue
-        if final.get("state") != "failed":
-            events.write("status", f"training process exited with code {code}", state="failed", exit_code=code)
-        if final.get("reason") == "nan":
-            raise RunError(f"{final.get('message')}\n(full log: {target / 'train.log'})")
-        known = next((line.split(": ", 1)[1] for line in reversed(tail) if line.startswith(KNOWN_ERRORS)), None)
-        if known:  # an error ftc's helpers raised on purpose: its message says what to fix
-            raise RunError(f"{known}\n(training stopped with exit code {code}; full log: {target / 'train.log'})")
-        last = "\n".join(f"  | {line}" for line in tail)
-        hint = _resume_hint(result, target)
-        raise RunError(f"training failed (exit code {code}); last lines of {target / 'train.log'}:\n{last}"
-                       + (f"\n{hint}" if hint else ""))
+        resume = recover(console, result, target, events, final, code, tail)
 
 
 def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, str],
@@ -257,10 +226,12 @@ def _incompatible(result: CompileResult, target: Path, last: ckpt.Checkpoint) ->
         old = json.loads((target / "plan.json").read_text(encoding="utf-8"))["settings"]
     except (OSError, ValueError, KeyError):
         old = None
-    new = json.loads(json.dumps(result.plan.to_json()["settings"], default=str))
+    new = with_overrides(json.loads(json.dumps(result.plan.to_json()["settings"], default=str)),
+                          ckpt.read_overrides(target))  # compared as the resumed run would train
+    resumable = result.plan.resumable()  # the settings whose metadata says a resumed run may change them
     if old is not None:
         for key in sorted(set(old) | set(new)):
-            if key not in SAFE_TO_CHANGE and old.get(key) != new.get(key):
+            if key not in resumable and old.get(key) != new.get(key):
                 problems.append(f"{key} changed from {old.get(key)!r} to {new.get(key)!r}")
     recorded = last.manifest.get("data_sha256")
     now = _data_fingerprint(result)
@@ -277,86 +248,10 @@ def _data_fingerprint(result: CompileResult) -> str:
     return ckpt.data_fingerprint(files, source, plan["validation"])
 
 
-def _micro_and_accum(result: CompileResult, target: Path) -> tuple[int, int]:
-    overrides = ckpt.read_overrides(target)
-    return (overrides.get("micro_batch_size", result.plan["micro_batch_size"]),
-            overrides.get("grad_accum", result.plan["grad_accum"]))
-
-
-def _record(target: Path, change: dict[str, Any], **overrides: Any) -> None:
-    """Write what ftc run changed into overrides.json (which the script reads) and the run's plan.json."""
-    current = ckpt.read_overrides(target)
-    current.update(overrides)
-    current["history"] = [*current.get("history", []), change]
-    ckpt.write_overrides(target, current)
-    plan = json.loads((target / "plan.json").read_text(encoding="utf-8"))
-    plan["settings"].update(micro_batch_size=current["micro_batch_size"], grad_accum=current["grad_accum"])
-    plan["runtime_changes"] = current["history"]
-    ckpt.write_json_atomic(target / "plan.json", plan)
-
-
-def _after_oom(console: Console, result: CompileResult, target: Path, events: EventLog,
-               new: list[dict[str, Any]]) -> ckpt.Checkpoint | None:
-    """Half the micro-batch, double the accumulation (same effective batch); the checkpoint to restart from."""
-    oom = next((e for e in reversed(new) if e.get("type") == "oom"), {})
-    micro, accum = _micro_and_accum(result, target)
-    per_device = micro * accum
-    last = ckpt.latest(target)
-    if micro == 1:
-        events.write("status", f"out of memory at step {oom.get('step')} with a micro-batch of 1", state="failed",
-                     reason="oom")
-        raise RunError(f"out of memory at step {oom.get('step')} with a micro-batch of 1: it cannot go lower. "
-                       "Lower the memory a step needs: train.gradient_checkpointing = true, a shorter "
-                       "data.max_length, method kind = \"qlora\", or a device with more memory"
-                       + (f"; the checkpoint at step {last.step} is kept and resumes with ftc run" if last else ""))
-    smaller = max(d for d in range(1, micro // 2 + 1) if per_device % d == 0)
-    change = {"reason": "oom", "step": oom.get("step"), "micro_batch_size": smaller,
-              "grad_accum": per_device // smaller, "from": [micro, accum]}
-    _record(target, change, micro_batch_size=smaller, grad_accum=per_device // smaller)
-    where = f"{last.path.name} (step {last.step})" if last else "the start (no checkpoint yet)"
-    message = (f"out of memory with micro-batch {micro} x {accum}: retrying from {where} with micro-batch {smaller} "
-               f"x {per_device // smaller} accumulation (the same effective batch of {per_device} per device)")
-    console.print(message)
-    events.write("retry", message, reason="oom", micro_batch_size=smaller, grad_accum=per_device // smaller,
-                 lr_scale=ckpt.read_overrides(target).get("lr_scale", 1.0), resume=str(last.path) if last else None)
-    return last
-
-
-def _after_nan(console: Console, result: CompileResult, target: Path, events: EventLog,
-               new: list[dict[str, Any]]) -> ckpt.Checkpoint | None:
-    """Roll back to the last checkpoint before the NaN steps began, with half the learning rate."""
-    event = next((e for e in reversed(new) if e.get("type") == "nan" and e.get("rollback")), {})
-    good_step = int(event.get("last_good_step", 0))
-    good = next((c for c in reversed(ckpt.complete(target)) if c.step <= good_step), None)
-    dropped = ckpt.discard_after(target, good.step if good else 0)
-    overrides = ckpt.read_overrides(target)
-    scale = float(overrides.get("lr_scale", 1.0)) * 0.5
-    micro, accum = _micro_and_accum(result, target)
-    change = {"reason": "nan", "step": event.get("step"), "lr_scale": scale, "resume_step": good.step if good else 0}
-    _record(target, change, micro_batch_size=micro, grad_accum=accum, lr_scale=scale,
-            rollbacks=int(overrides.get("rollbacks", 0)) + 1)
-    where = f"{good.path.name}" if good else "the start (no checkpoint before the NaN steps)"
-    message = (f"NaN/inf steps from step {good_step + 1}: rolling back to {where} with the learning rate scaled "
-               f"to {scale:g} of the plan" + (f"; dropped {', '.join(p.name for p in dropped)}" if dropped else ""))
-    console.print(message)
-    events.write("retry", message, reason="nan", micro_batch_size=micro, grad_accum=accum, lr_scale=scale,
-                 resume=str(good.path) if good else None)
-    return good
-
-
-def _resume_hint(result: CompileResult, target: Path) -> str | None:
-    last = ckpt.latest(target)
-    if last is None:
-        return None
-    return (f"the checkpoint at step {last.step} is intact; resume with: ftc run {result.source.display} "
-            f"--run-dir {target}")
-
-
 def _stopped(console: Console, result: CompileResult, target: Path, final: dict[str, Any], signalled: int) -> int:
     """A run that stopped on request or for a full disk: say why and how to resume."""
-    hint = _resume_hint(result, target) or "no checkpoint was saved: a rerun starts over (--fresh)"
-    reason = str(final.get("reason", ""))
-    if reason.startswith("disk full") or final.get("reason") == "disk_full":
+    hint = resume_hint(result, target) or "no checkpoint was saved: a rerun starts over (--fresh)"
+    if final.get("error") == "disk_full":
         raise RunError(f"{final.get('message')}\n{hint}")
     console.print(f"stopped: {final.get('message')}\n{hint}")
     return 130 if signalled else 0

@@ -1,12 +1,13 @@
 """Checkpoints and the other state of a run directory that must survive a crash. Pure standard library:
-`ftc run` reads it without importing torch, and the training script's RunGuard writes it.
+`ftc run` reads it without importing torch, and the training script's callbacks (ftc.runtime.guard) write it.
 
 Layout of RUN_DIR:
   checkpoints/checkpoint-N/     complete checkpoints only; each holds ftc-checkpoint.json (the manifest)
   checkpoints.partial/          where the Trainer writes a checkpoint; it is renamed into checkpoints/
                                 only once whole and flushed to disk, so a crash (kill -9, power loss,
                                 full disk) leaves at worst a partial folder here, removed at the next start
-  overrides.json                what `ftc run` changed after a fault (smaller micro-batch, lower learning rate)
+  overrides.json                what `ftc run` changed after a fault (smaller micro-batch, lower learning rate);
+                                train.py applies it to CONFIG before its start event, so the event shows it
   .ftc-lock                     held (flock) by the `ftc run` writing this run and by its training process
 """
 
@@ -220,7 +221,8 @@ def is_disk_full(error: BaseException) -> bool:
 # ---------------------------------------------------------------------------- overrides
 def read_overrides(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """What `ftc run` changed in this run after a fault ({} when nothing): micro_batch_size and grad_accum
-    after an out-of-memory error, lr_scale after a NaN rollback, and the history of changes."""
+    after an out-of-memory error, lr_scale after a NaN rollback (train.py multiplies it into CONFIG's
+    LEARNING_RATE), and the history of changes."""
     try:
         data = json.loads((Path(run_dir) / OVERRIDES).read_text(encoding="utf-8"))
     except FileNotFoundError:

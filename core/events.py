@@ -3,7 +3,7 @@
 One JSON object per line, appended and flushed at once, each with `type`, `time` (Unix seconds)
 and a human `message` where useful. Types written today: start, data, params, step, eval,
 checkpoint, compare, warning, control, status (state = starting | running | stopping | completed |
-failed | stopped), and the recovery events of the runtime (ftc.runtime.guard and `ftc run`):
+exiting | failed | stopped), and the recovery events of the runtime (ftc.runtime.guard and `ftc run`):
 
   checkpoint  a complete checkpoint was published: step, path, eval_loss (at that step, or null),
               removed (names of the checkpoints deleted to keep the last K and the best)
@@ -12,13 +12,21 @@ failed | stopped), and the recovery events of the runtime (ftc.runtime.guard and
   fault       a fault injected by FTC_INJECT fired: kind, step (tests only)
   oom         out of memory: step, micro_batch_size
   retry       `ftc run` restarts the script after a fault: reason ("oom" | "nan"), micro_batch_size,
-              grad_accum, lr_scale, resume (the checkpoint it restarts from, or null)
+              grad_accum, lr_scale (and learning_rate after "nan": what CONFIG's LEARNING_RATE becomes),
+              resume (the checkpoint it restarts from, or null)
   nan         NaN/inf gradients in a step: step, streak (the step was skipped), or rollback = true
               with last_good_step when the on_nan policy rolls back
   early_stop  validation loss stopped improving: step, best_loss, best_step
   disk_full   not enough free space for a checkpoint, or a write failed with ENOSPC: step
-A status with state "stopped" carries `reason` and `checkpoint` (what a resume continues from);
-a "failed" status after NaN steps carries reason = "nan" and the diagnosis in its message.
+The script's last status (written by ftc.runtime.outcome.RunOutcome when it ends other than completed) says
+why, and `ftc run` decides from it alone:
+  state       exiting (an exit ftc run recovers from: 75 out of memory, 76 NaN rollback), failed, stopped
+  error       oom | nan | stopped | disk_full | interrupted | data | bundled_model | method | run_dir | crash
+  exit_code   the code the script exits with (75, 76, 77 resumable stop, 130 interrupted, 1 otherwise)
+  message     what happened and what to do (for "crash", the exception; its traceback is in the log)
+  step        the last completed step; failed_step (oom, nan), micro_batch_size (oom), last_good_step (nan)
+A status with state "stopped" carries `reason` and `checkpoint` (what a resume continues from). `ftc run`
+writes a "failed" status with error "crash" when the script died without one (killed, or a signal).
 """
 
 from __future__ import annotations

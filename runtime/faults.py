@@ -1,7 +1,7 @@
 """Fault injection, so the test suite drives every recovery path on a CPU.
 
-Set FTC_INJECT to a comma-separated list of FAULT@STEP; the training script's RunGuard raises each fault
-once, at that optimizer step (1-based):
+Set FTC_INJECT to a comma-separated list of FAULT@STEP; the training script then adds the callback
+ftc.runtime.inject.FaultInjection, which raises each fault once, at that optimizer step (1-based):
 
   oom@5        torch.OutOfMemoryError at the start of step 5 (what CUDA raises; `ftc run` retries
                with half the micro-batch)

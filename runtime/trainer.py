@@ -14,18 +14,25 @@ from ftc.core.events import EventLog, describe
 class EventsCallback(TrainerCallback):  # type: ignore[misc]
     """Writes step and eval events (with tokens/s) as the Trainer logs them, and prints one line for
     each (it replaces the Trainer's PrinterCallback, which prints raw dicts). Checkpoints, control
-    requests and faults are ftc.runtime.guard.RunGuard's."""
+    requests and faults are the other callbacks of ftc.runtime.guard.run_callbacks."""
 
     def __init__(self, events: EventLog) -> None:
-        self.events = _PrintingLog(events)
+        self.events = PrintingLog(events)
         self._last_time: float | None = None
         self._last_tokens = 0
+        self._stepped_lr: float | None = None
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._last_time = time.perf_counter()
         self._last_tokens = state.num_input_tokens_seen or 0
         self.events.write("status", state="running", step=state.global_step, total_steps=state.max_steps,
                           message=f"training for {state.max_steps} steps")
+
+    def on_optimizer_step(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kwargs: Any) -> None:
+        # The rate the step trained at, from the optimizer itself: the Trainer logs the scheduler's record of
+        # it, which lags one step behind when a resumed run's rates were lowered (a NaN rollback).
+        if optimizer is not None and optimizer.param_groups:
+            self._stepped_lr = float(optimizer.param_groups[0]["lr"])
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
                **kwargs: Any) -> None:
@@ -37,15 +44,18 @@ class EventsCallback(TrainerCallback):  # type: ignore[misc]
             elapsed = now - (self._last_time or now)
             rate = (tokens - self._last_tokens) / elapsed if elapsed > 0 else None
             self._last_time, self._last_tokens = now, tokens
+            lr = logs.get("learning_rate") if self._stepped_lr is None else self._stepped_lr
             self.events.write("step", step=step, total_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
-                              loss=logs["loss"], learning_rate=logs.get("learning_rate"),
+                              loss=logs["loss"], learning_rate=lr,
                               grad_norm=logs.get("grad_norm"), tokens_per_s=round(rate, 1) if rate else None,
                               tokens_seen=tokens)
         elif "eval_loss" in logs:
             self.events.write("eval", step=step, loss=logs["eval_loss"], epoch=round(state.epoch or 0, 4))
 
 
-class _PrintingLog:
+class PrintingLog:
+    """An EventLog that also prints each event worth a line (ftc.core.events.describe) to the script's output."""
+
     def __init__(self, events: EventLog) -> None:
         self._events = events
 

@@ -1,5 +1,5 @@
 """Run-directory state without training: publishing and rotating checkpoints, the lock, fault parsing,
-the script's resume point, and the guard's early stopping."""
+the script's resume point, and early stopping."""
 
 from __future__ import annotations
 
@@ -102,17 +102,11 @@ def test_resume_point_refuses_to_mix_runs(tmp_path: Path) -> None:
 
 
 def test_early_stopping_after_patience_evaluations(tmp_path: Path) -> None:
-    import signal
-
     from ftc.core.events import EventLog, read_events
-    from ftc.runtime.guard import RunGuard
+    from ftc.runtime.stopping import EarlyStop
+    from ftc.runtime.trainer import PrintingLog
 
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        guard = RunGuard(EventLog(tmp_path / "events.jsonl"), tmp_path, {}, resume=None, keep=2, patience=2)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    guard = EarlyStop(PrintingLog(EventLog(tmp_path / "events.jsonl")), patience=2)
     control = SimpleNamespace(should_training_stop=False)
     for step, loss in ((2, 3.0), (4, 2.0), (6, 2.5), (8, 1.9), (10, 2.0)):
         guard.on_evaluate(None, SimpleNamespace(global_step=step), control, metrics={"eval_loss": loss})

@@ -117,6 +117,7 @@ def test_sigterm_stops_resumably_and_a_changed_spec_is_refused(reference: dict, 
     events = _events(root)
     assert [e["state"] for e in events if e["type"] == "status"] == ["starting", "running", "stopping", "stopped"]
     assert events[-1]["checkpoint"].endswith("checkpoint-5")
+    assert (events[-1]["error"], events[-1]["exit_code"]) == ("stopped", ckpt.EXIT_STOPPED)
     assert "resume with: ftc run s.toml --run-dir r" in stopped.stdout
     assert not (root / "r" / "final").exists()
 
@@ -145,6 +146,8 @@ def test_full_disk_keeps_the_previous_checkpoint(reference: dict, tiny_model: Pa
     assert full.returncode == 1
     assert "disk full" in full.stderr and "the last checkpoint (step 3) is intact" in full.stderr
     assert [c.step for c in ckpt.complete(root / "r")] == [3]
+    final = _events(root)[-1]
+    assert (final["state"], final["error"], final["exit_code"]) == ("stopped", "disk_full", ckpt.EXIT_STOPPED)
     failed_write = _run(root, inject="enospc@9")  # writing checkpoint 9 fails half-way
     assert failed_write.returncode == 1
     assert "disk full while writing checkpoint 9" in failed_write.stderr
@@ -161,6 +164,8 @@ def test_out_of_memory_halves_the_micro_batch(tiny_model: Path, tmp_path: Path) 
     done = _run(root, inject="oom@5")
     assert done.returncode == 0, done.stdout + done.stderr
     events = _events(root)
+    oom = next(e for e in events if e["type"] == "status" and e.get("error") == "oom")
+    assert (oom["exit_code"], oom["failed_step"], oom["micro_batch_size"]) == (ckpt.EXIT_OOM, 5, 4)
     retry = next(e for e in events if e["type"] == "retry")
     assert retry["reason"] == "oom" and (retry["micro_batch_size"], retry["grad_accum"]) == (2, 2)
     assert retry["resume"].endswith("checkpoint-3")
@@ -201,7 +206,7 @@ def test_nan_with_policy_stop_names_the_rows(tiny_model: Path, tmp_path: Path) -
     assert "The step trained on rows " in done.stderr
     assert "None of them gives a non-finite loss alone" in done.stderr  # the injected NaN is not in the data
     final = _events(root)[-1]
-    assert final["state"] == "failed" and final["reason"] == "nan"
+    assert (final["state"], final["error"], final["exit_code"]) == ("failed", "nan", 1)
     _assert_clean(root)
 
 
@@ -212,11 +217,19 @@ def test_nan_rollback_lowers_the_learning_rate(tiny_model: Path, tmp_path: Path)
     assert done.returncode == 0, done.stdout + done.stderr
     events = _events(root)
     assert [e["step"] for e in events if e["type"] == "nan" and not e.get("rollback")] == [5, 7]
+    rolled = next(e for e in events if e["type"] == "status" and e.get("error") == "nan")
+    assert (rolled["state"], rolled["exit_code"], rolled["last_good_step"]) == ("exiting", ckpt.EXIT_ROLLBACK, 6)
     retry = next(e for e in events if e["type"] == "retry")
     assert retry["reason"] == "nan" and retry["lr_scale"] == 0.5 and retry["resume"].endswith("checkpoint-6")
+    starts = [e["config"]["LEARNING_RATE"] for e in events if e["type"] == "start"]
+    assert starts == [5e-2, 2.5e-2]  # the lower rate is what the restarted script's CONFIG shows
     resumed_lr = [e["learning_rate"] for e in events if e["type"] == "step" and e["step"] == 7]
     assert len(resumed_lr) == 2 and abs(resumed_lr[1] - resumed_lr[0] * 0.5) < 1e-9  # the same step at half the lr
     assert events[-1]["state"] == "completed"
+    plan = json.loads((root / "r" / "plan.json").read_text())
+    assert plan["settings"]["learning_rate"] == 2.5e-2 and plan["runtime_changes"][0]["reason"] == "nan"
+    manifest = json.loads((root / "r/checkpoints/checkpoint-12" / ckpt.MANIFEST).read_text())
+    assert manifest["config"]["LEARNING_RATE"] == 2.5e-2
 
 
 @pytest.mark.slow

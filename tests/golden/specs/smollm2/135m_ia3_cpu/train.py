@@ -21,8 +21,8 @@ from ftc.core.checkpoint import read_overrides, replace_folder
 from ftc.core.data.encode import ensure_chat_template
 from ftc.core.data.stage import DataSettings, check_saved_tokenizer, load_rows, prepare_data, report
 from ftc.core.events import EventLog
-from ftc.runtime.guard import RunGuard, resume_point
-from ftc.runtime.trainer import EventsCallback, compare_answers, generate_answers, report_parameters
+from ftc.runtime.guard import RunOutcome, attach, resume_point, run_callbacks
+from ftc.runtime.trainer import compare_answers, generate_answers, report_parameters
 
 # ---------------------------------------------------------------------------- config
 # model
@@ -81,11 +81,13 @@ parser.add_argument("run_dir", nargs="?", default='runs/135m_ia3_cpu/manual', he
 parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from this checkpoint folder, or 'last'")
 cli = parser.parse_args()
 RUN_DIR = Path(cli.run_dir)
-RESUME = resume_point(RUN_DIR, cli.resume)  # None starts afresh (refused where RUN_DIR already has checkpoints)
-if overrides := read_overrides(RUN_DIR):  # ftc run halves the micro-batch after an out-of-memory error
-    MICRO_BATCH_SIZE, GRAD_ACCUM = overrides["micro_batch_size"], overrides["grad_accum"]  # same effective batch
-    CONFIG.update(MICRO_BATCH_SIZE=MICRO_BATCH_SIZE, GRAD_ACCUM=GRAD_ACCUM)
 events = EventLog(RUN_DIR / "events.jsonl")
+outcome = RunOutcome(events, RUN_DIR).watch()  # any error from here on: a status event with its kind, then exit
+RESUME = resume_point(RUN_DIR, cli.resume)  # None starts afresh (refused where RUN_DIR already has checkpoints)
+if overrides := read_overrides(RUN_DIR):  # what ftc run changed after a fault, shown in CONFIG as trained:
+    MICRO_BATCH_SIZE, GRAD_ACCUM = overrides["micro_batch_size"], overrides["grad_accum"]  # half after out of memory
+    LEARNING_RATE *= overrides.get("lr_scale", 1.0)  # lower after a NaN rollback
+    CONFIG.update(MICRO_BATCH_SIZE=MICRO_BATCH_SIZE, GRAD_ACCUM=GRAD_ACCUM, LEARNING_RATE=LEARNING_RATE)
 events.write("start", "training script started", config=CONFIG)
 print(json.dumps(CONFIG, indent=2), flush=True)
 set_seed(SEED)
@@ -136,7 +138,7 @@ report_parameters(model, events)
 
 # ---------------------------------------------------------------------------- train
 args = SFTConfig(
-    output_dir=str(RUN_DIR / "checkpoints.partial"),  # RunGuard moves each checkpoint, once whole, into checkpoints/
+    output_dir=str(RUN_DIR / "checkpoints.partial"),  # each checkpoint moves, once whole, into checkpoints/
     num_train_epochs=EPOCHS,
     per_device_train_batch_size=MICRO_BATCH_SIZE,
     per_device_eval_batch_size=MICRO_BATCH_SIZE,
@@ -162,23 +164,23 @@ args = SFTConfig(
     report_to="none",
     disable_tqdm=True,  # progress is reported through events.jsonl
 )
-guard = RunGuard(events, RUN_DIR, CONFIG, resume=RESUME, keep=KEEP_CHECKPOINTS, on_nan=ON_NAN,
-                 nan_patience=NAN_PATIENCE)
+# events, Ctrl-C/SIGTERM/stop requests, the NaN policy, early stopping, checkpoints (see ftc.runtime.guard)
+callbacks = run_callbacks(events, RUN_DIR, CONFIG, resume=RESUME, keep=KEEP_CHECKPOINTS, on_nan=ON_NAN,
+                          nan_patience=NAN_PATIENCE)
 trainer = SFTTrainer(
     model=model,
     args=args,
     train_dataset=train_data,
     eval_dataset=eval_data,
     processing_class=tokenizer,
-    callbacks=[EventsCallback(events), guard],
+    callbacks=callbacks,
 )
 trainer.remove_callback(PrinterCallback)  # EventsCallback prints one line per log instead of raw dicts
-guard.attach(trainer)  # remembers the rows of each step, to name them if a step's loss turns NaN
+attach(trainer)  # the NaN policy remembers the rows of each step, to name them if its gradients turn NaN
 held_out = data.conversations("validation")[:COMPARE]
 answers_before = generate_answers(model, tokenizer, held_out, MAX_NEW_TOKENS)
-with guard:  # out of memory, NaN/inf steps, a full disk: an event, and an exit code that ftc run acts on
+with outcome.training(trainer):  # out of memory, NaN steps, a stop, a full disk: the exit code ftc run acts on
     result = trainer.train(resume_from_checkpoint=RESUME)
-guard.exit_if_stopped()  # Ctrl-C, SIGTERM, a stop request or a full disk: a checkpoint is saved; say how to resume
 
 # ---------------------------------------------------------------------------- save
 answers_after = generate_answers(model, tokenizer, held_out, MAX_NEW_TOKENS)
