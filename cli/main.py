@@ -209,9 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("compile", help="validate a spec and write build/<name>/{train.py,plan.json,plan.md}")
+    p = commands.add_parser("compile", help="validate a spec and write compiled/<name>/{train.py,plan.json,plan.md}")
     p.add_argument("spec", help="the spec file (.toml)")
-    p.add_argument("--out", metavar="DIR", help="output directory (default: build/<name>)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: compiled/<name>)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if DIR is stale")
     p.set_defaults(handler=_compile)
 
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("-n", type=int, default=3, metavar="N", help="examples to render (default 3)")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
-    p.add_argument("--out", metavar="DIR", help="build directory for the data report (default: build/<name>)")
+    p.add_argument("--out", metavar="DIR", help="output directory for the data report (default: compiled/<name>)")
     p.set_defaults(handler=_data)
 
     p = commands.add_parser("runs", help="a table of the runs under DIR with their state and losses")
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("run", help="compile if needed, then run the script under supervision")
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--run-dir", metavar="DIR", help="where the run goes (default: runs/<name>/<timestamp>)")
-    p.add_argument("--out", metavar="DIR", help="build directory (default: build/<name>)")
+    p.add_argument("--out", metavar="DIR", help="output directory (default: compiled/<name>)")
     p.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the monitor")
     p.add_argument("--fresh", action="store_true", help="start --run-dir over instead of resuming it "
                    "(its old files move to DIR/previous/)")

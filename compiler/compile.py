@@ -61,5 +61,5 @@ def compile_spec(path: str | Path, out_dir: str | Path | None = None) -> Compile
     assert facts.model is not None
     emitted = emit(plan, spec_path=source.display, spec_text=source.text, version=VERSION,
                    origin=facts.model.origin)
-    out = Path(out_dir) if out_dir is not None else Path("build") / source.name
+    out = Path(out_dir) if out_dir is not None else Path("compiled") / source.name  # not build/: setuptools' link tree
     return CompileResult(source, facts, plan, emitted, out)

@@ -1,4 +1,4 @@
-"""Render a plan into build/<name>/: train.py, plan.json and plan.md.
+"""Render a plan into compiled/<name>/: train.py, plan.json and plan.md.
 
 Templates only place values: every value comes from the plan through `lit` (the one escaping
 function) and every comment from `comment` (which refuses anything but one line of text).
@@ -199,7 +199,7 @@ def render_plan_md(plan: Plan, *, spec_path: str) -> str:
 
 
 def emit(plan: Plan, *, spec_path: str, spec_text: str, version: str, origin: str) -> Emitted:
-    """Every file of build/<name>/, deterministic for the same plan."""
+    """Every file of compiled/<name>/, deterministic for the same plan."""
     spec_sha256 = hashlib.sha256(spec_text.encode("utf-8")).hexdigest()
     script = render_script(plan, spec_path=spec_path, spec_sha256=spec_sha256, version=version, origin=origin)
     plan_json = {

@@ -52,7 +52,7 @@ class ModelSpec(_Table):
 
 class CleanSpec(_Table):
     """`[data.clean]`: rows removed before training; every one is counted and written, with its
-    reason, to data/dropped.jsonl in the build (ftc data) or run directory (train.py)."""
+    reason, to data/dropped.jsonl in the compiled (ftc data) or run directory (train.py)."""
 
     dedup: bool = True
     """Drop exact duplicates (the same example after column mapping); the first one is kept."""
@@ -208,7 +208,7 @@ class Spec(_Table):
     """A whole ftc spec file."""
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
-    """Run name: the build and run folders are named after it (default: the spec file's stem)."""
+    """Run name: the compiled and run folders are named after it (default: the spec file's stem)."""
     model: ModelSpec
     data: DataSpec
     method: Method

@@ -44,7 +44,7 @@ def test_ftc_data_json_counts_what_trains(workdir: Path, capsys: pytest.CaptureF
     stats = json.loads(capsys.readouterr().out)
     assert stats["rows_read"] == 6 and stats["dropped"]["duplicate"] == 2 and stats["duplicates_removed"] == 2
     assert stats["splits"]["train"]["examples"] == 3 and stats["splits"]["validation"]["examples"] == 1
-    dropped = [json.loads(line) for line in (workdir / "build/t/data/dropped.jsonl").read_text().splitlines()]
+    dropped = [json.loads(line) for line in (workdir / "compiled/t/data/dropped.jsonl").read_text().splitlines()]
     assert [(d["row"], d["reason"]) for d in dropped] == [(5, "duplicate"), (6, "duplicate")]
     # each answer: its tokens plus <|im_end|> and the newline after it
     train = stats["splits"]["train"]

@@ -55,7 +55,7 @@ def test_good_spec_compiles(workdir: Path) -> None:
     (workdir / "s.toml").write_text(good())
     result = compile_spec(workdir / "s.toml")
     assert result.plan["micro_batch_size"] * result.plan["grad_accum"] == 16
-    assert result.out_dir == Path("build/t")
+    assert result.out_dir == Path("compiled/t")
 
 
 def test_misspelt_key_has_line_and_did_you_mean(workdir: Path) -> None:
@@ -133,7 +133,7 @@ def test_cli_exit_code_and_no_traceback(workdir: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "s.toml:12: method.alpah: unknown key in method; did you mean 'alpha'?" in err
     assert "Traceback" not in err and "1 problem in the spec" in err
-    assert not (workdir / "build").exists()
+    assert not (workdir / "compiled").exists()
 
 
 def test_cli_missing_spec_file(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
