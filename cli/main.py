@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from ftc.core.errors import FtcError, SpecError
 
@@ -208,7 +209,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ftc {VERSION}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _compiler_commands(commands)
+    _run_commands(commands)
+    return parser
 
+
+def _compiler_commands(commands: Any) -> None:
+    """compile, plan, data: what the compiler answers without training."""
     p = commands.add_parser("compile", help="validate a spec and write compiled/<name>/{train.py,plan.json,plan.md}")
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: compiled/<name>)")
@@ -228,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="output directory for the data report (default: compiled/<name>)")
     p.set_defaults(handler=_data)
 
+
+def _run_commands(commands: Any) -> None:
+    """runs, monitor, run, merge, generate: training runs and their results."""
     p = commands.add_parser("runs", help="a table of the runs under DIR with their state and losses")
     p.add_argument("dir", nargs="?", default="runs", help="where runs are (default: runs), or one run directory "
                    "for its summary")
@@ -262,7 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adapter", metavar="NAME", help="answer with this adapter only (default: each in turn)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
     p.set_defaults(handler=_generate)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
