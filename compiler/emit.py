@@ -97,9 +97,8 @@ CONFIG_LINES: tuple[tuple[str, str], ...] = (
     ("COMPARE", "compare"),
     ("MAX_NEW_TOKENS", "max_new_tokens"),
 )
-_ONLY_FOR_METHOD: dict[str, tuple[str, ...]] = {  # config names whose setting key another method reads too
-    "TRAIN_LAYERS": ("freeze", "linear_probe"), "ADAPTER_LAYERS": ("llama_adapter",),
-}
+# CONFIG names a method claims for a setting key that another method reads under another name.
+_CLAIMED = {name for cls in METHODS.values() for name in cls.config_names.values()}
 # DataSettings field (ftc.core.data.stage) = plan setting: train.py builds DataSettings from these
 # CONFIG values and `ftc data` from the same plan settings (`data_settings`), so both see the same data.
 DATA_SETTINGS: tuple[tuple[str, str], ...] = (
@@ -163,7 +162,7 @@ def _config_lines(plan: Plan) -> list[tuple[str, str]]:
             continue
         if key in _ONLY_FOR_DATA and plan["data_kind"] not in _ONLY_FOR_DATA[key]:
             continue
-        if name in _ONLY_FOR_METHOD and plan.method not in _ONLY_FOR_METHOD[name]:
+        if name in _CLAIMED and METHODS[plan.method].config_names.get(key) != name:
             continue
         if key in _OMIT_WHEN and plan[key] == _OMIT_WHEN[key]:
             continue
@@ -201,11 +200,8 @@ def _import_line(module: str, names: list[str]) -> str:
 def _imports(plan: Plan) -> list[str]:
     """The import lines of train.py: only what this plan's code calls."""
     method = METHODS[plan.method]
-    peft = {"lora": ["LoraConfig"], "prompt": [{"prefix": "PrefixTuningConfig", "ptuning": "PromptEncoderConfig",
-                                                  "prompt": "PromptTuningConfig"}.get(plan.method, "")],
-            "ia3": ["IA3Config"], "llama_adapter": ["AdaptionPromptConfig"]}.get(method.template, [])
-    if peft:
-        peft.append("get_peft_model")
+    own = method.imports()
+    peft = list(own.peft)
     if plan["quantization"]:
         peft.append("prepare_model_for_kbit_training")
     transformers = ["AutoModelForCausalLM", "AutoTokenizer"]
@@ -217,8 +213,7 @@ def _imports(plan: Plan) -> list[str]:
     lines = ["import torch"]
     if peft:
         lines.append(_import_line("peft", peft))
-    if plan.method == "loraplus":
-        lines.append("from peft.optimizers import create_loraplus_optimizer")
+    lines += own.lines
     lines.append(_import_line("transformers", sorted(transformers, key=lambda n: (n[0].islower(), n))))
     if method.trainer == "sft":
         lines.append("from trl import SFTConfig, SFTTrainer")
@@ -249,6 +244,9 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             spec_sha256=spec_sha256,
             title=method.title,
             imports=_imports(plan),
+            method_imports=method.imports().ftc,
+            own_optimizer=method.own_optimizer,
+            save_template=method.save_template,
             peft_result=method.peft,
             data_settings=[(field, name) for field, key in DATA_SETTINGS
                            for name, k in lines if k == key],

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.catalog import IA3_DEFAULTS, LINEAR_MODULES, find_gpu
+from ftc.compiler.catalog import find_gpu
 from ftc.compiler.checks import Facts
 from ftc.core.errors import BudgetError
 from ftc.compiler.estimate import Memory, RunShape, can_estimate, estimate_memory
 from ftc.compiler.literal import lit
-from ftc.compiler.methods import MethodBase
+from ftc.compiler.methods import MethodPlan
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
 
 
@@ -104,28 +104,15 @@ def _throughput(device: str, tokens: int, checkpointing: bool) -> float:
 
 
 def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointing: bool, dtype: str,
-              optimizer: str, grad_accum: int, seq_len: int | None = None, method: str | None = None) -> RunShape:
-    """The RunShape of the script this spec emits, for one candidate setting."""
-    m = spec.method
-    targets = getattr(m, "target_modules", "all-linear")
-    if m.kind == "ia3" and targets == "auto":
-        # PEFT's choice for the architecture; one ftc does not know is estimated with Llama's
-        targets, feedforward = IA3_DEFAULTS.get(str(config.get("model_type")), IA3_DEFAULTS["llama"])
-    else:
-        feedforward = getattr(m, "feedforward_modules", ())
+              optimizer: str, grad_accum: int, seq_len: int | None = None,
+              method: MethodPlan | None = None) -> RunShape:
+    """The RunShape of the script this spec emits, for one candidate setting (`method`: another
+    method resolved for the model, default the spec's)."""
+    method = method or spec.method.resolve(config)
     return RunShape(
-        config=config, method=method or m.kind, micro_batch=micro, seq_len=seq_len or spec.data.max_length,
-        gradient_checkpointing=checkpointing, dtype=dtype, lora_r=getattr(m, "r", 8),
-        lora_targets=targets if isinstance(targets, str) else tuple(targets),
-        lora_dropout=getattr(m, "dropout", 0.0), double_quant=getattr(m, "double_quant", True),
-        optimizer=optimizer, device=spec.hardware.device, padded=micro > 1, grad_accum=grad_accum,
-        loss="trl" if m.trainer == "sft" else "hf", quantize=None if method else m.quantization,
-        train_layers=getattr(m, "layers", None) if m.kind in ("freeze", "linear_probe") else None,
-        train_modules=tuple(getattr(m, "modules", ())), train_head=getattr(m, "head", False),
-        virtual_tokens=getattr(m, "virtual_tokens", getattr(m, "adapter_len", 0)),
-        encoder_hidden=getattr(m, "encoder_hidden_size", 0) if getattr(m, "projection", True) else 0,
-        adapter_layers=getattr(m, "layers", 0) if m.kind == "llama_adapter" else 0,
-        ia3_feedforward=tuple(feedforward) if isinstance(feedforward, (list, tuple)) else ())
+        config=config, method=method, micro_batch=micro, seq_len=seq_len or spec.data.max_length,
+        gradient_checkpointing=checkpointing, dtype=dtype, optimizer=optimizer, device=spec.hardware.device,
+        padded=micro > 1, grad_accum=grad_accum, loss="trl" if method.method.trainer == "sft" else "hf")
 
 
 def _gib(n: float) -> str:
@@ -212,13 +199,12 @@ def _no_fit_message(spec: Spec, config: dict[str, object], dtype: str, budget_gi
     if forced:
         lines.append(f"  {forced.split(': ')[1]} is set in the spec; \"auto\" lets the planner search")
     options = []
-    for method in ("lora", "qlora"):
-        if method != spec.method.kind and not (spec.method.kind == "qlora" and method == "lora"):
-            shape = shape_for(spec, config, micro=1, checkpointing=True, dtype=dtype, optimizer="adamw_torch_fused",
-                              grad_accum=1, method=method)
-            total = estimate_memory(shape).total
-            if total <= limit:
-                options.append(f"method.kind = \"{method}\" (estimated {_gib(total)})")
+    for lighter in spec.method.alternatives():
+        shape = shape_for(spec, config, micro=1, checkpointing=True, dtype=dtype, optimizer="adamw_torch_fused",
+                          grad_accum=1, method=lighter.resolve(config))
+        total = estimate_memory(shape).total
+        if total <= limit:
+            options.append(f"method.kind = \"{lighter.kind}\" (estimated {_gib(total)})")  # type: ignore[attr-defined]
     length = spec.data.max_length
     while length > 64:
         length //= 2
@@ -271,47 +257,6 @@ def _steps(spec: Spec, facts: Facts) -> tuple[int | None, int | None]:
     if isinstance(validation, float) and validation > 0:
         rows -= math.ceil(rows * validation)  # datasets.train_test_split rounds the test share up
     return rows, max(1, math.ceil(rows / spec.train.batch_size))
-
-
-_QUANTIZED_ONLY = {"double_quant": "nf4", "int8_threshold": "int8"}
-
-
-def _method_settings(method: MethodBase, config: dict[str, Any] | None) -> dict[str, Setting]:
-    """Every knob of the method that its code reads, with `"auto"` module lists resolved from
-    the architecture where ftc knows it."""
-    s = {"quantization": Setting(method.quantization, "spec: method.quantize" if "quantize" in method.model_fields_set
-                                 else f"derived: method.kind = {method.kind!r}"),
-         "trainer": Setting(method.trainer, "derived: method.kind")}
-    model_type = str(config.get("model_type")) if config else None
-    depth = config.get("num_hidden_layers") if config else None
-    for key in type(method).model_fields:
-        value = getattr(method, key)
-        if key in ("kind", "quantize") or _QUANTIZED_ONLY.get(key, method.quantization) != method.quantization:
-            continue
-        if value is None and key in ("adapter_name", "init_text") or (
-                key == "encoder_hidden_size" and getattr(method, "projection", True) is False):
-            continue  # not read by the method's code
-        why = f"spec: method.{key}" if key in method.model_fields_set else "default"
-        if key == "target_modules" and value == "auto":
-            if method.kind == "ia3" and model_type in IA3_DEFAULTS:
-                value, feedforward = IA3_DEFAULTS[model_type]
-                value, why = list(value), f"derived: PEFT's IA3 targets for {model_type} blocks"
-                s["feedforward_modules"] = Setting(list(feedforward), f"derived: PEFT's IA3 feed-forward modules "
-                                                   f"for {model_type} blocks")
-            elif method.kind == "ia3":
-                value, why = None, "derived: PEFT's IA3 defaults for the architecture, at run time"
-            elif model_type in LINEAR_MODULES:
-                value, why = list(LINEAR_MODULES[model_type]), f"derived: every linear layer of a {model_type} block"
-            else:
-                value, why = "all-linear", "derived: every linear layer but the head, found by PEFT at run time"
-        if key == "layers" and why == "default" and isinstance(depth, int) and value > depth:
-            value, why = depth, f"default: {value}, capped at the model's {depth} blocks"
-        if key == "feedforward_modules" and value == "auto":
-            if "feedforward_modules" not in s:
-                s[key] = Setting(None, "derived: PEFT's IA3 defaults for the architecture, at run time")
-            continue
-        s[key] = Setting(value, why)
-    return s
 
 
 def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
@@ -407,7 +352,7 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
 
     # method
     s["method"] = Setting(method.kind, "spec: method.kind")
-    s.update(_method_settings(method, model.config))
+    s.update({key: Setting(knob.value, knob.why) for key, knob in method.resolve(model.config).settings.items()})
 
     # hardware and precision
     s["device"] = Setting(hw.device, "spec: hardware.device")
@@ -416,11 +361,8 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     s["precision"] = Setting(precision, why)
     s["load_dtype"] = Setting({"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision],
                               "derived: precision")
-    if method.kind == "full" and precision == "fp16":
-        s["load_dtype"] = Setting("float32", "derived: fp16 mixed precision keeps fp32 master weights")
-    elif method.kind == "full" and precision == "bf16":
-        s["load_dtype"] = Setting("bfloat16", "derived: pure bf16 weights and AdamW states (half the memory "
-                                  "of mixed precision)")
+    if (own_dtype := method.load_dtype(precision)) is not None:
+        s["load_dtype"] = Setting(*own_dtype)
     gpu = find_gpu(hw.gpu) if hw.gpu else None
     budget = hw.vram_gb if hw.vram_gb is not None else (gpu.memory_gib if gpu else None)
     s["budget_gib"] = Setting(budget, "spec: hardware.vram_gb" if hw.vram_gb else "derived: hardware.gpu"
