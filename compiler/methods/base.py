@@ -45,41 +45,28 @@ class ActivationTerms:
     The defaults describe a frozen base whose blocks see an input that requires grad."""
 
     keeps_linear_inputs: bool = False
-    """A block keeps what a trained block keeps (every linear layer's input: full, freeze, and LoRA,
-    whose adapters read them); False: only a frozen block's tensors."""
+    """Blocks keep every linear layer's input, as trained ones do (full, freeze, and LoRA, whose
+    adapters read them); False: only a frozen block's tensors."""
     final_norm_trained: bool = False
-    """The final RMSNorm keeps its normalized value too (measured for full and LoRA); False: only
-    pow()'s fp32 input."""
-    per_token: int = 0
-    """Bytes per token and block that the method's own modules keep."""
-    prompt_tokens: int = 0
-    """Virtual tokens prepended to every input (prompt, ptuning): more positions, longer keys."""
-    prefix_tokens: int = 0
-    """Virtual keys and values prepended in every layer (prefix): longer keys and an explicit mask."""
-    head_trains: bool = False
-    """The output head trains: the loss's backward accumulates its fp32 weight gradient."""
+    """The final RMSNorm keeps its normalized value too (measured for full and LoRA)."""
+    per_token: int = 0  # bytes per token and block that the method's own modules keep
+    prompt_tokens: int = 0  # virtual tokens prepended to every input (prompt, ptuning)
+    prefix_tokens: int = 0  # virtual keys and values in every layer (prefix): an explicit mask
+    head_trains: bool = False  # the loss's backward accumulates the head's fp32 weight gradient
     autograd_blocks: int | None = None
-    """Without checkpointing, how many top blocks autograd records (None: all); those below run
-    without it and keep nothing."""
-    frozen_below: bool = False
-    """With `autograd_blocks`: the blocks below still keep a frozen block's tensors (a trained head
-    tied to the input embeddings makes their input require grad)."""
-    untracked_per_token: int = 0
-    """With `autograd_blocks`: bytes per token the lowest recorded block does not keep."""
-    why: str = ""
-    """The reason of the activations line, with `autograd_blocks`."""
+    """Without checkpointing, how many top blocks autograd records (None: all; the rest keep nothing)."""
+    frozen_below: bool = False  # with autograd_blocks: those below keep a frozen block's tensors
+    untracked_per_token: int = 0  # with autograd_blocks: bytes the lowest recorded block does not keep
+    why: str = ""  # the reason of the activations line, with autograd_blocks
 
 
 @dataclass(frozen=True)
 class Imports:
-    """What a method's emitted code imports (the quantization and trainer imports are added by emit)."""
+    """What a method's emitted code imports (emit adds the quantization and trainer imports)."""
 
-    peft: tuple[str, ...] = ()
-    """Names imported from peft."""
-    lines: tuple[str, ...] = ()
-    """Whole import lines of other modules, after peft's."""
-    ftc: tuple[str, ...] = ()
-    """Import lines of ftc's runtime, among train.py's ftc imports."""
+    peft: tuple[str, ...] = ()  # names imported from peft
+    lines: tuple[str, ...] = ()  # whole import lines of other modules, after peft's
+    ftc: tuple[str, ...] = ()  # ftc runtime import lines, among train.py's ftc imports
 
 
 @dataclass(frozen=True)

@@ -53,8 +53,6 @@ class Lora(MethodBase):
     """Seeds: LoRA up to ~2e-4."""
     mergeable: ClassVar[bool] = True
     peft: ClassVar[bool] = True
-    variant: ClassVar[str | None] = None
-    """What the LoraConfig adds for this variant (use_dora, use_rslora, init_lora_weights, LoRA+)."""
     int8_ok: ClassVar[bool] = True
     nf4_ok: ClassVar[bool] = True
 
@@ -137,7 +135,6 @@ class Dora(Lora):
     kind: Literal["dora"] = "dora"  # type: ignore[assignment]
     """Method selector."""
     title: ClassVar[str] = "DoRA (weight-decomposed LoRA)"
-    variant: ClassVar[str | None] = "dora"
     int8_ok: ClassVar[bool] = False
 
     def _why_not_quantized(self) -> str:
@@ -171,7 +168,6 @@ class RsLora(Lora):
     kind: Literal["rslora"] = "rslora"  # type: ignore[assignment]
     """Method selector."""
     title: ClassVar[str] = "rsLoRA (rank-stabilized LoRA)"
-    variant: ClassVar[str | None] = "rslora"
 
 
 class Pissa(Lora):
@@ -186,7 +182,6 @@ class Pissa(Lora):
     svd_iters: int = Field(4, ge=0, le=64)
     """Iterations of the fast randomized SVD (0: exact SVD, slow on large weights)."""
     title: ClassVar[str] = "PiSSA (LoRA initialised from principal singular vectors)"
-    variant: ClassVar[str | None] = "pissa"
     int8_ok: ClassVar[bool] = False
     nf4_ok: ClassVar[bool] = False
     save_template: ClassVar[str | None] = "pissa_save"
@@ -205,7 +200,6 @@ class LoraPlus(Lora):
     ratio: float = Field(16.0, ge=1, le=1024)
     """Learning rate of B divided by that of A (the LoRA+ paper uses 16)."""
     title: ClassVar[str] = "LoRA+ (B learns faster than A)"
-    variant: ClassVar[str | None] = "loraplus"
     own_optimizer: ClassVar[str | None] = "LoRA+'s two-rate AdamW; the scheduler is built from SCHEDULER"
 
     @classmethod
