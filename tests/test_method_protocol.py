@@ -4,12 +4,14 @@ its module and its template."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import REPO, write_jsonl
 
+from ftc.compiler import SpecError, compile_spec
 from ftc.compiler.catalog_data import MODELS
 from ftc.compiler.estimate import RunShape, dims, estimate_memory, parameter_counts
 from ftc.compiler.methods import METHODS, MethodPlan
@@ -63,6 +65,8 @@ def test_a_method_lives_in_its_module_and_its_templates() -> None:
 
 
 LLAMA = dict(MODELS["HuggingFaceTB/SmolLM2-135M"])
+TINY = {"hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "vocab_size": 128}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -97,3 +101,29 @@ def test_resolve_decides_the_model_dependent_values_once() -> None:
     prefix = METHODS["prefix"]().resolve(LLAMA)
     assert "encoder_hidden_size" not in prefix.settings  # read only with projection = true
     assert "double_quant" not in METHODS["lora"]().resolve(LLAMA).settings  # read only with nf4
+
+
+@pytest.mark.parametrize(("model_type", "block", "expected"), [
+    ("llama", 'kind = "dora"\nquantize = "nf4"', "method.quantize: DoRA on a 4-bit base does not learn on CPU"),
+    ("llama", 'kind = "prefix"\n[train]\ngradient_checkpointing = true',
+     "train.gradient_checkpointing: kind = 'prefix' does not train with gradient checkpointing (PEFT's prefixes"),
+    ("phi3", 'kind = "ia3"', "method.target_modules: PEFT has no default IA3 targets for phi3 models; list them, "
+                             "e.g. target_modules = [\"qkv_proj\", ...]"),
+    ("llama", 'kind = "ia3"\nfeedforward_modules = ["down_proj"]',
+     "method.feedforward_modules: an explicit feedforward_modules list needs an explicit target_modules list"),
+    ("phi3", 'kind = "lora"\ntarget_modules = ["q_proj"]', "phi3 blocks have no linear layer named 'q_proj'"),
+])
+def test_the_method_checks_run_through_compile(model_type: str, block: str, expected: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each method's own checks are run by checks.py's one method check, located in the spec file."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model/config.json").write_text(json.dumps({"model_type": model_type, **TINY}))
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": "x", "completion": "y"}] * 10)
+    (tmp_path / "s.toml").write_text('name = "t"\n[model]\nbase = "model"\n[data]\nsource = "d.jsonl"\n'
+                                     f'format = "completion"\nmax_length = 32\n[method]\n{block}\n'
+                                     '[hardware]\ndevice = "cpu"\n')
+    with pytest.raises(SpecError) as info:
+        compile_spec(tmp_path / "s.toml")
+    found = [str(p) for p in info.value.problems]
+    assert len(found) == 1 and expected in found[0] and found[0].startswith("s.toml:"), found
