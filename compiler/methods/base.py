@@ -207,17 +207,15 @@ def model_type(facts: Facts) -> str | None:
     return str(config.get("model_type")) if config and config.get("model_type") else None
 
 
-def depth(facts: Facts | None = None, config: dict[str, Any] | None = None) -> int | None:
+def depth(config: dict[str, Any] | None) -> int | None:
     """The model's number of decoder blocks, when known."""
-    if facts is not None:
-        config = facts.model.config if facts.model else None
     value = config.get("num_hidden_layers") if config else None
     return value if isinstance(value, int) else None
 
 
 def capped_layers(value: int, why: str, config: dict[str, Any]) -> Knob:
     """A default layer count, capped at the model's depth (an explicit one above it is refused)."""
-    blocks = depth(config=config)
+    blocks = depth(config)
     if why == "default" and blocks is not None and value > blocks:
         return Knob(blocks, f"default: {value}, capped at the model's {blocks} blocks")
     return Knob(value, why)
@@ -225,7 +223,7 @@ def capped_layers(value: int, why: str, config: dict[str, Any]) -> Knob:
 
 def layers_problems(method: MethodBase, facts: Facts) -> Iterator[Finding]:
     """An explicit `layers` above the model's depth."""
-    blocks, layers = depth(facts), getattr(method, "layers", None)
+    blocks, layers = depth(facts.model.config if facts.model else None), getattr(method, "layers", None)
     if blocks is not None and isinstance(layers, int) and layers > blocks and "layers" in method.model_fields_set:
         yield "method.layers", f"the model has {blocks} decoder blocks; method.layers must be at most {blocks} (got {layers})"
 
