@@ -57,12 +57,12 @@ class Ia3(MethodBase):
     peft: ClassVar[bool] = True
 
     def _knob(self, key: str, value: Any, why: str, config: dict[str, Any]) -> dict[str, Knob]:
-        kind = str(config.get("model_type")) if config else None
-        if key == "target_modules" and value == "auto" and kind in IA3_DEFAULTS:
-            targets, feedforward = IA3_DEFAULTS[kind]
+        arch = str(config.get("model_type")) if config else None
+        if key == "target_modules" and value == "auto" and arch in IA3_DEFAULTS:
+            targets, feedforward = IA3_DEFAULTS[arch]
             return {"feedforward_modules": Knob(list(feedforward), f"derived: PEFT's IA3 feed-forward modules for "
-                                                f"{kind} blocks"),
-                    key: Knob(list(targets), f"derived: PEFT's IA3 targets for {kind} blocks")}
+                                                f"{arch} blocks"),
+                    key: Knob(list(targets), f"derived: PEFT's IA3 targets for {arch} blocks")}
         if value == "auto":  # both lists: PEFT's choice, at run time
             return {key: Knob(None, "derived: PEFT's IA3 defaults for the architecture, at run time")}
         return {key: Knob(value, why)}
@@ -86,12 +86,12 @@ class Ia3(MethodBase):
 
     def checks(self, spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield from super().checks(spec, facts)
-        kind = model_type(facts)
-        if kind is None:
+        arch = model_type(facts)
+        if arch is None:
             return  # facts unknown offline: PEFT checks at run time
-        known, targets = LINEAR_MODULES.get(kind), self.target_modules
+        known, targets = LINEAR_MODULES.get(arch), self.target_modules
         if known and isinstance(targets, list):
-            yield from module_list_problems("method.target_modules", targets, known, kind)
+            yield from module_list_problems("method.target_modules", targets, known, arch)
         if isinstance(self.feedforward_modules, list):
             if not isinstance(targets, list):
                 yield "method.feedforward_modules", "an explicit feedforward_modules list needs an explicit target_modules list"
@@ -99,8 +99,8 @@ class Ia3(MethodBase):
                 for name in self.feedforward_modules:
                     if name not in targets:
                         yield "method.feedforward_modules", f"{name!r} is not one of method.target_modules; add it there"
-        if targets == "auto" and kind not in IA3_DEFAULTS:
-            yield "method.target_modules", (f"PEFT has no default IA3 targets for {kind} models; list them, "
+        if targets == "auto" and arch not in IA3_DEFAULTS:
+            yield "method.target_modules", (f"PEFT has no default IA3 targets for {arch} models; list them, "
                                             f"e.g. target_modules = [\"{(known or ('k_proj',))[0]}\", ...]")
 
     @classmethod
@@ -151,10 +151,10 @@ class LlamaAdapter(MethodBase):
 
     def checks(self, spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield from super().checks(spec, facts)
-        kind = model_type(facts)
-        if kind is not None and kind not in LLAMA_ADAPTER_MODEL_TYPES:
+        arch = model_type(facts)
+        if arch is not None and arch not in LLAMA_ADAPTER_MODEL_TYPES:
             yield "method.kind", (f"LLaMA-Adapter supports {' and '.join(LLAMA_ADAPTER_MODEL_TYPES)} models, not "
-                                  f"{kind}; use kind = \"prefix\" (adapters at every layer) or \"lora\"")
+                                  f"{arch}; use kind = \"prefix\" (adapters at every layer) or \"lora\"")
         yield from layers_problems(self, facts)
 
     @classmethod

@@ -116,13 +116,13 @@ class Freeze(MethodBase):
 
     def checks(self, spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield from super().checks(spec, facts)
-        kind = model_type(facts)
-        known = LINEAR_MODULES.get(kind) if kind else None
+        arch = model_type(facts)
+        known = LINEAR_MODULES.get(arch) if arch else None
         if known and self.modules:
             paths = block_paths(known)
             for pattern in self.modules:
                 if not any(pattern in path for path in paths):
-                    yield "method.modules", (f"{pattern!r} matches no weight of a {kind} block; names look like "
+                    yield "method.modules", (f"{pattern!r} matches no weight of a {arch} block; names look like "
                                              f"{', '.join(paths)} (a pattern matches any name containing it)")
         yield from layers_problems(self, facts)
 

@@ -68,9 +68,9 @@ class Lora(MethodBase):
 
     def _knob(self, key: str, value: Any, why: str, config: dict[str, Any]) -> dict[str, Knob]:
         if key == "target_modules" and value == "auto":
-            kind = str(config.get("model_type")) if config else None
-            if kind in LINEAR_MODULES:
-                return {key: Knob(list(LINEAR_MODULES[kind]), f"derived: every linear layer of a {kind} block")}
+            arch = str(config.get("model_type")) if config else None
+            if arch in LINEAR_MODULES:
+                return {key: Knob(list(LINEAR_MODULES[arch]), f"derived: every linear layer of a {arch} block")}
             return {key: Knob("all-linear", "derived: every linear layer but the head, found by PEFT at run time")}
         return {key: Knob(value, why)}
 
@@ -95,9 +95,9 @@ class Lora(MethodBase):
 
     def checks(self, spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield from super().checks(spec, facts)
-        kind = model_type(facts)
-        if kind in LINEAR_MODULES and isinstance(self.target_modules, list):
-            yield from module_list_problems("method.target_modules", self.target_modules, LINEAR_MODULES[kind], kind)
+        arch = model_type(facts)
+        if arch in LINEAR_MODULES and isinstance(self.target_modules, list):
+            yield from module_list_problems("method.target_modules", self.target_modules, LINEAR_MODULES[arch], arch)
 
     @classmethod
     def imports(cls) -> Imports:
