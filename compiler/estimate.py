@@ -35,14 +35,18 @@ INT8_BYTES_PER_PARAM = 1.0
 # (measured on CPU for fp32 and bf16 alike: benchmarks/README.md).
 LOGITS_BYTES_PER_ENTRY = 12
 
-# TRL's fused LM head tiles (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE and
-# _CHUNKED_LOGPROB_CHUNK_SIZE) and the bytes per tile entry its CPU backward keeps (measured:
-# mm buffer, exp, 2 x mul, 2 x sub, 2 x empty_strided in fp32, plus a bool mask).
 # bitsandbytes LLM.int8 state kept per input feature and token (measured, benchmarks/README.md).
 INT8_STATE_BYTES_PER_INPUT = 2.5
+# TRL's fused LM head tiles (trl 1.16 trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE and
+# trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE). Its projection buffer `mm_buf` is always
+# TRL_VOCAB_CHUNK wide, even for a smaller vocabulary (64 MiB at 508 positions and a 4,096 vocab:
+# the tiny models' constant miss, benchmarks/README.md).
 TRL_TOKEN_CHUNK = 4096
 TRL_VOCAB_CHUNK = 32768
-TRL_CPU_BYTES_PER_TILE_ENTRY = 33
+# Bytes per entry of one tile (positions x min(vocab, chunk)) that the CPU backward's torch ops keep
+# beside mm_buf (trl _backward_tile): 7 fp32 tiles (2 x mul, 2 x sub, 2 x empty_strided, exp) and
+# the bool target mask. Measured on the emitted scripts (benchmarks/memory.py): 7 x 4 + 1.
+TRL_CPU_BYTES_PER_TILE_ENTRY = 29
 
 LORA_KINDS = ("lora", "qlora", "lora8", "dora", "rslora", "pissa", "loraplus")
 LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -418,19 +422,21 @@ def _logits(shape: RunShape, d: _Dims) -> int:
 
     "trl": TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py) never builds the whole
     logits: it projects tiles of at most 4096 positions x 32768 vocab entries. Off Triton (CPU)
-    the backward's torch ops keep ~8 fp32 tiles and a bool one alive (measured 33 B per tile
-    entry); with Triton (CUDA) the fold runs in place on one tile (estimated, not yet measured on
-    a GPU: one compute-dtype tile plus one fp32 tile). The backward also accumulates an fp32
+    the backward's torch ops keep 7 fp32 tiles and a bool one alive beside the chunk-wide mm_buf
+    (measured 29 B per tile entry); with Triton (CUDA) the fold runs in place (estimated, not yet
+    measured on a GPU: mm_buf plus one fp32 tile). The backward also accumulates an fp32
     gradient of the hidden states, and of the head's weight when it trains (full fine-tuning).
     """
     e = DTYPE_BYTES[shape.dtype]
     if shape.loss == "hf":
         return _tokens(shape) * d.vocab * LOGITS_BYTES_PER_ENTRY
     positions = shape.micro_batch * max(1, shape.seq_len - 1)
-    tile = min(positions, TRL_TOKEN_CHUNK) * min(d.vocab, TRL_VOCAB_CHUNK)
-    per_entry = TRL_CPU_BYTES_PER_TILE_ENTRY if shape.device == "cpu" else 4 + e
+    rows = min(positions, TRL_TOKEN_CHUNK)
+    tile = rows * min(d.vocab, TRL_VOCAB_CHUNK)
+    per_entry = TRL_CPU_BYTES_PER_TILE_ENTRY if shape.device == "cpu" else 4
+    buffer = rows * TRL_VOCAB_CHUNK * e  # mm_buf, in the compute dtype
     head_grad = d.vocab * d.h * 4 if shape.method == "full" or shape.train_head else 0
-    return tile * per_entry + positions * d.h * 4 + head_grad
+    return buffer + tile * per_entry + positions * d.h * 4 + head_grad
 
 
 def _optimizer_step_temporaries(shape: RunShape, d: _Dims, grads: int) -> int:
