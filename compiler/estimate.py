@@ -255,18 +255,32 @@ def _weights(shape: RunShape, d: _Dims) -> tuple[int, int, list[str]]:
     # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype=True) whatever the base dtype.
     adapter = trained * 4
     if shape.quantization is None:
-        return total * e, adapter, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; "
-                                    f"{trained / 1e6:,.2f}M adapter parameters in fp32"]
+        residual = counts["linear"] * e if shape.method == "pissa" and _checkpoint_kept(shape) else 0
+        return total * e + residual, adapter, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; "
+                                               f"{trained / 1e6:,.2f}M adapter parameters in fp32"]
     per = {"nf4": NF4_DQ_BYTES_PER_PARAM if shape.double_quant else NF4_BYTES_PER_PARAM,
            "int8": INT8_BYTES_PER_PARAM}[shape.quantization]
     # prepare_model_for_kbit_training upcasts every non-quantized parameter (embeddings, head,
     # norms) to fp32 (peft utils/other.py).
     rest = counts["embed"] + counts["head"] + counts["norm"]
-    frozen = int(counts["linear"] * per) + rest * 4
+    frozen = int(counts["linear"] * per) + (total * e if _checkpoint_kept(shape) else rest * 4)
     if shape.quantization == "int8":
         frozen += d.layers * sum(o for _, o in d.linears().values()) * 4  # SCB: fp32 scale per row
     return frozen, adapter, [f"weights: {counts['linear'] / 1e6:,.0f}M quantized at {per:.3f} B, "
                           f"{rest / 1e6:,.0f}M embedding/head/norm parameters upcast to fp32"]
+
+
+def _checkpoint_kept(shape: RunShape) -> bool:
+    """On CPU, from_pretrained reads each checkpoint file into one buffer, and the tensors it loads
+    without a dtype conversion are views of that buffer, which lives while any of them does. So when
+    some weights are replaced after loading (quantized linears; PiSSA's residual weights) the ones
+    that stay (embeddings, norms) keep the whole checkpoint alive. Measured on the emitted scripts
+    (transformers 5.24, benchmarks/README.md): tiny lora8 and pissa keep the 6.8 MiB fp32 file."""
+    saved = shape.config.get("dtype") or shape.config.get("torch_dtype")
+    # (Assumed, not measured:) a quantized base loaded in bf16/fp16 has its remaining weights copied
+    # to fp32 by prepare_model_for_kbit_training, which releases the views.
+    upcast = shape.quantization is not None and shape.dtype != "float32"
+    return shape.device == "cpu" and saved in (None, shape.dtype) and not upcast
 
 
 def _activation_bytes(shape: RunShape) -> int:
@@ -347,7 +361,9 @@ def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
                     # recomputed from the dropped input, and the magnitude's multiplies keep it and the
                     # LoRA output, both out-wide in fp32 (measured within 5 % of activations).
                     per_token += 2 * 4 * o
-    return per_token * tokens + _int8_state(shape, d, tokens)
+    # Without checkpointing the int8 matmul's kept input is the one counted above (measured: tiny
+    # lora8 keeps less than lora, benchmarks/README.md); with it, it outlives the block (_activations).
+    return per_token * tokens + (_int8_state(shape, d, tokens) if shape.gradient_checkpointing else 0)
 
 
 def _llama_adapter_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
