@@ -40,14 +40,18 @@ INT8_BYTES_PER_PARAM = 1.0
 # (measured on CPU for fp32 and bf16 alike: benchmarks/README.md).
 LOGITS_BYTES_PER_ENTRY = 12
 
-# TRL's fused LM head tiles (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE and
-# _CHUNKED_LOGPROB_CHUNK_SIZE) and the bytes per tile entry its CPU backward keeps (measured:
-# mm buffer, exp, 2 x mul, 2 x sub, 2 x empty_strided in fp32, plus a bool mask).
 # bitsandbytes LLM.int8 state kept per input feature and token (measured, benchmarks/README.md).
 INT8_STATE_BYTES_PER_INPUT = 2.5
+# TRL's fused LM head tiles (trl 1.16 trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE and
+# trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE). Its projection buffer `mm_buf` is always
+# TRL_VOCAB_CHUNK wide, even for a smaller vocabulary (64 MiB at 508 positions and a 4,096 vocab:
+# the tiny models' constant miss, benchmarks/README.md).
 TRL_TOKEN_CHUNK = 4096
 TRL_VOCAB_CHUNK = 32768
-TRL_CPU_BYTES_PER_TILE_ENTRY = 33
+# Bytes per entry of one tile (positions x min(vocab, chunk)) that the CPU backward's torch ops keep
+# beside mm_buf (trl _backward_tile): 7 fp32 tiles (2 x mul, 2 x sub, 2 x empty_strided, exp) and
+# the bool target mask. Measured on the emitted scripts (benchmarks/memory.py): 7 x 4 + 1.
+TRL_CPU_BYTES_PER_TILE_ENTRY = 29
 
 
 @dataclass(frozen=True)
@@ -191,18 +195,33 @@ def _weights(shape: RunShape, d: Dims) -> tuple[int, int, list[str]]:
     # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype=True) whatever the base dtype.
     adapter = trained * 4
     if shape.quantization is None:
-        return total * e, adapter, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; "
-                                    f"{trained / 1e6:,.2f}M adapter parameters in fp32"]
+        # PiSSA writes the SVD residual over the linear weights after loading (see _checkpoint_kept)
+        residual = counts["linear"] * e if shape.method.rewrites_base_weights and _checkpoint_kept(shape) else 0
+        return total * e + residual, adapter, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; "
+                                               f"{trained / 1e6:,.2f}M adapter parameters in fp32"]
     per = {"nf4": NF4_DQ_BYTES_PER_PARAM if shape.method.get("double_quant", True) else NF4_BYTES_PER_PARAM,
            "int8": INT8_BYTES_PER_PARAM}[shape.quantization]
     # prepare_model_for_kbit_training upcasts every non-quantized parameter (embeddings, head,
     # norms) to fp32 (peft utils/other.py).
     rest = counts["embed"] + counts["head"] + counts["norm"]
-    frozen = int(counts["linear"] * per) + rest * 4
+    frozen = int(counts["linear"] * per) + (total * e if _checkpoint_kept(shape) else rest * 4)
     if shape.quantization == "int8":
         frozen += d.layers * sum(o for _, o in d.linears().values()) * 4  # SCB: fp32 scale per row
     return frozen, adapter, [f"weights: {counts['linear'] / 1e6:,.0f}M quantized at {per:.3f} B, "
                           f"{rest / 1e6:,.0f}M embedding/head/norm parameters upcast to fp32"]
+
+
+def _checkpoint_kept(shape: RunShape) -> bool:
+    """On CPU, from_pretrained reads each checkpoint file into one buffer, and the tensors it loads
+    without a dtype conversion are views of that buffer, which lives while any of them does. So when
+    some weights are replaced after loading (quantized linears; PiSSA's residual weights) the ones
+    that stay (embeddings, norms) keep the whole checkpoint alive. Measured on the emitted scripts
+    (transformers 5.24, benchmarks/README.md): tiny lora8 and pissa keep the 6.8 MiB fp32 file."""
+    saved = shape.config.get("dtype") or shape.config.get("torch_dtype")
+    # (Assumed, not measured:) a quantized base loaded in bf16/fp16 has its remaining weights copied
+    # to fp32 by prepare_model_for_kbit_training, which releases the views.
+    upcast = shape.quantization is not None and shape.dtype != "float32"
+    return shape.device == "cpu" and saved in (None, shape.dtype) and not upcast
 
 
 def _activation_bytes(shape: RunShape) -> int:
@@ -245,8 +264,13 @@ def _sdpa_mask_per_token(shape: RunShape) -> int:
 def _layer_activations(shape: RunShape, d: Dims, tokens: int) -> int:
     """Bytes one decoder block keeps for backward (no checkpointing): a trained block's or a frozen
     one's, plus what the method's own modules keep (its activation terms)."""
-    block = _trained_block_per_token(shape, d) if shape.terms.keeps_linear_inputs else _frozen_block_per_token(shape, d)
-    return (block + shape.terms.per_token) * tokens + _int8_state(shape, d, tokens)
+    trained = shape.terms.keeps_linear_inputs
+    block = _trained_block_per_token(shape, d) if trained else _frozen_block_per_token(shape, d)
+    # Without checkpointing the int8 matmul's kept input is the linear input a trained block already
+    # keeps (measured: tiny lora8 keeps less than lora, benchmarks/README.md); with it, it outlives
+    # the block (_activations); a frozen block keeps no linear input, so its state adds.
+    int8 = _int8_state(shape, d, tokens) if shape.gradient_checkpointing or not trained else 0
+    return (block + shape.terms.per_token) * tokens + int8
 
 
 def _trained_block_per_token(shape: RunShape, d: Dims) -> int:
@@ -314,19 +338,21 @@ def _logits(shape: RunShape, d: Dims) -> int:
 
     "trl": TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py) never builds the whole
     logits: it projects tiles of at most 4096 positions x 32768 vocab entries. Off Triton (CPU)
-    the backward's torch ops keep ~8 fp32 tiles and a bool one alive (measured 33 B per tile
-    entry); with Triton (CUDA) the fold runs in place on one tile (estimated, not yet measured on
-    a GPU: one compute-dtype tile plus one fp32 tile). The backward also accumulates an fp32
+    the backward's torch ops keep 7 fp32 tiles and a bool one alive beside the chunk-wide mm_buf
+    (measured 29 B per tile entry); with Triton (CUDA) the fold runs in place (estimated, not yet
+    measured on a GPU: mm_buf plus one fp32 tile). The backward also accumulates an fp32
     gradient of the hidden states, and of the head's weight when it trains (full fine-tuning).
     """
     e = DTYPE_BYTES[shape.dtype]
     if shape.loss == "hf":
         return _tokens(shape) * d.vocab * LOGITS_BYTES_PER_ENTRY
     positions = shape.micro_batch * max(1, shape.seq_len - 1)
-    tile = min(positions, TRL_TOKEN_CHUNK) * min(d.vocab, TRL_VOCAB_CHUNK)
-    per_entry = TRL_CPU_BYTES_PER_TILE_ENTRY if shape.device == "cpu" else 4 + e
+    rows = min(positions, TRL_TOKEN_CHUNK)
+    tile = rows * min(d.vocab, TRL_VOCAB_CHUNK)
+    per_entry = TRL_CPU_BYTES_PER_TILE_ENTRY if shape.device == "cpu" else 4
+    buffer = rows * TRL_VOCAB_CHUNK * e  # mm_buf, in the compute dtype
     head_grad = d.vocab * d.h * 4 if shape.terms.head_trains else 0
-    return tile * per_entry + positions * d.h * 4 + head_grad
+    return buffer + tile * per_entry + positions * d.h * 4 + head_grad
 
 
 def _optimizer_step_temporaries(shape: RunShape, d: Dims, grads: int) -> int:

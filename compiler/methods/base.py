@@ -91,6 +91,10 @@ class MethodPlan:
     def trains_base_weights(self) -> bool:
         return self.method.trains_base_weights
 
+    @property
+    def rewrites_base_weights(self) -> bool:
+        return self.method.rewrites_base_weights
+
     def trainable_parameters(self, d: Dims) -> int:
         return self.method.trainable_parameters(self, d)
 
@@ -122,6 +126,8 @@ class MethodBase(BaseModel):
     """Why not, when it does not (the message of a refused `gradient_checkpointing = true`)."""
     trains_base_weights: ClassVar[bool] = False
     """The trained weights are the model's own, in the load dtype (else PEFT's fp32 adapters)."""
+    rewrites_base_weights: ClassVar[bool] = False
+    """The method replaces the base's linear weights after loading (the estimate's checkpoint buffer)."""
     fallbacks: ClassVar[tuple[str, ...]] = ("lora", "qlora")
     """Lighter kinds a does-not-fit message suggests (each only if its estimate fits)."""
     own_optimizer: ClassVar[str | None] = None

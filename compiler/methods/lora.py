@@ -185,6 +185,7 @@ class Pissa(Lora):
     int8_ok: ClassVar[bool] = False
     nf4_ok: ClassVar[bool] = False
     save_template: ClassVar[str | None] = "pissa_save"
+    rewrites_base_weights: ClassVar[bool] = True
 
     def _why_not_quantized(self) -> str:
         return ("PiSSA rewrites the base weights with the SVD residual, which PEFT can only do in "
