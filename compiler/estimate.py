@@ -347,6 +347,12 @@ def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
     # SwiGLU: silu keeps gate, the product keeps silu(gate) and up, down_proj keeps the product.
     mlp = 4 * e * d.inter
     per_token = 2 * norm + attention + mlp
+    if shape.quantization == "nf4":
+        # bitsandbytes MatMul4Bit saves only the packed weight (autograd/_functions.py ctx.tensors =
+        # (None, B)), so the base linears keep none of the inputs counted above: both norms' outputs,
+        # o_proj's and down_proj's inputs (measured on CPU: tiny qlora keeps 8 MiB less than lora at
+        # 4x128; the same autograd function runs on CUDA, not measured there).
+        per_token -= e * (2 * d.h + d.q_dim + d.inter)
     if shape.family == "adapter":
         # LoRA (fp32 adapters): each adapted layer's input is cast to fp32 and dropped out; lora_A
         # keeps the result (4 B) and dropout its mask (1 B); q, k and v each do this separately.
