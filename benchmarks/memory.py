@@ -9,7 +9,7 @@ the training steps and saving. See benchmarks/README.md.
     python benchmarks/memory.py                 # the whole matrix -> results/cpu.jsonl, README table
     python benchmarks/memory.py --list          # the configurations, run nothing
     python benchmarks/memory.py --only ia3,tiny-tied   # the configurations whose key has every word
-    python benchmarks/memory.py --report        # the table from the stored results -> README.md
+    python benchmarks/memory.py --report        # re-compile the stored cases (new estimates) -> README.md
 """
 
 from __future__ import annotations
