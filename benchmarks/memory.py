@@ -9,7 +9,7 @@ the training steps and saving. See benchmarks/README.md.
     python benchmarks/memory.py                 # the whole matrix -> results/cpu.jsonl, README table
     python benchmarks/memory.py --list          # the configurations, run nothing
     python benchmarks/memory.py --only ia3,tiny-tied   # the configurations whose key has every word
-    python benchmarks/memory.py --report        # the table from the stored results -> README.md
+    python benchmarks/memory.py --report        # re-compile the stored cases (new estimates) -> README.md
 """
 
 from __future__ import annotations
@@ -136,9 +136,8 @@ max_new_tokens = 8
 
 def processes(plan: dict[str, Any]) -> int:
     """How many processes the plan launches (data parallel over its devices)."""
-    settings = plan.get("settings", {})
-    gpus = settings.get("GPUS", settings.get("gpus", 1))
-    return int(gpus.get("value", 1) if isinstance(gpus, dict) else gpus)
+    gpus = plan.get("settings", {}).get("gpus", 1)
+    return int(gpus.get("value", 1) if isinstance(gpus, dict) else gpus)  # a typed Setting, or the value
 
 
 def compile_case(case: Case, work: Path) -> tuple[Path, dict[str, Any]]:
@@ -180,6 +179,11 @@ def measured(record: dict[str, Any]) -> dict[str, Any]:
     return {"phase": phase, **peak}
 
 
+def others(record: dict[str, Any]) -> int:
+    """The largest peak outside the training steps: setup, generation, validation, saving."""
+    return max((p["bytes"] for r in record["ranks"] for ph, p in r["peaks"].items() if ph != "train"), default=0)
+
+
 def error(record: dict[str, Any]) -> float:
     return (record["estimate"]["total"] - measured(record)["bytes"]) / measured(record)["bytes"]
 
@@ -193,13 +197,13 @@ def mib(n: float) -> str:
 
 def table_row(r: dict[str, Any]) -> str:
     if "error" in r:
-        return f"| {r['key']} | – | – | failed: {r['error'].splitlines()[-1][:80]} | | | | | | |"
+        return f"| {r['key']} | – | – | failed: {r['error'].splitlines()[-1][:80]} | | | | | | | |"
     e, m = r["estimate"], measured(r)
     est_other = e["activations"] + e["logits"]
     return (f"| {r['key']} | {mib(e['total'])} | {mib(m['bytes'])} | {error(r):+.1%} "
             f"| {mib(e['weights'] + e['trainable'])} / {mib(m['weights'])} | {mib(e['gradients'])} / {mib(m['gradients'])} "
             f"| {mib(e['optimizer'])} / {mib(m['optimizer'])} | {mib(est_other)} / {mib(m['other'])} "
-            f"| {m['phase']} (`{m['op']}`) | {r['seconds']:.0f} |")
+            f"| {m['phase']} (`{m['op']}`) | {mib(others(r))} | {r['seconds']:.0f} |")
 
 
 def summary(records: list[dict[str, Any]]) -> str:
@@ -216,7 +220,7 @@ def summary(records: list[dict[str, Any]]) -> str:
 
 def report(records: list[dict[str, Any]], env: dict[str, str]) -> str:
     head = ("| configuration | est | meas | err | weights est / meas | grads | optimizer | act+logits est / other meas "
-            "| peak in (op) | s |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+            "| peak in (op) | outside train | s |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     versions = ", ".join(f"{k} {v}" for k, v in env.items())
     return (f"Measured {time.strftime('%Y-%m-%d')} on CPU ({versions}). MiB (2^20 bytes); err = (est − meas) / meas; "
             f"`meas` = the largest live-tensor peak of the whole script.\n\n{summary(records)}\n\n{head}\n"

@@ -287,7 +287,14 @@ def _trained_block_per_token(shape: RunShape, d: Dims) -> int:
     attention = e * (d.q_dim + attn_kv + d.q_dim + d.q_dim) + 4 * d.heads + _sdpa_mask_per_token(shape)
     # SwiGLU: silu keeps gate, the product keeps silu(gate) and up, down_proj keeps the product.
     mlp = 4 * e * d.inter
-    return 2 * norm + attention + mlp
+    per_token = 2 * norm + attention + mlp
+    if shape.quantization == "nf4":
+        # bitsandbytes MatMul4Bit saves only the packed weight (autograd/_functions.py ctx.tensors =
+        # (None, B)), so the base linears keep none of the inputs counted above: both norms' outputs,
+        # o_proj's and down_proj's inputs (measured on CPU: tiny qlora keeps 8 MiB less than lora at
+        # 4x128; the same autograd function runs on CUDA, not measured there).
+        per_token -= e * (2 * d.h + d.q_dim + d.inter)
+    return per_token
 
 
 def _int8_state(shape: RunShape, d: Dims, tokens: int) -> int:

@@ -54,7 +54,7 @@ PRECISION = 'fp32'                           # planned: cpu trains in fp32; bf16
 MAX_STEPS = 20                               # spec: train.max_steps
 LEARNING_RATE = 0.0002                       # default: for qlora
 BATCH_SIZE = 4                               # spec: train.batch_size
-MICRO_BATCH_SIZE = 4                         # planned: the fastest divisor of 4 (estimated peak 3.83 GiB; no budget set)
+MICRO_BATCH_SIZE = 4                         # planned: the fastest divisor of 4 (estimated peak 3.46 GiB; no budget set)
 GRAD_ACCUM = 1                               # derived: 4 = 4 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = False               # planned: the run fits without it (faster)
 OPTIMIZER = 'adamw_torch'                    # planned: AdamW (fused kernels are for cuda)
