@@ -61,15 +61,10 @@ def find_model(hub_id: str) -> dict[str, object] | None:
 
 # Linear layers of one decoder block, by config.json `model_type` (the modeling_<type>.py files of
 # transformers 5.23). `target_modules = "auto"` resolves to these; explicit lists are checked
-# against them. Architectures not listed are resolved by PEFT at run time ("all-linear").
+# against them, and the estimate names its layers by them (fused for Phi-3). Architectures not
+# listed are resolved by PEFT at run time ("all-linear").
 _LLAMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LINEAR_MODULES: dict[str, tuple[str, ...]] = {
     **{t: _LLAMA_LINEARS for t in ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "olmo2", "granite")},
     "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
-}
-# IA3's default targets and feed-forward modules per model_type, as PEFT 0.21 maps them
-# (peft/utils/constants.py TRANSFORMERS_MODELS_TO_IA3_*).
-IA3_DEFAULTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    **{t: (("k_proj", "v_proj", "down_proj"), ("down_proj",)) for t in ("llama", "mistral")},
-    **{t: (("q_proj", "v_proj", "down_proj"), ("down_proj",)) for t in ("qwen2", "qwen3", "gemma", "gemma2")},
 }

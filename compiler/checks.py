@@ -302,76 +302,8 @@ def run_checks(source: SpecSource) -> Facts:
     return facts
 
 
-def _model_type(facts: Facts) -> str | None:
-    config = facts.model.config if facts.model else None
-    return str(config.get("model_type")) if config and config.get("model_type") else None
-
-
-def _module_list_problems(key: str, names: list[str], known: tuple[str, ...], model_type: str) -> Iterator[Finding]:
-    for name in names:
-        if name not in known:
-            close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            yield key, (f"{model_type} blocks have no linear layer named {name!r}; {hint}"
-                        f"their linear layers are {', '.join(known)}")
-
-
 @check
-def method_allows_checkpointing(spec: Spec, facts: Facts) -> Iterator[Finding]:
-    """Gradient checkpointing is not forced on a method that breaks under it."""
-    if spec.train.gradient_checkpointing is True and not spec.method.checkpointing_ok:
-        yield "train.gradient_checkpointing", (f"kind = {spec.method.kind!r} does not train with gradient "
-                                               "checkpointing (PEFT's prefixes break in the recomputed attention); "
-                                               "set it to false or \"auto\"")
-
-
-@check
-def method_runs_on_device(spec: Spec, facts: Facts) -> Iterator[Finding]:
-    """Combinations that run but do not learn on this device."""
-    if spec.method.kind == "dora" and spec.method.quantization == "nf4" and spec.hardware.device == "cpu":
-        yield "method.quantize", ("DoRA on a 4-bit base does not learn on CPU with PEFT 0.21 + bitsandbytes 0.50 "
-                                  "(measured on SmolLM2-135M: validation loss 10.1 -> 10.05 while training loss "
-                                  "fell; PEFT's CPU dequantization of 4-bit weights, which DoRA's weight norm uses, "
-                                  "differs from bitsandbytes' own); on CPU use quantize = \"none\" or kind = \"qlora\"")
-
-
-@check
-def method_fits_architecture(spec: Spec, facts: Facts) -> Iterator[Finding]:
-    """Target modules exist, layer counts fit the depth, and the method supports the architecture."""
-    from ftc.compiler.catalog import IA3_DEFAULTS, LINEAR_MODULES
-    from ftc.compiler.methods.adapter import LLAMA_ADAPTER_MODEL_TYPES
-
-    method, model_type = spec.method, _model_type(facts)
-    config = facts.model.config if facts.model else None
-    depth = config.get("num_hidden_layers") if config else None
-    if model_type is None:
-        return  # facts unknown offline: PEFT checks at run time
-    known = LINEAR_MODULES.get(model_type)
-    targets = getattr(method, "target_modules", None)
-    if known and isinstance(targets, list):
-        yield from _module_list_problems("method.target_modules", targets, known, model_type)
-    feedforward = getattr(method, "feedforward_modules", None)
-    if isinstance(feedforward, list):
-        if not isinstance(targets, list):
-            yield "method.feedforward_modules", "an explicit feedforward_modules list needs an explicit target_modules list"
-        else:
-            for name in feedforward:
-                if name not in targets:
-                    yield "method.feedforward_modules", f"{name!r} is not one of method.target_modules; add it there"
-    if method.kind == "ia3" and targets == "auto" and model_type not in IA3_DEFAULTS:
-        yield "method.target_modules", (f"PEFT has no default IA3 targets for {model_type} models; list them, "
-                                        f"e.g. target_modules = [\"{(known or ('k_proj',))[0]}\", ...]")
-    if method.kind == "llama_adapter" and model_type not in LLAMA_ADAPTER_MODEL_TYPES:
-        yield "method.kind", (f"LLaMA-Adapter supports {' and '.join(LLAMA_ADAPTER_MODEL_TYPES)} models, not "
-                              f"{model_type}; use kind = \"prefix\" (adapters at every layer) or \"lora\"")
-    patterns = getattr(method, "modules", None)
-    if known and patterns:
-        paths = [f"{'mlp' if n in ('gate_proj', 'up_proj', 'down_proj', 'gate_up_proj') else 'self_attn'}.{n}"
-                 for n in known] + ["input_layernorm", "post_attention_layernorm"]
-        for pattern in patterns:
-            if not any(pattern in path for path in paths):
-                yield "method.modules", (f"{pattern!r} matches no weight of a {model_type} block; names look like "
-                                         f"{', '.join(paths)} (a pattern matches any name containing it)")
-    layers = getattr(method, "layers", None)
-    if isinstance(depth, int) and isinstance(layers, int) and layers > depth and "layers" in method.model_fields_set:
-        yield "method.layers", f"the model has {depth} decoder blocks; method.layers must be at most {depth} (got {layers})"
+def method_checks(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """The method's own checks (compiler/methods): targets and layer counts against the
+    architecture, combinations that break or do not learn."""
+    yield from spec.method.checks(spec, facts)

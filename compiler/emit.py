@@ -118,11 +118,8 @@ def _import_line(module: str, names: list[str]) -> str:
 def _imports(plan: Plan) -> list[str]:
     """The import lines of train.py: only what this plan's code calls."""
     method = METHODS[plan.kind]
-    peft = {"lora": ["LoraConfig"], "prompt": [{"prefix": "PrefixTuningConfig", "ptuning": "PromptEncoderConfig",
-                                                  "prompt": "PromptTuningConfig"}.get(plan.kind, "")],
-            "ia3": ["IA3Config"], "llama_adapter": ["AdaptionPromptConfig"]}.get(method.template, [])
-    if peft:
-        peft.append("get_peft_model")
+    own = method.imports()
+    peft = list(own.peft)
     if plan["quantization"]:
         peft.append("prepare_model_for_kbit_training")
     transformers = ["AutoModelForCausalLM", "AutoTokenizer"]
@@ -134,8 +131,7 @@ def _imports(plan: Plan) -> list[str]:
     lines = ["import torch"]
     if peft:
         lines.append(_import_line("peft", peft))
-    if plan.kind == "loraplus":
-        lines.append("from peft.optimizers import create_loraplus_optimizer")
+    lines += own.lines
     lines.append(_import_line("transformers", sorted(transformers, key=lambda n: (n[0].islower(), n))))
     if method.trainer == "sft":
         lines.append("from trl import SFTConfig, SFTTrainer")
@@ -167,6 +163,9 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             spec_sha256=spec_sha256,
             title=method.title,
             imports=_imports(plan),
+            method_imports=method.imports().ftc,
+            own_optimizer=method.own_optimizer,
+            save_template=method.save_template,
             peft_result=method.peft,
             data_settings=_data_settings_names(lines),
             has_validation=plan["validation"] != 0,

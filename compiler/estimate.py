@@ -13,9 +13,14 @@ Units: every `*_bytes` value is in bytes; `T` is tokens per micro-batch (micro_b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cached_property
+from typing import TYPE_CHECKING, Literal
 
+from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.catalog_data import with_defaults
+
+if TYPE_CHECKING:  # the methods import this module's shapes; the estimate only asks their plans
+    from ftc.compiler.methods.base import ActivationTerms, MethodPlan
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 
@@ -35,17 +40,18 @@ INT8_BYTES_PER_PARAM = 1.0
 # (measured on CPU for fp32 and bf16 alike: benchmarks/README.md).
 LOGITS_BYTES_PER_ENTRY = 12
 
-# TRL's fused LM head tiles (trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE and
-# _CHUNKED_LOGPROB_CHUNK_SIZE) and the bytes per tile entry its CPU backward keeps (measured:
-# mm buffer, exp, 2 x mul, 2 x sub, 2 x empty_strided in fp32, plus a bool mask).
 # bitsandbytes LLM.int8 state kept per input feature and token (measured, benchmarks/README.md).
 INT8_STATE_BYTES_PER_INPUT = 2.5
+# TRL's fused LM head tiles (trl 1.16 trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE and
+# trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE). Its projection buffer `mm_buf` is always
+# TRL_VOCAB_CHUNK wide, even for a smaller vocabulary (64 MiB at 508 positions and a 4,096 vocab:
+# the tiny models' constant miss, benchmarks/README.md).
 TRL_TOKEN_CHUNK = 4096
 TRL_VOCAB_CHUNK = 32768
-TRL_CPU_BYTES_PER_TILE_ENTRY = 33
-
-LORA_KINDS = ("lora", "qlora", "lora8", "dora", "rslora", "pissa", "loraplus")
-LINEAR_NAMES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# Bytes per entry of one tile (positions x min(vocab, chunk)) that the CPU backward's torch ops keep
+# beside mm_buf (trl _backward_tile): 7 fp32 tiles (2 x mul, 2 x sub, 2 x empty_strided, exp) and
+# the bool target mask. Measured on the emitted scripts (benchmarks/memory.py): 7 x 4 + 1.
+TRL_CPU_BYTES_PER_TILE_ENTRY = 29
 
 
 @dataclass(frozen=True)
@@ -54,18 +60,13 @@ class RunShape:
 
     config: dict[str, object]
     """config.json facts: hidden_size, intermediate_size, num_hidden_layers, heads, vocab, ..."""
-    method: str
-    """method.kind: full, freeze, linear_probe, the LoRA family (lora, qlora, lora8, dora, rslora,
-    pissa, loraplus), ia3, llama_adapter, or prompt learning (prefix, ptuning, prompt)."""
+    method: MethodPlan
+    """The method resolved for this model (compiler/methods): what it trains and what its modules keep."""
     micro_batch: int
     seq_len: int
     gradient_checkpointing: bool
     dtype: str = "float32"
     """Dtype the weights are loaded in (for quantized bases: the compute dtype)."""
-    lora_r: int = 8
-    lora_targets: str | tuple[str, ...] = "all-linear"
-    lora_dropout: float = 0.05
-    double_quant: bool = True
     optimizer: str = "adamw_torch"
     device: Literal["cuda", "cpu"] = "cpu"
     padded: bool = False
@@ -74,33 +75,15 @@ class RunShape:
     loss: Literal["trl", "hf"] = "trl"
     """How the loss is computed: "trl" is SFTTrainer's fused, tiled LM head (what train.py runs);
     "hf" is the model's own forward with labels (full logits, then cross-entropy)."""
-    quantize: Literal["nf4", "int8"] | None = None
-    """Quantized frozen base for kinds other than qlora (nf4) and lora8 (int8), which imply theirs."""
-    train_layers: int | None = None
-    """freeze: how many of the last blocks train (None: every block, as the other methods need)."""
-    train_modules: tuple[str, ...] = ()
-    """freeze: name patterns of the trained weights inside those blocks (empty: all)."""
-    train_head: bool = False
-    """freeze: the output head trains too."""
-    virtual_tokens: int = 0
-    """prefix / ptuning / prompt: trained virtual tokens; llama_adapter: the adaption prompt's length."""
-    encoder_hidden: int = 0
-    """prefix (with projection) / ptuning: the encoder's hidden width (0: no encoder)."""
-    adapter_layers: int = 0
-    """llama_adapter: adapted top layers."""
-    ia3_feedforward: tuple[str, ...] = ()
-    """ia3: which targets are feed-forward layers (their input is scaled, not their output)."""
 
     @property
     def quantization(self) -> str | None:
-        return {"qlora": "nf4", "lora8": "int8"}.get(self.method, self.quantize)
+        return self.method.quantization
 
-    @property
-    def family(self) -> str:
-        """full (every weight) | freeze (some weights) | adapter (inside the blocks) | prompt (inputs)."""
-        if self.method in ("full", "freeze", "linear_probe"):
-            return "freeze" if self.method != "full" else "full"
-        return "prompt" if self.method in ("prefix", "ptuning", "prompt") else "adapter"
+    @cached_property
+    def terms(self) -> ActivationTerms:
+        """What the method changes in the activations of this model (its `activation_terms` hook)."""
+        return self.method.activation_terms(dims(self.config), _activation_bytes(self))
 
 
 @dataclass(frozen=True)
@@ -129,7 +112,9 @@ class Memory:
 
 
 @dataclass(frozen=True)
-class _Dims:
+class Dims:
+    """The shapes memory depends on (a method's hooks read them too)."""
+
     h: int
     inter: int
     layers: int
@@ -138,6 +123,8 @@ class _Dims:
     head_dim: int
     vocab: int
     tied: bool
+    fused: bool = False
+    """q/k/v and gate/up are one projection each (Phi-3's qkv_proj and gate_up_proj)."""
 
     @property
     def q_dim(self) -> int:
@@ -148,10 +135,19 @@ class _Dims:
         return self.kv_heads * self.head_dim
 
     def linears(self) -> dict[str, tuple[int, int]]:
-        """(in, out) features of each linear layer of one decoder block."""
+        """(in, out) features of each linear layer of one decoder block, by the architecture's names."""
+        if self.fused:  # modeling_phi3.py: qkv_proj is q, k and v side by side; gate_up_proj gate and up
+            return {"qkv_proj": (self.h, self.q_dim + 2 * self.kv_dim), "o_proj": (self.q_dim, self.h),
+                    "gate_up_proj": (self.h, 2 * self.inter), "down_proj": (self.inter, self.h)}
         return {"q_proj": (self.h, self.q_dim), "k_proj": (self.h, self.kv_dim), "v_proj": (self.h, self.kv_dim),
                 "o_proj": (self.q_dim, self.h), "gate_proj": (self.h, self.inter),
                 "up_proj": (self.h, self.inter), "down_proj": (self.inter, self.h)}
+
+    def targeted(self, targets: str | list[str] | tuple[str, ...] | None) -> dict[str, tuple[int, int]]:
+        """The linear layers a resolved target list names ("all-linear": every one, as PEFT finds them)."""
+        linears = self.linears()
+        return linears if isinstance(targets, str) or targets is None else {
+            n: shape for n, shape in linears.items() if n in targets}
 
 
 REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
@@ -162,12 +158,12 @@ def can_estimate(config: dict[str, object] | None) -> bool:
     return config is not None and all(isinstance(config.get(k), int) for k in REQUIRED_KEYS)
 
 
-def dims(config: dict[str, object]) -> _Dims:
+def dims(config: dict[str, object]) -> Dims:
     """The shapes that memory depends on, from config.json facts."""
     c = with_defaults(config)
     h = int(c["hidden_size"])  # type: ignore[call-overload]
     heads = int(c["num_attention_heads"])  # type: ignore[call-overload]
-    return _Dims(
+    return Dims(
         h=h,
         inter=int(c.get("intermediate_size") or 4 * h),  # type: ignore[call-overload]
         layers=int(c["num_hidden_layers"]),  # type: ignore[call-overload]
@@ -176,93 +172,56 @@ def dims(config: dict[str, object]) -> _Dims:
         head_dim=int(c.get("head_dim") or h // heads),  # type: ignore[call-overload]
         vocab=int(c["vocab_size"]),  # type: ignore[call-overload]
         tied=bool(c.get("tie_word_embeddings", False)),
+        fused="qkv_proj" in LINEAR_MODULES.get(str(c.get("model_type")), ()),
     )
 
 
-def parameter_counts(d: _Dims) -> dict[str, int]:
+def parameter_counts(d: Dims) -> dict[str, int]:
     """Parameters by kind: linear (quantizable), embed, head (0 if tied), norm."""
     linear = d.layers * sum(i * o for i, o in d.linears().values())
     return {"linear": linear, "embed": d.vocab * d.h, "head": 0 if d.tied else d.vocab * d.h,
             "norm": d.layers * 2 * d.h + d.h}
 
 
-def _targets(targets: str | tuple[str, ...]) -> tuple[str, ...]:
-    return LINEAR_NAMES if targets in ("all-linear", "auto") else tuple(t for t in targets if t in LINEAR_NAMES)
-
-
-def lora_parameters(d: _Dims, r: int, targets: str | tuple[str, ...]) -> int:
-    """A (r x in) and B (out x r) for every targeted linear of every block."""
-    names = _targets(targets)
-    return d.layers * sum(r * (i + o) for n, (i, o) in d.linears().items() if n in names)
-
-
-def _block_weight_names(d: _Dims) -> dict[str, int]:
-    """Parameters of one block by module path (as `freeze` patterns match them)."""
-    sizes = {f"{'mlp' if n in ('gate_proj', 'up_proj', 'down_proj') else 'self_attn'}.{n}.weight": i * o
-             for n, (i, o) in d.linears().items()}
-    return {**sizes, "input_layernorm.weight": d.h, "post_attention_layernorm.weight": d.h}
-
-
-def trainable_parameters(shape: RunShape, d: _Dims) -> int:
-    """Parameters the method trains (PEFT's own counts for its tuners, from their definitions)."""
-    counts = parameter_counts(d)
-    m = shape.method
-    if m == "full":
-        return sum(counts.values())
-    if shape.family == "freeze":
-        per_block = sum(n for name, n in _block_weight_names(d).items()
-                        if not shape.train_modules or any(p in name for p in shape.train_modules))
-        head = (counts["head"] or counts["embed"]) if shape.train_head else 0  # tied: the embedding matrix
-        return (shape.train_layers or 0) * per_block + head
-    if m == "ia3":  # one scale per output feature, or per input feature of feed-forward layers
-        names = _targets(shape.lora_targets)
-        return d.layers * sum(i if n in shape.ia3_feedforward else o for n, (i, o) in d.linears().items()
-                              if n in names)
-    if m == "llama_adapter":  # an adaption prompt and a scalar gate per adapted layer
-        return shape.adapter_layers * (shape.virtual_tokens * d.h + 1)
-    if m == "prompt":
-        return shape.virtual_tokens * d.h
-    if m == "ptuning":  # the virtual tokens' embedding and the MLP encoder h -> e -> e -> h
-        e = shape.encoder_hidden
-        return shape.virtual_tokens * d.h + (d.h * e + e) + (e * e + e) + (e * d.h + d.h)
-    if m == "prefix":  # keys and values of every layer, or a kv-wide embedding and an MLP that makes them
-        kv = 2 * d.layers * d.kv_dim
-        if shape.encoder_hidden:
-            e = shape.encoder_hidden
-            return shape.virtual_tokens * d.kv_dim + (d.kv_dim * e + e) + (e * kv + kv)
-        return shape.virtual_tokens * kv
-    lora = lora_parameters(d, shape.lora_r, shape.lora_targets)
-    if m == "dora":  # a magnitude per output feature of every adapted layer
-        lora += d.layers * sum(o for n, (_i, o) in d.linears().items() if n in _targets(shape.lora_targets))
-    return lora
-
-
-def _weights(shape: RunShape, d: _Dims) -> tuple[int, int, list[str]]:
+def _weights(shape: RunShape, d: Dims) -> tuple[int, int, list[str]]:
     """(frozen weight bytes, trainable weight bytes, reasons)."""
     e = DTYPE_BYTES[shape.dtype]
     counts = parameter_counts(d)
     total = sum(counts.values())
-    if shape.method == "full":
-        return 0, total * e, [f"weights: {total / 1e6:,.0f}M parameters x {e} B, all trainable"]
-    trained = trainable_parameters(shape, d)
-    if shape.family == "freeze":  # the trained weights stay in the load dtype, inside the model
+    trained = shape.method.trainable_parameters(d)
+    if shape.method.trains_base_weights:  # the trained weights stay in the load dtype, inside the model
         return (total - trained) * e, trained * e, [f"weights: {total / 1e6:,.0f}M parameters x {e} B, "
                                                     f"{trained / 1e6:,.1f}M of them trainable"]
     # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype=True) whatever the base dtype.
     adapter = trained * 4
     if shape.quantization is None:
-        return total * e, adapter, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; "
-                                    f"{trained / 1e6:,.2f}M adapter parameters in fp32"]
-    per = {"nf4": NF4_DQ_BYTES_PER_PARAM if shape.double_quant else NF4_BYTES_PER_PARAM,
+        # PiSSA writes the SVD residual over the linear weights after loading (see _checkpoint_kept)
+        residual = counts["linear"] * e if shape.method.rewrites_base_weights and _checkpoint_kept(shape) else 0
+        return total * e + residual, adapter, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; "
+                                               f"{trained / 1e6:,.2f}M adapter parameters in fp32"]
+    per = {"nf4": NF4_DQ_BYTES_PER_PARAM if shape.method.get("double_quant", True) else NF4_BYTES_PER_PARAM,
            "int8": INT8_BYTES_PER_PARAM}[shape.quantization]
     # prepare_model_for_kbit_training upcasts every non-quantized parameter (embeddings, head,
     # norms) to fp32 (peft utils/other.py).
     rest = counts["embed"] + counts["head"] + counts["norm"]
-    frozen = int(counts["linear"] * per) + rest * 4
+    frozen = int(counts["linear"] * per) + (total * e if _checkpoint_kept(shape) else rest * 4)
     if shape.quantization == "int8":
         frozen += d.layers * sum(o for _, o in d.linears().values()) * 4  # SCB: fp32 scale per row
     return frozen, adapter, [f"weights: {counts['linear'] / 1e6:,.0f}M quantized at {per:.3f} B, "
                           f"{rest / 1e6:,.0f}M embedding/head/norm parameters upcast to fp32"]
+
+
+def _checkpoint_kept(shape: RunShape) -> bool:
+    """On CPU, from_pretrained reads each checkpoint file into one buffer, and the tensors it loads
+    without a dtype conversion are views of that buffer, which lives while any of them does. So when
+    some weights are replaced after loading (quantized linears; PiSSA's residual weights) the ones
+    that stay (embeddings, norms) keep the whole checkpoint alive. Measured on the emitted scripts
+    (transformers 5.24, benchmarks/README.md): tiny lora8 and pissa keep the 6.8 MiB fp32 file."""
+    saved = shape.config.get("dtype") or shape.config.get("torch_dtype")
+    # (Assumed, not measured:) a quantized base loaded in bf16/fp16 has its remaining weights copied
+    # to fp32 by prepare_model_for_kbit_training, which releases the views.
+    upcast = shape.quantization is not None and shape.dtype != "float32"
+    return shape.device == "cpu" and saved in (None, shape.dtype) and not upcast
 
 
 def _activation_bytes(shape: RunShape) -> int:
@@ -272,7 +231,7 @@ def _activation_bytes(shape: RunShape) -> int:
     return 4 if shape.quantization else DTYPE_BYTES[shape.dtype]
 
 
-def _frozen_block_per_token(shape: RunShape, d: _Dims) -> int:
+def _frozen_block_per_token(shape: RunShape, d: Dims) -> int:
     """Bytes per token a decoder block with no trainable weight keeps when its input requires grad
     (prompt learning, IA3, LLaMA-Adapter, blocks below a tied trained head). A frozen linear layer
     keeps nothing (its weight needs no gradient, so autograd saves no input), nor does the norms'
@@ -281,11 +240,11 @@ def _frozen_block_per_token(shape: RunShape, d: _Dims) -> int:
     a tied linear_probe's 30 frozen blocks (llama-small 4x128)."""
     e = _activation_bytes(shape)
     attn_kv = 2 * (d.q_dim if shape.padded else d.kv_dim)
-    if shape.method == "prefix":
+    if shape.terms.prefix_tokens:
         # Prefix tuning: keys and values span the virtual tokens too, and the mask PEFT extends over
         # them is explicit (queries and keys differ in length), so transformers repeats K and V per
         # query head (sdpa_attention.use_gqa_in_sdpa) whether or not the batch is padded.
-        attn_kv = 2 * d.q_dim * (shape.seq_len + shape.virtual_tokens) // max(1, shape.seq_len)
+        attn_kv = 2 * d.q_dim * (shape.seq_len + shape.terms.prefix_tokens) // max(1, shape.seq_len)
     return (2 * 4 * d.h + e * (d.q_dim + attn_kv + d.q_dim) + 4 * d.heads + 3 * e * d.inter
             + _sdpa_mask_per_token(shape))
 
@@ -296,27 +255,27 @@ def _sdpa_mask_per_token(shape: RunShape) -> int:
     layer (aten convert_boolean_attn_mask) and keeps it for backward, one element per key position
     (measured on CPU in fp32, aten::where: padded llama-tiny LoRA 4x512 +24 MiB, llama-small
     4x128 +52 MiB with the repeated K/V; not yet measured on a GPU)."""
-    if not shape.padded and shape.method != "prefix":
+    if not shape.padded and not shape.terms.prefix_tokens:
         return 0
-    keys = shape.seq_len + (shape.virtual_tokens if shape.method in ("prefix", "prompt", "ptuning") else 0)
+    keys = shape.seq_len + shape.terms.prefix_tokens + shape.terms.prompt_tokens
     return _activation_bytes(shape) * keys
 
 
-def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
-    """Bytes one decoder block keeps for backward (no checkpointing)."""
+def _layer_activations(shape: RunShape, d: Dims, tokens: int) -> int:
+    """Bytes one decoder block keeps for backward (no checkpointing): a trained block's or a frozen
+    one's, plus what the method's own modules keep (its activation terms)."""
+    trained = shape.terms.keeps_linear_inputs
+    block = _trained_block_per_token(shape, d) if trained else _frozen_block_per_token(shape, d)
+    # Without checkpointing the int8 matmul's kept input is the linear input a trained block already
+    # keeps (measured: tiny lora8 keeps less than lora, benchmarks/README.md); with it, it outlives
+    # the block (_activations); a frozen block keeps no linear input, so its state adds.
+    int8 = _int8_state(shape, d, tokens) if shape.gradient_checkpointing or not trained else 0
+    return (block + shape.terms.per_token) * tokens + int8
+
+
+def _trained_block_per_token(shape: RunShape, d: Dims) -> int:
+    """Bytes per token a decoder block keeps when its linear layers' inputs are needed."""
     e = _activation_bytes(shape)
-    if shape.method == "ia3":
-        # Frozen block, plus what IA3's scaling multiplies keep for the vectors' gradient
-        # (peft tuners/ia3/layer.py Linear.forward): a scaled output (k, v) keeps the unscaled
-        # output in the dtype; a feed-forward target keeps its input, cast to the vectors' fp32.
-        names = _targets(shape.lora_targets)
-        extra = sum(4 * i if n in shape.ia3_feedforward else e * o for n, (i, o) in d.linears().items() if n in names)
-        return (_frozen_block_per_token(shape, d) + extra) * tokens + _int8_state(shape, d, tokens)
-    if shape.family == "prompt":
-        return _frozen_block_per_token(shape, d) * tokens + _int8_state(shape, d, tokens)
-    if shape.method == "llama_adapter":  # one adapted block (the most a block keeps)
-        extra = e * d.q_dim + (4 + e) * d.heads * shape.virtual_tokens
-        return (_frozen_block_per_token(shape, d) + extra) * tokens
     attn_kv = 2 * (d.q_dim if shape.padded else d.kv_dim)  # K and V, repeated per query head under a mask
     # RMSNorm computes in fp32: pow() keeps the fp32 input, the weight's multiply keeps the
     # normalized value cast back to the dtype (the same fp32 tensor when e = 4), and the output is
@@ -329,37 +288,16 @@ def _layer_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
     # SwiGLU: silu keeps gate, the product keeps silu(gate) and up, down_proj keeps the product.
     mlp = 4 * e * d.inter
     per_token = 2 * norm + attention + mlp
-    if shape.family == "adapter":
-        # LoRA (fp32 adapters): each adapted layer's input is cast to fp32 and dropped out; lora_A
-        # keeps the result (4 B) and dropout its mask (1 B); q, k and v each do this separately.
-        # lora_A's r-wide output is kept by lora_B.
-        names = _targets(shape.lora_targets)
-        drop = 5 if shape.lora_dropout > 0 else (4 if e != 4 else 0)
-        for name, (i, o) in d.linears().items():
-            if name in names:
-                per_token += drop * i + 4 * shape.lora_r
-                if shape.method == "dora":
-                    # DoRA (peft tuners/lora/variants.py, dora.py): with dropout the base output is
-                    # recomputed from the dropped input, and the magnitude's multiplies keep it and the
-                    # LoRA output, both out-wide in fp32 (measured within 5 % of activations).
-                    per_token += 2 * 4 * o
-    return per_token * tokens + _int8_state(shape, d, tokens)
+    if shape.quantization == "nf4":
+        # bitsandbytes MatMul4Bit saves only the packed weight (autograd/_functions.py ctx.tensors =
+        # (None, B)), so the base linears keep none of the inputs counted above: both norms' outputs,
+        # o_proj's and down_proj's inputs (measured on CPU: tiny qlora keeps 8 MiB less than lora at
+        # 4x128; the same autograd function runs on CUDA, not measured there).
+        per_token -= e * (2 * d.h + d.q_dim + d.inter)
+    return per_token
 
 
-def _llama_adapter_activations(shape: RunShape, d: _Dims, tokens: int) -> int:
-    """LLaMA-Adapter without checkpointing: the blocks below the adapted ones run without autograd;
-    each adapted block keeps a frozen block's tensors plus its adaption attention's (peft
-    tuners/adaption_prompt/layer.py): the recomputed rotated queries (kept by the product with the
-    prompt's keys), the fp32 softmax over the prompt, the gated scores, and nothing of the frozen
-    o_proj. The lowest adapted block's own attention and input norm see no grad-requiring input."""
-    e = _activation_bytes(shape)
-    layers = min(shape.adapter_layers, d.layers)
-    extra = e * d.q_dim + (4 + e) * d.heads * shape.virtual_tokens
-    lowest = 4 * d.h + e * (d.q_dim + 2 * d.kv_dim + d.q_dim) + 4 * d.heads
-    return (layers * (_frozen_block_per_token(shape, d) + extra) - lowest) * tokens
-
-
-def _int8_state(shape: RunShape, d: _Dims, tokens: int) -> int:
+def _int8_state(shape: RunShape, d: Dims, tokens: int) -> int:
     """bitsandbytes int8 matmuls keep a quantized copy of each input with its row statistics in
     the layer's state, outside autograd, so checkpointing does not drop it (measured ~2.5 B per
     input feature of every linear layer, with and without checkpointing)."""
@@ -370,34 +308,23 @@ def _int8_state(shape: RunShape, d: _Dims, tokens: int) -> int:
 
 def _tokens(shape: RunShape) -> int:
     """Positions per micro-batch; soft prompts (prompt, ptuning) lengthen every sequence."""
-    extra = shape.virtual_tokens if shape.method in ("prompt", "ptuning") else 0
-    return shape.micro_batch * (shape.seq_len + extra)
+    return shape.micro_batch * (shape.seq_len + shape.terms.prompt_tokens)
 
 
-def _activations(shape: RunShape, d: _Dims, logits: int) -> tuple[int, str]:
+def _activations(shape: RunShape, d: Dims, logits: int) -> tuple[int, str]:
     tokens = _tokens(shape)
     e = _activation_bytes(shape)
     layer = _layer_activations(shape, d, tokens)
     embed_out = e * d.h * tokens  # embedding output (the first block's input)
     final_norm = (4 + e + e) * d.h * tokens  # the final RMSNorm, as in a block
-    if shape.family != "full" and shape.method not in LORA_KINDS:
+    if not shape.terms.final_norm_trained:
         final_norm = 4 * d.h * tokens  # frozen: only pow()'s fp32 input (see _frozen_block_per_token)
-    # freeze: blocks below the first trained one run without autograd, so nothing of theirs is kept,
-    # unless the embedding output requires grad: with checkpointing (transformers 5's
-    # activation_checkpointing_enable calls enable_input_require_grads, so every block is
-    # checkpointed and keeps its input) or when the trained head is tied to the input embeddings
-    # (the frozen blocks below the trained ones then keep a frozen block's tensors, see
-    # _frozen_block_per_token). Measured: benchmarks/README.md, freeze and linear_probe rows.
-    if shape.family == "freeze" and not shape.gradient_checkpointing:
-        trained = shape.train_layers or 0
-        if shape.train_head and d.tied:
-            below = (d.layers - trained) * _frozen_block_per_token(shape, d) * tokens
-            return below + trained * layer + final_norm, (f"activations: {trained} trained blocks, the {d.layers - trained} "
-                                                          "frozen ones below (the tied head trains the embeddings)")
-        return trained * layer + final_norm, f"activations: the {trained} trained blocks only"
-    if shape.method == "llama_adapter" and not shape.gradient_checkpointing:
-        return (_llama_adapter_activations(shape, d, tokens) + final_norm,
-                f"activations: the {shape.adapter_layers} adapted blocks only")
+    t = shape.terms
+    if t.autograd_blocks is not None and not shape.gradient_checkpointing:
+        # Only the top blocks run under autograd (freeze: the trained ones; LLaMA-Adapter: the
+        # adapted ones), unless a tied trained head makes the embedding output require grad.
+        below = (d.layers - t.autograd_blocks) * _frozen_block_per_token(shape, d) * tokens if t.frozen_below else 0
+        return below + t.autograd_blocks * layer - t.untracked_per_token * tokens + final_norm, t.why
     if shape.gradient_checkpointing:
         # Each checkpointed block keeps its input; backward recomputes one block at a time, after
         # the loss's vocab-wide buffers are gone with the fused TRL head (they overlap otherwise).
@@ -409,7 +336,7 @@ def _activations(shape: RunShape, d: _Dims, logits: int) -> tuple[int, str]:
     return d.layers * layer + embed_out + final_norm, f"activations: {d.layers} blocks x {layer / 2**20:,.1f} MiB"
 
 
-def _logits(shape: RunShape, d: _Dims) -> int:
+def _logits(shape: RunShape, d: Dims) -> int:
     """Vocab-wide memory of the loss.
 
     "hf": the logits, their fp32 upcast (a copy unless already fp32), the log-softmax that
@@ -418,41 +345,39 @@ def _logits(shape: RunShape, d: _Dims) -> int:
 
     "trl": TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py) never builds the whole
     logits: it projects tiles of at most 4096 positions x 32768 vocab entries. Off Triton (CPU)
-    the backward's torch ops keep ~8 fp32 tiles and a bool one alive (measured 33 B per tile
-    entry); with Triton (CUDA) the fold runs in place on one tile (estimated, not yet measured on
-    a GPU: one compute-dtype tile plus one fp32 tile). The backward also accumulates an fp32
+    the backward's torch ops keep 7 fp32 tiles and a bool one alive beside the chunk-wide mm_buf
+    (measured 29 B per tile entry); with Triton (CUDA) the fold runs in place (estimated, not yet
+    measured on a GPU: mm_buf plus one fp32 tile). The backward also accumulates an fp32
     gradient of the hidden states, and of the head's weight when it trains (full fine-tuning).
     """
     e = DTYPE_BYTES[shape.dtype]
     if shape.loss == "hf":
         return _tokens(shape) * d.vocab * LOGITS_BYTES_PER_ENTRY
     positions = shape.micro_batch * max(1, shape.seq_len - 1)
-    tile = min(positions, TRL_TOKEN_CHUNK) * min(d.vocab, TRL_VOCAB_CHUNK)
-    per_entry = TRL_CPU_BYTES_PER_TILE_ENTRY if shape.device == "cpu" else 4 + e
-    head_grad = d.vocab * d.h * 4 if shape.method == "full" or shape.train_head else 0
-    return tile * per_entry + positions * d.h * 4 + head_grad
+    rows = min(positions, TRL_TOKEN_CHUNK)
+    tile = rows * min(d.vocab, TRL_VOCAB_CHUNK)
+    per_entry = TRL_CPU_BYTES_PER_TILE_ENTRY if shape.device == "cpu" else 4
+    buffer = rows * TRL_VOCAB_CHUNK * e  # mm_buf, in the compute dtype
+    head_grad = d.vocab * d.h * 4 if shape.terms.head_trains else 0
+    return buffer + tile * per_entry + positions * d.h * 4 + head_grad
 
 
-def _optimizer_step_temporaries(shape: RunShape, d: _Dims, grads: int) -> int:
+def _optimizer_step_temporaries(shape: RunShape, d: Dims, grads: int) -> int:
     """Extra bytes while AdamW updates: the single-tensor loop (CPU) allocates sqrt(v) and the
     division for one parameter at a time, so twice the largest trainable tensor; the fused kernel
     (CUDA) none; the foreach path (CUDA, adamw_torch) about one more copy of all gradients."""
     if shape.device == "cuda":
         return 0 if shape.optimizer.endswith("fused") or "8bit" in shape.optimizer else grads
-    if shape.family in ("full", "freeze"):
-        largest = d.vocab * d.h if shape.method == "full" or shape.train_head else max(
-            i * o for i, o in d.linears().values())
-        return 2 * largest * DTYPE_BYTES[shape.dtype]
-    if shape.family == "adapter" and shape.method not in ("ia3", "llama_adapter"):
-        return 2 * 4 * max(shape.lora_r * max(i, o) for i, o in d.linears().values())
-    return 2 * 4 * trainable_parameters(shape, d)  # small tuners: bounded by all their parameters
+    # CPU: the single-tensor loop, twice the largest trained tensor (small tuners: all of them)
+    bytes_per = DTYPE_BYTES[shape.dtype] if shape.method.trains_base_weights else 4
+    return 2 * bytes_per * shape.method.largest_trainable_tensor(d)
 
 
 def estimate_memory(shape: RunShape) -> Memory:
     """The estimated peak of one optimizer step, split by component."""
     d = dims(shape.config)
     frozen, trainable, reasons = _weights(shape, d)
-    train_dtype_bytes = DTYPE_BYTES[shape.dtype] if shape.family in ("full", "freeze") else 4
+    train_dtype_bytes = DTYPE_BYTES[shape.dtype] if shape.method.trains_base_weights else 4
     trainable_params = trainable // train_dtype_bytes
     grads = trainable
     if "8bit" in shape.optimizer:

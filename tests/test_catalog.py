@@ -149,3 +149,19 @@ def test_gpu_memory_below_marketed_size() -> None:
     for name, marketed in (("H100", 80), ("A100 80GB", 80), ("A100 40GB", 40), ("RTX 4090", 24),
                            ("T4", 16), ("H200", 141), ("V100 32GB", 32)):
         assert marketed * 0.9 < GPU_SPECS[name]["memory_gib"] < marketed  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("hub_id", sorted(MODELS))
+def test_estimated_layers_are_the_architectures_own(hub_id: str) -> None:
+    """The estimate names and sizes each block's linear layers as the architecture does, so the
+    targets a method resolves (or a spec lists) are the layers it counts; their sum is the count
+    of a block's linear weights whatever the naming (fused or not)."""
+    from ftc.compiler.catalog import LINEAR_MODULES
+    from ftc.compiler.estimate import dims
+
+    config = with_defaults(MODELS[hub_id])
+    d = dims(config)
+    if config["model_type"] in LINEAR_MODULES:
+        assert tuple(d.linears()) == LINEAR_MODULES[str(config["model_type"])]
+    h, q, kv, inter = d.h, d.q_dim, d.kv_dim, d.inter
+    assert sum(i * o for i, o in d.linears().values()) == 2 * h * q + 2 * h * kv + 3 * h * inter

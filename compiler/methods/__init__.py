@@ -1,8 +1,10 @@
 """Fine-tuning methods: one module per family, each method a config model with a fixed shape.
 
-A method class defines a pydantic model whose `kind` literal is the spec's `method.kind`, and
-names the template (`templates/methods/<template>.py.j2`) that emits its code. `METHODS` is the
-one registry; adding a method means adding a class and one entry in `_ALL`.
+A method class defines a pydantic model whose `kind` literal is the spec's `method.kind`,
+implements the protocol of base.MethodBase (resolve, trainable_parameters, activation_terms,
+checks, imports) and names the template (`templates/methods/<template>.py.j2`) that emits its
+code. `METHODS` is the one registry; adding a method means adding a class, one entry in `_ALL`
+and its template.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from ftc.compiler.methods.adapter import Ia3, LlamaAdapter
-from ftc.compiler.methods.base import MethodBase
+from ftc.compiler.methods.base import MethodBase, MethodPlan
 from ftc.compiler.methods.full import Freeze, Full, LinearProbe
 from ftc.compiler.methods.lora import Dora, Lora, Lora8, LoraPlus, Pissa, QLora, RsLora
 from ftc.compiler.methods.prompt import Prefix, Prompt, PTuning
@@ -29,4 +31,4 @@ for _cls in _ALL:
         raise RuntimeError(f"method kind {_kind!r} registered twice")
     METHODS[_kind] = _cls
 
-__all__ = ["METHODS", "Method", "MethodBase"]
+__all__ = ["METHODS", "Method", "MethodBase", "MethodPlan"]

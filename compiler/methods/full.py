@@ -3,11 +3,28 @@ and its preset `linear_probe`)."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ftc.compiler.methods.base import MethodBase
+from ftc.compiler.catalog import LINEAR_MODULES
+from ftc.compiler.estimate import parameter_counts
+from ftc.compiler.methods.base import (ActivationTerms, Finding, Imports, Knob, MethodBase, MethodPlan, capped_layers,
+                                       layers_problems, model_type)
+
+if TYPE_CHECKING:
+    from ftc.compiler.checks import Facts
+    from ftc.compiler.estimate import Dims
+    from ftc.compiler.spec import Spec
+
+_MLP = ("gate_proj", "up_proj", "down_proj", "gate_up_proj")
+
+
+def block_paths(linears: tuple[str, ...]) -> list[str]:
+    """Module paths inside one decoder block, as `freeze` patterns match them."""
+    return [f"{'mlp' if n in _MLP else 'self_attn'}.{n}" for n in linears] + ["input_layernorm",
+                                                                               "post_attention_layernorm"]
 
 
 class Full(MethodBase):
@@ -21,6 +38,23 @@ class Full(MethodBase):
     title: ClassVar[str] = "full fine-tuning (every weight)"
     default_learning_rate: ClassVar[float] = 2e-5
     """Seeds: full fine-tuning uses 1e-5 to 1e-4."""
+    trains_base_weights: ClassVar[bool] = True
+
+    def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
+        return sum(parameter_counts(d).values())
+
+    def largest_trainable_tensor(self, plan: MethodPlan, d: Dims) -> int:
+        return d.vocab * d.h  # the embedding matrix
+
+    def activation_terms(self, plan: MethodPlan, d: Dims, e: int) -> ActivationTerms:
+        return ActivationTerms(keeps_linear_inputs=True, final_norm_trained=True, head_trains=True)
+
+    def load_dtype(self, precision: str) -> tuple[str, str] | None:
+        if precision == "fp16":
+            return "float32", "derived: fp16 mixed precision keeps fp32 master weights"
+        if precision == "bf16":
+            return "bfloat16", "derived: pure bf16 weights and AdamW states (half the memory of mixed precision)"
+        return None
 
 
 class Freeze(MethodBase):
@@ -43,11 +77,58 @@ class Freeze(MethodBase):
     default_learning_rate: ClassVar[float] = 5e-5
     """Seeds: partial tuning uses a full fine-tuning rate, slightly higher since fewer weights move."""
 
+    trains_base_weights: ClassVar[bool] = True
+    config_names: ClassVar[dict[str, str]] = {"layers": "TRAIN_LAYERS"}
+
     @model_validator(mode="after")
     def _trains_something(self) -> Freeze:
         if self.layers == 0 and not self.head:
             raise ValueError("method.layers = 0 with head = false trains nothing; train some blocks or the head")
         return self
+
+    def _knob(self, key: str, value: Any, why: str, config: dict[str, Any]) -> dict[str, Knob]:
+        return {key: capped_layers(value, why, config) if key == "layers" else Knob(value, why)}
+
+    def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
+        sizes = {f"{path}.weight": size for path, size in zip(block_paths(tuple(d.linears())),
+                                                              [i * o for i, o in d.linears().values()] + [d.h, d.h])}
+        patterns = plan["modules"]
+        per_block = sum(n for name, n in sizes.items() if not patterns or any(p in name for p in patterns))
+        counts = parameter_counts(d)
+        head = (counts["head"] or counts["embed"]) if plan["head"] else 0  # tied: the embedding matrix
+        return plan["layers"] * per_block + head
+
+    def largest_trainable_tensor(self, plan: MethodPlan, d: Dims) -> int:
+        return d.vocab * d.h if plan["head"] else max(i * o for i, o in d.linears().values())
+
+    def activation_terms(self, plan: MethodPlan, d: Dims, e: int) -> ActivationTerms:
+        """Blocks below the first trained one run without autograd, so nothing of theirs is kept,
+        unless the embedding output requires grad: with checkpointing (transformers 5's
+        activation_checkpointing_enable calls enable_input_require_grads, so every block is
+        checkpointed and keeps its input) or when the trained head is tied to the input embeddings
+        (the frozen blocks below then keep a frozen block's tensors). Measured: benchmarks/README.md,
+        freeze and linear_probe rows."""
+        trained, tied = plan["layers"], plan["head"] and d.tied
+        why = (f"activations: {trained} trained blocks, the {d.layers - trained} frozen ones below (the tied head "
+               "trains the embeddings)" if tied else f"activations: the {trained} trained blocks only")
+        return ActivationTerms(keeps_linear_inputs=True, head_trains=plan["head"], autograd_blocks=trained,
+                               frozen_below=tied, why=why)
+
+    def checks(self, spec: Spec, facts: Facts) -> Iterator[Finding]:
+        yield from super().checks(spec, facts)
+        arch = model_type(facts)
+        known = LINEAR_MODULES.get(arch) if arch else None
+        if known and self.modules:
+            paths = block_paths(known)
+            for pattern in self.modules:
+                if not any(pattern in path for path in paths):
+                    yield "method.modules", (f"{pattern!r} matches no weight of a {arch} block; names look like "
+                                             f"{', '.join(paths)} (a pattern matches any name containing it)")
+        yield from layers_problems(self, facts)
+
+    @classmethod
+    def imports(cls) -> Imports:
+        return Imports(ftc=("from ftc.runtime.methods import freeze_except",))
 
 
 class LinearProbe(Freeze):

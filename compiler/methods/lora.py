@@ -3,11 +3,19 @@ base, which may be quantized (QLoRA 4-bit NF4, LLM.int8 8-bit). All of them merg
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ftc.compiler.methods.base import AdapterName, MethodBase, Quantize
+from ftc.compiler.catalog import LINEAR_MODULES
+from ftc.compiler.methods.base import (ActivationTerms, AdapterName, Finding, Imports, Knob, MethodBase, MethodPlan,
+                                       Quantize, model_type, module_list_problems)
+
+if TYPE_CHECKING:
+    from ftc.compiler.checks import Facts
+    from ftc.compiler.estimate import Dims
+    from ftc.compiler.spec import Spec
 
 Targets = Literal["auto", "all-linear"] | list[str]
 
@@ -45,8 +53,6 @@ class Lora(MethodBase):
     """Seeds: LoRA up to ~2e-4."""
     mergeable: ClassVar[bool] = True
     peft: ClassVar[bool] = True
-    variant: ClassVar[str | None] = None
-    """What the LoraConfig adds for this variant (use_dora, use_rslora, init_lora_weights, LoRA+)."""
     int8_ok: ClassVar[bool] = True
     nf4_ok: ClassVar[bool] = True
 
@@ -60,6 +66,43 @@ class Lora(MethodBase):
     def _why_not_quantized(self) -> str:
         return ""
 
+    def _knob(self, key: str, value: Any, why: str, config: dict[str, Any]) -> dict[str, Knob]:
+        if key == "target_modules" and value == "auto":
+            arch = str(config.get("model_type")) if config else None
+            if arch in LINEAR_MODULES:
+                return {key: Knob(list(LINEAR_MODULES[arch]), f"derived: every linear layer of a {arch} block")}
+            return {key: Knob("all-linear", "derived: every linear layer but the head, found by PEFT at run time")}
+        return {key: Knob(value, why)}
+
+    def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
+        """A (r x in) and B (out x r) for every targeted linear of every block."""
+        return d.layers * sum(self.r * (i + o) for i, o in d.targeted(plan["target_modules"]).values())
+
+    def largest_trainable_tensor(self, plan: MethodPlan, d: Dims) -> int:
+        return max(self.r * max(i, o) for i, o in d.linears().values())
+
+    def activation_terms(self, plan: MethodPlan, d: Dims, e: int) -> ActivationTerms:
+        """LoRA (fp32 adapters): each adapted layer's input is cast to fp32 and dropped out; lora_A
+        keeps the result (4 B) and dropout its mask (1 B); q, k and v each do this separately.
+        lora_A's r-wide output is kept by lora_B."""
+        drop = 5 if self.dropout > 0 else (4 if e != 4 else 0)
+        extra = sum(drop * i + 4 * self.r + self._per_output(o) for i, o in d.targeted(plan["target_modules"]).values())
+        return ActivationTerms(keeps_linear_inputs=True, final_norm_trained=True, per_token=extra)
+
+    def _per_output(self, out_features: int) -> int:
+        """Bytes per token and output feature of an adapted layer that the variant keeps besides LoRA's."""
+        return 0
+
+    def checks(self, spec: Spec, facts: Facts) -> Iterator[Finding]:
+        yield from super().checks(spec, facts)
+        arch = model_type(facts)
+        if arch in LINEAR_MODULES and isinstance(self.target_modules, list):
+            yield from module_list_problems("method.target_modules", self.target_modules, LINEAR_MODULES[arch], arch)
+
+    @classmethod
+    def imports(cls) -> Imports:
+        return Imports(peft=("LoraConfig", "get_peft_model"))
+
 
 class QLora(Lora):
     """`kind = "qlora"`: LoRA on a base loaded in 4-bit NF4 with bitsandbytes (QLoRA); the same as
@@ -70,6 +113,7 @@ class QLora(Lora):
     quantize: Literal["nf4"] = "nf4"  # type: ignore[assignment]
     """Fixed: 4-bit NF4."""
     title: ClassVar[str] = "QLoRA (LoRA on a 4-bit NF4 base)"
+    fallbacks: ClassVar[tuple[str, ...]] = ()
 
 
 class Lora8(Lora):
@@ -91,11 +135,30 @@ class Dora(Lora):
     kind: Literal["dora"] = "dora"  # type: ignore[assignment]
     """Method selector."""
     title: ClassVar[str] = "DoRA (weight-decomposed LoRA)"
-    variant: ClassVar[str | None] = "dora"
     int8_ok: ClassVar[bool] = False
 
     def _why_not_quantized(self) -> str:
         return "PEFT 0.21's DoRA layer fails on an LLM.int8 base (its forward finds no weight scale); use \"nf4\" (QDoRA, on CUDA) or \"none\""
+
+    def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
+        """LoRA's, plus a magnitude per output feature of every adapted layer."""
+        return super().trainable_parameters(plan, d) + d.layers * sum(
+            o for _i, o in d.targeted(plan["target_modules"]).values())
+
+    def _per_output(self, out_features: int) -> int:
+        # DoRA (peft tuners/lora/variants.py, dora.py): with dropout the base output is recomputed
+        # from the dropped input, and the magnitude's multiplies keep it and the LoRA output, both
+        # out-wide in fp32 (measured within 5 % of activations).
+        return 2 * 4 * out_features
+
+    def checks(self, spec: Spec, facts: Facts) -> Iterator[Finding]:
+        yield from super().checks(spec, facts)
+        if self.quantization == "nf4" and spec.hardware.device == "cpu":
+            yield "method.quantize", ("DoRA on a 4-bit base does not learn on CPU with PEFT 0.21 + bitsandbytes 0.50 "
+                                      "(measured on SmolLM2-135M: validation loss 10.1 -> 10.05 while training loss "
+                                      "fell; PEFT's CPU dequantization of 4-bit weights, which DoRA's weight norm "
+                                      "uses, differs from bitsandbytes' own); on CPU use quantize = \"none\" or "
+                                      "kind = \"qlora\"")
 
 
 class RsLora(Lora):
@@ -105,7 +168,6 @@ class RsLora(Lora):
     kind: Literal["rslora"] = "rslora"  # type: ignore[assignment]
     """Method selector."""
     title: ClassVar[str] = "rsLoRA (rank-stabilized LoRA)"
-    variant: ClassVar[str | None] = "rslora"
 
 
 class Pissa(Lora):
@@ -120,9 +182,10 @@ class Pissa(Lora):
     svd_iters: int = Field(4, ge=0, le=64)
     """Iterations of the fast randomized SVD (0: exact SVD, slow on large weights)."""
     title: ClassVar[str] = "PiSSA (LoRA initialised from principal singular vectors)"
-    variant: ClassVar[str | None] = "pissa"
     int8_ok: ClassVar[bool] = False
     nf4_ok: ClassVar[bool] = False
+    save_template: ClassVar[str | None] = "pissa_save"
+    rewrites_base_weights: ClassVar[bool] = True
 
     def _why_not_quantized(self) -> str:
         return ("PiSSA rewrites the base weights with the SVD residual, which PEFT can only do in "
@@ -138,4 +201,9 @@ class LoraPlus(Lora):
     ratio: float = Field(16.0, ge=1, le=1024)
     """Learning rate of B divided by that of A (the LoRA+ paper uses 16)."""
     title: ClassVar[str] = "LoRA+ (B learns faster than A)"
-    variant: ClassVar[str | None] = "loraplus"
+    own_optimizer: ClassVar[str | None] = "LoRA+'s two-rate AdamW; the scheduler is built from SCHEDULER"
+
+    @classmethod
+    def imports(cls) -> Imports:
+        return Imports(peft=("LoraConfig", "get_peft_model"),
+                       lines=("from peft.optimizers import create_loraplus_optimizer",))

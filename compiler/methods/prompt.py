@@ -5,11 +5,14 @@ do not count the virtual tokens) and cannot be merged into the base."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ftc.compiler.methods.base import AdapterName, MethodBase, Quantize
+from ftc.compiler.methods.base import ActivationTerms, AdapterName, Imports, Knob, MethodBase, MethodPlan, Quantize
+
+if TYPE_CHECKING:
+    from ftc.compiler.estimate import Dims
 
 
 class _PromptLearning(MethodBase):
@@ -26,6 +29,16 @@ class _PromptLearning(MethodBase):
 
     trainer: ClassVar[Literal["sft", "hf"]] = "hf"
     peft: ClassVar[bool] = True
+    peft_config: ClassVar[str]
+    """The PEFT config class the template builds."""
+
+    def activation_terms(self, plan: MethodPlan, d: Dims, e: int) -> ActivationTerms:
+        """A frozen base; the soft prompt lengthens every sequence (prefix overrides it)."""
+        return ActivationTerms(prompt_tokens=self.virtual_tokens)
+
+    @classmethod
+    def imports(cls) -> Imports:
+        return Imports(peft=(cls.peft_config, "get_peft_model"))
 
 
 class Prefix(_PromptLearning):
@@ -45,8 +58,25 @@ class Prefix(_PromptLearning):
     checkpointing_ok: ClassVar[bool] = False
     """PEFT 0.21's prefixes break under gradient checkpointing (the recomputed attention sees a
     mask without them: "size of tensor a (11) must match the size of tensor b (19)")."""
+    checkpointing_problem: ClassVar[str] = "PEFT's prefixes break in the recomputed attention"
     default_learning_rate: ClassVar[float] = 1e-2
     """Seeds: prefix tuning uses ~1e-2 (few parameters, far from the weights)."""
+    peft_config: ClassVar[str] = "PrefixTuningConfig"
+
+    def _knob(self, key: str, value: Any, why: str, config: dict[str, Any]) -> dict[str, Knob]:
+        return {} if key == "encoder_hidden_size" and not self.projection else {key: Knob(value, why)}
+
+    def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
+        """Keys and values of every layer, or a kv-wide embedding and an MLP that makes them."""
+        kv = 2 * d.layers * d.kv_dim
+        if self.projection:
+            e = self.encoder_hidden_size
+            return self.virtual_tokens * d.kv_dim + (d.kv_dim * e + e) + (e * kv + kv)
+        return self.virtual_tokens * kv
+
+    def activation_terms(self, plan: MethodPlan, d: Dims, e: int) -> ActivationTerms:
+        """The prefixes lengthen every layer's keys and values, not the input."""
+        return ActivationTerms(prefix_tokens=self.virtual_tokens)
 
 
 class PTuning(_PromptLearning):
@@ -63,6 +93,12 @@ class PTuning(_PromptLearning):
     template: ClassVar[str] = "prompt"
     title: ClassVar[str] = "P-tuning (virtual tokens from a prompt encoder)"
     default_learning_rate: ClassVar[float] = 1e-2
+    peft_config: ClassVar[str] = "PromptEncoderConfig"
+
+    def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
+        """The virtual tokens' embedding and the MLP encoder h -> e -> e -> h."""
+        e = self.encoder_hidden_size
+        return self.virtual_tokens * d.h + (d.h * e + e) + (e * e + e) + (e * d.h + d.h)
 
 
 class Prompt(_PromptLearning):
@@ -78,6 +114,10 @@ class Prompt(_PromptLearning):
     title: ClassVar[str] = "prompt tuning (a trained soft prompt)"
     default_learning_rate: ClassVar[float] = 3e-2
     """Prompt tuning needs high rates (the paper uses 0.3 with Adafactor)."""
+    peft_config: ClassVar[str] = "PromptTuningConfig"
+
+    def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
+        return self.virtual_tokens * d.h
 
     @model_validator(mode="after")
     def _init_text_is_text(self) -> Prompt:

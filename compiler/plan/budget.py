@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftc.compiler.catalog import IA3_DEFAULTS
 from ftc.core.errors import BudgetError
 from ftc.compiler.estimate import Memory, RunShape, estimate_memory
+from ftc.compiler.methods import MethodPlan
 from ftc.compiler.spec import Spec
 
 # Keep the estimated peak this far under the budget: allocator fragmentation under variable
@@ -39,28 +39,15 @@ def _throughput(device: str, tokens: int, checkpointing: bool) -> float:
 
 
 def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointing: bool, dtype: str,
-              optimizer: str, grad_accum: int, seq_len: int | None = None, method: str | None = None) -> RunShape:
-    """The RunShape of the script this spec emits, for one candidate setting."""
-    m = spec.method
-    targets = getattr(m, "target_modules", "all-linear")
-    if m.kind == "ia3" and targets == "auto":
-        # PEFT's choice for the architecture; one ftc does not know is estimated with Llama's
-        targets, feedforward = IA3_DEFAULTS.get(str(config.get("model_type")), IA3_DEFAULTS["llama"])
-    else:
-        feedforward = getattr(m, "feedforward_modules", ())
+              optimizer: str, grad_accum: int, seq_len: int | None = None,
+              method: MethodPlan | None = None) -> RunShape:
+    """The RunShape of the script this spec emits, for one candidate setting (`method`: another
+    method resolved for the model, default the spec's)."""
+    method = method or spec.method.resolve(config)
     return RunShape(
-        config=config, method=method or m.kind, micro_batch=micro, seq_len=seq_len or spec.data.max_length,
-        gradient_checkpointing=checkpointing, dtype=dtype, lora_r=getattr(m, "r", 8),
-        lora_targets=targets if isinstance(targets, str) else tuple(targets),
-        lora_dropout=getattr(m, "dropout", 0.0), double_quant=getattr(m, "double_quant", True),
-        optimizer=optimizer, device=spec.hardware.device, padded=micro > 1, grad_accum=grad_accum,
-        loss="trl" if m.trainer == "sft" else "hf", quantize=None if method else m.quantization,
-        train_layers=getattr(m, "layers", None) if m.kind in ("freeze", "linear_probe") else None,
-        train_modules=tuple(getattr(m, "modules", ())), train_head=getattr(m, "head", False),
-        virtual_tokens=getattr(m, "virtual_tokens", getattr(m, "adapter_len", 0)),
-        encoder_hidden=getattr(m, "encoder_hidden_size", 0) if getattr(m, "projection", True) else 0,
-        adapter_layers=getattr(m, "layers", 0) if m.kind == "llama_adapter" else 0,
-        ia3_feedforward=tuple(feedforward) if isinstance(feedforward, (list, tuple)) else ())
+        config=config, method=method, micro_batch=micro, seq_len=seq_len or spec.data.max_length,
+        gradient_checkpointing=checkpointing, dtype=dtype, optimizer=optimizer, device=spec.hardware.device,
+        padded=micro > 1, grad_accum=grad_accum, loss="trl" if method.method.trainer == "sft" else "hf")
 
 
 def gib(n: float) -> str:
@@ -147,13 +134,12 @@ def _no_fit_message(spec: Spec, config: dict[str, object], dtype: str, budget_gi
     if forced:
         lines.append(f"  {forced.split(': ')[1]} is set in the spec; \"auto\" lets the planner search")
     options = []
-    for method in ("lora", "qlora"):
-        if method != spec.method.kind and not (spec.method.kind == "qlora" and method == "lora"):
-            shape = shape_for(spec, config, micro=1, checkpointing=True, dtype=dtype, optimizer="adamw_torch_fused",
-                              grad_accum=1, method=method)
-            total = estimate_memory(shape).total
-            if total <= limit:
-                options.append(f"method.kind = \"{method}\" (estimated {gib(total)})")
+    for lighter in spec.method.alternatives():
+        shape = shape_for(spec, config, micro=1, checkpointing=True, dtype=dtype, optimizer="adamw_torch_fused",
+                          grad_accum=1, method=lighter.resolve(config))
+        total = estimate_memory(shape).total
+        if total <= limit:
+            options.append(f"method.kind = \"{lighter.kind}\" (estimated {gib(total)})")  # type: ignore[attr-defined]
     length = spec.data.max_length
     while length > 64:
         length //= 2

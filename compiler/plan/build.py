@@ -10,13 +10,12 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.catalog import IA3_DEFAULTS, LINEAR_MODULES, find_gpu
+from ftc.compiler.catalog import find_gpu
 from ftc.compiler.checks import Facts
 from ftc.compiler.estimate import can_estimate
 from ftc.compiler.literal import lit
-from ftc.compiler.methods import MethodBase
 from ftc.compiler.plan.budget import BatchChoice, choose_batch, gib
-from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodPlan, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
+from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodSection, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
 from ftc.compiler.tokens import data_settings
 
@@ -80,47 +79,6 @@ def _steps(spec: Spec, facts: Facts) -> tuple[int | None, int | None]:
     if isinstance(validation, float) and validation > 0:
         rows -= math.ceil(rows * validation)  # datasets.train_test_split rounds the test share up
     return rows, max(1, math.ceil(rows / spec.train.batch_size))
-
-
-_QUANTIZED_ONLY = {"double_quant": "nf4", "int8_threshold": "int8"}
-
-
-def _method_settings(method: MethodBase, config: dict[str, Any] | None) -> dict[str, Setting]:
-    """Every knob of the method that its code reads, with `"auto"` module lists resolved from
-    the architecture where ftc knows it."""
-    s = {"quantization": Setting(method.quantization, "spec: method.quantize" if "quantize" in method.model_fields_set
-                                 else f"derived: method.kind = {method.kind!r}"),
-         "trainer": Setting(method.trainer, "derived: method.kind")}
-    model_type = str(config.get("model_type")) if config else None
-    depth = config.get("num_hidden_layers") if config else None
-    for key in type(method).model_fields:
-        value = getattr(method, key)
-        if key in ("kind", "quantize") or _QUANTIZED_ONLY.get(key, method.quantization) != method.quantization:
-            continue
-        if value is None and key in ("adapter_name", "init_text") or (
-                key == "encoder_hidden_size" and getattr(method, "projection", True) is False):
-            continue  # not read by the method's code
-        why = f"spec: method.{key}" if key in method.model_fields_set else "default"
-        if key == "target_modules" and value == "auto":
-            if method.kind == "ia3" and model_type in IA3_DEFAULTS:
-                value, feedforward = IA3_DEFAULTS[model_type]
-                value, why = list(value), f"derived: PEFT's IA3 targets for {model_type} blocks"
-                s["feedforward_modules"] = Setting(list(feedforward), f"derived: PEFT's IA3 feed-forward modules "
-                                                   f"for {model_type} blocks")
-            elif method.kind == "ia3":
-                value, why = None, "derived: PEFT's IA3 defaults for the architecture, at run time"
-            elif model_type in LINEAR_MODULES:
-                value, why = list(LINEAR_MODULES[model_type]), f"derived: every linear layer of a {model_type} block"
-            else:
-                value, why = "all-linear", "derived: every linear layer but the head, found by PEFT at run time"
-        if key == "layers" and why == "default" and isinstance(depth, int) and value > depth:
-            value, why = depth, f"default: {value}, capped at the model's {depth} blocks"
-        if key == "feedforward_modules" and value == "auto":
-            if "feedforward_modules" not in s:
-                s[key] = Setting(None, "derived: PEFT's IA3 defaults for the architecture, at run time")
-            continue
-        s[key] = Setting(value, why)
-    return s
 
 
 def _model(spec: Spec, facts: Facts, reasons: list[str], notes: list[str]) -> ModelPlan:
@@ -206,23 +164,21 @@ def _data(spec: Spec, facts: Facts, max_length: Setting[int], notes: list[str]) 
                              else "default: off"))
 
 
-def _method(spec: Spec, facts: Facts) -> MethodPlan:
+def _method(spec: Spec, facts: Facts) -> MethodSection:
     method = spec.method
     assert facts.model is not None
-    knobs = _method_settings(method, facts.model.config)
-    return MethodPlan(method=Setting(method.kind, "spec: method.kind"), quantization=knobs.pop("quantization"),
-                      trainer=knobs.pop("trainer"), knobs=knobs, config_names=method.config_names())
+    knobs = {key: Setting(knob.value, knob.why) for key, knob in method.resolve(facts.model.config).settings.items()}
+    return MethodSection(method=Setting(method.kind, "spec: method.kind"), quantization=knobs.pop("quantization"),
+                         trainer=knobs.pop("trainer"), knobs=knobs,
+                         config_names={key: name for key in knobs if (name := method.config_name(key))})
 
 
 def _hardware(spec: Spec) -> HardwarePlan:
     hw = spec.hardware
     precision, why = _precision(spec)
     load_dtype = Setting({"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision], "derived: precision")
-    if spec.method.kind == "full" and precision == "fp16":
-        load_dtype = Setting("float32", "derived: fp16 mixed precision keeps fp32 master weights")
-    elif spec.method.kind == "full" and precision == "bf16":
-        load_dtype = Setting("bfloat16", "derived: pure bf16 weights and AdamW states (half the memory "
-                             "of mixed precision)")
+    if (own := spec.method.load_dtype(precision)) is not None:
+        load_dtype = Setting(*own)
     gpu = find_gpu(hw.gpu) if hw.gpu else None
     budget = hw.vram_gb if hw.vram_gb is not None else (gpu.memory_gib if gpu else None)
     return HardwarePlan(

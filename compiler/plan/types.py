@@ -100,7 +100,7 @@ class DataPlan:
 
 
 @dataclass(frozen=True, kw_only=True)
-class MethodPlan:
+class MethodSection:
     """The method and every knob its code reads, resolved once (auto targets, layer caps)."""
 
     method: Setting[str] = meta(key=(1, "method"))
@@ -183,7 +183,7 @@ class Plan:
     template: str
     model: ModelPlan
     data: DataPlan
-    method: MethodPlan
+    method: MethodSection
     hardware: HardwarePlan
     optim: OptimPlan
     run: RunPolicy
@@ -205,7 +205,7 @@ class Plan:
                 value = getattr(part, f.name)
                 if isinstance(value, Setting):
                     yield Entry(section, f.name, value, f.metadata["ftc"])
-            if isinstance(part, MethodPlan):
+            if isinstance(part, MethodSection):
                 for key, value in part.knobs.items():
                     yield Entry(section, key, value, Meta(part.config_names.get(key), key=KNOB_KEYS.get(key)))
 

@@ -63,7 +63,7 @@ LOAD_DTYPE = 'bfloat16'                          # derived: precision
 LEARNING_RATE = 0.0001                           # spec: train.learning_rate
 EPOCHS = 2.0                                     # spec: train.epochs
 BATCH_SIZE = 32                                  # spec: train.batch_size
-MICRO_BATCH_SIZE = 4                             # planned: the fastest divisor of 32 whose estimated peak 17.57 GiB stays under 21.24 GiB (23.6 GiB less 10% margin)
+MICRO_BATCH_SIZE = 4                             # planned: the fastest divisor of 32 whose estimated peak 16.76 GiB stays under 21.24 GiB (23.6 GiB less 10% margin)
 GRAD_ACCUM = 8                                   # derived: 32 = 4 x 8 x 1 device(s)
 GRADIENT_CHECKPOINTING = True                    # planned: without it no micro-batch fits the budget
 OPTIMIZER = 'adamw_torch_fused'                  # planned: fused AdamW on cuda (no foreach temporaries)

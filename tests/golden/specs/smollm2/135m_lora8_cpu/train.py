@@ -64,7 +64,7 @@ LOAD_DTYPE = 'float32'                         # derived: precision
 LEARNING_RATE = 0.0002                         # default: for lora8
 EPOCHS = 5.0                                   # spec: train.epochs
 BATCH_SIZE = 4                                 # spec: train.batch_size
-MICRO_BATCH_SIZE = 4                           # planned: the fastest divisor of 4 (estimated peak 1.80 GiB; no budget set)
+MICRO_BATCH_SIZE = 4                           # planned: the fastest divisor of 4 (estimated peak 2.02 GiB; no budget set)
 GRAD_ACCUM = 1                                 # derived: 4 = 4 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = False                 # planned: the run fits without it (faster)
 OPTIMIZER = 'adamw_torch'                      # planned: AdamW (fused kernels are for cuda)
