@@ -69,7 +69,8 @@ def matrix() -> list[Case]:
               for gc in (False, True) if not gc or METHODS[k].checkpointing_ok]
     cases += [Case("tiny", k, 1, False) for k in ("full", "qlora", "prefix")]
     cases += [Case("smollm2", "lora", 4, False), Case("smollm2", "ia3", 4, True), Case("smollm2", "freeze", 4, True),
-              Case("smollm2", "full", 1, False), Case("smollm2", "qlora", 2, True)]
+              Case("smollm2", "full", 1, False), Case("smollm2", "qlora", 2, True),
+              Case("smollm2", "qlora", 2, False)]
     return cases
 
 
