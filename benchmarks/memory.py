@@ -69,7 +69,8 @@ def matrix() -> list[Case]:
               for gc in (False, True) if not gc or METHODS[k].checkpointing_ok]
     cases += [Case("tiny", k, 1, False) for k in ("full", "qlora", "prefix")]
     cases += [Case("smollm2", "lora", 4, False), Case("smollm2", "ia3", 4, True), Case("smollm2", "freeze", 4, True),
-              Case("smollm2", "full", 1, False), Case("smollm2", "qlora", 2, True)]
+              Case("smollm2", "full", 1, False), Case("smollm2", "qlora", 2, True),
+              Case("smollm2", "qlora", 2, False)]
     return cases
 
 
@@ -246,6 +247,21 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
     return {r["key"]: r for r in map(json.loads, filter(None, lines))}
 
 
+def selfcheck(work: Path) -> str:
+    """profile_run.py on a script that holds a known 100 MiB and 25 MiB: the peak must be 125 MiB
+    (in the setup phase, no Trainer) and nothing may stay live at the end."""
+    script = work / "known.py"
+    script.write_text("import torch\na = torch.empty(100 * 2**20, dtype=torch.uint8)\n"
+                      "b = torch.empty(25 * 2**20, dtype=torch.uint8)\ndel a, b\n", encoding="utf-8")
+    subprocess.run([sys.executable, str(HERE / "profile_run.py"), str(work / "known"), str(script)], check=True,
+                   capture_output=True)
+    got = json.loads((work / "known" / "rank0.json").read_text(encoding="utf-8"))
+    peak, end = got["peaks"]["setup"]["bytes"], got["end_live"]
+    if peak != 125 * MiB or end != 0:
+        raise SystemExit(f"profiler self-check failed: peak {peak} B (want {125 * MiB}), {end} B live at the end")
+    return "Self-check: a known 100 MiB + 25 MiB measured as 125.0 MiB, 0 B live at the end."
+
+
 def save(path: Path, records: dict[str, dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = [records[c.key] for c in matrix() if c.key in records]
@@ -270,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(args.results)
     work = Path(args.work or tempfile.mkdtemp(prefix="ftc-bench."))
     work.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        print(selfcheck(work), flush=True)
     for case in cases:
         if not args.report:
             r = run_case(case, work, args.timeout)
