@@ -149,16 +149,16 @@ def compile_case(case: Case, work: Path) -> tuple[Path, dict[str, Any]]:
     base = "smollm2-135m-instruct" if case.model == "smollm2" else str(build_model(case.model, work / case.model))
     folder = Path(tempfile.mkdtemp(prefix=case.key.replace(" ", "_") + ".", dir=work))
     spec = write_spec(case, base, write_data(folder / "rows.jsonl"), folder / "spec.toml")
-    compiled = compile_spec(spec, folder / "build")
+    compiled = compile_spec(spec, folder / "compiled")
     compiled.write()
-    return folder, json.loads((folder / "build" / "plan.json").read_text(encoding="utf-8"))
+    return folder, json.loads((folder / "compiled" / "plan.json").read_text(encoding="utf-8"))
 
 
 def run_case(case: Case, work: Path, timeout: float) -> dict[str, Any]:
     """Compile the case's spec with ftc, run its train.py under the profiler, gather the peaks."""
     folder, plan = compile_case(case, work)
     n = processes(plan)
-    wrapper = [str(HERE / "profile_run.py"), str(folder / "peaks"), str(folder / "build" / "train.py"), "run"]
+    wrapper = [str(HERE / "profile_run.py"), str(folder / "peaks"), str(folder / "compiled" / "train.py"), "run"]
     launch = [sys.executable, *wrapper] if n == 1 else [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", *wrapper]
     t0 = time.monotonic()
