@@ -8,38 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
+import ftc.templates
 from ftc.core.errors import TemplateError
 from ftc.compiler.literal import lit
 from ftc.compiler.methods import METHODS
 from ftc.compiler.plan import Plan
 from ftc.core.data.settings import DataSettings
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-try:  # installed as a wheel: templates are the ftc.templates package
-    import ftc.templates as _templates
-
-    TEMPLATES = Path(_templates.__file__).parent
-except ImportError:  # pragma: no cover
-    pass
+TEMPLATES = Path(ftc.templates.__file__).parent
 
 SECTION_TITLES = {"model": "model", "data": "data", "method": "method", "hardware": "hardware and precision",
                   "optim": "optimization", "run": "run policy (a resumed run may change these)"}
 """The headings of train.py's CONFIG groups, one per Plan section."""
-# DataSettings field (ftc.core.data.settings) = plan setting. Every field is a CONFIG value, and
-# train.py passes each one to DataSettings (which has no defaults), so the script builds the very
-# object the plan holds (`data_settings`, what `ftc data` runs).
-DATA_SETTINGS: tuple[tuple[str, str], ...] = (
-    ("format", "data_format"), ("columns", "columns"), ("max_length", "max_length"), ("roles", "roles"),
-    ("template", "template"), ("train_on", "train_on"), ("validation", "validation"), ("seed", "seed"),
-    ("dedup", "dedup"), ("near_dedup", "near_dedup"), ("min_tokens", "min_tokens"), ("max_tokens", "max_tokens"),
-    ("untrained", "untrained"),
-)
 
 
 def data_settings(plan: Plan) -> DataSettings:
@@ -47,12 +33,13 @@ def data_settings(plan: Plan) -> DataSettings:
     return plan.data.settings
 
 
-def _data_settings_names(lines: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(DataSettings field, CONFIG name) for train.py's DataSettings(...) call; every field has one."""
-    names = {key: name for name, key in lines}
-    if missing := [field for field, key in DATA_SETTINGS if key not in names]:
-        raise TemplateError(f"train.py's CONFIG lacks the data settings {', '.join(missing)} (compiler/emit.py)")
-    return [(field, names[key]) for field, key in DATA_SETTINGS]
+def _data_settings_names(plan: Plan) -> list[tuple[str, str]]:
+    """(DataSettings field, CONFIG name) for train.py's DataSettings(...) call: every field is passed
+    (DataSettings has no defaults), so the script builds the very object the plan holds."""
+    names = {e.meta.stage: e.meta.config for e in plan.config_entries() if e.meta.stage}
+    if missing := [f.name for f in fields(DataSettings) if f.name not in names]:
+        raise TemplateError(f"train.py's CONFIG lacks the data settings {', '.join(missing)} (compiler/plan/types.py)")
+    return [(f.name, str(names[f.name])) for f in fields(DataSettings)]
 
 
 def comment(text: str) -> str:
@@ -167,7 +154,7 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             own_optimizer=method.own_optimizer,
             save_template=method.save_template,
             peft_result=method.peft,
-            data_settings=_data_settings_names(lines),
+            data_settings=_data_settings_names(plan),
             has_validation=plan["validation"] != 0,
             default_run_dir=f"runs/{plan.name}/manual",
             quantized_device_map=device_map,

@@ -40,12 +40,14 @@ class Meta:
     """(rank, label) among the settings the monitor shows first; rank 1 is shown first."""
     when: Callable[[Plan], bool] | None = None
     """CONFIG holds it only when this is true of the plan (a value this plan's code never reads stays out)."""
+    stage: str | None = None
+    """The DataSettings field it is (train.py passes it to the data stage)."""
 
 
 def meta(config: str | None = None, *, resumable: bool = False, key: tuple[int, str] | None = None,
-         when: Callable[[Plan], bool] | None = None, default: Any = ...) -> Any:
+         when: Callable[[Plan], bool] | None = None, stage: str | None = None, default: Any = ...) -> Any:
     """A section field with its metadata (and a default, for settings only some plans have)."""
-    metadata = {"ftc": Meta(config, resumable, key, when)}
+    metadata = {"ftc": Meta(config, resumable, key, when, stage)}
     return field(metadata=metadata) if default is ... else field(default=default, metadata=metadata)
 
 
@@ -80,21 +82,21 @@ class DataPlan:
     data_loader: Setting[str | None] = meta("DATA_LOADER", when=_source_kind("files"))
     data_files: Setting[str] = meta("DATA_FILES", when=_source_kind("files"))
     mix: Setting[list[dict[str, Any]]] = meta("MIX", when=_is_set("mix", []))
-    data_format: Setting[str] = meta("DATA_FORMAT", key=(17, "data"))
-    columns: Setting[dict[str, str]] = meta("COLUMNS")
+    data_format: Setting[str] = meta("DATA_FORMAT", key=(17, "data"), stage="format")
+    columns: Setting[dict[str, str]] = meta("COLUMNS", stage="columns")
     optional_fields: Setting[list[str]] = meta()
     data_split: Setting[str] = meta("DATA_SPLIT", when=_source_kind("saved", "hub"))
-    validation: Setting[float | str] = meta("VALIDATION")
+    validation: Setting[float | str] = meta("VALIDATION", stage="validation")
     validation_loader: Setting[str | None] | None = meta("VALIDATION_LOADER", default=None)
-    max_length: Setting[int] = meta("MAX_LENGTH", key=(13, "max length"))
-    roles: Setting[dict[str, str]] = meta("ROLES")
-    train_on: Setting[str] = meta("TRAIN_ON")
-    template: Setting[str | None] = meta("PROMPT_TEMPLATE")
-    dedup: Setting[bool] = meta("DEDUP")
-    near_dedup: Setting[float | None] = meta("NEAR_DEDUP")
-    min_tokens: Setting[int] = meta("MIN_TOKENS")
-    max_tokens: Setting[int | None] = meta("MAX_TOKENS")
-    untrained: Setting[str] = meta("UNTRAINED")
+    max_length: Setting[int] = meta("MAX_LENGTH", key=(13, "max length"), stage="max_length")
+    roles: Setting[dict[str, str]] = meta("ROLES", stage="roles")
+    train_on: Setting[str] = meta("TRAIN_ON", stage="train_on")
+    template: Setting[str | None] = meta("PROMPT_TEMPLATE", stage="template")
+    dedup: Setting[bool] = meta("DEDUP", stage="dedup")
+    near_dedup: Setting[float | None] = meta("NEAR_DEDUP", stage="near_dedup")
+    min_tokens: Setting[int] = meta("MIN_TOKENS", stage="min_tokens")
+    max_tokens: Setting[int | None] = meta("MAX_TOKENS", stage="max_tokens")
+    untrained: Setting[str] = meta("UNTRAINED", stage="untrained")
     packing: Setting[bool] = meta("PACKING")
     padding_free: Setting[bool] = meta("PADDING_FREE", when=_is_set("padding_free", False))
 
@@ -142,7 +144,7 @@ class OptimPlan:
     warmup: Setting[float] = meta("WARMUP")
     weight_decay: Setting[float] = meta("WEIGHT_DECAY")
     max_grad_norm: Setting[float] = meta("MAX_GRAD_NORM")
-    seed: Setting[int] = meta("SEED")
+    seed: Setting[int] = meta("SEED", stage="seed")
     total_steps: Setting[int | None] = meta(key=(7, "steps"))
 
 
