@@ -151,10 +151,8 @@ def model_path(alias: str, *, log: Callable[[str], None] = print) -> Path:
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[bool]:
-    """Hold an exclusive advisory lock on ``path``; yields whether one was taken.
-
-    ``flock`` locks die with their process, so a crash never leaves a stale lock.
-    """
+    """Hold an exclusive advisory lock on ``path``; yields whether one was taken. ``flock`` locks die with
+    their process, so a crash never leaves a stale lock."""
     try:
         import fcntl
     except ImportError:  # not POSIX: rely on the atomic rename alone
