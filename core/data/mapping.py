@@ -86,7 +86,7 @@ def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -
                     f"{column!r} is not a non-empty list of turns (got {type(turns).__name__})")
     messages = []
     system_column = settings.columns.get("system")
-    if system_column and _has(row, system_column):
+    if system_column:
         system = _text(row, system_column, "system", required=False)
         if system.strip():
             messages.append({"role": "system", "content": system})
@@ -99,9 +99,7 @@ def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -
             raise _Drop("malformed", f"turn {number} has no role or content key (keys: {', '.join(turn)}); "
                         "set data.columns.role and data.columns.content")
         name, content = turn[role_key], turn[content_key]
-        role = roles.get(name) if isinstance(name, str) else None
-        if role is None and isinstance(name, str):
-            role = roles.get(name.lower())
+        role = (roles.get(name) or roles.get(name.lower())) if isinstance(name, str) else None
         if role is None:
             raise _UnknownRole(str(name))
         if not isinstance(content, str):
@@ -122,8 +120,7 @@ def _prompt_fields(row: dict[str, Any], settings: DataSettings) -> dict[str, str
         values = {"instruction": _text(row, c.get("instruction", "instruction"), "instruction"),
                   "output": _text(row, c.get("output", "output"), "output")}
         for name in ("input", "system"):
-            column = c.get(name, name)
-            values[name] = _text(row, column, name, required=False) if _has(row, column) else ""
+            values[name] = _text(row, c.get(name, name), name, required=False)
         return values
     return {"prompt": _text(row, c.get("prompt", "prompt"), "prompt"),
             "completion": _text(row, c.get("completion", "completion"), "completion")}
