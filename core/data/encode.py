@@ -76,10 +76,9 @@ def _spans(tokenizer: Any, messages: Sequence[dict[str, str]], text: str, train_
             continue
         if train_on == "last_answer" and i != last_answer:
             continue
-        if role == "assistant" and train_on != "inputs_too":
-            start_text = _render(tokenizer, messages[:i], generation_prompt=True) if i else ""
-        else:  # the whole turn, its header included
-            start_text = _render(tokenizer, messages[:i], generation_prompt=False) if i else ""
+        # an answer starts after its header (the generation prompt); an input turn with its header
+        answer_only = role == "assistant" and train_on != "inputs_too"
+        start_text = _render(tokenizer, messages[:i], generation_prompt=answer_only) if i else ""
         end_text = _render(tokenizer, messages[: i + 1], generation_prompt=False)
         if not (text.startswith(start_text) and text.startswith(end_text) and len(end_text) > len(start_text)):
             raise DataError(
