@@ -199,12 +199,8 @@ def _make_readable(directory: Path) -> None:
 def _write_marker(directory: Path, alias: str, gguf: Path) -> None:
     import transformers
 
-    info = {
-        "alias": alias,
-        "source": str(gguf),
-        "source_bytes": gguf.stat().st_size,
-        "transformers": transformers.__version__,
-    }
+    info = {"alias": alias, "source": str(gguf), "source_bytes": gguf.stat().st_size,
+            "transformers": transformers.__version__}
     (directory / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 

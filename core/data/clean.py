@@ -37,11 +37,8 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 
 def near_duplicates(texts: Sequence[str], threshold: float) -> dict[int, tuple[int, float]]:
-    """{index: (index of the earlier example it repeats, similarity)} for pairs at or above `threshold`.
-
-    MinHash signatures with LSH banding find candidate pairs; each candidate is confirmed with
-    its exact Jaccard similarity of character 5-gram sets, so the threshold means what it says.
-    """
+    """{index: (index of the earlier example it repeats, similarity)} for pairs at or above `threshold`;
+    MinHash candidates are confirmed by their exact Jaccard similarity, so the threshold means what it says."""
     import numpy as np
 
     rng = np.random.default_rng(1)

@@ -125,7 +125,6 @@ def report(prepared: Prepared, events: Any) -> None:
             events.write("warning", f"{split}: {s['truncated']} examples longer than max_length were truncated")
 
 
-
 def write_report(prepared: Prepared, report_dir: Path) -> None:
     """dropped.jsonl (every dropped row, its reason and its data) and stats.json."""
     report_dir.mkdir(parents=True, exist_ok=True)
