@@ -2,9 +2,7 @@
 
 Exact duplicates are found by hashing whole examples (after mapping); near duplicates, examples
 that differ only a little (punctuation, spacing, a word), are proposed as candidate pairs by MinHash
-with LSH banding over character 5-grams and confirmed by their exact Jaccard similarity. After
-encoding, examples outside data.clean's token bounds are dropped, and examples with no trained
-token are reported (an error by default, naming the rows).
+with LSH banding over character 5-grams and confirmed by their exact Jaccard similarity.
 """
 
 from __future__ import annotations

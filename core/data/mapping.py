@@ -14,8 +14,7 @@ from ftc.core.data.encode import DataError
 from ftc.core.data.load import Item, Source, drop_row, rows_text
 from ftc.core.data.settings import DataSettings
 
-# Role names seen in the wild, mapped onto the chat template's three roles. `[data.roles]` adds to
-# (and overrides) these. ShareGPT uses human/gpt; some sets use bot, model or chatgpt.
+# `[data.roles]` adds to (and overrides) these. ShareGPT uses human/gpt; some sets use bot, model or chatgpt.
 DEFAULT_ROLES: dict[str, str] = {
     "system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
     "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
@@ -51,7 +50,12 @@ def _field(row: dict[str, Any], column: str) -> Any:
 
 
 def _text(row: dict[str, Any], column: str, name: str, required: bool = True) -> str:
-    value = _field(row, column) if required or _has(row, column) else None
+    try:
+        value = _field(row, column)
+    except _Drop:
+        if required:
+            raise
+        value = None
     if value is None:
         if required:
             raise _Drop("empty", f"{name} ({column!r}) is empty")
@@ -63,14 +67,6 @@ def _text(row: dict[str, Any], column: str, name: str, required: bool = True) ->
     if required and not value.strip():
         raise _Drop("empty", f"{name} ({column!r}) is empty")
     return value
-
-
-def _has(row: dict[str, Any], column: str) -> bool:
-    try:
-        _field(row, column)
-    except _Drop:
-        return False
-    return True
 
 
 def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -> list[dict[str, str]]:

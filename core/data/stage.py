@@ -122,8 +122,7 @@ def check_saved_tokenizer(path: Path, prepared: Prepared, settings: DataSettings
         again: dict[str, Any] | None = encode_example(saved, item.example, settings)
     except DataError:  # the saved template cannot even locate the answers
         again = None
-    same = again is not None and again["input_ids"] == item.encoding["input_ids"] and again[
-        "labels"] == item.encoding["labels"]
+    same = again is not None and all(again[k] == item.encoding[k] for k in ("input_ids", "labels"))
     if same and again is not None:
         print(f"saved tokenizer check: training row {item.row} encodes to the same {len(again['input_ids'])} "
               f"tokens with {path}", flush=True)
