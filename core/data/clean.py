@@ -2,9 +2,7 @@
 
 Exact duplicates are found by hashing whole examples (after mapping); near duplicates, examples
 that differ only a little (punctuation, spacing, a word), are proposed as candidate pairs by MinHash
-with LSH banding over character 5-grams and confirmed by their exact Jaccard similarity. After
-encoding, examples outside data.clean's token bounds are dropped, and examples with no trained
-token are reported (an error by default, naming the rows).
+with LSH banding over character 5-grams and confirmed by their exact Jaccard similarity.
 """
 
 from __future__ import annotations
@@ -37,11 +35,8 @@ def jaccard(a: set[str], b: set[str]) -> float:
 
 
 def near_duplicates(texts: Sequence[str], threshold: float) -> dict[int, tuple[int, float]]:
-    """{index: (index of the earlier example it repeats, similarity)} for pairs at or above `threshold`.
-
-    MinHash signatures with LSH banding find candidate pairs; each candidate is confirmed with
-    its exact Jaccard similarity of character 5-gram sets, so the threshold means what it says.
-    """
+    """{index: (index of the earlier example it repeats, similarity)} for pairs at or above `threshold`;
+    MinHash candidates are confirmed by their exact Jaccard similarity, so the threshold means what it says."""
     import numpy as np
 
     rng = np.random.default_rng(1)

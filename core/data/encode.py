@@ -7,8 +7,6 @@ tokens whose characters fall inside those spans are trained; every other token (
 template markup, earlier prompts) gets the label -100. This works for any template that renders
 conversations incrementally, multi-turn included; a template that does not is reported.
 Which turns are trained is switchable (`TRAIN_ON`); system prompts never are.
-
-Rows become examples in `mapping.py` and get cleaned in `clean.py`; this module only encodes.
 """
 
 from __future__ import annotations
@@ -76,17 +74,14 @@ def _spans(tokenizer: Any, messages: Sequence[dict[str, str]], text: str, train_
             continue
         if train_on == "last_answer" and i != last_answer:
             continue
-        if role == "assistant" and train_on != "inputs_too":
-            start_text = _render(tokenizer, messages[:i], generation_prompt=True) if i else ""
-        else:  # the whole turn, its header included
-            start_text = _render(tokenizer, messages[:i], generation_prompt=False) if i else ""
+        # an answer starts after its header (the generation prompt); an input turn with its header
+        answer_only = role == "assistant" and train_on != "inputs_too"
+        start_text = _render(tokenizer, messages[:i], generation_prompt=answer_only) if i else ""
         end_text = _render(tokenizer, messages[: i + 1], generation_prompt=False)
         if not (text.startswith(start_text) and text.startswith(end_text) and len(end_text) > len(start_text)):
-            raise DataError(
-                "the chat template does not render conversations incrementally (turn "
-                f"{i + 1} renders differently inside the whole conversation), so the answer tokens cannot "
-                "be located; use a template that renders each turn the same way"
-            )
+            raise DataError(f"the chat template does not render conversations incrementally (turn {i + 1} renders "
+                            "differently inside the whole conversation), so the answer tokens cannot be located; use a "
+                            "template that renders each turn the same way")
         if spans and spans[-1][1] == len(start_text):  # adjacent turns (inputs_too): one span
             spans[-1] = (spans[-1][0], len(end_text))
         else:

@@ -14,8 +14,7 @@ from ftc.core.data.encode import DataError
 from ftc.core.data.load import Item, Source, drop_row, rows_text
 from ftc.core.data.settings import DataSettings
 
-# Role names seen in the wild, mapped onto the chat template's three roles. `[data.roles]` adds to
-# (and overrides) these. ShareGPT uses human/gpt; some sets use bot, model or chatgpt.
+# `[data.roles]` adds to (and overrides) these. ShareGPT uses human/gpt; some sets use bot, model or chatgpt.
 DEFAULT_ROLES: dict[str, str] = {
     "system": "system", "user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant",
     "bot": "assistant", "model": "assistant", "chatgpt": "assistant",
@@ -51,7 +50,12 @@ def _field(row: dict[str, Any], column: str) -> Any:
 
 
 def _text(row: dict[str, Any], column: str, name: str, required: bool = True) -> str:
-    value = _field(row, column) if required or _has(row, column) else None
+    try:
+        value = _field(row, column)
+    except _Drop:
+        if required:
+            raise
+        value = None
     if value is None:
         if required:
             raise _Drop("empty", f"{name} ({column!r}) is empty")
@@ -63,14 +67,6 @@ def _text(row: dict[str, Any], column: str, name: str, required: bool = True) ->
     if required and not value.strip():
         raise _Drop("empty", f"{name} ({column!r}) is empty")
     return value
-
-
-def _has(row: dict[str, Any], column: str) -> bool:
-    try:
-        _field(row, column)
-    except _Drop:
-        return False
-    return True
 
 
 def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -> list[dict[str, str]]:
@@ -86,7 +82,7 @@ def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -
                     f"{column!r} is not a non-empty list of turns (got {type(turns).__name__})")
     messages = []
     system_column = settings.columns.get("system")
-    if system_column and _has(row, system_column):
+    if system_column:
         system = _text(row, system_column, "system", required=False)
         if system.strip():
             messages.append({"role": "system", "content": system})
@@ -99,9 +95,7 @@ def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -
             raise _Drop("malformed", f"turn {number} has no role or content key (keys: {', '.join(turn)}); "
                         "set data.columns.role and data.columns.content")
         name, content = turn[role_key], turn[content_key]
-        role = roles.get(name) if isinstance(name, str) else None
-        if role is None and isinstance(name, str):
-            role = roles.get(name.lower())
+        role = (roles.get(name) or roles.get(name.lower())) if isinstance(name, str) else None
         if role is None:
             raise _UnknownRole(str(name))
         if not isinstance(content, str):
@@ -122,8 +116,7 @@ def _prompt_fields(row: dict[str, Any], settings: DataSettings) -> dict[str, str
         values = {"instruction": _text(row, c.get("instruction", "instruction"), "instruction"),
                   "output": _text(row, c.get("output", "output"), "output")}
         for name in ("input", "system"):
-            column = c.get(name, name)
-            values[name] = _text(row, column, name, required=False) if _has(row, column) else ""
+            values[name] = _text(row, c.get(name, name), name, required=False)
         return values
     return {"prompt": _text(row, c.get("prompt", "prompt"), "prompt"),
             "completion": _text(row, c.get("completion", "completion"), "completion")}

@@ -1,18 +1,9 @@
 """The data stage: rows -> examples -> cleaned -> encoded -> split, with every drop accounted for.
 
 `train.py` and `ftc data` both call `prepare_data`, so what `ftc data` shows is what trains. Steps,
-in order, one module each (each drop is counted by reason and written to `dropped.jsonl`):
-
-1. `mapping`: each row onto the format: a conversation, a plain-text prompt and answer (with
-   `data.template`), or raw text; empty or malformed rows are dropped; roles that cannot be
-   mapped stop the stage with the rows that use them;
-2. `clean`: exact duplicates (same example after mapping) and, when asked, near duplicates are
-   dropped, the first one kept;
-3. `encode`: tokens and labels; then `clean`'s length filters, and examples with no trained
-   token reported (an error by default, naming the rows);
-4. `split`: the held-out share split off with the run's seed (or a second source prepared like
-   the first), then mixed sources weighted;
-5. `stats`: the counts that train.py reports and `ftc data` shows.
+in order, one module each (its docstring says more; each drop is counted by reason and written to
+`dropped.jsonl`): `mapping` (rows onto the format), `clean` (duplicates), `encode` (tokens and
+labels; then `clean`'s length filters), `split` (the held-out share, mixing weights), `stats`.
 
 Torch-free; `datasets` is imported only to load rows (`load`) and to hand the result to the trainer.
 This module is the stage's front: train.py and `ftc data` import what they call from here.
@@ -131,8 +122,7 @@ def check_saved_tokenizer(path: Path, prepared: Prepared, settings: DataSettings
         again: dict[str, Any] | None = encode_example(saved, item.example, settings)
     except DataError:  # the saved template cannot even locate the answers
         again = None
-    same = again is not None and again["input_ids"] == item.encoding["input_ids"] and again[
-        "labels"] == item.encoding["labels"]
+    same = again is not None and all(again[k] == item.encoding[k] for k in ("input_ids", "labels"))
     if same and again is not None:
         print(f"saved tokenizer check: training row {item.row} encodes to the same {len(again['input_ids'])} "
               f"tokens with {path}", flush=True)

@@ -1,8 +1,6 @@
 """The stage's numbers: per-split counts and length percentiles, padding and packing, and how they
-are shown (the log lines and `data` event of train.py, dropped.jsonl and stats.json).
-
-`ftc data --json` prints `statistics` as they are; `ftc data` and train.py print them through
-`summary_line`/`report` (cli/datashow.py renders the tables).
+are shown (the log lines and `data` event of train.py, dropped.jsonl and stats.json; cli/datashow.py
+renders `ftc data`'s tables).
 """
 
 from __future__ import annotations
@@ -123,7 +121,6 @@ def report(prepared: Prepared, events: Any) -> None:
     for split, s in stats["splits"].items():
         if s["truncated"]:
             events.write("warning", f"{split}: {s['truncated']} examples longer than max_length were truncated")
-
 
 
 def write_report(prepared: Prepared, report_dir: Path) -> None:
