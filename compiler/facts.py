@@ -55,13 +55,10 @@ class ModelFacts:
 def _has_chat_template(directory: Path) -> bool:
     if (directory / "chat_template.jinja").exists() or (directory / "chat_template.json").exists():
         return True
-    config = directory / "tokenizer_config.json"
-    if config.exists():
-        try:
-            return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
-        except (OSError, json.JSONDecodeError):
-            return False
-    return False
+    try:
+        return bool(json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, json.JSONDecodeError):  # none, or unreadable
+        return False
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -15,13 +15,12 @@ import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ftc.compiler.facts import DataFacts, ModelFacts, _hf_cache_snapshot
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
+from ftc.core.bundled import MARKER, cache_root
 from ftc.core.data.settings import DataSettings
-
-if TYPE_CHECKING:
-    from ftc.compiler.facts import DataFacts, ModelFacts
 
 MEASURE_ROWS = 1000  # rows measured at most (the first ones); enough for stable percentiles, fast to compile
 UNBOUNDED = 1 << 30  # max_length while measuring for "auto": no example is truncated (or left untrained) by it
@@ -144,14 +143,10 @@ def tokenizer_dir(base: str, origin: str, revision: str | None) -> Path | None:
     if origin == "local":
         directory: Path | None = Path(base).expanduser()
     elif origin == "bundled":
-        from ftc.core.bundled import MARKER, cache_root
-
         directory = cache_root() / "models" / base
         if not (directory / MARKER).is_file():
             return None
     else:
-        from ftc.compiler.facts import _hf_cache_snapshot
-
         directory = _hf_cache_snapshot(base, revision)
     if directory is None or not (directory / "tokenizer.json").is_file():
         return None
@@ -223,8 +218,7 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
                           "data.template to a plain-text prompt template (the answer then ends with EOS), use "
                           "format = \"text\", or fine-tune a model that has a chat template")
     # every row read is measured (the held-out share too; a validation source is not read here)
-    settings = replace(data_settings(spec, UNBOUNDED if d.max_length == "auto" else int(d.max_length)),
-                       validation=0.0)
+    settings = replace(data_settings(spec, UNBOUNDED if d.max_length == "auto" else int(d.max_length)), validation=0.0)
     weights = {entry.source: entry.weight for entry in d.mix}
     (name, rows), *others = per_source
     try:
