@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.catalog_data import with_defaults
@@ -82,7 +82,6 @@ class RunShape:
 
     @cached_property
     def terms(self) -> ActivationTerms:
-        """What the method changes in the activations of this model (its `activation_terms` hook)."""
         return self.method.activation_terms(dims(self.config), _activation_bytes(self))
 
 
@@ -154,26 +153,17 @@ REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "voc
 
 
 def can_estimate(config: dict[str, object] | None) -> bool:
-    """Whether a config holds the shapes the estimate needs."""
     return config is not None and all(isinstance(config.get(k), int) for k in REQUIRED_KEYS)
 
 
 def dims(config: dict[str, object]) -> Dims:
-    """The shapes that memory depends on, from config.json facts."""
-    c = with_defaults(config)
-    h = int(c["hidden_size"])  # type: ignore[call-overload]
-    heads = int(c["num_attention_heads"])  # type: ignore[call-overload]
-    return Dims(
-        h=h,
-        inter=int(c.get("intermediate_size") or 4 * h),  # type: ignore[call-overload]
-        layers=int(c["num_hidden_layers"]),  # type: ignore[call-overload]
-        heads=heads,
-        kv_heads=int(c.get("num_key_value_heads") or heads),  # type: ignore[call-overload]
-        head_dim=int(c.get("head_dim") or h // heads),  # type: ignore[call-overload]
-        vocab=int(c["vocab_size"]),  # type: ignore[call-overload]
-        tied=bool(c.get("tie_word_embeddings", False)),
-        fused="qkv_proj" in LINEAR_MODULES.get(str(c.get("model_type")), ()),
-    )
+    """The shapes from config.json facts (with the model type's defaults)."""
+    c: dict[str, Any] = with_defaults(config)
+    h, heads = int(c["hidden_size"]), int(c["num_attention_heads"])
+    return Dims(h=h, inter=int(c.get("intermediate_size") or 4 * h), layers=int(c["num_hidden_layers"]), heads=heads,
+                kv_heads=int(c.get("num_key_value_heads") or heads), head_dim=int(c.get("head_dim") or h // heads),
+                vocab=int(c["vocab_size"]), tied=bool(c.get("tie_word_embeddings", False)),
+                fused="qkv_proj" in LINEAR_MODULES.get(str(c.get("model_type")), ()))
 
 
 def parameter_counts(d: Dims) -> dict[str, int]:
@@ -368,7 +358,6 @@ def _optimizer_step_temporaries(shape: RunShape, d: Dims, grads: int) -> int:
     (CUDA) none; the foreach path (CUDA, adamw_torch) about one more copy of all gradients."""
     if shape.device == "cuda":
         return 0 if shape.optimizer.endswith("fused") or "8bit" in shape.optimizer else grads
-    # CPU: the single-tensor loop, twice the largest trained tensor (small tuners: all of them)
     bytes_per = DTYPE_BYTES[shape.dtype] if shape.method.trains_base_weights else 4
     return 2 * bytes_per * shape.method.largest_trainable_tensor(d)
 
@@ -388,13 +377,12 @@ def estimate_memory(shape: RunShape) -> Memory:
     logits = _logits(shape, d)
     activations, why = _activations(shape, d, logits)
     overhead = CUDA_CONTEXT_BYTES if shape.device == "cuda" else 0
-    reasons_ = (*reasons, why)
     # Two candidate peaks: the start of backward (activations + logits live, gradients only if
     # accumulated from earlier micro-batches) and the optimizer step (all gradients live).
     temporaries = _optimizer_step_temporaries(shape, d, grads)
     accumulated = grads if shape.grad_accum > 1 else 0
     if activations + logits + accumulated >= grads + temporaries:
         return Memory(frozen, trainable, accumulated, optimizer, activations, logits, overhead, "start of backward",
-                      reasons_)
+                      (*reasons, why))
     # the optimizer step: every gradient, the states and the update's temporaries
-    return Memory(frozen, trainable, grads, optimizer + temporaries, 0, 0, overhead, "optimizer step", reasons_)
+    return Memory(frozen, trainable, grads, optimizer + temporaries, 0, 0, overhead, "optimizer step", (*reasons, why))
