@@ -148,7 +148,6 @@ class MethodBase(BaseModel):
 
     @classmethod
     def config_name(cls, knob: str) -> str | None:
-        """The CONFIG name of one of this method's knobs."""
         return cls.config_names.get(knob, cls.CONFIG_NAMES.get(knob))
 
     @property
@@ -168,8 +167,8 @@ class MethodBase(BaseModel):
             value = getattr(self, key)
             if key in ("kind", "quantize") or _QUANTIZED_ONLY.get(key, self.quantization) != self.quantization:
                 continue
-            if value is None:
-                continue  # an optional knob left out is read by no code
+            if value is None:  # an optional knob left out is read by no code
+                continue
             why = f"spec: method.{key}" if key in self.model_fields_set else "default"
             for name, knob in self._knob(key, value, why, config or {}).items():
                 s.setdefault(name, knob)
