@@ -15,8 +15,8 @@ from ftc.tui.format import STATE_STYLES, duration, gib, trouble
 from ftc.tui.memory import MemorySample
 from ftc.tui.state import RunState
 
-def status_text(state: RunState, plan: dict[str, Any], run_name: str, *, now: float | None,
-                alive: bool | None) -> Text:
+
+def status_text(state: RunState, plan: dict[str, Any], run_name: str, *, now: float | None, alive: bool | None) -> Text:
     """Three lines: what the run is (name, method, model, state), where it is (step, epoch, time, ETA),
     and how it goes (losses, speed, warnings)."""
     settings = plan.get("settings") or {}
