@@ -175,8 +175,9 @@ class MethodBase(BaseModel):
         return MethodPlan(self, s)
 
     def _knob(self, key: str, value: Any, why: str, config: dict[str, Any]) -> dict[str, Knob]:
-        """The resolved knob(s) of one field; methods override it for their model-dependent values."""
-        return {key: Knob(value, why)}
+        """The resolved knob(s) of one field (a default `layers` count capped at the model's depth); methods
+        override it for their model-dependent values."""
+        return {key: capped_layers(value, why, config) if key == "layers" else Knob(value, why)}
 
     def alternatives(self) -> list[MethodBase]:
         """The lighter methods a does-not-fit message estimates (`fallbacks`, this one left out),
@@ -208,6 +209,7 @@ class MethodBase(BaseModel):
             yield "train.gradient_checkpointing", (f"kind = {self.kind!r} does not train with gradient "  # type: ignore[attr-defined]
                                                    f"checkpointing ({self.checkpointing_problem}); "
                                                    "set it to false or \"auto\"")
+        yield from layers_problems(self, facts)
 
     # ---------------------------------------------------------------- emit
     @classmethod
