@@ -330,15 +330,12 @@ def _logits(shape: RunShape, d: Dims) -> int:
     """Vocab-wide memory of the loss.
 
     "hf": the logits, their fp32 upcast (a copy unless already fp32), the log-softmax that
-    cross_entropy keeps and the gradient being formed (transformers loss_utils.ForCausalLMLoss);
-    measured 12 bytes per token and vocab entry in fp32 and bf16 alike.
+    cross_entropy keeps and the gradient being formed (transformers loss_utils.ForCausalLMLoss).
 
-    "trl": TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py) never builds the whole
-    logits: it projects tiles of at most 4096 positions x 32768 vocab entries. Off Triton (CPU)
-    the backward's torch ops keep 7 fp32 tiles and a bool one alive beside the chunk-wide mm_buf
-    (measured 29 B per tile entry); with Triton (CUDA) the fold runs in place (estimated, not yet
-    measured on a GPU: mm_buf plus one fp32 tile). The backward also accumulates an fp32
-    gradient of the hidden states, and of the head's weight when it trains (full fine-tuning).
+    "trl": TRL's fused LM head never builds the whole logits, only tiles (see the TRL_* constants);
+    with Triton (CUDA) the fold runs in place (estimated, not yet measured on a GPU: mm_buf plus one
+    fp32 tile). The backward also accumulates an fp32 gradient of the hidden states, and of the
+    head's weight when it trains (full fine-tuning).
     """
     e = DTYPE_BYTES[shape.dtype]
     if shape.loss == "hf":
@@ -366,8 +363,7 @@ def estimate_memory(shape: RunShape) -> Memory:
     """The estimated peak of one optimizer step, split by component."""
     d = dims(shape.config)
     frozen, trainable, reasons = _weights(shape, d)
-    train_dtype_bytes = DTYPE_BYTES[shape.dtype] if shape.method.trains_base_weights else 4
-    trainable_params = trainable // train_dtype_bytes
+    trainable_params = shape.method.trainable_parameters(d)
     grads = trainable
     if "8bit" in shape.optimizer:
         # bnb 8-bit AdamW: two uint8 states + an fp32 absmax per 256 values (optim/optimizer.py)

@@ -8,6 +8,7 @@ note in the plan. Data facts are the columns and row count, read from the files'
 from __future__ import annotations
 
 import csv
+import difflib
 import glob
 import importlib.util
 import json
@@ -104,8 +105,6 @@ def model_facts(base: str, revision: str | None = None) -> ModelFacts:
         raise FactError("model.base", f"no such directory (got {base!r}); give a local model directory, "
                         f"a hub id such as 'Qwen/Qwen2.5-0.5B-Instruct', or a bundled model: {', '.join(BUNDLED)}")
     if len(parts) == 1:
-        import difflib
-
         close = difflib.get_close_matches(base, list(BUNDLED), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else f"bundled models: {', '.join(BUNDLED)}"
         raise FactError("model.base", f"unknown model (got {base!r}); not a directory, not a bundled "

@@ -152,9 +152,7 @@ def _union_dedupe(errors: list[Any]) -> list[Any]:
         if loc in seen:
             continue
         seen.add(loc)
-        error = dict(error)
-        error["loc"] = loc
-        kept.append(error)
+        kept.append({**error, "loc": loc})
     return kept
 
 

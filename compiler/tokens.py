@@ -3,9 +3,8 @@
 `ftc compile` measures the data's token lengths with the model's own tokenizer.json (the
 `tokenizers` library) and its chat template (rendered in a jinja2 sandbox configured like
 transformers' `apply_chat_template`), through the very functions train.py uses to map and encode
-rows (ftc.core.data.stage, which is torch-free), with the run's own DataSettings (`data_settings`,
-decided here once for the measurement, the plan, `ftc data` and train.py). The planner uses the
-lengths for `max_length = "auto"` and for the sequence length of the memory estimate.
+rows (ftc.core.data.stage, which is torch-free), with the run's own DataSettings (`data_settings`).
+The planner uses the lengths for `max_length = "auto"` and for the sequence length of the estimate.
 """
 
 from __future__ import annotations
