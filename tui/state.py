@@ -65,15 +65,13 @@ class LogLine:
 
     level: str
     text: str
-    time: float | None = None
     step: int | None = None
 
 
-def log_line(event: dict[str, Any]) -> LogLine | None:
+def log_line(event: dict[str, Any]) -> LogLine:
     """The log line of an event; every type gets one (unknown types by their message), except the step
     events, which the charts show (they get a line only every `step` event is wanted: see RunState)."""
     kind = str(event.get("type", "?"))
-    when = event.get("time") if isinstance(event.get("time"), (int, float)) else None
     step = event.get("step") if isinstance(event.get("step"), int) else None
     level = "info"
     if kind in UNCOUNTED_WARNINGS or event.get("level") == "warning" or warning_kind(event) is not None:
@@ -102,7 +100,7 @@ def log_line(event: dict[str, Any]) -> LogLine | None:
         else:
             fields = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "time"))
             text = f"{kind}: {fields}" if fields else kind
-    return LogLine(level, text, when, step)
+    return LogLine(level, text, step)
 
 
 @dataclass
@@ -156,13 +154,11 @@ class RunState:
         if isinstance(event.get("total_steps"), int):
             self.total_steps = event["total_steps"]
         if kind != "step":
-            line = log_line(event)
-            if line is not None:
-                self.log.append(line)
-                self.log_count += 1
-                which = warning_kind(event)
-                if which is not None:
-                    self.warning_counts[which] = self.warning_counts.get(which, 0) + 1
+            self.log.append(log_line(event))
+            self.log_count += 1
+            which = warning_kind(event)
+            if which is not None:
+                self.warning_counts[which] = self.warning_counts.get(which, 0) + 1
         if kind == "start":
             self.config = dict(event.get("config") or {})
         elif kind == "status":
