@@ -12,7 +12,7 @@ Units: every `*_bytes` value is in bytes; `T` is tokens per micro-batch (micro_b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -101,13 +101,12 @@ class Memory:
 
     @property
     def total(self) -> int:
-        return (self.weights + self.trainable + self.gradients + self.optimizer + self.activations
-                + self.logits + self.overhead)
+        return self.as_dict()["total"]
 
     def as_dict(self) -> dict[str, int]:
-        return {"weights": self.weights, "trainable": self.trainable, "gradients": self.gradients,
-                "optimizer": self.optimizer, "activations": self.activations, "logits": self.logits,
-                "overhead": self.overhead, "total": self.total}
+        """The components (the int fields, in order) and their total."""
+        parts = {name: value for name, value in asdict(self).items() if isinstance(value, int)}
+        return {**parts, "total": sum(parts.values())}
 
 
 @dataclass(frozen=True)

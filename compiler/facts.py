@@ -173,10 +173,8 @@ def _json_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
                         "JSON list or as .jsonl")
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data[:100]):
         raise FactError("data.source", f"{path}: a .json data file must hold a list of objects")
-    columns: dict[str, None] = {}
-    for row in data[:100]:
-        columns.update(dict.fromkeys(row))
-    return list(columns), len(data), data[0] if data else None
+    columns = list(dict.fromkeys(key for row in data[:100] for key in row))
+    return columns, len(data), data[0] if data else None
 
 
 def _csv_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:

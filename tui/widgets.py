@@ -87,8 +87,7 @@ def memory_text(sample: MemorySample | None, peak: int | None, plan: dict[str, A
         text.append("█" * filled, style=style)
         text.append("░" * (bar - filled), style="dim")
         text.append(f" {100 * share:3.0f}%\n" if share < 10 else f" {share:.0f}x\n")
-    text.append(f"estimate {gib(estimate)}" if estimate else "no estimate in plan.json")
-    text.append("\n")
+    text.append((f"estimate {gib(estimate)}" if estimate else "no estimate in plan.json") + "\n")
     text.append(f"budget   {gib(budget)}" if budget else "budget   none set")
     if sample is not None and sample.source == "rss":
         text.append("\nRSS: the whole process; the estimate: tensors", style="dim")
