@@ -76,10 +76,6 @@ class RunShape:
     """How the loss is computed: "trl" is SFTTrainer's fused, tiled LM head (what train.py runs);
     "hf" is the model's own forward with labels (full logits, then cross-entropy)."""
 
-    @property
-    def quantization(self) -> str | None:
-        return self.method.quantization
-
     @cached_property
     def terms(self) -> ActivationTerms:
         return self.method.activation_terms(dims(self.config), _activation_bytes(self))
@@ -183,18 +179,18 @@ def _weights(shape: RunShape, d: Dims) -> tuple[int, int, list[str]]:
                                                     f"{trained / 1e6:,.1f}M of them trainable"]
     # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype=True) whatever the base dtype.
     adapter = trained * 4
-    if shape.quantization is None:
+    if shape.method.quantization is None:
         # PiSSA writes the SVD residual over the linear weights after loading (see _checkpoint_kept)
         residual = counts["linear"] * e if shape.method.rewrites_base_weights and _checkpoint_kept(shape) else 0
         return total * e + residual, adapter, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; "
                                                f"{trained / 1e6:,.2f}M adapter parameters in fp32"]
     per = {"nf4": NF4_DQ_BYTES_PER_PARAM if shape.method.get("double_quant", True) else NF4_BYTES_PER_PARAM,
-           "int8": INT8_BYTES_PER_PARAM}[shape.quantization]
+           "int8": INT8_BYTES_PER_PARAM}[shape.method.quantization]
     # prepare_model_for_kbit_training upcasts every non-quantized parameter (embeddings, head,
     # norms) to fp32 (peft utils/other.py).
     rest = counts["embed"] + counts["head"] + counts["norm"]
     frozen = int(counts["linear"] * per) + (total * e if _checkpoint_kept(shape) else rest * 4)
-    if shape.quantization == "int8":
+    if shape.method.quantization == "int8":
         frozen += d.layers * sum(o for _, o in d.linears().values()) * 4  # SCB: fp32 scale per row
     return frozen, adapter, [f"weights: {counts['linear'] / 1e6:,.0f}M quantized at {per:.3f} B, "
                           f"{rest / 1e6:,.0f}M embedding/head/norm parameters upcast to fp32"]
@@ -209,7 +205,7 @@ def _checkpoint_kept(shape: RunShape) -> bool:
     saved = shape.config.get("dtype") or shape.config.get("torch_dtype")
     # (Assumed, not measured:) a quantized base loaded in bf16/fp16 has its remaining weights copied
     # to fp32 by prepare_model_for_kbit_training, which releases the views.
-    upcast = shape.quantization is not None and shape.dtype != "float32"
+    upcast = shape.method.quantization is not None and shape.dtype != "float32"
     return shape.device == "cpu" and saved in (None, shape.dtype) and not upcast
 
 
@@ -217,7 +213,7 @@ def _activation_bytes(shape: RunShape) -> int:
     """Bytes per element of the hidden states. A quantized base runs them in fp32 whatever the
     compute dtype: prepare_model_for_kbit_training upcasts the norm weights to fp32, and each
     RMSNorm's `weight * x` then promotes its output (measured: qlora bf16 = lora fp32)."""
-    return 4 if shape.quantization else DTYPE_BYTES[shape.dtype]
+    return 4 if shape.method.quantization else DTYPE_BYTES[shape.dtype]
 
 
 def _frozen_block_per_token(shape: RunShape, d: Dims) -> int:
@@ -277,7 +273,7 @@ def _trained_block_per_token(shape: RunShape, d: Dims) -> int:
     # SwiGLU: silu keeps gate, the product keeps silu(gate) and up, down_proj keeps the product.
     mlp = 4 * e * d.inter
     per_token = 2 * norm + attention + mlp
-    if shape.quantization == "nf4":
+    if shape.method.quantization == "nf4":
         # bitsandbytes MatMul4Bit saves only the packed weight (autograd/_functions.py ctx.tensors =
         # (None, B)), so the base linears keep none of the inputs counted above: both norms' outputs,
         # o_proj's and down_proj's inputs (measured on CPU: tiny qlora keeps 8 MiB less than lora at
@@ -290,7 +286,7 @@ def _int8_state(shape: RunShape, d: Dims, tokens: int) -> int:
     """bitsandbytes int8 matmuls keep a quantized copy of each input with its row statistics in
     the layer's state, outside autograd, so checkpointing does not drop it (measured ~2.5 B per
     input feature of every linear layer, with and without checkpointing)."""
-    if shape.quantization != "int8":
+    if shape.method.quantization != "int8":
         return 0
     return int(INT8_STATE_BYTES_PER_INPUT * sum(i for i, _o in d.linears().values()) * tokens)
 
