@@ -228,5 +228,5 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
     except Exception:  # noqa: BLE001 - a chat template that fails outside transformers: the run will tell
         return None, None
     lengths = sorted(e.encoding["length"] for e in prepared.train + prepared.validation)
-    return TokenFacts(len(lengths), MEASURE_ROWS - budget, percentile(lengths, 50), percentile(lengths, 90), percentile(lengths, 95),
-                      percentile(lengths, 99), lengths[-1], f"{directory}/tokenizer.json"), None
+    return TokenFacts(len(lengths), MEASURE_ROWS - budget, *(percentile(lengths, q) for q in (50, 90, 95, 99)),
+                      lengths[-1], f"{directory}/tokenizer.json"), None
