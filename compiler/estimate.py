@@ -100,8 +100,8 @@ class Memory:
         return self.as_dict()["total"]
 
     def as_dict(self) -> dict[str, int]:
-        """The components (the int fields, in order) and their total."""
-        parts = {name: value for name, value in asdict(self).items() if isinstance(value, int)}
+        """The components (every field but peak_phase and reasons, in order) and their total."""
+        parts = {name: value for name, value in asdict(self).items() if name not in ("peak_phase", "reasons")}
         return {**parts, "total": sum(parts.values())}
 
 
