@@ -10,6 +10,7 @@ import difflib
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ftc.compiler.catalog import GPUS, find_gpu
 from ftc.core.errors import Problem, SpecError
@@ -36,10 +37,10 @@ class Facts:
 Finding = tuple[str, str]
 Check = Callable[[Spec, Facts], Iterator[Finding]]
 CHECKS: list[Check] = []
+T = TypeVar("T")
 
 
 def check(fn: Check) -> Check:
-    """Register a consistency check."""
     CHECKS.append(fn)
     return fn
 
@@ -73,12 +74,10 @@ def data_columns(spec: Spec, facts: Facts) -> Iterator[Finding]:
             close = difflib.get_close_matches(field, FORMAT_FIELDS[fmt], n=1, cutoff=0.5)
             hint = f"did you mean {close[0]!r}?" if close else f"its fields are: {', '.join(FORMAT_FIELDS[fmt])}"
             yield f"data.columns.{field}", f"not a field of the {fmt} format; {hint}"
-    if facts.data is not None:
-        yield from _columns_problems(spec, facts.data, "data.source")
-    if facts.validation is not None:
-        yield from _columns_problems(spec, facts.validation, "data.validation")
-    for mixed in facts.mix:
-        yield from _columns_problems(spec, mixed, "data.mix")
+    for key, source in (("data.source", facts.data), ("data.validation", facts.validation),
+                        *(("data.mix", mixed) for mixed in facts.mix)):
+        if source is not None:
+            yield from _columns_problems(spec, source, key)
 
 
 def _nested(row: dict[str, object], column: str) -> object:
@@ -258,29 +257,27 @@ def remote_code(spec: Spec, facts: Facts) -> Iterator[Finding]:
 
 def _facts(spec: Spec) -> tuple[Facts, list[Finding]]:
     findings: list[Finding] = []
-    model = data = validation = None
-    try:
-        model = model_facts(spec.model.base, spec.model.revision)
-    except FactError as exc:
-        findings.append((exc.key, str(exc)))
-    try:
-        data = data_facts(spec.data.source)
-    except FactError as exc:
-        findings.append((exc.key, str(exc)))
-    if isinstance(spec.data.validation, str):
+
+    def read(fact: Callable[[], T], key: str | None = None, prefix: str = "") -> T | None:
         try:
-            validation = data_facts(spec.data.validation)
-            if validation.kind != "files":
-                findings.append(("data.validation", "a second validation source must be data files "
-                                 f"(.jsonl/.json/.csv/.parquet or a glob; got a {validation.kind} dataset)"))
+            return fact()
         except FactError as exc:
-            findings.append(("data.validation", str(exc)))
+            findings.append((key or exc.key, f"{prefix}{exc}"))
+            return None
+
+    model = read(lambda: model_facts(spec.model.base, spec.model.revision))
+    data = read(lambda: data_facts(spec.data.source))
+    validation = None
+    if isinstance(spec.data.validation, str):
+        validation = read(lambda: data_facts(str(spec.data.validation)), "data.validation")
+        if validation is not None and validation.kind != "files":
+            findings.append(("data.validation", "a second validation source must be data files "
+                             f"(.jsonl/.json/.csv/.parquet or a glob; got a {validation.kind} dataset)"))
     mix = []
     for number, entry in enumerate(spec.data.mix, start=1):
-        try:
-            mix.append(data_facts(entry.source))
-        except FactError as exc:
-            findings.append(("data.mix", f"source {number} ({entry.source}): {exc}"))
+        mixed = read(lambda: data_facts(entry.source), "data.mix", f"source {number} ({entry.source}): ")
+        if mixed is not None:
+            mix.append(mixed)
     tokens = None
     if model is not None and data is not None:
         tokens, problem = measure_data(spec, model, data, tuple(mix))

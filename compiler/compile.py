@@ -34,12 +34,8 @@ class CompileResult:
 
     def stale_files(self) -> list[str]:
         """Files of out_dir that are missing or differ from this compile."""
-        stale = []
-        for name, text in self.emitted.files.items():
-            path = self.out_dir / name
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(name)
-        return stale
+        return [name for name, text in self.emitted.files.items()
+                if not (self.out_dir / name).exists() or (self.out_dir / name).read_text(encoding="utf-8") != text]
 
     def write(self) -> list[str]:
         """Write the files that changed (atomically); returns their names."""
@@ -59,7 +55,6 @@ def compile_spec(path: str | Path, out_dir: str | Path | None = None) -> Compile
     facts = run_checks(source)
     plan = build_plan(source.spec, facts, source.name)
     assert facts.model is not None
-    emitted = emit(plan, spec_path=source.display, spec_text=source.text, version=VERSION,
-                   origin=facts.model.origin)
+    emitted = emit(plan, spec_path=source.display, spec_text=source.text, version=VERSION, origin=facts.model.origin)
     out = Path(out_dir) if out_dir is not None else Path("compiled") / source.name  # not build/: setuptools' link tree
     return CompileResult(source, facts, plan, emitted, out)

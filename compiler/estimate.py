@@ -12,9 +12,9 @@ Units: every `*_bytes` value is in bytes; `T` is tokens per micro-batch (micro_b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.catalog_data import with_defaults
@@ -76,13 +76,8 @@ class RunShape:
     """How the loss is computed: "trl" is SFTTrainer's fused, tiled LM head (what train.py runs);
     "hf" is the model's own forward with labels (full logits, then cross-entropy)."""
 
-    @property
-    def quantization(self) -> str | None:
-        return self.method.quantization
-
     @cached_property
     def terms(self) -> ActivationTerms:
-        """What the method changes in the activations of this model (its `activation_terms` hook)."""
         return self.method.activation_terms(dims(self.config), _activation_bytes(self))
 
 
@@ -102,13 +97,12 @@ class Memory:
 
     @property
     def total(self) -> int:
-        return (self.weights + self.trainable + self.gradients + self.optimizer + self.activations
-                + self.logits + self.overhead)
+        return self.as_dict()["total"]
 
     def as_dict(self) -> dict[str, int]:
-        return {"weights": self.weights, "trainable": self.trainable, "gradients": self.gradients,
-                "optimizer": self.optimizer, "activations": self.activations, "logits": self.logits,
-                "overhead": self.overhead, "total": self.total}
+        """The components (every field but peak_phase and reasons, in order) and their total."""
+        parts = {name: value for name, value in asdict(self).items() if name not in ("peak_phase", "reasons")}
+        return {**parts, "total": sum(parts.values())}
 
 
 @dataclass(frozen=True)
@@ -154,26 +148,17 @@ REQUIRED_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "voc
 
 
 def can_estimate(config: dict[str, object] | None) -> bool:
-    """Whether a config holds the shapes the estimate needs."""
     return config is not None and all(isinstance(config.get(k), int) for k in REQUIRED_KEYS)
 
 
 def dims(config: dict[str, object]) -> Dims:
-    """The shapes that memory depends on, from config.json facts."""
-    c = with_defaults(config)
-    h = int(c["hidden_size"])  # type: ignore[call-overload]
-    heads = int(c["num_attention_heads"])  # type: ignore[call-overload]
-    return Dims(
-        h=h,
-        inter=int(c.get("intermediate_size") or 4 * h),  # type: ignore[call-overload]
-        layers=int(c["num_hidden_layers"]),  # type: ignore[call-overload]
-        heads=heads,
-        kv_heads=int(c.get("num_key_value_heads") or heads),  # type: ignore[call-overload]
-        head_dim=int(c.get("head_dim") or h // heads),  # type: ignore[call-overload]
-        vocab=int(c["vocab_size"]),  # type: ignore[call-overload]
-        tied=bool(c.get("tie_word_embeddings", False)),
-        fused="qkv_proj" in LINEAR_MODULES.get(str(c.get("model_type")), ()),
-    )
+    """The shapes from config.json facts (with the model type's defaults)."""
+    c: dict[str, Any] = with_defaults(config)
+    h, heads = int(c["hidden_size"]), int(c["num_attention_heads"])
+    return Dims(h=h, inter=int(c.get("intermediate_size") or 4 * h), layers=int(c["num_hidden_layers"]), heads=heads,
+                kv_heads=int(c.get("num_key_value_heads") or heads), head_dim=int(c.get("head_dim") or h // heads),
+                vocab=int(c["vocab_size"]), tied=bool(c.get("tie_word_embeddings", False)),
+                fused="qkv_proj" in LINEAR_MODULES.get(str(c.get("model_type")), ()))
 
 
 def parameter_counts(d: Dims) -> dict[str, int]:
@@ -194,18 +179,18 @@ def _weights(shape: RunShape, d: Dims) -> tuple[int, int, list[str]]:
                                                     f"{trained / 1e6:,.1f}M of them trainable"]
     # PEFT keeps adapter weights in fp32 (autocast_adapter_dtype=True) whatever the base dtype.
     adapter = trained * 4
-    if shape.quantization is None:
+    if shape.method.quantization is None:
         # PiSSA writes the SVD residual over the linear weights after loading (see _checkpoint_kept)
         residual = counts["linear"] * e if shape.method.rewrites_base_weights and _checkpoint_kept(shape) else 0
         return total * e + residual, adapter, [f"weights: {total / 1e6:,.0f}M frozen parameters x {e} B; "
                                                f"{trained / 1e6:,.2f}M adapter parameters in fp32"]
     per = {"nf4": NF4_DQ_BYTES_PER_PARAM if shape.method.get("double_quant", True) else NF4_BYTES_PER_PARAM,
-           "int8": INT8_BYTES_PER_PARAM}[shape.quantization]
+           "int8": INT8_BYTES_PER_PARAM}[shape.method.quantization]
     # prepare_model_for_kbit_training upcasts every non-quantized parameter (embeddings, head,
     # norms) to fp32 (peft utils/other.py).
     rest = counts["embed"] + counts["head"] + counts["norm"]
     frozen = int(counts["linear"] * per) + (total * e if _checkpoint_kept(shape) else rest * 4)
-    if shape.quantization == "int8":
+    if shape.method.quantization == "int8":
         frozen += d.layers * sum(o for _, o in d.linears().values()) * 4  # SCB: fp32 scale per row
     return frozen, adapter, [f"weights: {counts['linear'] / 1e6:,.0f}M quantized at {per:.3f} B, "
                           f"{rest / 1e6:,.0f}M embedding/head/norm parameters upcast to fp32"]
@@ -220,7 +205,7 @@ def _checkpoint_kept(shape: RunShape) -> bool:
     saved = shape.config.get("dtype") or shape.config.get("torch_dtype")
     # (Assumed, not measured:) a quantized base loaded in bf16/fp16 has its remaining weights copied
     # to fp32 by prepare_model_for_kbit_training, which releases the views.
-    upcast = shape.quantization is not None and shape.dtype != "float32"
+    upcast = shape.method.quantization is not None and shape.dtype != "float32"
     return shape.device == "cpu" and saved in (None, shape.dtype) and not upcast
 
 
@@ -228,7 +213,7 @@ def _activation_bytes(shape: RunShape) -> int:
     """Bytes per element of the hidden states. A quantized base runs them in fp32 whatever the
     compute dtype: prepare_model_for_kbit_training upcasts the norm weights to fp32, and each
     RMSNorm's `weight * x` then promotes its output (measured: qlora bf16 = lora fp32)."""
-    return 4 if shape.quantization else DTYPE_BYTES[shape.dtype]
+    return 4 if shape.method.quantization else DTYPE_BYTES[shape.dtype]
 
 
 def _frozen_block_per_token(shape: RunShape, d: Dims) -> int:
@@ -288,7 +273,7 @@ def _trained_block_per_token(shape: RunShape, d: Dims) -> int:
     # SwiGLU: silu keeps gate, the product keeps silu(gate) and up, down_proj keeps the product.
     mlp = 4 * e * d.inter
     per_token = 2 * norm + attention + mlp
-    if shape.quantization == "nf4":
+    if shape.method.quantization == "nf4":
         # bitsandbytes MatMul4Bit saves only the packed weight (autograd/_functions.py ctx.tensors =
         # (None, B)), so the base linears keep none of the inputs counted above: both norms' outputs,
         # o_proj's and down_proj's inputs (measured on CPU: tiny qlora keeps 8 MiB less than lora at
@@ -301,7 +286,7 @@ def _int8_state(shape: RunShape, d: Dims, tokens: int) -> int:
     """bitsandbytes int8 matmuls keep a quantized copy of each input with its row statistics in
     the layer's state, outside autograd, so checkpointing does not drop it (measured ~2.5 B per
     input feature of every linear layer, with and without checkpointing)."""
-    if shape.quantization != "int8":
+    if shape.method.quantization != "int8":
         return 0
     return int(INT8_STATE_BYTES_PER_INPUT * sum(i for i, _o in d.linears().values()) * tokens)
 
@@ -340,15 +325,12 @@ def _logits(shape: RunShape, d: Dims) -> int:
     """Vocab-wide memory of the loss.
 
     "hf": the logits, their fp32 upcast (a copy unless already fp32), the log-softmax that
-    cross_entropy keeps and the gradient being formed (transformers loss_utils.ForCausalLMLoss);
-    measured 12 bytes per token and vocab entry in fp32 and bf16 alike.
+    cross_entropy keeps and the gradient being formed (transformers loss_utils.ForCausalLMLoss).
 
-    "trl": TRL 1.16's fused LM head (trl/kernels/chunked_logprob.py) never builds the whole
-    logits: it projects tiles of at most 4096 positions x 32768 vocab entries. Off Triton (CPU)
-    the backward's torch ops keep 7 fp32 tiles and a bool one alive beside the chunk-wide mm_buf
-    (measured 29 B per tile entry); with Triton (CUDA) the fold runs in place (estimated, not yet
-    measured on a GPU: mm_buf plus one fp32 tile). The backward also accumulates an fp32
-    gradient of the hidden states, and of the head's weight when it trains (full fine-tuning).
+    "trl": TRL's fused LM head never builds the whole logits, only tiles (see the TRL_* constants);
+    with Triton (CUDA) the fold runs in place (estimated, not yet measured on a GPU: mm_buf plus one
+    fp32 tile). The backward also accumulates an fp32 gradient of the hidden states, and of the
+    head's weight when it trains (full fine-tuning).
     """
     e = DTYPE_BYTES[shape.dtype]
     if shape.loss == "hf":
@@ -368,7 +350,6 @@ def _optimizer_step_temporaries(shape: RunShape, d: Dims, grads: int) -> int:
     (CUDA) none; the foreach path (CUDA, adamw_torch) about one more copy of all gradients."""
     if shape.device == "cuda":
         return 0 if shape.optimizer.endswith("fused") or "8bit" in shape.optimizer else grads
-    # CPU: the single-tensor loop, twice the largest trained tensor (small tuners: all of them)
     bytes_per = DTYPE_BYTES[shape.dtype] if shape.method.trains_base_weights else 4
     return 2 * bytes_per * shape.method.largest_trainable_tensor(d)
 
@@ -377,8 +358,7 @@ def estimate_memory(shape: RunShape) -> Memory:
     """The estimated peak of one optimizer step, split by component."""
     d = dims(shape.config)
     frozen, trainable, reasons = _weights(shape, d)
-    train_dtype_bytes = DTYPE_BYTES[shape.dtype] if shape.method.trains_base_weights else 4
-    trainable_params = trainable // train_dtype_bytes
+    trainable_params = shape.method.trainable_parameters(d)
     grads = trainable
     if "8bit" in shape.optimizer:
         # bnb 8-bit AdamW: two uint8 states + an fp32 absmax per 256 values (optim/optimizer.py)
@@ -388,13 +368,12 @@ def estimate_memory(shape: RunShape) -> Memory:
     logits = _logits(shape, d)
     activations, why = _activations(shape, d, logits)
     overhead = CUDA_CONTEXT_BYTES if shape.device == "cuda" else 0
-    reasons_ = (*reasons, why)
     # Two candidate peaks: the start of backward (activations + logits live, gradients only if
     # accumulated from earlier micro-batches) and the optimizer step (all gradients live).
     temporaries = _optimizer_step_temporaries(shape, d, grads)
     accumulated = grads if shape.grad_accum > 1 else 0
     if activations + logits + accumulated >= grads + temporaries:
         return Memory(frozen, trainable, accumulated, optimizer, activations, logits, overhead, "start of backward",
-                      reasons_)
+                      (*reasons, why))
     # the optimizer step: every gradient, the states and the update's temporaries
-    return Memory(frozen, trainable, grads, optimizer + temporaries, 0, 0, overhead, "optimizer step", reasons_)
+    return Memory(frozen, trainable, grads, optimizer + temporaries, 0, 0, overhead, "optimizer step", (*reasons, why))

@@ -8,6 +8,7 @@ note in the plan. Data facts are the columns and row count, read from the files'
 from __future__ import annotations
 
 import csv
+import difflib
 import glob
 import importlib.util
 import json
@@ -55,13 +56,10 @@ class ModelFacts:
 def _has_chat_template(directory: Path) -> bool:
     if (directory / "chat_template.jinja").exists() or (directory / "chat_template.json").exists():
         return True
-    config = directory / "tokenizer_config.json"
-    if config.exists():
-        try:
-            return bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
-        except (OSError, json.JSONDecodeError):
-            return False
-    return False
+    try:
+        return bool(json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, json.JSONDecodeError):  # none, or unreadable
+        return False
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -107,8 +105,6 @@ def model_facts(base: str, revision: str | None = None) -> ModelFacts:
         raise FactError("model.base", f"no such directory (got {base!r}); give a local model directory, "
                         f"a hub id such as 'Qwen/Qwen2.5-0.5B-Instruct', or a bundled model: {', '.join(BUNDLED)}")
     if len(parts) == 1:
-        import difflib
-
         close = difflib.get_close_matches(base, list(BUNDLED), n=1, cutoff=0.6)
         hint = f"did you mean {close[0]!r}?" if close else f"bundled models: {', '.join(BUNDLED)}"
         raise FactError("model.base", f"unknown model (got {base!r}); not a directory, not a bundled "
@@ -177,10 +173,8 @@ def _json_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
                         "JSON list or as .jsonl")
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data[:100]):
         raise FactError("data.source", f"{path}: a .json data file must hold a list of objects")
-    columns: dict[str, None] = {}
-    for row in data[:100]:
-        columns.update(dict.fromkeys(row))
-    return list(columns), len(data), data[0] if data else None
+    columns = list(dict.fromkeys(key for row in data[:100] for key in row))
+    return columns, len(data), data[0] if data else None
 
 
 def _csv_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:

@@ -14,15 +14,9 @@ from typing import Any
 
 def lit(value: Any) -> str:
     """A single-line Python literal for `value`; raises TypeError for anything else."""
-    if value is None or isinstance(value, bool):
-        return repr(value)
-    if isinstance(value, int):
-        return repr(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise TypeError(f"non-finite float {value!r} cannot be emitted")
-        return repr(value)
-    if isinstance(value, str):
+    if isinstance(value, float) and not math.isfinite(value):
+        raise TypeError(f"non-finite float {value!r} cannot be emitted")
+    if value is None or isinstance(value, (bool, int, float, str)):
         return repr(value)
     if isinstance(value, (list, tuple)):
         inner = ", ".join(lit(v) for v in value)

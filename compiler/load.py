@@ -81,8 +81,6 @@ def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
         field = model.model_fields.get(part)
         if field is None:
             return None
-        if part == "method":
-            return None  # resolved by the caller with the method's kind
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model = annotation
@@ -91,7 +89,7 @@ def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _clean_loc(loc: tuple[Any, ...], raw: dict[str, Any]) -> tuple[tuple[str, ...], type[BaseModel] | None]:
+def _clean_loc(loc: tuple[Any, ...]) -> tuple[tuple[str, ...], type[BaseModel] | None]:
     """Drop pydantic's union tag from `method.<kind>.field` and find the owning model."""
     parts = tuple(str(p) for p in loc)
     if len(parts) >= 2 and parts[0] == "method" and parts[1] in METHODS:
@@ -106,8 +104,8 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _problem_for(error: Any, raw: dict[str, Any], source: str, text: str) -> Problem:
-    loc, owner = _clean_loc(tuple(error["loc"]), raw)
+def _problem_for(error: Any, source: str, text: str) -> Problem:
+    loc, owner = _clean_loc(tuple(error["loc"]))
     key = ".".join(loc)
     kind = error["type"]
     value = error.get("input")
@@ -140,8 +138,7 @@ def _problem_for(error: Any, raw: dict[str, Any], source: str, text: str) -> Pro
     message = error["msg"]
     message = message[0].lower() + message[1:] if message else message
     if message.startswith("value error, "):
-        message = message[len("value error, "):]
-        return Problem(source, line, key, message)
+        return Problem(source, line, key, message[len("value error, "):])
     return Problem(source, line, key, f"{message} (got {_describe(value)}); see docs/spec.md, [{loc[0]}]")
 
 
@@ -155,9 +152,7 @@ def _union_dedupe(errors: list[Any]) -> list[Any]:
         if loc in seen:
             continue
         seen.add(loc)
-        error = dict(error)
-        error["loc"] = loc
-        kept.append(error)
+        kept.append({**error, "loc": loc})
     return kept
 
 
@@ -188,7 +183,7 @@ def load_spec(path: str | Path) -> SpecSource:
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
-        problems = [_problem_for(e, raw, source, text) for e in _union_dedupe(exc.errors())]
+        problems = [_problem_for(e, source, text) for e in _union_dedupe(exc.errors())]
         problems.sort(key=lambda p: (p.line or 0, p.key))
         raise SpecError(problems) from None
     return SpecSource(path=path, display=source, text=text, spec=spec)

@@ -15,23 +15,16 @@ from ftc.compiler.methods import Method
 Format = Literal["chat", "instruction", "completion", "text"]
 
 # Fields of each data format, required ones first. `[data.columns]` maps these to dataset columns.
-FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
-    "chat": ("messages", "system", "role", "content"),
-    "instruction": ("instruction", "output", "input", "system"),
-    "completion": ("prompt", "completion"),
-    "text": ("text",),
-}
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("messages", "system", "role", "content"),
+                                             "instruction": ("instruction", "output", "input", "system"),
+                                             "completion": ("prompt", "completion"), "text": ("text",)}
 # Fields that name keys inside each turn of a conversation, not dataset columns.
 TURN_FIELDS = ("role", "content")
 # Variables a `data.template` may use, per format.
 TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {"instruction": ("instruction", "input", "system"),
                                                "completion": ("prompt",)}
-REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
-    "chat": ("messages",),
-    "instruction": ("instruction", "output"),
-    "completion": ("prompt", "completion"),
-    "text": ("text",),
-}
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("messages",), "instruction": ("instruction", "output"),
+                                               "completion": ("prompt", "completion"), "text": ("text",)}
 
 
 class _Table(BaseModel):
@@ -128,9 +121,7 @@ class DataSpec(_Table):
     @model_validator(mode="after")
     def _validation_range(self) -> DataSpec:
         if isinstance(self.validation, float) and not 0 <= self.validation <= 0.5:
-            raise ValueError(
-                f"data.validation must be a fraction between 0 and 0.5 or a path (got {self.validation})"
-            )
+            raise ValueError(f"data.validation must be a fraction between 0 and 0.5 or a path (got {self.validation})")
         return self
 
 
@@ -174,7 +165,6 @@ class TrainSpec(_Table):
     early_stopping_patience: int | None = Field(None, ge=1)
     """Stop when the validation loss has not improved for this many evaluations (off by default;
     needs validation data)."""
-
 
 
 class HardwareSpec(_Table):

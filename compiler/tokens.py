@@ -3,9 +3,8 @@
 `ftc compile` measures the data's token lengths with the model's own tokenizer.json (the
 `tokenizers` library) and its chat template (rendered in a jinja2 sandbox configured like
 transformers' `apply_chat_template`), through the very functions train.py uses to map and encode
-rows (ftc.core.data.stage, which is torch-free), with the run's own DataSettings (`data_settings`,
-decided here once for the measurement, the plan, `ftc data` and train.py). The planner uses the
-lengths for `max_length = "auto"` and for the sequence length of the memory estimate.
+rows (ftc.core.data.stage, which is torch-free), with the run's own DataSettings (`data_settings`).
+The planner uses the lengths for `max_length = "auto"` and for the sequence length of the estimate.
 """
 
 from __future__ import annotations
@@ -15,13 +14,12 @@ import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ftc.compiler.facts import DataFacts, ModelFacts, _hf_cache_snapshot
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
+from ftc.core.bundled import MARKER, cache_root
 from ftc.core.data.settings import DataSettings
-
-if TYPE_CHECKING:
-    from ftc.compiler.facts import DataFacts, ModelFacts
 
 MEASURE_ROWS = 1000  # rows measured at most (the first ones); enough for stable percentiles, fast to compile
 UNBOUNDED = 1 << 30  # max_length while measuring for "auto": no example is truncated (or left untrained) by it
@@ -144,14 +142,10 @@ def tokenizer_dir(base: str, origin: str, revision: str | None) -> Path | None:
     if origin == "local":
         directory: Path | None = Path(base).expanduser()
     elif origin == "bundled":
-        from ftc.core.bundled import MARKER, cache_root
-
         directory = cache_root() / "models" / base
         if not (directory / MARKER).is_file():
             return None
     else:
-        from ftc.compiler.facts import _hf_cache_snapshot
-
         directory = _hf_cache_snapshot(base, revision)
     if directory is None or not (directory / "tokenizer.json").is_file():
         return None
@@ -223,8 +217,7 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
                           "data.template to a plain-text prompt template (the answer then ends with EOS), use "
                           "format = \"text\", or fine-tune a model that has a chat template")
     # every row read is measured (the held-out share too; a validation source is not read here)
-    settings = replace(data_settings(spec, UNBOUNDED if d.max_length == "auto" else int(d.max_length)),
-                       validation=0.0)
+    settings = replace(data_settings(spec, UNBOUNDED if d.max_length == "auto" else int(d.max_length)), validation=0.0)
     weights = {entry.source: entry.weight for entry in d.mix}
     (name, rows), *others = per_source
     try:
@@ -235,6 +228,5 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
     except Exception:  # noqa: BLE001 - a chat template that fails outside transformers: the run will tell
         return None, None
     lengths = sorted(e.encoding["length"] for e in prepared.train + prepared.validation)
-    read = sum(len(r) for _, r in per_source)
-    return TokenFacts(len(lengths), read, percentile(lengths, 50), percentile(lengths, 90), percentile(lengths, 95),
-                      percentile(lengths, 99), lengths[-1], f"{directory}/tokenizer.json"), None
+    return TokenFacts(len(lengths), MEASURE_ROWS - budget, *(percentile(lengths, q) for q in (50, 90, 95, 99)),
+                      lengths[-1], f"{directory}/tokenizer.json"), None

@@ -48,13 +48,9 @@ def find_training_process(run_dir: str | os.PathLike[str]) -> int | None:
         if not entry.name.isdigit():
             continue
         pid = int(entry.name)
-        args = _cmdline(pid)
-        if not any(arg.endswith("train.py") for arg in args):
-            continue
-        base = _cwd(pid)
-        for arg in args:
-            if not arg.endswith("train.py"):
-                continue
+        scripts = [arg for arg in _cmdline(pid) if arg.endswith("train.py")]
+        base = _cwd(pid) if scripts else None
+        for arg in scripts:
             path = Path(arg)
             if not path.is_absolute():
                 if base is None:

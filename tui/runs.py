@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Static
 from ftc.tui.app import CSS_PATH, MonitorScreen
 from ftc.tui.memory import MemorySampler
 from ftc.tui.state import read_state
-from ftc.tui.summary import find_runs, run_row
+from ftc.tui.summary import RUN_COLUMNS, find_runs, run_row
 
 
 class RunsApp(App[None]):
@@ -35,7 +35,7 @@ class RunsApp(App[None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("run", "state", "steps", "train loss", "best val loss", "exact match", "last event")
+        table.add_columns(*RUN_COLUMNS)
         self.action_reload()
         table.focus()
 

@@ -4,11 +4,8 @@
 poll a growing file cheaply. `RunState.apply` folds one event at a time; the monitor, `ftc runs`
 and the tests share it.
 
-The runtime's recovery events (the contract is in ftc.core.events) fold as follows: a `resume` at step N
-forgets the points after N (those steps are done again, and for each step the last event written counts) and
-the checkpoints after N; a `checkpoint` forgets the checkpoints it `removed`; `oom`, `nan` (a skipped step, or
-a rollback), `resume`, `early_stop` and `disk_full` are counted as trouble; `retry` and `fault` are shown as
-warnings without being counted twice.
+The runtime's recovery events (the contract is in ftc.core.events) fold as `RunState._resume`, the
+`checkpoint` branch of `RunState.apply` and `warning_kind` say.
 """
 
 from __future__ import annotations
@@ -34,11 +31,8 @@ TROUBLE_TYPES = {"oom": "oom", "resume": "resume", "early_stop": "early_stop", "
 UNCOUNTED_WARNINGS = ("retry", "fault")
 # Unknown event types: recognised by their type's name, then by words in their message, so that a new kind of
 # trouble is still highlighted and counted before the monitor learns its shape.
-WARNING_KINDS = {
-    "oom": ("out of memory", "oom"),
-    "nan": ("non-finite", "nan loss", "nan ", "inf loss"),
-    "resume": ("resum",),
-}
+WARNING_KINDS = {"oom": ("out of memory", "oom"), "nan": ("non-finite", "nan loss", "nan ", "inf loss"),
+                 "resume": ("resum",)}
 KNOWN_TYPES = frozenset({"start", "data", "params", "step", "eval", "checkpoint", "compare", "warning", "control",
                          "status", "nan", *TROUBLE_TYPES, *UNCOUNTED_WARNINGS})
 
@@ -55,7 +49,7 @@ def warning_kind(event: dict[str, Any]) -> str | None:
         return "other"  # the runtime's warnings are about the data, the model or a resume: never an OOM or NaN
     if kind in KNOWN_TYPES:
         return None
-    for name, words in WARNING_KINDS.items():
+    for name in WARNING_KINDS:
         if kind == name or kind.startswith(name + "_"):
             return name
     text = f" {str(event.get('message', '')).lower()} "
@@ -71,15 +65,13 @@ class LogLine:
 
     level: str
     text: str
-    time: float | None = None
     step: int | None = None
 
 
-def log_line(event: dict[str, Any]) -> LogLine | None:
+def log_line(event: dict[str, Any]) -> LogLine:
     """The log line of an event; every type gets one (unknown types by their message), except the step
     events, which the charts show (they get a line only every `step` event is wanted: see RunState)."""
     kind = str(event.get("type", "?"))
-    when = event.get("time") if isinstance(event.get("time"), (int, float)) else None
     step = event.get("step") if isinstance(event.get("step"), int) else None
     level = "info"
     if kind in UNCOUNTED_WARNINGS or event.get("level") == "warning" or warning_kind(event) is not None:
@@ -108,7 +100,7 @@ def log_line(event: dict[str, Any]) -> LogLine | None:
         else:
             fields = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "time"))
             text = f"{kind}: {fields}" if fields else kind
-    return LogLine(level, text, when, step)
+    return LogLine(level, text, step)
 
 
 @dataclass
@@ -162,13 +154,11 @@ class RunState:
         if isinstance(event.get("total_steps"), int):
             self.total_steps = event["total_steps"]
         if kind != "step":
-            line = log_line(event)
-            if line is not None:
-                self.log.append(line)
-                self.log_count += 1
-                which = warning_kind(event)
-                if which is not None:
-                    self.warning_counts[which] = self.warning_counts.get(which, 0) + 1
+            self.log.append(log_line(event))
+            self.log_count += 1
+            which = warning_kind(event)
+            if which is not None:
+                self.warning_counts[which] = self.warning_counts.get(which, 0) + 1
         if kind == "start":
             self.config = dict(event.get("config") or {})
         elif kind == "status":

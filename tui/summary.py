@@ -14,6 +14,7 @@ from ftc.tui.state import RunState, read_plan, read_state
 from ftc.tui.format import STATE_STYLES, duration, gib, trouble
 
 RUN_STYLES = {"completed": "green", "failed": "red", "stopped": "yellow"}
+RUN_COLUMNS = ("run", "state", "steps", "train loss", "best val loss", "exact match", "last event")
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -23,7 +24,7 @@ def find_runs(root: Path) -> list[Path]:
 
 def runs_table(root: Path, runs: list[tuple[Path, RunState]]) -> Table:
     table = Table(title=f"runs under {root}/")
-    for column in ("run", "state", "steps", "train loss", "best val loss", "exact match", "last event"):
+    for column in RUN_COLUMNS:
         table.add_column(column, justify="right" if column in ("steps", "train loss", "best val loss") else "left")
     for run_dir, state in runs:
         table.add_row(*run_row(root, run_dir, state))

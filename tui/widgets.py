@@ -15,8 +15,8 @@ from ftc.tui.format import STATE_STYLES, duration, gib, trouble
 from ftc.tui.memory import MemorySample
 from ftc.tui.state import RunState
 
-def status_text(state: RunState, plan: dict[str, Any], run_name: str, *, now: float | None,
-                alive: bool | None) -> Text:
+
+def status_text(state: RunState, plan: dict[str, Any], run_name: str, *, now: float | None, alive: bool | None) -> Text:
     """Three lines: what the run is (name, method, model, state), where it is (step, epoch, time, ETA),
     and how it goes (losses, speed, warnings)."""
     settings = plan.get("settings") or {}
@@ -87,8 +87,7 @@ def memory_text(sample: MemorySample | None, peak: int | None, plan: dict[str, A
         text.append("█" * filled, style=style)
         text.append("░" * (bar - filled), style="dim")
         text.append(f" {100 * share:3.0f}%\n" if share < 10 else f" {share:.0f}x\n")
-    text.append(f"estimate {gib(estimate)}" if estimate else "no estimate in plan.json")
-    text.append("\n")
+    text.append((f"estimate {gib(estimate)}" if estimate else "no estimate in plan.json") + "\n")
     text.append(f"budget   {gib(budget)}" if budget else "budget   none set")
     if sample is not None and sample.source == "rss":
         text.append("\nRSS: the whole process; the estimate: tensors", style="dim")

@@ -1,10 +1,6 @@
-"""Fine-tuning methods: one module per family, each method a config model with a fixed shape.
-
-A method class defines a pydantic model whose `kind` literal is the spec's `method.kind`,
-implements the protocol of base.MethodBase (resolve, trainable_parameters, activation_terms,
-checks, imports) and names the template (`templates/methods/<template>.py.j2`) that emits its
-code. `METHODS` is the one registry; adding a method means adding a class, one entry in `_ALL`
-and its template.
+"""Fine-tuning methods: one module per family, each method a pydantic model whose `kind` literal is the
+spec's `method.kind`, implementing base.MethodBase's protocol. `METHODS` is the one registry; adding a
+method means adding a class, one entry in `_ALL` and its template.
 """
 
 from __future__ import annotations

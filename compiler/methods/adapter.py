@@ -10,7 +10,7 @@ from pydantic import Field
 
 from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.methods.base import (ActivationTerms, AdapterName, Finding, Imports, Knob, MethodBase, MethodPlan,
-                                       Quantize, capped_layers, layers_problems, model_type, module_list_problems)
+                                       Quantize, model_type, module_list_problems)
 
 if TYPE_CHECKING:
     from ftc.compiler.checks import Facts
@@ -130,9 +130,6 @@ class LlamaAdapter(MethodBase):
     peft: ClassVar[bool] = True
     config_names: ClassVar[dict[str, str]] = {"layers": "ADAPTER_LAYERS"}
 
-    def _knob(self, key: str, value: Any, why: str, config: dict[str, Any]) -> dict[str, Knob]:
-        return {key: capped_layers(value, why, config) if key == "layers" else Knob(value, why)}
-
     def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
         """An adaption prompt and a scalar gate per adapted layer."""
         return plan["layers"] * (self.adapter_len * d.h + 1)
@@ -155,7 +152,6 @@ class LlamaAdapter(MethodBase):
         if arch is not None and arch not in LLAMA_ADAPTER_MODEL_TYPES:
             yield "method.kind", (f"LLaMA-Adapter supports {' and '.join(LLAMA_ADAPTER_MODEL_TYPES)} models, not "
                                   f"{arch}; use kind = \"prefix\" (adapters at every layer) or \"lora\"")
-        yield from layers_problems(self, facts)
 
     @classmethod
     def imports(cls) -> Imports:

@@ -148,7 +148,6 @@ class MethodBase(BaseModel):
 
     @classmethod
     def config_name(cls, knob: str) -> str | None:
-        """The CONFIG name of one of this method's knobs."""
         return cls.config_names.get(knob, cls.CONFIG_NAMES.get(knob))
 
     @property
@@ -168,16 +167,17 @@ class MethodBase(BaseModel):
             value = getattr(self, key)
             if key in ("kind", "quantize") or _QUANTIZED_ONLY.get(key, self.quantization) != self.quantization:
                 continue
-            if value is None:
-                continue  # an optional knob left out is read by no code
+            if value is None:  # an optional knob left out is read by no code
+                continue
             why = f"spec: method.{key}" if key in self.model_fields_set else "default"
             for name, knob in self._knob(key, value, why, config or {}).items():
                 s.setdefault(name, knob)
         return MethodPlan(self, s)
 
     def _knob(self, key: str, value: Any, why: str, config: dict[str, Any]) -> dict[str, Knob]:
-        """The resolved knob(s) of one field; methods override it for their model-dependent values."""
-        return {key: Knob(value, why)}
+        """The resolved knob(s) of one field (a default `layers` count capped at the model's depth); methods
+        override it for their model-dependent values."""
+        return {key: capped_layers(value, why, config) if key == "layers" else Knob(value, why)}
 
     def alternatives(self) -> list[MethodBase]:
         """The lighter methods a does-not-fit message estimates (`fallbacks`, this one left out),
@@ -209,6 +209,7 @@ class MethodBase(BaseModel):
             yield "train.gradient_checkpointing", (f"kind = {self.kind!r} does not train with gradient "  # type: ignore[attr-defined]
                                                    f"checkpointing ({self.checkpointing_problem}); "
                                                    "set it to false or \"auto\"")
+        yield from layers_problems(self, facts)
 
     # ---------------------------------------------------------------- emit
     @classmethod

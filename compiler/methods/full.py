@@ -4,14 +4,13 @@ and its preset `linear_probe`)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.estimate import parameter_counts
-from ftc.compiler.methods.base import (ActivationTerms, Finding, Imports, Knob, MethodBase, MethodPlan, capped_layers,
-                                       layers_problems, model_type)
+from ftc.compiler.methods.base import ActivationTerms, Finding, Imports, MethodBase, MethodPlan, model_type
 
 if TYPE_CHECKING:
     from ftc.compiler.checks import Facts
@@ -86,9 +85,6 @@ class Freeze(MethodBase):
             raise ValueError("method.layers = 0 with head = false trains nothing; train some blocks or the head")
         return self
 
-    def _knob(self, key: str, value: Any, why: str, config: dict[str, Any]) -> dict[str, Knob]:
-        return {key: capped_layers(value, why, config) if key == "layers" else Knob(value, why)}
-
     def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
         sizes = {f"{path}.weight": size for path, size in zip(block_paths(tuple(d.linears())),
                                                               [i * o for i, o in d.linears().values()] + [d.h, d.h])}
@@ -124,7 +120,6 @@ class Freeze(MethodBase):
                 if not any(pattern in path for path in paths):
                     yield "method.modules", (f"{pattern!r} matches no weight of a {arch} block; names look like "
                                              f"{', '.join(paths)} (a pattern matches any name containing it)")
-        yield from layers_problems(self, facts)
 
     @classmethod
     def imports(cls) -> Imports:

@@ -17,9 +17,6 @@ if TYPE_CHECKING:
     from ftc.compiler.estimate import Dims
     from ftc.compiler.spec import Spec
 
-Targets = Literal["auto", "all-linear"] | list[str]
-
-
 class Lora(MethodBase):
     """`kind = "lora"`: freeze the base and learn W + (alpha/r)·B·A on the target modules."""
 
@@ -31,7 +28,7 @@ class Lora(MethodBase):
     """Scale numerator: the update is multiplied by alpha / r. Usually r or 2r."""
     dropout: float = Field(0.05, ge=0, lt=1)
     """Dropout on the LoRA input; the seeds use 0.05 to 0.1."""
-    target_modules: Targets = "auto"
+    target_modules: Literal["auto", "all-linear"] | list[str] = "auto"
     """`"auto"`: every linear layer of the blocks (not the output head), named from the model's
     architecture at compile time; `"all-linear"`: the same, found by PEFT at run time; or a list
     of module names such as `["q_proj", "v_proj"]`, checked against the architecture."""
