@@ -30,8 +30,7 @@ class NonFiniteSteps(Exception):
 
     def __init__(self, message: str, *, rollback: bool, last_good_step: int) -> None:
         super().__init__(message)
-        self.rollback = rollback
-        self.last_good_step = last_good_step
+        self.rollback, self.last_good_step = rollback, last_good_step
 
 
 class StopRun(Exception):
@@ -83,8 +82,7 @@ class RunOutcome:
     `with outcome.training(trainer): trainer.train(...)`."""
 
     def __init__(self, events: EventLog, run_dir: str | Path) -> None:
-        self.events = events
-        self.run_dir = Path(run_dir)
+        self.events, self.run_dir = events, Path(run_dir)
         self.trainer: Any = None  # set by training(): the step and the micro-batch an error came at
 
     def watch(self) -> RunOutcome:

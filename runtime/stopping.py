@@ -24,8 +24,7 @@ class StopRequests(TrainerCallback):  # type: ignore[misc]
     """Signals and control files, acted on after an optimizer step (see the module docstring)."""
 
     def __init__(self, events: PrintingLog, run_dir: str | Path) -> None:
-        self.events = events
-        self.run_dir = Path(run_dir)
+        self.events, self.run_dir = events, Path(run_dir)
         self.reason: str | None = None
         self.signals = 0
         self._stopping = False
@@ -74,8 +73,7 @@ class EarlyStop(TrainerCallback):  # type: ignore[misc]
     into each checkpoint's manifest (`state()`) and comes back from the resumed one."""
 
     def __init__(self, events: PrintingLog, patience: int | None, resumed: dict[str, Any] | None = None) -> None:
-        self.events = events
-        self.patience = patience
+        self.events, self.patience = events, patience
         saved = (resumed or {}).get("guard", {})
         self.best_eval: float | None = saved.get("best_eval")
         self.best_step: int | None = saved.get("best_step")
