@@ -1,7 +1,6 @@
-"""What keeps a run recoverable: the Trainer callbacks of a run, one small callback per job (events,
-stop requests, NaN policy, early stop, checkpoints, and fault injection when FTC_INJECT asks), and the
-outcome wrapper that ends the script (ftc.runtime.outcome). Imported only by training scripts.
-"""
+"""What keeps a run recoverable: the Trainer callbacks of a run, one small callback per job (events, stop requests, NaN
+policy, early stop, checkpoints, and fault injection when FTC_INJECT asks), and the outcome wrapper that ends the script
+(ftc.runtime.outcome). Imported only by training scripts."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
-"""How a training script ends: every way out becomes one `status` event with an error kind and the exit
-code (the fields and codes: ftc.core.events), so that `ftc run` decides from the event (retry, roll back,
-report) and never reads the script's output. `RunOutcome.watch()` covers the whole script (an error while
-the data or the model loads exits 1); `with outcome.training(trainer):` adds the codes `ftc run` acts on.
-"""
+"""How a training script ends: every way out becomes one `status` event with an error kind and the exit code (the fields
+and codes: ftc.core.events), so that `ftc run` decides from the event (retry, roll back, report) and never reads the
+script's output. `RunOutcome.watch()` covers the whole script (an error while the data or the model loads exits 1);
+`with outcome.training(trainer):` adds the codes `ftc run` acts on."""
 
 from __future__ import annotations
 
@@ -142,8 +141,11 @@ class RunOutcome:
             if getattr(error, "rollback", False):
                 self.events.write("nan", str(error), step=step + 1, rollback=True, last_good_step=good)
             return str(error), {"last_good_step": good, "failed_step": step + 1}
-        if kind == "stopped" or isinstance(error, StopRun):
-            return self._stopped(error, step, last), {"reason": str(error), **where}
+        if isinstance(error, StopRun):  # a stop request or a full disk ended training after saving what it could
+            resume = (f"checkpoint {last.path} holds step {last.step}. Resume: ftc run SPEC --run-dir {self.run_dir} "
+                      f"(or python {sys.argv[0]} {self.run_dir} --resume last)" if last
+                      else "no checkpoint was saved, so a rerun starts over")
+            return f"stopped at step {step} ({error}); {resume}", {"reason": str(error), **where}
         if kind == "disk_full":  # a checkpoint write failed half-way
             message = (f"disk full while writing checkpoint {step} ({error}); it was discarded and {kept}; "
                        f"free some space, then resume")
@@ -157,10 +159,3 @@ class RunOutcome:
         if kind == "crash":
             return f"{type(error).__name__}: {error}", {}
         return str(error), {}
-
-    def _stopped(self, error: BaseException, step: int, last: ckpt.Checkpoint | None) -> str:
-        """A stop request or a full disk ended training after saving what it could: how to resume."""
-        if last is None:
-            return f"stopped at step {step} ({error}); no checkpoint was saved, so a rerun starts over"
-        return (f"stopped at step {step} ({error}); checkpoint {last.path} holds step {last.step}. Resume: ftc run "
-                f"SPEC --run-dir {self.run_dir} (or python {sys.argv[0]} {self.run_dir} --resume last)")

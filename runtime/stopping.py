@@ -40,10 +40,6 @@ class StopRequests(TrainerCallback):  # type: ignore[misc]
         print(f"{name}: finishing the current step, then saving a checkpoint and stopping "
               f"(send it again to stop at once)", flush=True)
 
-    def restore_signals(self) -> None:
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
-
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reason:  # a signal while the model and data loaded: nothing new to save
             raise Interrupted(self.reason, at_once=False)
@@ -65,7 +61,8 @@ class StopRequests(TrainerCallback):  # type: ignore[misc]
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reason is not None:  # the checkpoint is saved: end as "stopped", with how to resume
             raise StopRun(self.reason)
-        self.restore_signals()  # from here on Ctrl-C interrupts the final save as usual
+        for sig, handler in self._previous_handlers.items():  # from here on Ctrl-C interrupts the final save as usual
+            signal.signal(sig, handler)
 
 
 class EarlyStop(TrainerCallback):  # type: ignore[misc]
