@@ -23,8 +23,8 @@ __all__ = ["GuardError", "RunOutcome", "attach", "resume_point", "run_callbacks"
 
 
 def run_callbacks(events: EventLog, run_dir: str | os.PathLike[str], config: dict[str, Any], *, resume: str | None,
-                  keep: int, on_nan: str = "rollback", nan_patience: int = 3,
-                  patience: int | None = None) -> list[TrainerCallback]:
+                  keep: int, on_nan: str = "rollback", nan_patience: int = 3, patience: int | None = None
+                  ) -> list[TrainerCallback]:
     """The Trainer callbacks of a run, in the order they must act (a stop request before the free-space check,
     injected faults before the checks that catch them). Installs the Ctrl-C/SIGTERM handlers."""
     log = PrintingLog(events)
@@ -46,8 +46,7 @@ def run_callbacks(events: EventLog, run_dir: str | os.PathLike[str], config: dic
 
 
 def attach(trainer: Any) -> None:
-    """Hand the trainer to the callbacks that read it: the NaN policy records the rows of each step, to name
-    them if the step's gradients turn NaN."""
+    """Hand the trainer to the callbacks that read it: the NaN policy (NanPolicy.attach)."""
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, NanPolicy):
             callback.attach(trainer)

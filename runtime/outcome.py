@@ -96,8 +96,7 @@ class RunOutcome:
     def __enter__(self) -> RunOutcome:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> bool:
         ckpt.clean_partial(self.run_dir)  # after success too: TRL leaves its model card (README.md) there
         if error is None or isinstance(error, SystemExit):
             return False
