@@ -54,7 +54,6 @@ class FinishedRun:
 
 
 def finished_run(run_dir: str | Path) -> FinishedRun:
-    """The run at `run_dir`, checked to hold a result."""
     path = Path(run_dir)
     plan = path / "plan.json"
     if not plan.exists():

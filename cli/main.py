@@ -205,7 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _compiler_commands(commands: Any) -> None:
-    """compile, plan, data: what the compiler answers without training."""
     p = commands.add_parser("compile", help="validate a spec and write compiled/<name>/{train.py,plan.json,plan.md}")
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: compiled/<name>)")
@@ -227,7 +226,6 @@ def _compiler_commands(commands: Any) -> None:
 
 
 def _run_commands(commands: Any) -> None:
-    """runs, monitor, run, merge, generate: training runs and their results."""
     p = commands.add_parser("runs", help="a table of the runs under DIR with their state and losses")
     p.add_argument("dir", nargs="?", default="runs", help="where runs are (default: runs), or one run directory "
                    "for its summary")

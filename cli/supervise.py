@@ -289,8 +289,7 @@ def _summary(console: Console, events: list[dict[str, Any]], target: Path, secon
         table.add_row("training loss", f"{steps[0]['loss']:.4f} -> {steps[-1]['loss']:.4f}")
     if evals:
         table.add_row("validation loss", f"{evals[0]['loss']:.4f} -> {evals[-1]['loss']:.4f}")
-    compare = next((e for e in events if e.get("type") == "compare"), None)
-    if compare:
+    if compare := next((e for e in events if e.get("type") == "compare"), None):
         n = compare["examples"]
         table.add_row("held-out exact match", f"{compare['exact_before']}/{n} -> {compare['exact_after']}/{n}")
     table.add_row("time", f"{seconds:.0f} s")
