@@ -42,12 +42,10 @@ class FinishedRun:
         return self.path / "final" / name if name else self.path / "final"
 
     def base_path(self) -> str:
+        from ftc.core.bundled import BUNDLED, model_path
+
         base = str(self.settings["base_model"])
-        from ftc.core.bundled import BUNDLED
-
         if base in BUNDLED:
-            from ftc.core.bundled import model_path
-
             return str(model_path(base))
         if not Path(base).expanduser().exists() and (base.startswith((".", "/", "~")) or base.count("/") != 1):
             raise RunError(f"the base model of {self.path}, {base!r}, is not found from {Path.cwd()}; a relative "
@@ -56,7 +54,6 @@ class FinishedRun:
 
 
 def finished_run(run_dir: str | Path) -> FinishedRun:
-    """The run at `run_dir`, checked to hold a result."""
     path = Path(run_dir)
     plan = path / "plan.json"
     if not plan.exists():
@@ -71,8 +68,8 @@ def finished_run(run_dir: str | Path) -> FinishedRun:
 
 
 def load_base(run: FinishedRun, *, quantized: bool) -> Any:
-    """The run's base model as it trained (quantized when `quantized` and the run was), on CPU
-    unless the run's device was cuda and one is present."""
+    """The run's base model as it trained (quantized when `quantized` and the run was), on CPU unless the run's device
+    was cuda and one is present."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -92,10 +89,9 @@ def load_base(run: FinishedRun, *, quantized: bool) -> Any:
 
 
 def merge_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path, float]:
-    """Fold the run's adapter into its base and save a plain transformers model (with the
-    tokenizer and chat template used in training) to `out` (default RUN_DIR/merged). Returns the
-    path and the largest logit difference between the merged model and the model as trained
-    (quantized base + adapter) on a probe sentence."""
+    """Fold the run's adapter into its base and save a plain transformers model (with the tokenizer and chat template
+    used in training) to `out` (default RUN_DIR/merged). Returns the path and the largest logit difference between
+    the merged model and the model as trained (quantized base + adapter) on a probe sentence."""
     import torch
     from peft import PeftModel
     from transformers import AutoTokenizer
@@ -130,9 +126,8 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path,
 
 
 def load_adapters(run_dirs: list[str | Path]) -> tuple[Any, Any]:
-    """One base with every run's adapter loaded under its name (PeftModel; switch with
-    `model.set_adapter(name)`), and the tokenizer of the first run. The runs must share the base
-    and its quantization."""
+    """One base with every run's adapter loaded under its name (PeftModel; switch with `model.set_adapter(name)`), and
+    the tokenizer of the first run. The runs must share the base and its quantization."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -151,8 +146,7 @@ def load_adapters(run_dirs: list[str | Path]) -> tuple[Any, Any]:
     if len(set(names)) != len(names):
         raise RunError(f"two runs have the same adapter name ({', '.join(names)}); set method.adapter_name "
                        "in their specs to tell them apart")
-    model = PeftModel.from_pretrained(load_base(runs[0], quantized=True), runs[0].adapter_dir,
-                                      adapter_name=names[0])
+    model = PeftModel.from_pretrained(load_base(runs[0], quantized=True), runs[0].adapter_dir, adapter_name=names[0])
     for run, name in zip(runs[1:], names[1:]):
         model.load_adapter(run.adapter_dir, adapter_name=name)
     model.eval()

@@ -67,7 +67,6 @@ def render_example(tokenizer: Any, item: Encoded) -> Any:
 
 
 def show(prepared: Prepared, tokenizer: Any, n: int, console: Any, report_dir: Path) -> None:
-    """Print n examples and the statistics tables."""
     from rich.panel import Panel
     from rich.table import Table
     from rich.text import Text
@@ -128,5 +127,4 @@ def show(prepared: Prepared, tokenizer: Any, n: int, console: Any, report_dir: P
 
 
 def stats_json(prepared: Prepared, report_dir: Path) -> str:
-    """The statistics as one JSON object (what `ftc data --json` prints)."""
     return json.dumps(prepared.stats | {"report_dir": str(report_dir)}, indent=2)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ftc.core.errors import FtcError, SpecError
+from ftc.core.errors import DataProblem, FtcError, RunError, SpecError
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -82,7 +82,6 @@ def _data(args: argparse.Namespace) -> int:
 
     from ftc.compiler.compile import compile_spec
     from ftc.compiler.emit import data_settings
-    from ftc.core.errors import DataProblem
 
     result = compile_spec(args.spec, args.out)
     from ftc.core.data.encode import DataError
@@ -101,19 +100,12 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runs(args: argparse.Namespace) -> int:
-    import datetime as dt
-    from pathlib import Path
-
-
 def _interactive(args: argparse.Namespace) -> bool:
     """Whether to show the Textual monitor: a terminal on both ends and no --plain."""
     return not args.plain and sys.stdout.isatty() and sys.stdin.isatty()
 
 
 def _run_dir(path: str) -> Path:
-    from ftc.core.errors import RunError
-
     run_dir = Path(path)
     if not (run_dir / "events.jsonl").is_file():
         hint = "list the runs with: ftc runs" + (f" {path}" if run_dir.is_dir() else "")
@@ -191,8 +183,6 @@ def _generate(args: argparse.Namespace) -> int:
     chosen = names if args.adapter is None else [args.adapter]
     for name in chosen:
         if name not in names:
-            from ftc.core.errors import RunError
-
             raise RunError(f"no adapter named {name!r}; loaded: {', '.join(names)}")
         model.set_adapter(name)
         conversation = [{"role": "user", "content": args.prompt}, {"role": "assistant", "content": ""}]
@@ -215,7 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _compiler_commands(commands: Any) -> None:
-    """compile, plan, data: what the compiler answers without training."""
     p = commands.add_parser("compile", help="validate a spec and write compiled/<name>/{train.py,plan.json,plan.md}")
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: compiled/<name>)")
@@ -237,7 +226,6 @@ def _compiler_commands(commands: Any) -> None:
 
 
 def _run_commands(commands: Any) -> None:
-    """runs, monitor, run, merge, generate: training runs and their results."""
     p = commands.add_parser("runs", help="a table of the runs under DIR with their state and losses")
     p.add_argument("dir", nargs="?", default="runs", help="where runs are (default: runs), or one run directory "
                    "for its summary")

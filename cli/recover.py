@@ -23,9 +23,8 @@ USER_ERRORS = frozenset({"data", "bundled_model", "method", "run_dir", "nan"})
 
 def recover(console: Console, result: CompileResult, target: Path, events: EventLog, final: dict[str, Any],
             code: int, tail: deque[str]) -> ckpt.Checkpoint | None:
-    """Decide from the attempt's final status event (its `error` kind and `exit_code`, written by the script's
-    ftc.runtime.outcome): the checkpoint to retry from after out of memory or a NaN rollback, else a RunError
-    with the script's own message (or, for an unknown crash, the last lines of its log)."""
+    """The checkpoint to retry from after out of memory or a NaN rollback, else a RunError with the script's own
+    message (or, for an unknown crash, the last lines of its log)."""
     error, recorded = final.get("error"), final.get("exit_code")
     if recorded == code == ckpt.EXIT_OOM and error == "oom":
         return _after_oom(console, result, target, events, final)

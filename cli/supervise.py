@@ -30,7 +30,6 @@ from ftc.core.events import EventLog, EventTail, read_events
 from ftc.cli.recover import recover, resume_hint, with_overrides, write_plan
 
 
-
 def new_run_dir(name: str, root: Path = Path("runs")) -> Path:
     """runs/<name>/<YYYYmmdd-HHMMSS>, with a suffix when two runs start in the same second."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -125,9 +124,9 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
 
 def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, str],
              resume: ckpt.Checkpoint | None, *, tui: bool) -> tuple[int, deque[str], int]:
-    """Run the script once; Ctrl-C and SIGTERM are passed on to it as SIGTERM (the first: finish the step,
-    save and stop, or end at once while the model loads; the second: stop at once). Returns (exit code,
-    last output lines, signals received)."""
+    """Run the script once; Ctrl-C and SIGTERM are passed on to it as SIGTERM (the first: finish the step, save and
+    stop, or end at once while the model loads; the second: stop at once). Returns (exit code, last output lines,
+    signals received)."""
     argv = [sys.executable, str(target / "train.py"), str(target)]
     if resume is not None:
         argv += ["--resume", str(resume.path)]
@@ -234,18 +233,13 @@ def _incompatible(result: CompileResult, target: Path, last: ckpt.Checkpoint) ->
             if key not in resumable and old.get(key) != new.get(key):
                 problems.append(f"{key} changed from {old.get(key)!r} to {new.get(key)!r}")
     recorded = last.manifest.get("data_sha256")
-    now = _data_fingerprint(result)
+    plan = result.plan  # the fingerprint as the script computes it from CONFIG (DATA_FILES or DATA_SOURCE, VALIDATION)
+    files = plan["data_files"] if plan["data_kind"] == "files" else None
+    source = plan["data_source"] if plan["data_kind"] in ("saved", "hub") else None
+    now = ckpt.data_fingerprint(files, source, plan["validation"])
     if recorded and recorded != now:
         problems.append(f"the data changed since {last.path.name} (sha256 {recorded[:12]} -> {now[:12]})")
     return problems
-
-
-def _data_fingerprint(result: CompileResult) -> str:
-    """The fingerprint the script computes from its CONFIG (DATA_FILES or DATA_SOURCE, VALIDATION)."""
-    plan = result.plan
-    files = plan["data_files"] if plan["data_kind"] == "files" else None
-    source = plan["data_source"] if plan["data_kind"] in ("saved", "hub") else None
-    return ckpt.data_fingerprint(files, source, plan["validation"])
 
 
 def _stopped(console: Console, result: CompileResult, target: Path, final: dict[str, Any], signalled: int) -> int:
@@ -259,10 +253,9 @@ def _stopped(console: Console, result: CompileResult, target: Path, final: dict[
 
 def _follow(child: subprocess.Popen[str], events_path: Path, console: Console, *, live: bool,
             tui: bool = False) -> None:
-    """Keep a progress bar (terminals only) in step with the events file until the child exits;
-    the child's own output, which already has a line per logging step, is echoed by `_pump`.
-    In a terminal, unless --no-tui, the Textual monitor comes first; closing it leaves the child running (the
-    progress bar then takes over), and `ftc monitor RUN_DIR` attaches again."""
+    """Keep a progress bar (terminals only) in step with the events file until the child exits (`_pump` echoes its
+    output). In a terminal, unless --no-tui, the Textual monitor comes first; closing it leaves the child running
+    (the progress bar then takes over), and `ftc monitor RUN_DIR` attaches again."""
     if live and tui and sys.stdin.isatty():  # the monitor reads keys from the terminal
         from ftc.tui.app import watch_child
 
@@ -296,8 +289,7 @@ def _summary(console: Console, events: list[dict[str, Any]], target: Path, secon
         table.add_row("training loss", f"{steps[0]['loss']:.4f} -> {steps[-1]['loss']:.4f}")
     if evals:
         table.add_row("validation loss", f"{evals[0]['loss']:.4f} -> {evals[-1]['loss']:.4f}")
-    compare = next((e for e in events if e.get("type") == "compare"), None)
-    if compare:
+    if compare := next((e for e in events if e.get("type") == "compare"), None):
         n = compare["examples"]
         table.add_row("held-out exact match", f"{compare['exact_before']}/{n} -> {compare['exact_after']}/{n}")
     table.add_row("time", f"{seconds:.0f} s")

@@ -62,8 +62,7 @@ class Checkpoints(TrainerCallback):  # type: ignore[misc]
 
     def __init__(self, events: PrintingLog, run_dir: str | Path, config: dict[str, Any], *, resume: str | None,
                  keep: int, early_stop: EarlyStop) -> None:
-        self.events = events
-        self.run_dir = Path(run_dir)
+        self.events, self.run_dir = events, Path(run_dir)
         self.config, self.resume, self.keep, self.early_stop = config, resume, keep, early_stop
         self.resumed = ckpt.complete_manifest(resume) if resume else None
         self.data_sha256 = ckpt.data_fingerprint(config.get("DATA_FILES"), config.get("DATA_SOURCE"),
@@ -79,8 +78,8 @@ class Checkpoints(TrainerCallback):  # type: ignore[misc]
         trained_at = self.resumed.get("config", {}).get("LEARNING_RATE")
         if trained_at and self.config.get("LEARNING_RATE") not in (None, trained_at) and optimizer is not None:
             follow_learning_rate(optimizer, lr_scheduler, self.config["LEARNING_RATE"] / trained_at)
-        self.events.write("resume", f"resumed from {self.resume} at step {state.global_step} of "
-                          f"{state.max_steps}", step=state.global_step, path=self.resume)
+        self.events.write("resume", f"resumed from {self.resume} at step {state.global_step} of {state.max_steps}",
+                          step=state.global_step, path=self.resume)
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if control.should_save:
@@ -108,23 +107,14 @@ class Checkpoints(TrainerCallback):  # type: ignore[misc]
         staged = Path(args.output_dir) / f"{ckpt.PREFIX}{step}"
         at = self.early_stop.eval_at
         manifest = {
-            "format": 1,
-            "step": step,
-            "epoch": state.epoch,
-            "max_steps": state.max_steps,
+            "format": 1, "step": step, "epoch": state.epoch, "max_steps": state.max_steps,
             "samples_seen": step * args.per_device_train_batch_size * args.gradient_accumulation_steps
             * max(1, args.world_size),
-            "tokens_seen": state.num_input_tokens_seen,
-            "eval_loss": at[1] if at and at[0] == step else None,
-            "seed": args.seed,
-            "micro_batch_size": args.per_device_train_batch_size,
-            "grad_accum": args.gradient_accumulation_steps,
-            "data_sha256": self.data_sha256,
-            "script_sha256": self.script_sha256,
-            "versions": _versions(),
-            "config": self.config,
-            "guard": self.early_stop.state(),
-            "time": round(time.time(), 3),
+            "tokens_seen": state.num_input_tokens_seen, "eval_loss": at[1] if at and at[0] == step else None,
+            "seed": args.seed, "micro_batch_size": args.per_device_train_batch_size,
+            "grad_accum": args.gradient_accumulation_steps, "data_sha256": self.data_sha256,
+            "script_sha256": self.script_sha256, "versions": _versions(), "config": self.config,
+            "guard": self.early_stop.state(), "time": round(time.time(), 3),
         }
         path = ckpt.publish(staged, self.run_dir, manifest)
         removed = ckpt.rotate(self.run_dir, self.keep)

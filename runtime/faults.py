@@ -40,7 +40,6 @@ def parse(text: str) -> list[tuple[str, int]]:
 
 
 def without(text: str, fired: list[tuple[str, int]]) -> str:
-    """FTC_INJECT's value less the faults that already fired."""
     done = set(fired)
     return ",".join(f"{k}@{s}" for k, s in parse(text) if (k, s) not in done)
 

@@ -1,7 +1,6 @@
-"""What keeps a run recoverable: the Trainer callbacks of a run, one small callback per job (events,
-stop requests, NaN policy, early stop, checkpoints, and fault injection when FTC_INJECT asks), and the
-outcome wrapper that ends the script (ftc.runtime.outcome). Imported only by training scripts.
-"""
+"""What keeps a run recoverable: the Trainer callbacks of a run, one small callback per job (events, stop requests, NaN
+policy, early stop, checkpoints, and fault injection when FTC_INJECT asks), and the outcome wrapper that ends the script
+(ftc.runtime.outcome). Imported only by training scripts."""
 
 from __future__ import annotations
 
@@ -24,8 +23,8 @@ __all__ = ["GuardError", "RunOutcome", "attach", "resume_point", "run_callbacks"
 
 
 def run_callbacks(events: EventLog, run_dir: str | os.PathLike[str], config: dict[str, Any], *, resume: str | None,
-                  keep: int, on_nan: str = "rollback", nan_patience: int = 3,
-                  patience: int | None = None) -> list[TrainerCallback]:
+                  keep: int, on_nan: str = "rollback", nan_patience: int = 3, patience: int | None = None
+                  ) -> list[TrainerCallback]:
     """The Trainer callbacks of a run, in the order they must act (a stop request before the free-space check,
     injected faults before the checks that catch them). Installs the Ctrl-C/SIGTERM handlers."""
     log = PrintingLog(events)
@@ -47,8 +46,7 @@ def run_callbacks(events: EventLog, run_dir: str | os.PathLike[str], config: dic
 
 
 def attach(trainer: Any) -> None:
-    """Hand the trainer to the callbacks that read it: the NaN policy records the rows of each step, to name
-    them if the step's gradients turn NaN."""
+    """Hand the trainer to the callbacks that read it: the NaN policy (NanPolicy.attach)."""
     for callback in trainer.callback_handler.callbacks:
         if isinstance(callback, NanPolicy):
             callback.attach(trainer)

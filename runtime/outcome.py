@@ -1,8 +1,7 @@
-"""How a training script ends: every way out becomes one `status` event with an error kind and the exit
-code (the fields and codes: ftc.core.events), so that `ftc run` decides from the event (retry, roll back,
-report) and never reads the script's output. `RunOutcome.watch()` covers the whole script (an error while
-the data or the model loads exits 1); `with outcome.training(trainer):` adds the codes `ftc run` acts on.
-"""
+"""How a training script ends: every way out becomes one `status` event with an error kind and the exit code (the fields
+and codes: ftc.core.events), so that `ftc run` decides from the event (retry, roll back, report) and never reads the
+script's output. `RunOutcome.watch()` covers the whole script (an error while the data or the model loads exits 1);
+`with outcome.training(trainer):` adds the codes `ftc run` acts on."""
 
 from __future__ import annotations
 
@@ -30,8 +29,7 @@ class NonFiniteSteps(Exception):
 
     def __init__(self, message: str, *, rollback: bool, last_good_step: int) -> None:
         super().__init__(message)
-        self.rollback = rollback
-        self.last_good_step = last_good_step
+        self.rollback, self.last_good_step = rollback, last_good_step
 
 
 class StopRun(Exception):
@@ -83,8 +81,7 @@ class RunOutcome:
     `with outcome.training(trainer): trainer.train(...)`."""
 
     def __init__(self, events: EventLog, run_dir: str | Path) -> None:
-        self.events = events
-        self.run_dir = Path(run_dir)
+        self.events, self.run_dir = events, Path(run_dir)
         self.trainer: Any = None  # set by training(): the step and the micro-batch an error came at
 
     def watch(self) -> RunOutcome:
@@ -99,8 +96,7 @@ class RunOutcome:
     def __enter__(self) -> RunOutcome:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 tb: TracebackType | None) -> bool:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> bool:
         ckpt.clean_partial(self.run_dir)  # after success too: TRL leaves its model card (README.md) there
         if error is None or isinstance(error, SystemExit):
             return False
@@ -144,8 +140,11 @@ class RunOutcome:
             if getattr(error, "rollback", False):
                 self.events.write("nan", str(error), step=step + 1, rollback=True, last_good_step=good)
             return str(error), {"last_good_step": good, "failed_step": step + 1}
-        if kind == "stopped" or isinstance(error, StopRun):
-            return self._stopped(error, step, last), {"reason": str(error), **where}
+        if isinstance(error, StopRun):  # a stop request or a full disk ended training after saving what it could
+            resume = (f"checkpoint {last.path} holds step {last.step}. Resume: ftc run SPEC --run-dir {self.run_dir} "
+                      f"(or python {sys.argv[0]} {self.run_dir} --resume last)" if last
+                      else "no checkpoint was saved, so a rerun starts over")
+            return f"stopped at step {step} ({error}); {resume}", {"reason": str(error), **where}
         if kind == "disk_full":  # a checkpoint write failed half-way
             message = (f"disk full while writing checkpoint {step} ({error}); it was discarded and {kept}; "
                        f"free some space, then resume")
@@ -159,10 +158,3 @@ class RunOutcome:
         if kind == "crash":
             return f"{type(error).__name__}: {error}", {}
         return str(error), {}
-
-    def _stopped(self, error: BaseException, step: int, last: ckpt.Checkpoint | None) -> str:
-        """A stop request or a full disk ended training after saving what it could: how to resume."""
-        if last is None:
-            return f"stopped at step {step} ({error}); no checkpoint was saved, so a rerun starts over"
-        return (f"stopped at step {step} ({error}); checkpoint {last.path} holds step {last.step}. Resume: ftc run "
-                f"SPEC --run-dir {self.run_dir} (or python {sys.argv[0]} {self.run_dir} --resume last)")

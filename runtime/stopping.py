@@ -24,8 +24,7 @@ class StopRequests(TrainerCallback):  # type: ignore[misc]
     """Signals and control files, acted on after an optimizer step (see the module docstring)."""
 
     def __init__(self, events: PrintingLog, run_dir: str | Path) -> None:
-        self.events = events
-        self.run_dir = Path(run_dir)
+        self.events, self.run_dir = events, Path(run_dir)
         self.reason: str | None = None
         self.signals = 0
         self._stopping = False
@@ -40,10 +39,6 @@ class StopRequests(TrainerCallback):  # type: ignore[misc]
         self.reason = f"{name} received"
         print(f"{name}: finishing the current step, then saving a checkpoint and stopping "
               f"(send it again to stop at once)", flush=True)
-
-    def restore_signals(self) -> None:
-        for sig, handler in self._previous_handlers.items():
-            signal.signal(sig, handler)
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reason:  # a signal while the model and data loaded: nothing new to save
@@ -66,7 +61,8 @@ class StopRequests(TrainerCallback):  # type: ignore[misc]
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.reason is not None:  # the checkpoint is saved: end as "stopped", with how to resume
             raise StopRun(self.reason)
-        self.restore_signals()  # from here on Ctrl-C interrupts the final save as usual
+        for sig, handler in self._previous_handlers.items():  # from here on Ctrl-C interrupts the final save as usual
+            signal.signal(sig, handler)
 
 
 class EarlyStop(TrainerCallback):  # type: ignore[misc]
@@ -74,8 +70,7 @@ class EarlyStop(TrainerCallback):  # type: ignore[misc]
     into each checkpoint's manifest (`state()`) and comes back from the resumed one."""
 
     def __init__(self, events: PrintingLog, patience: int | None, resumed: dict[str, Any] | None = None) -> None:
-        self.events = events
-        self.patience = patience
+        self.events, self.patience = events, patience
         saved = (resumed or {}).get("guard", {})
         self.best_eval: float | None = saved.get("best_eval")
         self.best_step: int | None = saved.get("best_step")

@@ -12,9 +12,8 @@ from ftc.core.events import EventLog, describe
 
 
 class EventsCallback(TrainerCallback):  # type: ignore[misc]
-    """Writes step and eval events (with tokens/s) as the Trainer logs them, and prints one line for
-    each (it replaces the Trainer's PrinterCallback, which prints raw dicts). Checkpoints, control
-    requests and faults are the other callbacks of ftc.runtime.guard.run_callbacks."""
+    """Writes step and eval events (with tokens/s) as the Trainer logs them, and prints one line for each (it
+    replaces the Trainer's PrinterCallback, which prints raw dicts)."""
 
     def __init__(self, events: EventLog) -> None:
         self.events = PrintingLog(events)
@@ -34,8 +33,7 @@ class EventsCallback(TrainerCallback):  # type: ignore[misc]
         if optimizer is not None and optimizer.param_groups:
             self._stepped_lr = float(optimizer.param_groups[0]["lr"])
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None,
-               **kwargs: Any) -> None:
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
         logs = dict(logs or {})
         step = state.global_step
         if "loss" in logs:
@@ -46,9 +44,8 @@ class EventsCallback(TrainerCallback):  # type: ignore[misc]
             self._last_time, self._last_tokens = now, tokens
             lr = logs.get("learning_rate") if self._stepped_lr is None else self._stepped_lr
             self.events.write("step", step=step, total_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
-                              loss=logs["loss"], learning_rate=lr,
-                              grad_norm=logs.get("grad_norm"), tokens_per_s=round(rate, 1) if rate else None,
-                              tokens_seen=tokens)
+                              loss=logs["loss"], learning_rate=lr, grad_norm=logs.get("grad_norm"),
+                              tokens_per_s=round(rate, 1) if rate else None, tokens_seen=tokens)
         elif "eval_loss" in logs:
             self.events.write("eval", step=step, loss=logs["eval_loss"], epoch=round(state.epoch or 0, 4))
 
@@ -88,8 +85,7 @@ def report_parameters(model: Any, events: EventLog) -> None:
 
 def generate_answers(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],
                      max_new_tokens: int, batch_size: int = 16) -> list[str]:
-    """Greedy answers to each conversation's prompt (all turns but the final assistant one),
-    generated in left-padded batches."""
+    """Greedy answers to each conversation's prompt (all turns but the final assistant one), in left-padded batches."""
     import torch
 
     was_training, side = model.training, tokenizer.padding_side
