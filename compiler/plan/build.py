@@ -188,9 +188,9 @@ def _hardware(spec: Spec) -> HardwarePlan:
                            if gpu else "default: no budget"))
 
 
-def _defaulted(spec_value: Any, key: str, default: Any, fields_set: set[str]) -> Setting[Any]:
-    value = default if spec_value is None else spec_value
-    return Setting(value, f"spec: train.{key}" if key in fields_set else "default")
+def _train_key(spec: Spec, key: str) -> Setting[Any]:
+    """A [train] value as the spec holds it: the spec's own default where the spec says nothing."""
+    return Setting(getattr(spec.train, key), f"spec: train.{key}" if key in spec.train.model_fields_set else "default")
 
 
 def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int) -> tuple[OptimPlan, BatchChoice]:
@@ -208,22 +208,21 @@ def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int) -> tu
     config = facts.model.config if can_estimate(facts.model.config) else None
     choice = choose_batch(spec, config, hardware.load_dtype.value, hardware.budget_gib.value, per_device,
                           seq_len=seq_len)
-    fields_set = t.model_fields_set
     return OptimPlan(
         learning_rate=_given(t.learning_rate, "train.learning_rate", spec.method.default_learning_rate,
                              f"default: for {spec.method.kind}"),
         epochs=epochs, max_steps=max_steps,
-        batch_size=Setting(t.batch_size, "spec: train.batch_size" if "batch_size" in fields_set else "default"),
+        batch_size=_train_key(spec, "batch_size"),
         micro_batch_size=Setting(choice.micro, choice.why_micro),
         grad_accum=Setting(per_device // choice.micro,
                            f"derived: {t.batch_size} = {choice.micro} x {per_device // choice.micro} x {gpus} device(s)"),
         gradient_checkpointing=Setting(choice.checkpointing, choice.why_checkpointing),
         optimizer=Setting(choice.optimizer, choice.why_optimizer),
-        scheduler=_defaulted(t.scheduler, "scheduler", "cosine", fields_set),
-        warmup=_defaulted(t.warmup, "warmup", 0.05, fields_set),
-        weight_decay=_defaulted(t.weight_decay, "weight_decay", 0.0, fields_set),
-        max_grad_norm=_defaulted(t.max_grad_norm, "max_grad_norm", 1.0, fields_set),
-        seed=_defaulted(t.seed, "seed", 42, fields_set),
+        scheduler=_train_key(spec, "scheduler"),
+        warmup=_train_key(spec, "warmup"),
+        weight_decay=_train_key(spec, "weight_decay"),
+        max_grad_norm=_train_key(spec, "max_grad_norm"),
+        seed=_train_key(spec, "seed"),
         total_steps=Setting(total_steps, "derived: rows / batch_size x epochs" if total_steps else
                             "derived: unknown until the data is read")), choice
 
@@ -244,8 +243,7 @@ def _run(spec: Spec, total_steps: int | None) -> RunPolicy:
                                  in t.model_fields_set else "default: the last 2 and the best by validation loss"),
         on_nan=Setting(t.on_nan, "spec: train.on_nan" if "on_nan" in t.model_fields_set
                        else "default: skip NaN steps, then roll back with half the learning rate"),
-        nan_patience=_given(t.nan_patience if "nan_patience" in t.model_fields_set else None,
-                            "train.nan_patience", t.nan_patience),
+        nan_patience=_train_key(spec, "nan_patience"),
         early_stopping_patience=_given(t.early_stopping_patience, "train.early_stopping_patience", None,
                                        "default: off"),
         compare=Setting(e.compare, "spec: eval.compare" if e.compare else "default: off"),
