@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ftc.cli.console import SafeConsole
 from ftc.compiler.compile import CompileResult, compile_spec
 from ftc.core.errors import RunError
 from ftc.core import checkpoint as ckpt
@@ -53,7 +54,7 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
              fresh: bool = False, resume_anyway: bool = False) -> int:
     """Compile `spec`, then run its script in a run directory (a new one, or `run_dir`, which is resumed
     from its last checkpoint when it holds a run); returns the exit code."""
-    console = Console(stderr=False, highlight=False)
+    console = SafeConsole(stderr=False)
     try:
         faults.parse(os.environ.get(faults.ENV, ""))
     except ValueError as exc:

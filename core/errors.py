@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ftc.core.text import printable
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -19,8 +21,11 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        """One line per problem: a newline or escape in the file, key or message is shown escaped, so input
+        cannot forge a line of the listing or reach the terminal raw."""
+        file, key, message = (printable(part, line=True) for part in (self.file, self.key, self.message))
+        where = f"{file}:{self.line}" if self.line else file
+        return f"{where}: {key}: {message}" if key else f"{where}: {message}"
 
 
 class FtcError(Exception):
