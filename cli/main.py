@@ -154,6 +154,10 @@ def _monitor(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ftc.cli.supervise import run_spec
+    from ftc.core.paths import check_output_dir
+
+    if args.run_dir is not None:
+        check_output_dir(args.run_dir, "--run-dir")
 
     return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui, fresh=args.fresh,
                     resume_anyway=args.resume_anyway)
@@ -161,7 +165,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _merge(args: argparse.Namespace) -> int:
     from ftc.cli.adapters import merge_run
+    from ftc.core.paths import check_output_dir
 
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
     print(printable(f"merging the adapter of {args.run_dir} into its base ..."), flush=True)
     out, difference = merge_run(args.run_dir, args.out)
     print(printable(f"saved a merged transformers model to {out}/") + " (load it with AutoModelForCausalLM.from_pretrained)")
@@ -174,10 +181,11 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from ftc.cli.adapters import load_adapters
+    from ftc.cli.adapters import check_prompt, load_adapters
     from ftc.runtime.trainer import generate_answers
 
     model, tokenizer = load_adapters(args.run_dirs)
+    check_prompt(model, tokenizer, args.prompt, args.max_new_tokens)
     names = list(model.peft_config)
     chosen = names if args.adapter is None else [args.adapter]
     for name in chosen:

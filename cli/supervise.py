@@ -224,8 +224,9 @@ def _incompatible(result: CompileResult, target: Path, last: ckpt.Checkpoint) ->
     problems = []
     try:
         old = json.loads((target / "plan.json").read_text(encoding="utf-8"))["settings"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # damaged: nothing to compare with
         old = None
+    old = old if isinstance(old, dict) else None
     new = with_overrides(json.loads(json.dumps(result.plan.to_json()["settings"], default=str)),
                           ckpt.read_overrides(target))  # compared as the resumed run would train
     resumable = result.plan.resumable()  # the settings whose metadata says a resumed run may change them

@@ -63,3 +63,10 @@ class DataProblem(FtcError):
     the message names the file and rows."""
 
     exit_code = 2
+
+
+class UsageError(FtcError):
+    """A command-line value cannot be used (a folder that cannot be written, a prompt past the model's context);
+    the message names the option, the value and what to give instead."""
+
+    exit_code = 2
