@@ -131,11 +131,11 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path,
     """Fold the run's adapter into its base and save a plain transformers model (with the tokenizer and chat template
     used in training) to `out` (default RUN_DIR/merged). Returns the path and the largest logit difference between
     the merged model and the model as trained (quantized base + adapter) on a probe sentence."""
+    run = finished_run(run_dir)  # a damaged run is refused before torch loads
     import torch
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    run = finished_run(run_dir)
     if not METHODS[run.method].mergeable:
         kind = "trains the model's own weights: final/ is already a whole model" if not METHODS[run.method].peft \
             else "adds virtual tokens or gated prompts, which have no weights to fold into the base"
@@ -168,10 +168,10 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path,
 def load_adapters(run_dirs: list[str | Path]) -> tuple[Any, Any]:
     """One base with every run's adapter loaded under its name (PeftModel; switch with `model.set_adapter(name)`), and
     the tokenizer of the first run. The runs must share the base and its quantization."""
+    runs = [finished_run(d) for d in run_dirs]  # a damaged run is refused before torch loads
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    runs = [finished_run(d) for d in run_dirs]
     if not runs:
         raise RunError("give at least one run directory")
     for run in runs:

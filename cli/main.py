@@ -182,10 +182,11 @@ def _merge(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from ftc.cli.adapters import check_prompt, load_adapters
-    from ftc.runtime.trainer import generate_answers
 
     model, tokenizer = load_adapters(args.run_dirs)
     check_prompt(model, tokenizer, args.prompt, args.max_new_tokens)
+    from ftc.runtime.trainer import generate_answers  # transformers loads after the run dirs were checked
+
     names = list(model.peft_config)
     chosen = names if args.adapter is None else [args.adapter]
     for name in chosen:
