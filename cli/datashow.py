@@ -53,6 +53,8 @@ def render_example(tokenizer: Any, item: Encoded) -> Any:
     """The example's tokens as text: runs of trained tokens highlighted, masked ones dimmed."""
     from rich.text import Text
 
+    from ftc.core.text import printable  # the data's own control characters are shown escaped
+
     text = Text()
     ids, labels = item.encoding["input_ids"], item.encoding["labels"]
     start = 0
@@ -61,7 +63,7 @@ def render_example(tokenizer: Any, item: Encoded) -> Any:
         end = start
         while end < len(ids) and (labels[end] != -100) == trained:
             end += 1
-        text.append(tokenizer.decode(ids[start:end]), style=TRAINED_STYLE if trained else MASKED_STYLE)
+        text.append(printable(tokenizer.decode(ids[start:end])), style=TRAINED_STYLE if trained else MASKED_STYLE)
         start = end
     return text
 

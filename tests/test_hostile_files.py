@@ -215,3 +215,23 @@ def test_merge_and_generate_refuse_a_damaged_run(tmp_path: Path, plan: str, says
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert says in err and str(run_dir) in err and "internal error" not in err
+
+
+def test_plan_and_compile_print_markup_in_paths_as_written(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "250")
+    (tmp_path / "m[" / "x]").mkdir(parents=True)
+    (tmp_path / "m[" / "x]" / "config.json").write_text(json.dumps(
+        {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100}))
+    (tmp_path / "[" / "x]").mkdir(parents=True)
+    (tmp_path / "d.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    spec = tmp_path / "[" / "x]" / "s\x1b[31m.toml"
+    spec.write_text('name = "t"\n[model]\nbase = "m[/x]"\n[data]\nsource = "d.jsonl"\nformat = "completion"\n'
+                    'validation = 0\n[method]\nkind = "lora"\n[hardware]\ndevice = "cpu"\n')
+    assert main(["plan", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "[/x]/s\\x1b[31m.toml" in out and ESC not in out
+    assert main(["compile", str(spec), "--out", "out[/b]"]) == 0
+    out = capsys.readouterr().out
+    assert "-> out[/b]/" in out and ESC not in out
