@@ -275,15 +275,15 @@ def _follow(child: subprocess.Popen[str], events_path: Path, console: Console, *
                     if task is None:
                         task = progress.add_task("train", total=event["total_steps"], loss="")
                     progress.update(task, completed=event.get("step", 0),
-                                    loss=f"loss {event['loss']:.4f}" if "loss" in event else "")
+                                    loss=f"loss {event['loss']:.4f}" if event.get("loss") is not None else "")
             if exited:
                 return
             time.sleep(0.5)
 
 
 def _summary(console: Console, events: list[dict[str, Any]], target: Path, seconds: float) -> None:
-    steps = [e for e in events if e.get("type") == "step"]
-    evals = [e for e in events if e.get("type") == "eval"]
+    steps = [e for e in events if e.get("type") == "step" and e.get("loss") is not None]
+    evals = [e for e in events if e.get("type") == "eval" and e.get("loss") is not None]
     final = next(e for e in reversed(events) if e.get("type") == "status")
     table = Table(title="run finished", show_header=False)
     table.add_row("steps", str(final.get("step")))
@@ -292,8 +292,8 @@ def _summary(console: Console, events: list[dict[str, Any]], target: Path, secon
     if evals:
         table.add_row("validation loss", f"{evals[0]['loss']:.4f} -> {evals[-1]['loss']:.4f}")
     if compare := next((e for e in events if e.get("type") == "compare"), None):
-        n = compare["examples"]
-        table.add_row("held-out exact match", f"{compare['exact_before']}/{n} -> {compare['exact_after']}/{n}")
+        n = compare.get("examples")
+        table.add_row("held-out exact match", f"{compare.get('exact_before')}/{n} -> {compare.get('exact_after')}/{n}")
     table.add_row("time", f"{seconds:.0f} s")
     table.add_row("result", str(final.get("output")))
     table.add_row("events", str(target / "events.jsonl"))
