@@ -171,7 +171,8 @@ def _merge(args: argparse.Namespace) -> int:
         check_output_dir(args.out, "--out")
     print(printable(f"merging the adapter of {args.run_dir} into its base ..."), flush=True)
     out, difference = merge_run(args.run_dir, args.out)
-    print(printable(f"saved a merged transformers model to {out}/") + " (load it with AutoModelForCausalLM.from_pretrained)")
+    print(printable(f"saved a merged transformers model to {out}/")
+          + " (load it with AutoModelForCausalLM.from_pretrained)")
     print(f"largest logit difference from the model as trained, on a probe sentence: {difference:.2e}")
     if difference > 1e-2:
         print("note: the base was quantized in training; the merged weights are its dequantized values plus the "
@@ -292,8 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into a message
         if args.debug:
             raise
-        print(f"internal error: {type(exc).__name__}: {printable(exc)}\nthis is a bug in ftc; rerun with --debug for the "
-              "traceback and report it", file=sys.stderr)
+        print(f"internal error: {type(exc).__name__}: {printable(exc)}\nthis is a bug in ftc; rerun with --debug for "
+              "the traceback and report it", file=sys.stderr)
         return 3
 
 

@@ -94,7 +94,8 @@ def test_runs_and_plain_monitor_survive_hostile_events_and_plans(tmp_path: Path,
     run_dir = hostile_run(tmp_path / "runs")
     (run_dir / "plan.json").write_text(plan, encoding="utf-8")
     assert isinstance(read_plan(run_dir), dict)
-    for argv in (["runs", str(tmp_path / "runs"), "--plain"], ["runs", str(run_dir)], ["monitor", str(run_dir), "--plain"]):
+    for argv in (["runs", str(tmp_path / "runs"), "--plain"], ["runs", str(run_dir)],
+                 ["monitor", str(run_dir), "--plain"]):
         assert main(argv) == 0, argv
         out = capsys.readouterr().out
         assert ESC not in out and "\x00" not in out
@@ -223,7 +224,8 @@ def test_plan_and_compile_print_markup_in_paths_as_written(tmp_path: Path, capsy
     monkeypatch.setenv("COLUMNS", "250")
     (tmp_path / "m[" / "x]").mkdir(parents=True)
     (tmp_path / "m[" / "x]" / "config.json").write_text(json.dumps(
-        {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100}))
+        {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "vocab_size": 100}))
     (tmp_path / "[" / "x]").mkdir(parents=True)
     (tmp_path / "d.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
     spec = tmp_path / "[" / "x]" / "s\x1b[31m.toml"

@@ -47,13 +47,15 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     ("config.json", lambda p: p.write_text("[" * 100_000), "config.json: JSON nested too deeply"),
     ("config.json", lambda p: p.write_text('{"hidden_size": 0}'), "hidden_size must be a positive integer (got 0)"),
     ("config.json", lambda p: p.write_text('{"num_attention_heads": -4}'), "num_attention_heads must be a positive"),
-    ("config.json", lambda p: p.write_text('{"vocab_size": "100"}'), 'vocab_size must be a positive integer (got "100")'),
+    ("config.json", lambda p: p.write_text('{"vocab_size": "100"}'),
+     'vocab_size must be a positive integer (got "100")'),
     ("config.json", lambda p: p.write_text('{"hidden_size": 1e300}'), "hidden_size must be a positive integer"),
     ("config.json", lambda p: p.write_text('{"num_hidden_layers": true}'), "num_hidden_layers must be a positive"),
     ("tokenizer_config.json", lambda p: p.write_text("{garbage"), "tokenizer_config.json: not valid JSON (line 1"),
     ("tokenizer_config.json", lambda p: p.write_text("[1]"), "tokenizer_config.json does not hold a JSON object"),
     ("tokenizer_config.json", lambda p: p.mkdir(), "tokenizer_config.json is a directory"),
-    ("chat_template.jinja", lambda p: p.write_bytes(b"\xff\xfe{{ x }}"), "chat_template.jinja: cannot be read as UTF-8"),
+    ("chat_template.jinja", lambda p: p.write_bytes(b"\xff\xfe{{ x }}"),
+     "chat_template.jinja: cannot be read as UTF-8"),
 ], ids=["latin1", "config-dir", "deep", "zero", "negative", "string", "float", "bool", "tok-garbage", "tok-list",
         "tok-dir", "template-bytes"])
 def test_a_broken_model_dir_is_a_located_spec_error(workdir: Path, name: str, write: Any, says: str) -> None:

@@ -45,9 +45,9 @@ def run_row(root: Path, run_dir: Path, state: RunState) -> list[Text]:
         name = run_dir.relative_to(root).as_posix()
     except ValueError:
         name = run_dir.as_posix()
-    return [Text(printable(name or ".", line=True)), Text(printable(state.state, line=True),
-                                                          style=RUN_STYLES.get(state.state, "")), Text(steps), Text(loss),
-            Text(best), Text(match), Text(when)]
+    shown = Text(printable(state.state, line=True), style=RUN_STYLES.get(state.state, ""))
+    return [Text(printable(name or ".", line=True)), shown, Text(steps), Text(loss), Text(best), Text(match),
+            Text(when)]
 
 
 def run_summary(run_dir: Path) -> RenderableType:
