@@ -237,3 +237,22 @@ def test_plan_and_compile_print_markup_in_paths_as_written(tmp_path: Path, capsy
     assert main(["compile", str(spec), "--out", "out[/b]"]) == 0
     out = capsys.readouterr().out
     assert "-> out[/b]/" in out and ESC not in out
+
+
+def test_runs_app_lists_a_hostile_run(tmp_path: Path) -> None:
+    from textual.widgets import DataTable
+
+    from ftc.tui.runs import RunsApp
+
+    hostile_run(tmp_path / "[/x]runs", "[bold]/\x1b[31m1")
+    app = RunsApp(tmp_path / "[/x]runs", sample_memory=False)
+
+    async def scenario() -> None:
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.pause()
+            table = app.query_one(DataTable)
+            assert table.row_count == 1
+            assert str(table.get_row_at(0)[0]) == "[bold]/\\x1b[31m1"
+            assert "[/x]runs/" in str(app.query_one("#runs-title").render())
+
+    asyncio.run(scenario())
