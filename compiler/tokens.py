@@ -200,7 +200,6 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
     (None, None) when the tokenizer or the files are not here."""
     from ftc.core.data.encode import DataError
     from ftc.core.data.stage import prepare_data
-    from ftc.core.sandbox import TemplateLimit
     from ftc.core.data.stats import percentile
 
     directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
@@ -239,8 +238,6 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
                                 mix=[(n, r, weights.get(n, 1.0)) for n, r in others])
     except DataError as exc:
         return None, ("data.source", str(exc))
-    except TemplateLimit as exc:  # the model's chat template ran away (ftc.core.sandbox)
-        return None, ("model.base", f"{directory}: the chat template, rendered on the data's first rows: {exc}")
     except Exception:  # noqa: BLE001 - a chat template that fails outside transformers: the run will tell
         return None, None
     lengths = sorted(e.encoding["length"] for e in prepared.train + prepared.validation)

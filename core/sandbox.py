@@ -14,16 +14,22 @@ Past a bound the render stops with `TemplateLimit`, whose message names the boun
 it located (the row for data.template, the model for a chat template). jinja2 is imported only
 when a template is first rendered: what train.py imports stays free of it.
 
-At run time train.py renders the chat template through transformers' own (unbounded) sandbox;
-`ftc compile` renders the same template here on the data's first rows (compiler/tokens.py), so a
-template that runs away is refused before a run starts. `data.template` is rendered here both at
-compile and at run time.
+At run time train.py renders the chat template through transformers' own sandbox, which has no
+such bounds: `ftc compile` renders the same template here on the data's first rows
+(compiler/tokens.py), so a template that runs away is refused before a run starts, and the run's
+data stage renders each example under `deadline` (MAX_SECONDS of wall-clock time, by a timer
+signal in the main thread), so one that runs away on a later row stops with that row named.
+`data.template` is rendered here both at compile and at run time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 MAX_LOOP_STEPS = 1_000_000
@@ -184,3 +190,25 @@ def bounded_environment(**options: Any) -> Any:
 def bounded_filter(function: Any) -> Any:
     """`function` as a filter of a bounded environment (its result's size and the time are checked)."""
     return _bounded_filter(function)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float = MAX_SECONDS) -> Iterator[None]:
+    """Raise TemplateLimit in the block after `seconds` of wall-clock time (a SIGALRM timer; the main thread
+    of a POSIX process only, and only when no other timer is set: elsewhere the block runs unbounded)."""
+    if (not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread()
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise TemplateLimit(f"the template ran for more than {seconds:g} s in one render (the bound on templates); "
+                            "a template renders one example in milliseconds: fix its loops")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

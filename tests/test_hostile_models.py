@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CHATML, write_jsonl
+from helpers import CHATML, data_settings, write_jsonl
 
 from ftc.cli.main import main
 from ftc.compiler.compile import compile_spec
@@ -94,8 +94,24 @@ def test_a_chat_template_that_loops_for_ever_is_refused_at_compile(tiny_workdir:
     started = time.monotonic()
     found = spec_problems(tiny_workdir)
     assert time.monotonic() - started < 10
-    assert any("model.base" in p and "chat template" in p and f"{MAX_LOOP_STEPS:,} loop steps" in p
-               for p in found), found
+    assert any("data.source: d.jsonl, row 1: the model's chat template: the template ran more than "
+               f"{MAX_LOOP_STEPS:,} loop steps" in p for p in found), found
+
+
+def test_the_run_bounds_the_chat_template_through_transformers(tiny_model: Path) -> None:
+    """train.py renders the chat template with transformers' sandbox: the data stage's deadline stops it."""
+    from transformers import AutoTokenizer
+
+    from ftc.core.data.encode import DataError, encode_all
+    from ftc.core.data.load import Source
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    tokenizer.chat_template = LOOP_BOMB
+    example = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ho"}]}
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"d.jsonl, row 7: the model's chat template: the template ran for more than"):
+        encode_all(tokenizer, [(0, 7, example)], data_settings("chat"), [Source("d.jsonl", [])])
+    assert time.monotonic() - started < 10
 
 
 def test_a_data_template_that_loops_for_ever_is_refused_at_compile(tiny_workdir: Path) -> None:
@@ -108,8 +124,6 @@ def test_a_data_template_that_loops_for_ever_is_refused_at_compile(tiny_workdir:
 
 def test_the_data_stage_bounds_data_template_at_run_time_too() -> None:
     """train.py's data stage (ftc.core.data.mapping, no compiler) renders data.template in the same sandbox."""
-    from helpers import data_settings
-
     from ftc.core.data.encode import DataError
     from ftc.core.data.load import Source
     from ftc.core.data.mapping import map_rows

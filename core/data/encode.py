@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ftc.core.data.settings import DataSettings
+from ftc.core.sandbox import TemplateLimit, deadline
 
 if TYPE_CHECKING:  # load.py imports DataError from here
     from ftc.core.data.load import Item, Source
@@ -56,7 +57,12 @@ def ensure_chat_template(tokenizer: Any) -> str | None:
 
 
 def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
+    try:
+        with deadline():  # transformers' sandbox has no bound of its own (ftc.core.sandbox)
+            return tokenizer.apply_chat_template(list(messages), tokenize=False,
+                                                 add_generation_prompt=generation_prompt)
+    except TemplateLimit as exc:
+        raise DataError(f"the model's chat template: {exc}") from None
 
 
 TRAIN_ON = ("answers", "last_answer", "inputs_too")
