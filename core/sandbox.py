@@ -17,8 +17,9 @@ when a template is first rendered: what train.py imports stays free of it.
 At run time train.py renders the chat template through transformers' own sandbox, which has no
 such bounds: `ftc compile` renders the same template here on the data's first rows
 (compiler/tokens.py), so a template that runs away is refused before a run starts, and the run's
-data stage renders each example under `deadline` (MAX_SECONDS of wall-clock time, by a timer
-signal in the main thread), so one that runs away on a later row stops with that row named.
+data stage encodes each example under `deadline` (MAX_SECONDS of wall-clock time for the example's
+renders, by a timer signal in the main thread), so one that runs away on a later row stops with
+that row named.
 `data.template` is rendered here both at compile and at run time.
 """
 

@@ -57,12 +57,7 @@ def ensure_chat_template(tokenizer: Any) -> str | None:
 
 
 def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool) -> str:
-    try:
-        with deadline():  # transformers' sandbox has no bound of its own (ftc.core.sandbox)
-            return tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                 add_generation_prompt=generation_prompt)
-    except TemplateLimit as exc:
-        raise DataError(f"the model's chat template: {exc}") from None
+    return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=generation_prompt)
 
 
 TRAIN_ON = ("answers", "last_answer", "inputs_too")
@@ -174,8 +169,11 @@ def encode_all(tokenizer: Any, items: list[Item], settings: DataSettings, source
     for index, number, example in items:
         source = sources[index]
         try:
-            encoding = encode_example(tokenizer, example, settings)
+            with deadline():  # transformers' chat-template sandbox has no bound of its own (ftc.core.sandbox)
+                encoding = encode_example(tokenizer, example, settings)
         except DataError as exc:
             raise DataError(f"{source.name}, row {number}: {exc}") from None
+        except TemplateLimit as exc:
+            raise DataError(f"{source.name}, row {number}: the model's chat template: {exc}") from None
         encoded.append(Encoded(number, example, encoding, source=source.name))
     return encoded
