@@ -119,7 +119,10 @@ def _hf_cache_snapshot(repo_id: str, revision: str | None) -> Path | None:
     hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
     repo = hub.expanduser() / ("models--" + repo_id.replace("/", "--"))
     ref = repo / "refs" / (revision or "main")
-    commit = ref.read_text().strip() if ref.exists() else revision
+    try:
+        commit = ref.read_text(encoding="utf-8").strip() if ref.exists() else revision
+    except (OSError, UnicodeDecodeError):  # a damaged cache entry: as if not cached (downloaded at run time)
+        commit = revision
     if commit:
         snapshot = repo / "snapshots" / commit
         if (snapshot / "config.json").exists():

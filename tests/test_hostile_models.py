@@ -157,7 +157,11 @@ def test_the_sandbox_renders_ordinary_templates_as_jinja_does() -> None:
 
     messages = [{"role": "user", "content": "hi [/x]"}, {"role": "assistant", "content": "ho"}] * 50
     for source in (CHATML, "{{ messages|map(attribute='role')|join(',') }} {{ 3 * 4 }} {{ 'ab' * 3 }} {{ 2 ** 10 }}",
-                   "{% for m in messages %}{{ loop.index }}{{ m.content|upper|center(9) }}{% endfor %}"):
+                   "{% for m in messages %}{{ loop.index }}{{ m.content|upper|center(9) }}{% endfor %}",
+                   "{% for m in messages[1:] %}{% if loop.last %}{{ loop.length }}{{ m.role }}{% endif %}"
+                   "{% else %}none{% endfor %}{% set ns = namespace(n=0) %}{% for m in messages if m.role == 'user' %}"
+                   "{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}{{ (messages|selectattr('role', 'eq', 'user')|list)"
+                   "|length }}{% for k, v in {'a': 1}.items() %}{{ k ~ v }}{% endfor %}"):
         expected = ImmutableSandboxedEnvironment().from_string(source).render(messages=messages)
         assert bounded_environment().from_string(source).render(messages=messages) == expected
 
