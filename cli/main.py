@@ -186,7 +186,7 @@ def _generate(args: argparse.Namespace) -> int:
 
     model, tokenizer = load_adapters(args.run_dirs)
     check_prompt(model, tokenizer, args.prompt, args.max_new_tokens)
-    from ftc.runtime.trainer import generate_answers  # transformers loads after the run dirs were checked
+    from ftc.runtime.trainer import generate_answers  # after load_adapters: a damaged run is refused sooner
 
     names = list(model.peft_config)
     chosen = names if args.adapter is None else [args.adapter]
