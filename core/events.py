@@ -27,6 +27,11 @@ why, and `ftc run` decides from it alone:
   step        the last completed step; failed_step (oom, nan), micro_batch_size (oom), last_good_step (nan)
 A status with state "stopped" carries `reason` and `checkpoint` (what a resume continues from). `ftc run`
 writes a "failed" status with error "crash" when the script died without one (killed, or a signal).
+
+Readers get events only through `EventTail` (and `read_events`), which checks each line against
+FIELD_TYPES once: a line that is not a JSON object with a string `type`, or whose known fields have
+the wrong type, is skipped and counted (`EventTail.skipped`, `EventTail.problems`), so no reader
+meets a string loss, a NaN time or a list config.
 """
 
 from __future__ import annotations
