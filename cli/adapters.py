@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.core.errors import RunError, UsageError
+from ftc.core.paths import check_output_dir
 from ftc.compiler.methods import METHODS
 
 
@@ -131,17 +132,17 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path,
     """Fold the run's adapter into its base and save a plain transformers model (with the tokenizer and chat template
     used in training) to `out` (default RUN_DIR/merged). Returns the path and the largest logit difference between
     the merged model and the model as trained (quantized base + adapter) on a probe sentence."""
-    run = finished_run(run_dir)  # a damaged run is refused before torch loads
-    import torch
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
+    run = finished_run(run_dir)  # a damaged run, a method without weights or a bad --out: refused before torch loads
     if not METHODS[run.method].mergeable:
         kind = "trains the model's own weights: final/ is already a whole model" if not METHODS[run.method].peft \
             else "adds virtual tokens or gated prompts, which have no weights to fold into the base"
         raise RunError(f"{run.path} was trained with kind = {run.method!r}, which {kind}; merging applies to "
                        "the LoRA family (lora, qlora, lora8, dora, rslora, pissa, loraplus) and ia3")
-    target = Path(out) if out else run.path / "merged"
+    target = check_output_dir(out if out else run.path / "merged", "--out")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
     tokenizer = _loaded(run.path / "final", lambda: AutoTokenizer.from_pretrained(run.path / "final"))
     probe = tokenizer(["The quick brown fox jumps over the lazy dog."], return_tensors="pt")
     trained = _loaded(run.adapter_dir, lambda: PeftModel.from_pretrained(load_base(run, quantized=True),

@@ -165,10 +165,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _merge(args: argparse.Namespace) -> int:
     from ftc.cli.adapters import merge_run
-    from ftc.core.paths import check_output_dir
 
-    if args.out is not None:
-        check_output_dir(args.out, "--out")
     print(printable(f"merging the adapter of {args.run_dir} into its base ..."), flush=True)
     out, difference = merge_run(args.run_dir, args.out)
     print(printable(f"saved a merged transformers model to {out}/")

@@ -256,3 +256,16 @@ def test_runs_app_lists_a_hostile_run(tmp_path: Path) -> None:
             assert "[/x]runs/" in str(app.query_one("#runs-title").render())
 
     asyncio.run(scenario())
+
+
+def test_merge_refuses_an_out_that_is_a_file_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "runs" / "t" / "1"
+    (run_dir / "final").mkdir(parents=True)
+    (run_dir / "plan.json").write_text('{"settings": {"method": "lora", "base_model": "m"}}')
+    (run_dir / "final" / "adapter_config.json").write_text("{}")
+    (tmp_path / "file").write_text("x")
+    assert main(["merge", str(run_dir), "--out", str(tmp_path / "file")]) == 2
+    assert f"--out {tmp_path / 'file'}: is a file, not a folder" in capsys.readouterr().err
+    (run_dir / "merged").write_text("x")  # the default folder
+    assert main(["merge", str(run_dir)]) == 2
+    assert f"--out {run_dir / 'merged'}: is a file" in capsys.readouterr().err
