@@ -28,6 +28,7 @@ from ftc.core.errors import RunError
 from ftc.core import checkpoint as ckpt
 from ftc.runtime import faults
 from ftc.core.events import EventLog, EventTail, read_events
+from ftc.core.paths import check_output_dir
 from ftc.cli.recover import recover, resume_hint, with_overrides, write_plan
 
 
@@ -63,7 +64,7 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
     changed = result.write()
     console.print(f"compiled {result.source.display} -> {result.out_dir}/ "
                   f"({', '.join(changed) if changed else 'up to date'})")
-    target = Path(run_dir) if run_dir else new_run_dir(result.plan.name)
+    target = Path(run_dir) if run_dir else check_output_dir(new_run_dir(result.plan.name), "run folder")
     lock = ckpt.RunLock(target)
     try:
         lock.acquire()

@@ -269,3 +269,21 @@ def test_merge_refuses_an_out_that_is_a_file_before_loading(tmp_path: Path, caps
     (run_dir / "merged").write_text("x")  # the default folder
     assert main(["merge", str(run_dir)]) == 2
     assert f"--out {run_dir / 'merged'}: is a file" in capsys.readouterr().err
+
+
+def test_run_refuses_a_runs_folder_that_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps(
+        {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "vocab_size": 100}))
+    (tmp_path / "d.jsonl").write_text('{"prompt": "a", "completion": "b"}\n')
+    (tmp_path / "s.toml").write_text('name = "t"\n[model]\nbase = "m"\n[data]\nsource = "d.jsonl"\n'
+                                     'format = "completion"\nvalidation = 0\n[method]\nkind = "lora"\n'
+                                     '[hardware]\ndevice = "cpu"\n')
+    (tmp_path / "runs").write_text("x")
+    assert main(["run", "s.toml", "--no-tui"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: run folder runs/t/") and "is under runs, which is a file" in err
+    assert (tmp_path / "runs").read_text() == "x"
