@@ -74,6 +74,13 @@ def test_a_broken_model_dir_exits_2_through_the_cli(workdir: Path, capsys: pytes
         assert "config.json: not UTF-8 text" in err and "internal error" not in err
 
 
+def test_ftc_data_without_a_loadable_tokenizer_exits_2(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "s.toml").write_text(SPEC.format(data="validation = 0\n"))  # a config-only model dir compiles
+    assert main(["data", "s.toml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: s.toml: the tokenizer of model cannot be loaded (") and "internal error" not in err
+
+
 @pytest.fixture
 def tiny_workdir(workdir: Path, tiny_model: Path) -> Path:
     shutil.rmtree(workdir / "model")
