@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftc.core.errors import RunError
+from ftc.core.errors import RunError, UsageError
+from ftc.core.paths import check_output_dir
 from ftc.compiler.methods import METHODS
 
 
@@ -53,18 +54,57 @@ class FinishedRun:
         return base
 
 
+def _json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object file of a run directory, or a RunError naming it and what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RunError(f"{path}: cannot be read ({exc.strerror or exc}); {what}") from None
+    except (ValueError, RecursionError) as exc:
+        raise RunError(f"{path}: not valid JSON ({str(exc)[:80]}); {what}") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: must hold a JSON object (got {type(data).__name__}); {what}")
+    return data
+
+
+def _check_settings(plan: Path, settings: Any) -> dict[str, Any]:
+    fix = "the run directory's plan.json was edited or damaged: copy it back from the compiled folder"
+    if not isinstance(settings, dict):
+        raise RunError(f"{plan}: has no `settings` object; {fix}")
+    method = settings.get("method")
+    if not isinstance(method, str) or method not in METHODS:
+        raise RunError(f"{plan}: settings.method is {method!r}, not one of {', '.join(METHODS)}; {fix}")
+    if not isinstance(settings.get("base_model"), str) or not settings["base_model"]:
+        raise RunError(f"{plan}: settings.base_model must be a model name or path; {fix}")
+    if settings.get("load_dtype", "float32") not in ("float32", "float16", "bfloat16"):
+        raise RunError(f"{plan}: settings.load_dtype is {settings.get('load_dtype')!r}, not float32, float16 or "
+                       f"bfloat16; {fix}")
+    return settings
+
+
 def finished_run(run_dir: str | Path) -> FinishedRun:
     path = Path(run_dir)
     plan = path / "plan.json"
     if not plan.exists():
         raise RunError(f"{path} is not a run directory (no plan.json); give a folder made by ftc run, "
                        "e.g. runs/<name>/<timestamp>")
-    settings = json.loads(plan.read_text(encoding="utf-8"))["settings"]
-    run = FinishedRun(path, settings)
-    if not (run.adapter_dir / ("adapter_config.json" if METHODS[run.method].peft else "config.json")).exists():
+    data = _json_object(plan, "copy it back from the compiled folder (compiled/<name>/plan.json)")
+    run = FinishedRun(path, _check_settings(plan, data.get("settings")))
+    result = run.adapter_dir / ("adapter_config.json" if METHODS[run.method].peft else "config.json")
+    if not result.exists():
         raise RunError(f"{path} has no trained result in {run.adapter_dir}; the run did not finish "
                        "(see its train.log), so there is nothing to load")
+    _json_object(result, "the saved result is damaged: train again, or restore final/ from a backup")
     return run
+
+
+def _loaded(what: Path, load: Any) -> Any:
+    """`load()`, with a damaged file of the run (a tokenizer, weights, a config) reported by its folder."""
+    try:
+        return load()
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RunError(f"{what}: cannot be loaded ({type(exc).__name__}: {str(exc)[:200]}); the saved result is "
+                       "damaged or incomplete: train again, or restore it from a backup") from None
 
 
 def load_base(run: FinishedRun, *, quantized: bool) -> Any:
@@ -92,20 +132,21 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path,
     """Fold the run's adapter into its base and save a plain transformers model (with the tokenizer and chat template
     used in training) to `out` (default RUN_DIR/merged). Returns the path and the largest logit difference between
     the merged model and the model as trained (quantized base + adapter) on a probe sentence."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
-    run = finished_run(run_dir)
+    run = finished_run(run_dir)  # a damaged run, a method without weights or a bad --out: refused before torch loads
     if not METHODS[run.method].mergeable:
         kind = "trains the model's own weights: final/ is already a whole model" if not METHODS[run.method].peft \
             else "adds virtual tokens or gated prompts, which have no weights to fold into the base"
         raise RunError(f"{run.path} was trained with kind = {run.method!r}, which {kind}; merging applies to "
                        "the LoRA family (lora, qlora, lora8, dora, rslora, pissa, loraplus) and ia3")
-    target = Path(out) if out else run.path / "merged"
-    tokenizer = AutoTokenizer.from_pretrained(run.path / "final")
+    target = check_output_dir(out if out else run.path / "merged", "--out")
+    import torch
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    tokenizer = _loaded(run.path / "final", lambda: AutoTokenizer.from_pretrained(run.path / "final"))
     probe = tokenizer(["The quick brown fox jumps over the lazy dog."], return_tensors="pt")
-    trained = PeftModel.from_pretrained(load_base(run, quantized=True), run.adapter_dir)
+    trained = _loaded(run.adapter_dir, lambda: PeftModel.from_pretrained(load_base(run, quantized=True),
+                                                                        run.adapter_dir))
     with torch.no_grad():
         expected = trained(**probe.to(trained.device)).logits.float().cpu()
     if run.settings.get("quantization") is not None:
@@ -128,10 +169,10 @@ def merge_run(run_dir: str | Path, out: str | Path | None = None) -> tuple[Path,
 def load_adapters(run_dirs: list[str | Path]) -> tuple[Any, Any]:
     """One base with every run's adapter loaded under its name (PeftModel; switch with `model.set_adapter(name)`), and
     the tokenizer of the first run. The runs must share the base and its quantization."""
+    runs = [finished_run(d) for d in run_dirs]  # a damaged run is refused before torch loads
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    runs = [finished_run(d) for d in run_dirs]
     if not runs:
         raise RunError("give at least one run directory")
     for run in runs:
@@ -146,8 +187,33 @@ def load_adapters(run_dirs: list[str | Path]) -> tuple[Any, Any]:
     if len(set(names)) != len(names):
         raise RunError(f"two runs have the same adapter name ({', '.join(names)}); set method.adapter_name "
                        "in their specs to tell them apart")
-    model = PeftModel.from_pretrained(load_base(runs[0], quantized=True), runs[0].adapter_dir, adapter_name=names[0])
+    model = _loaded(runs[0].adapter_dir, lambda: PeftModel.from_pretrained(
+        load_base(runs[0], quantized=True), runs[0].adapter_dir, adapter_name=names[0]))
     for run, name in zip(runs[1:], names[1:]):
-        model.load_adapter(run.adapter_dir, adapter_name=name)
+        _loaded(run.adapter_dir, lambda: model.load_adapter(run.adapter_dir, adapter_name=name))
     model.eval()
-    return model, AutoTokenizer.from_pretrained(runs[0].path / "final")
+    return model, _loaded(runs[0].path / "final", lambda: AutoTokenizer.from_pretrained(runs[0].path / "final"))
+
+
+MAX_PROMPT_CHARS = 1_000_000
+"""`ftc generate --prompt` longer than this is refused before it is tokenized."""
+
+
+def check_prompt(model: Any, tokenizer: Any, prompt: str, max_new_tokens: int) -> int:
+    """The prompt's length in tokens (as generation sees it: in the chat template); a UsageError when the
+    prompt and the answer do not fit the model's context (config.json's max_position_embeddings)."""
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise UsageError(f"--prompt is {len(prompt):,} characters, more than ftc generate takes "
+                         f"({MAX_PROMPT_CHARS:,}); shorten it")
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if isinstance(context, int) and tokens + max_new_tokens > context:
+        room = context - max_new_tokens
+        fix = (f"shorten the prompt to at most {room:,} tokens" if room > 0 else
+               f"lower --max-new-tokens below {context:,}")
+        raise UsageError(f"--prompt is {tokens:,} tokens in the chat template; with --max-new-tokens "
+                         f"{max_new_tokens:,} that is past the model's context of {context:,} tokens "
+                         f"(max_position_embeddings); {fix}")
+    return tokens

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ftc.core.data.encode import ensure_chat_template
+from ftc.core.data.encode import DataError, ensure_chat_template
 from ftc.core.data.stage import DROP_REASONS, DataSettings, Encoded, Prepared, load_rows, prepare_data
 
 TRAINED_STYLE, MASKED_STYLE = "bold green", "dim"
@@ -26,7 +26,12 @@ def load_tokenizer(base: str, origin: str, revision: str | None, trust_remote_co
         from ftc.core.bundled import model_path
 
         path = model_path(base, log=lambda line: print(line, file=sys.stderr))  # stdout may be --json
-    return AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
+    except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception for a damaged tokenizer.json
+        why = " ".join(str(exc).split())[:200]
+        raise DataError(f"the tokenizer of {base} cannot be loaded ({type(exc).__name__}: {why}); repair or "
+                        "re-download the model's tokenizer files (tokenizer.json, tokenizer_config.json)") from None
 
 
 def run_stage(plan: Any, settings: DataSettings, origin: str, report_dir: Path) -> tuple[Prepared, Any]:
@@ -53,6 +58,8 @@ def render_example(tokenizer: Any, item: Encoded) -> Any:
     """The example's tokens as text: runs of trained tokens highlighted, masked ones dimmed."""
     from rich.text import Text
 
+    from ftc.core.text import printable  # the data's own control characters are shown escaped
+
     text = Text()
     ids, labels = item.encoding["input_ids"], item.encoding["labels"]
     start = 0
@@ -61,7 +68,7 @@ def render_example(tokenizer: Any, item: Encoded) -> Any:
         end = start
         while end < len(ids) and (labels[end] != -100) == trained:
             end += 1
-        text.append(tokenizer.decode(ids[start:end]), style=TRAINED_STYLE if trained else MASKED_STYLE)
+        text.append(printable(tokenizer.decode(ids[start:end])), style=TRAINED_STYLE if trained else MASKED_STYLE)
         start = end
     return text
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.core.errors import DataProblem, FtcError, RunError, SpecError
+from ftc.core.text import printable
 
 
 def _compile(args: argparse.Namespace) -> int:
@@ -20,19 +21,19 @@ def _compile(args: argparse.Namespace) -> int:
     if args.check:
         stale = result.stale_files()
         if stale:
-            print(f"{out}/ is stale for {result.source.display}: {', '.join(stale)} would change; "
-                  f"run: ftc compile {result.source.display}" + (f" --out {args.out}" if args.out else ""),
+            print(printable(f"{out}/ is stale for {result.source.display}: {', '.join(stale)} would change; "
+                            f"run: ftc compile {result.source.display}" + (f" --out {args.out}" if args.out else "")),
                   file=sys.stderr)
             return 1
-        print(f"{out}/ is up to date with {result.source.display}")
+        print(printable(f"{out}/ is up to date with {result.source.display}"))
         return 0
     changed = result.write()
     what = ", ".join(changed) if changed else "nothing changed"
-    print(f"compiled {result.source.display} -> {out}/ ({what})")
+    print(printable(f"compiled {result.source.display} -> {out}/ ({what})"))
     for reason in result.plan.reasons:
-        print(f"  {reason}")
+        print(printable(f"  {reason}"))
     for note in result.plan.notes:
-        print(f"  note: {note}")
+        print(printable(f"  note: {note}"))
     return 0
 
 
@@ -46,10 +47,11 @@ def _plan(args: argparse.Namespace) -> int:
     if args.json:  # plan.json's core: settings, memory, budget, reasons (+ name, provenance, notes)
         print(json.dumps(plan.to_json(), indent=2))
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(highlight=False)
+    from ftc.cli.console import SafeConsole
+
+    console = SafeConsole()
     if plan.memory is not None:
         table = Table(title=f"estimated peak memory of one step: {result.source.display}")
         table.add_column("component")
@@ -78,8 +80,7 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from ftc.cli.console import SafeConsole
     from ftc.compiler.compile import compile_spec
     from ftc.compiler.emit import data_settings
 
@@ -96,7 +97,7 @@ def _data(args: argparse.Namespace) -> int:
     if args.json:
         print(stats_json(prepared, report_dir))
     else:
-        show(prepared, tokenizer, args.n, Console(highlight=False), report_dir)
+        show(prepared, tokenizer, args.n, SafeConsole(), report_dir)
     return 0
 
 
@@ -115,13 +116,12 @@ def _run_dir(path: str) -> Path:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from ftc.cli.console import SafeConsole
     from ftc.tui.state import read_state
     from ftc.tui.summary import find_runs, run_summary, runs_table
 
     root = Path(args.dir)
-    console = Console(highlight=False)
+    console = SafeConsole()
     if (root / "events.jsonl").is_file():  # one run: its summary
         console.print(run_summary(root))
         return 0
@@ -141,11 +141,10 @@ def _runs(args: argparse.Namespace) -> int:
 def _monitor(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args.run_dir)
     if not _interactive(args):
-        from rich.console import Console
-
+        from ftc.cli.console import SafeConsole
         from ftc.tui.summary import run_summary
 
-        Console(highlight=False).print(run_summary(run_dir))
+        SafeConsole().print(run_summary(run_dir))
         return 0
     from ftc.tui.app import make_app  # Textual loads only here
 
@@ -155,6 +154,10 @@ def _monitor(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ftc.cli.supervise import run_spec
+    from ftc.core.paths import check_output_dir
+
+    if args.run_dir is not None:
+        check_output_dir(args.run_dir, "--run-dir")
 
     return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui, fresh=args.fresh,
                     resume_anyway=args.resume_anyway)
@@ -163,9 +166,10 @@ def _run(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from ftc.cli.adapters import merge_run
 
-    print(f"merging the adapter of {args.run_dir} into its base ...", flush=True)
+    print(printable(f"merging the adapter of {args.run_dir} into its base ..."), flush=True)
     out, difference = merge_run(args.run_dir, args.out)
-    print(f"saved a merged transformers model to {out}/ (load it with AutoModelForCausalLM.from_pretrained)")
+    print(printable(f"saved a merged transformers model to {out}/")
+          + " (load it with AutoModelForCausalLM.from_pretrained)")
     print(f"largest logit difference from the model as trained, on a probe sentence: {difference:.2e}")
     if difference > 1e-2:
         print("note: the base was quantized in training; the merged weights are its dequantized values plus the "
@@ -175,10 +179,12 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from ftc.cli.adapters import load_adapters
-    from ftc.runtime.trainer import generate_answers
+    from ftc.cli.adapters import check_prompt, load_adapters
 
     model, tokenizer = load_adapters(args.run_dirs)
+    check_prompt(model, tokenizer, args.prompt, args.max_new_tokens)
+    from ftc.runtime.trainer import generate_answers  # after load_adapters: a damaged run is refused sooner
+
     names = list(model.peft_config)
     chosen = names if args.adapter is None else [args.adapter]
     for name in chosen:
@@ -187,7 +193,7 @@ def _generate(args: argparse.Namespace) -> int:
         model.set_adapter(name)
         conversation = [{"role": "user", "content": args.prompt}, {"role": "assistant", "content": ""}]
         answer = generate_answers(model, tokenizer, [conversation], args.max_new_tokens)[0]
-        print(f"[{name}] {answer}" if len(chosen) > 1 else answer)
+        print(printable(f"[{name}] {answer}" if len(chosen) > 1 else answer))
     return 0
 
 
@@ -273,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{count} problem{'s' if count != 1 else ''} in the spec; nothing was written", file=sys.stderr)
         return exc.exit_code
     except FtcError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {printable(exc)}", file=sys.stderr)
         return exc.exit_code
     except BrokenPipeError:  # `ftc plan --json | head`: the reader left; nothing to report
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
@@ -284,8 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the one place that turns bugs into a message
         if args.debug:
             raise
-        print(f"internal error: {type(exc).__name__}: {exc}\nthis is a bug in ftc; rerun with --debug for the "
-              "traceback and report it", file=sys.stderr)
+        print(f"internal error: {type(exc).__name__}: {printable(exc)}\nthis is a bug in ftc; rerun with --debug for "
+              "the traceback and report it", file=sys.stderr)
         return 3
 
 

@@ -22,11 +22,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ftc.cli.console import SafeConsole
 from ftc.compiler.compile import CompileResult, compile_spec
 from ftc.core.errors import RunError
 from ftc.core import checkpoint as ckpt
 from ftc.runtime import faults
 from ftc.core.events import EventLog, EventTail, read_events
+from ftc.core.paths import check_output_dir
 from ftc.cli.recover import recover, resume_hint, with_overrides, write_plan
 
 
@@ -53,7 +55,7 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
              fresh: bool = False, resume_anyway: bool = False) -> int:
     """Compile `spec`, then run its script in a run directory (a new one, or `run_dir`, which is resumed
     from its last checkpoint when it holds a run); returns the exit code."""
-    console = Console(stderr=False, highlight=False)
+    console = SafeConsole(stderr=False)
     try:
         faults.parse(os.environ.get(faults.ENV, ""))
     except ValueError as exc:
@@ -62,7 +64,7 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
     changed = result.write()
     console.print(f"compiled {result.source.display} -> {result.out_dir}/ "
                   f"({', '.join(changed) if changed else 'up to date'})")
-    target = Path(run_dir) if run_dir else new_run_dir(result.plan.name)
+    target = Path(run_dir) if run_dir else check_output_dir(new_run_dir(result.plan.name), "run folder")
     lock = ckpt.RunLock(target)
     try:
         lock.acquire()
@@ -223,8 +225,9 @@ def _incompatible(result: CompileResult, target: Path, last: ckpt.Checkpoint) ->
     problems = []
     try:
         old = json.loads((target / "plan.json").read_text(encoding="utf-8"))["settings"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):  # damaged: nothing to compare with
         old = None
+    old = old if isinstance(old, dict) else None
     new = with_overrides(json.loads(json.dumps(result.plan.to_json()["settings"], default=str)),
                           ckpt.read_overrides(target))  # compared as the resumed run would train
     resumable = result.plan.resumable()  # the settings whose metadata says a resumed run may change them
@@ -273,15 +276,15 @@ def _follow(child: subprocess.Popen[str], events_path: Path, console: Console, *
                     if task is None:
                         task = progress.add_task("train", total=event["total_steps"], loss="")
                     progress.update(task, completed=event.get("step", 0),
-                                    loss=f"loss {event['loss']:.4f}" if "loss" in event else "")
+                                    loss=f"loss {event['loss']:.4f}" if event.get("loss") is not None else "")
             if exited:
                 return
             time.sleep(0.5)
 
 
 def _summary(console: Console, events: list[dict[str, Any]], target: Path, seconds: float) -> None:
-    steps = [e for e in events if e.get("type") == "step"]
-    evals = [e for e in events if e.get("type") == "eval"]
+    steps = [e for e in events if e.get("type") == "step" and e.get("loss") is not None]
+    evals = [e for e in events if e.get("type") == "eval" and e.get("loss") is not None]
     final = next(e for e in reversed(events) if e.get("type") == "status")
     table = Table(title="run finished", show_header=False)
     table.add_row("steps", str(final.get("step")))
@@ -290,8 +293,8 @@ def _summary(console: Console, events: list[dict[str, Any]], target: Path, secon
     if evals:
         table.add_row("validation loss", f"{evals[0]['loss']:.4f} -> {evals[-1]['loss']:.4f}")
     if compare := next((e for e in events if e.get("type") == "compare"), None):
-        n = compare["examples"]
-        table.add_row("held-out exact match", f"{compare['exact_before']}/{n} -> {compare['exact_after']}/{n}")
+        n = compare.get("examples")
+        table.add_row("held-out exact match", f"{compare.get('exact_before')}/{n} -> {compare.get('exact_after')}/{n}")
     table.add_row("time", f"{seconds:.0f} s")
     table.add_row("result", str(final.get("output")))
     table.add_row("events", str(target / "events.jsonl"))

@@ -15,6 +15,7 @@ from ftc.compiler.checks import Facts, run_checks
 from ftc.compiler.emit import Emitted, emit
 from ftc.compiler.load import SpecSource, load_spec
 from ftc.compiler.plan import Plan, build_plan
+from ftc.core.paths import check_output_dir
 
 try:
     VERSION = version("ftc")
@@ -39,6 +40,7 @@ class CompileResult:
 
     def write(self) -> list[str]:
         """Write the files that changed (atomically); returns their names."""
+        check_output_dir(self.out_dir, "output folder")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         changed = self.stale_files()
         for name in changed:
@@ -51,6 +53,8 @@ class CompileResult:
 
 def compile_spec(path: str | Path, out_dir: str | Path | None = None) -> CompileResult:
     """Compile a spec file; raises SpecError (all problems at once) for a bad spec."""
+    if out_dir is not None:  # refused before the work, not when writing
+        check_output_dir(out_dir, "--out")
     source = load_spec(path)
     facts = run_checks(source)
     plan = build_plan(source.spec, facts, source.name)

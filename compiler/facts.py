@@ -56,28 +56,73 @@ class ModelFacts:
 def _has_chat_template(directory: Path) -> bool:
     if (directory / "chat_template.jinja").exists() or (directory / "chat_template.json").exists():
         return True
-    try:
-        return bool(json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
-    except (OSError, json.JSONDecodeError):  # none, or unreadable
+    if not (directory / "tokenizer_config.json").exists():
         return False
+    return bool(read_json_object(directory / "tokenizer_config.json", "tokenizer config").get("chat_template"))
+
+
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object file of a model directory; a FactError naming the file, what is wrong and the fix."""
+    fix = "repair it or download the model again"
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except IsADirectoryError:
+        raise FactError("model.base", f"{path} is a directory, not a {what} file; {fix}") from None
+    except OSError as exc:
+        raise FactError("model.base", f"{path}: cannot be read ({exc.strerror or exc}); {fix}") from None
+    except UnicodeDecodeError as exc:
+        raise FactError("model.base", f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); a {what} is "
+                        "UTF-8 JSON: convert it (e.g. iconv -f latin1 -t utf-8) or download the model again") from None
+    except json.JSONDecodeError as exc:
+        raise FactError("model.base", f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); {fix}") from None
+    except RecursionError:
+        raise FactError("model.base", f"{path}: JSON nested too deeply to be a {what}; {fix}") from None
+    if not isinstance(data, dict):
+        raise FactError("model.base", f"{path} does not hold a JSON object (got {type(data).__name__}); is it a "
+                        f"{what}?")
+    return data
+
+
+DIMENSIONS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size",
+              "intermediate_size", "head_dim", "max_position_embeddings")
+MAX_DIMENSION = 2**31 - 1
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FactError("model.base", f"{path} is not valid JSON (line {exc.lineno}: {exc.msg}); "
-                        "repair or re-download the model") from None
-    if not isinstance(data, dict):
-        raise FactError("model.base", f"{path} does not hold a JSON object; is it a model config?")
+    data = read_json_object(path, "model config")
+    for key in DIMENSIONS:  # a transformers config's sizes are positive integers (null: the model type's default)
+        value = data.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)
+                                      and 0 < value <= MAX_DIMENSION):
+            raise FactError("model.base", f"{path}: {key} must be a positive integer (got {json.dumps(value)[:40]}); "
+                            "the config is damaged or not a transformers model config: repair it or download the "
+                            "model again")
     return data
+
+
+def check_tokenizer_files(directory: Path) -> None:
+    """The tokenizer files a model directory has must be readable (a missing tokenizer is the run's to report:
+    a config-only directory still plans)."""
+    for name in ("tokenizer_config.json", "chat_template.json", "special_tokens_map.json"):
+        if (directory / name).exists():
+            read_json_object(directory / name, "tokenizer config")
+    template = directory / "chat_template.jinja"
+    if template.exists():
+        try:
+            template.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise FactError("model.base", f"{template}: cannot be read as UTF-8 text ({exc}); repair it or "
+                            "download the model again") from None
 
 
 def _hf_cache_snapshot(repo_id: str, revision: str | None) -> Path | None:
     hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")) / "hub")
     repo = hub.expanduser() / ("models--" + repo_id.replace("/", "--"))
     ref = repo / "refs" / (revision or "main")
-    commit = ref.read_text().strip() if ref.exists() else revision
+    try:
+        commit = ref.read_text(encoding="utf-8").strip() if ref.exists() else revision
+    except (OSError, UnicodeDecodeError):  # a damaged cache entry: as if not cached (downloaded at run time)
+        commit = revision
     if commit:
         snapshot = repo / "snapshots" / commit
         if (snapshot / "config.json").exists():
@@ -99,7 +144,9 @@ def model_facts(base: str, revision: str | None = None) -> ModelFacts:
         if not config.exists():
             raise FactError("model.base", f"directory {base!r} has no config.json; point to a saved "
                             "transformers model (save_pretrained) or use a hub id")
-        return ModelFacts(base, "local", _read_config(config), _has_chat_template(path))
+        facts = ModelFacts(base, "local", _read_config(config), _has_chat_template(path))
+        check_tokenizer_files(path)
+        return facts
     parts = base.split("/")
     if base.startswith((".", "/", "~")) or len(parts) > 2 or not all(parts) or not set(base) <= HUB_ID_CHARS | {"/"}:
         raise FactError("model.base", f"no such directory (got {base!r}); give a local model directory, "
@@ -111,8 +158,10 @@ def model_facts(base: str, revision: str | None = None) -> ModelFacts:
                         f"model and not a hub id of the form 'org/name'; {hint}")
     snapshot = _hf_cache_snapshot(base, revision)
     if snapshot is not None:
-        return ModelFacts(base, "hub", _read_config(snapshot / "config.json"), _has_chat_template(snapshot),
-                          "config.json in the Hugging Face cache")
+        facts = ModelFacts(base, "hub", _read_config(snapshot / "config.json"), _has_chat_template(snapshot),
+                           "config.json in the Hugging Face cache")
+        check_tokenizer_files(snapshot)
+        return facts
     catalog = find_model(base)
     if catalog is not None:
         return ModelFacts(base, "hub", catalog, None, "the built-in catalog")

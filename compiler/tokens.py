@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ftc.compiler.facts import DataFacts, ModelFacts, _hf_cache_snapshot
+from ftc.compiler.facts import DataFacts, FactError, ModelFacts, _hf_cache_snapshot, read_json_object
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
 from ftc.core.bundled import MARKER, cache_root
 from ftc.core.data.settings import DataSettings
@@ -59,21 +59,31 @@ class LightTokenizer:
     """The slice of a transformers tokenizer that ftc.core.data.encode uses, from tokenizer.json."""
 
     def __init__(self, directory: Path) -> None:
+        """Raises FactError naming the file when a tokenizer file cannot be read."""
         from tokenizers import Tokenizer
 
-        self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        try:
+            self._tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+            raise FactError("model.base", f"{directory / 'tokenizer.json'}: the tokenizers library cannot read it "
+                            f"({str(exc)[:120]}); re-save the tokenizer (tokenizer.save_pretrained) or download "
+                            "the model again") from None
         config: dict[str, Any] = {}
         if (directory / "tokenizer_config.json").exists():
-            config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
+            config = read_json_object(directory / "tokenizer_config.json", "tokenizer config")
         self.special = {name: _token_text(config.get(name)) for name in
                         ("bos_token", "eos_token", "pad_token", "unk_token")}
         template = config.get("chat_template")
         if (directory / "chat_template.jinja").exists():
             template = (directory / "chat_template.jinja").read_text(encoding="utf-8")
         elif (directory / "chat_template.json").exists():
-            template = json.loads((directory / "chat_template.json").read_text(encoding="utf-8")).get("chat_template")
+            template = read_json_object(directory / "chat_template.json", "chat template").get("chat_template")
         if isinstance(template, list):  # named templates: the default one
-            template = next((t["template"] for t in template if t.get("name") == "default"), None)
+            template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
+                            None)
+        if template is not None and not isinstance(template, str):
+            raise FactError("model.base", f"{directory}: the chat template must be a string (got "
+                            f"{type(template).__name__}); repair tokenizer_config.json or chat_template.json")
         self.chat_template: str | None = template
         eos = self.special["eos_token"]
         self.eos_token_id = self._tokenizer.token_to_id(eos) if eos else None
@@ -106,10 +116,11 @@ def _token_text(value: Any) -> str | None:
 
 
 def _environment() -> Any:
-    """A jinja2 sandbox set up like transformers' chat-template environment."""
+    """A jinja2 sandbox set up like transformers' chat-template environment, with ftc.core.sandbox's bounds."""
     import jinja2
     import jinja2.ext
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from ftc.core.sandbox import bounded_environment, bounded_filter
 
     class Generation(jinja2.ext.Extension):  # {% generation %} marks answers for transformers; here: render it
         tags = {"generation"}
@@ -129,9 +140,8 @@ def _environment() -> Any:
                sort_keys: bool = False) -> str:
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[Generation, jinja2.ext.loopcontrols])
-    env.filters["tojson"] = tojson
+    env = bounded_environment(trim_blocks=True, lstrip_blocks=True, extensions=[Generation, jinja2.ext.loopcontrols])
+    env.filters["tojson"] = bounded_filter(tojson)
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env
@@ -198,6 +208,9 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
         return None, None
     try:
         tokenizer = LightTokenizer(directory)
+    except FactError as exc:
+        return None, (exc.key, str(exc))
+    try:
         per_source = []
         budget = MEASURE_ROWS
         for source in sources:

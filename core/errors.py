@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ftc.core.text import printable
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -19,8 +21,11 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+        """One line per problem: a newline or escape in the file, key or message is shown escaped, so input
+        cannot forge a line of the listing or reach the terminal raw."""
+        file, key, message = (printable(part, line=True) for part in (self.file, self.key, self.message))
+        where = f"{file}:{self.line}" if self.line else file
+        return f"{where}: {key}: {message}" if key else f"{where}: {message}"
 
 
 class FtcError(Exception):
@@ -56,5 +61,12 @@ class RunError(FtcError):
 class DataProblem(FtcError):
     """The data cannot become training examples (unmappable roles, unreadable rows, nothing trained);
     the message names the file and rows."""
+
+    exit_code = 2
+
+
+class UsageError(FtcError):
+    """A command-line value cannot be used (a folder that cannot be written, a prompt past the model's context);
+    the message names the option, the value and what to give instead."""
 
     exit_code = 2

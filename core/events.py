@@ -27,11 +27,17 @@ why, and `ftc run` decides from it alone:
   step        the last completed step; failed_step (oom, nan), micro_batch_size (oom), last_good_step (nan)
 A status with state "stopped" carries `reason` and `checkpoint` (what a resume continues from). `ftc run`
 writes a "failed" status with error "crash" when the script died without one (killed, or a signal).
+
+Readers get events only through `EventTail` (and `read_events`), which checks each line against
+FIELD_TYPES once: a line that is not a JSON object with a string `type`, or whose known fields have
+the wrong type, is skipped and counted (`EventTail.skipped`, `EventTail.problems`), so no reader
+meets a string loss, a NaN time or a list config.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -57,21 +63,72 @@ class EventLog:
         return event
 
 
+def _int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_INT
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, float) or _int(value)
+
+
+MAX_INT = 2**63
+_INT = (_int, "an integer")
+_REAL = (_real, "a number")
+_TEXT = (lambda v: isinstance(v, str), "a string")
+FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "type": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "time": (lambda v: _real(v) and math.isfinite(v), "a finite number (Unix seconds)"),
+    **dict.fromkeys(("step", "total_steps", "micro_batch_size", "grad_accum", "examples", "exact_before",
+                     "exact_after", "trainable", "total", "last_good_step", "failed_step", "streak", "exit_code",
+                     "best_step", "free_bytes", "needed_bytes"), _INT),
+    **dict.fromkeys(("loss", "eval_loss", "learning_rate", "tokens_per_s", "epoch", "best_loss", "lr_scale",
+                     "grad_norm"), _REAL),
+    **dict.fromkeys(("message", "state", "path", "error", "reason", "kind", "output", "level", "spec", "resume",
+                     "checkpoint"), _TEXT),
+    "config": (lambda v: isinstance(v, dict), "an object"),
+    "removed": (lambda v: isinstance(v, list), "a list"),
+    "rollback": (lambda v: isinstance(v, bool), "true or false"),
+}
+"""The fields whose type readers rely on, with what each must be (null is allowed for all but `type`);
+other fields are free."""
+
+
+def event_problem(event: Any) -> str | None:
+    """Why a parsed line is not an event readers can use (None when it is): every reader of events.jsonl
+    gets its events through `EventTail`, which skips such lines, so the fields of FIELD_TYPES can be trusted."""
+    if not isinstance(event, dict):
+        return f"not a JSON object (got {type(event).__name__})"
+    if "type" not in event:
+        return "no `type` field"
+    for name, (ok, what) in FIELD_TYPES.items():
+        value = event.get(name)
+        if (value is not None or name == "type") and not ok(value):
+            return f"`{name}` must be {what} (got {json.dumps(value, default=str)[:40]})"
+    return None
+
+
 class EventTail:
-    """Incremental reader of one events.jsonl (which may not exist yet)."""
+    """Incremental reader of one events.jsonl (which may not exist yet). Lines that are not valid events (torn
+    by a crash, or not written by ftc) are skipped: `skipped` counts them, `problems` says why (the first few,
+    as `events.jsonl:LINE: reason`)."""
+
+    MAX_PROBLEMS = 20
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._offset = 0
         self._partial = b""
+        self._line = 0
+        self.skipped = 0
+        self.problems: list[str] = []
 
     def read(self) -> list[dict[str, Any]]:
-        """The complete events appended since the last call."""
+        """The complete, valid events appended since the last call."""
         try:
             with self.path.open("rb") as handle:
                 handle.seek(self._offset)
                 chunk = handle.read()
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return []
         self._offset += len(chunk)
         data = self._partial + chunk
@@ -79,12 +136,21 @@ class EventTail:
         self._partial = lines.pop()  # b"" after a complete line, else a line still being written
         events = []
         for line in lines:
+            self._line += 1
+            if not line.strip():
+                continue
             try:
                 event = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # a line torn by a crash, then continued by a restarted writer
-            if isinstance(event, dict):
+            except (ValueError, RecursionError) as exc:  # torn by a crash, then continued by a restarted writer
+                problem: str | None = f"not JSON ({type(exc).__name__})"
+            else:
+                problem = event_problem(event)
+            if problem is None:
                 events.append(event)
+                continue
+            self.skipped += 1
+            if len(self.problems) < self.MAX_PROBLEMS:
+                self.problems.append(f"{self.path.name}:{self._line}: {problem}")
         return events
 
 

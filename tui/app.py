@@ -137,8 +137,8 @@ class MonitorScreen(Screen[None]):
     # ------------------------------------------------------------------ reading
     def poll(self) -> None:
         """Fold the events appended since the last poll, sample memory, and redraw what changed."""
-        new = self.tail.read()
-        self.state.extend(new)
+        before = self.state.events
+        new = self.state.read(self.tail).events != before
         if self.sampler is not None and not self.state.finished:
             self.sample = self.sampler.sample()
             if self.sample is not None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static
 
+from ftc.core.text import printable
 from ftc.tui.app import CSS_PATH, MonitorScreen
 from ftc.tui.memory import MemorySampler
 from ftc.tui.state import read_state
@@ -29,7 +31,8 @@ class RunsApp(App[None]):
         self.runs: list[Path] = []
 
     def compose(self) -> ComposeResult:
-        yield Static(f"runs under {self.root}/  (enter: open in the monitor, r: refresh, q: quit)", id="runs-title")
+        yield Static(Text(printable(f"runs under {self.root}/", line=True) + "  (enter: open in the monitor, "
+                          "r: refresh, q: quit)"), id="runs-title")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Footer()
 

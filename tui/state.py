@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.core.events import EventTail, describe
+from ftc.core.text import printable
 
 FINAL_STATES = ("completed", "failed", "stopped")
 LOG_LINES = 1000
@@ -100,7 +101,7 @@ def log_line(event: dict[str, Any]) -> LogLine:
         else:
             fields = ", ".join(f"{k}={v}" for k, v in event.items() if k not in ("type", "time"))
             text = f"{kind}: {fields}" if fields else kind
-    return LogLine(level, text, step)
+    return LogLine(level, printable(text, line=True), step)
 
 
 @dataclass
@@ -141,6 +142,15 @@ class RunState:
     first_step: tuple[int, float] | None = None
     """(step, Unix time) of the first step event, for the pace of training."""
     events: int = 0
+    skipped: list[str] = field(default_factory=list)
+    """Why lines of events.jsonl were skipped (`events.jsonl:LINE: reason`, the first few; see EventTail)."""
+    skipped_count: int = 0
+
+    def read(self, tail: EventTail) -> RunState:
+        """Fold the new events of `tail`, and note the lines it skipped."""
+        self.extend(tail.read())
+        self.skipped, self.skipped_count = list(tail.problems), tail.skipped
+        return self
 
     def apply(self, event: dict[str, Any]) -> None:
         """Fold one event into the state."""
@@ -185,8 +195,8 @@ class RunState:
             self.trainable_params = event.get("trainable")
             self.total_params = event.get("total")
         elif kind == "compare":
-            self.exact_match = (int(event.get("examples", 0)), int(event.get("exact_before", 0)),
-                                int(event.get("exact_after", 0)))
+            self.exact_match = (int(event.get("examples") or 0), int(event.get("exact_before") or 0),
+                                int(event.get("exact_after") or 0))
 
     def _resume(self, step: int, when: Any) -> None:
         """Training goes on from the checkpoint at `step`: the steps after it are done again, and the events
@@ -257,13 +267,35 @@ class RunState:
 
 def read_state(run_dir: str | os.PathLike[str]) -> RunState:
     """The state of a run directory, read once (a stopped or finished run, or a snapshot)."""
-    return RunState().extend(EventTail(Path(run_dir) / "events.jsonl").read())
+    return RunState().read(EventTail(Path(run_dir) / "events.jsonl"))
+
+
+PLAN_SECTIONS = ("settings", "memory", "key_settings")
+PLAN_TEXTS = ("spec", "method", "name")
 
 
 def read_plan(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The run's plan.json (copied in by `ftc run`), or {} when it is missing or unreadable."""
+    """The run's plan.json (copied in by `ftc run`), or {} when it is missing or unreadable; the parts the
+    monitor shows keep their types (sections are objects, memory and budget numbers, names strings) or are
+    left out, so a broken or hand-edited plan.json never stops the monitor."""
     try:
         plan = json.loads((Path(run_dir) / "plan.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
-    return plan if isinstance(plan, dict) else {}
+    if not isinstance(plan, dict):
+        return {}
+    for name in PLAN_SECTIONS:
+        if not isinstance(plan.get(name), dict):
+            plan.pop(name, None)
+    for name in PLAN_TEXTS:
+        if name in plan and not isinstance(plan[name], str):
+            del plan[name]
+    if "memory" in plan:
+        plan["memory"] = {k: v for k, v in plan["memory"].items() if _number(v)}
+    if not _number(plan.get("budget")):
+        plan.pop("budget", None)
+    return plan
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -10,6 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ftc.core.text import printable
 from ftc.tui.state import RunState, read_plan, read_state
 from ftc.tui.format import STATE_STYLES, duration, gib, trouble
 
@@ -23,7 +24,7 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def runs_table(root: Path, runs: list[tuple[Path, RunState]]) -> Table:
-    table = Table(title=f"runs under {root}/")
+    table = Table(title=Text(printable(f"runs under {root}/", line=True)))
     for column in RUN_COLUMNS:
         table.add_column(column, justify="right" if column in ("steps", "train loss", "best val loss") else "left")
     for run_dir, state in runs:
@@ -44,8 +45,9 @@ def run_row(root: Path, run_dir: Path, state: RunState) -> list[Text]:
         name = run_dir.relative_to(root).as_posix()
     except ValueError:
         name = run_dir.as_posix()
-    return [Text(name or "."), Text(state.state, style=RUN_STYLES.get(state.state, "")), Text(steps), Text(loss),
-            Text(best), Text(match), Text(when)]
+    shown = Text(printable(state.state, line=True), style=RUN_STYLES.get(state.state, ""))
+    return [Text(printable(name or ".", line=True)), shown, Text(steps), Text(loss), Text(best), Text(match),
+            Text(when)]
 
 
 def run_summary(run_dir: Path) -> RenderableType:
@@ -53,14 +55,14 @@ def run_summary(run_dir: Path) -> RenderableType:
     state = read_state(run_dir)
     plan = read_plan(run_dir)
     settings = plan.get("settings") or {}
-    table = Table(title=f"run {run_dir}", show_header=False, title_justify="left")
+    table = Table(title=Text(printable(f"run {run_dir}", line=True)), show_header=False, title_justify="left")
     table.add_column(style="dim")
     table.add_column()
-    table.add_row("state", Text(state.state + (f": {state.message}" if state.message else ""),
+    table.add_row("state", Text(printable(state.state + (f": {state.message}" if state.message else "")),
                                 style=STATE_STYLES.get(state.state, "")))
     if plan:
-        table.add_row("spec", Text(f"{plan.get('spec', '?')}: {plan.get('method', '?')} on "
-                                   f"{settings.get('base_model', '?')}"))
+        table.add_row("spec", Text(printable(f"{plan.get('spec', '?')}: {plan.get('method', '?')} on "
+                                             f"{settings.get('base_model', '?')}", line=True)))
     table.add_row("steps", f"{state.step}/{state.total_steps or '?'}"
                   + (f" (epoch {state.epoch:.2f})" if state.epoch is not None else ""))
     table.add_row("time", duration(state.elapsed))
@@ -84,8 +86,11 @@ def run_summary(run_dir: Path) -> RenderableType:
     if state.checkpoints:
         table.add_row("checkpoints", ", ".join(str(step) for step, _ in state.checkpoints))
     if state.output:
-        table.add_row("result", str(state.output))
-    table.add_row("events", f"{state.events} in {run_dir / 'events.jsonl'}")
+        table.add_row("result", Text(printable(state.output, line=True)))
+    table.add_row("events", Text(printable(f"{state.events} in {run_dir / 'events.jsonl'}", line=True)))
+    if state.skipped_count:
+        table.add_row("skipped", Text(f"{state.skipped_count} line(s) that are not valid events: "
+                                      + "; ".join(state.skipped[:3]), style="yellow"))
     parts: list[RenderableType] = [table]
     warnings = [line for line in state.log if line.level != "info"]
     if warnings:
@@ -96,5 +101,5 @@ def run_summary(run_dir: Path) -> RenderableType:
         parts.append(Text(f"{len(warnings)} warning(s) and error(s):", style="bold"))
         parts.append(shown)
     if not state.finished:
-        parts.append(Text(f"watch it live: ftc monitor {run_dir}", style="dim"))
+        parts.append(Text(printable(f"watch it live: ftc monitor {run_dir}", line=True), style="dim"))
     return Group(*parts)

@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import Static
 
+from ftc.core.text import printable
 from ftc.tui import chart
 from ftc.tui.format import STATE_STYLES, duration, gib, trouble
 from ftc.tui.memory import MemorySample
@@ -23,15 +24,15 @@ def status_text(state: RunState, plan: dict[str, Any], run_name: str, *, now: fl
     method = plan.get("method") or state.config.get("METHOD") or "?"
     model = settings.get("base_model") or state.config.get("BASE_MODEL") or "?"
     text = Text()
-    text.append(run_name, style="bold")
-    text.append(f"  {method}  {model}  ", style="")
-    label = state.state
+    text.append(printable(run_name, line=True), style="bold")
+    text.append(printable(f"  {method}  {model}  ", line=True), style="")
+    label = printable(state.state, line=True)
     style = STATE_STYLES.get(label, "bold")
     if not state.finished and alive is False and state.events:
         label, style = f"{label}? no process", "bold yellow"
     text.append(f" {label} ", style=f"reverse {style}")
     if state.message and state.state not in ("running", "starting"):  # "training for N steps" says nothing new
-        text.append(f"  {state.message}", style="dim")
+        text.append(printable(f"  {state.message}", line=True), style="dim")
     text.append("\n")
     total = state.total_steps
     share = f" ({100 * state.step / total:.0f} %)" if total else ""
@@ -105,10 +106,17 @@ def checkpoints_text(state: RunState, run_dir: Path) -> Text:
         if i:
             text.append("\n")
         candidate = Path(path)
-        exists = candidate.exists() or (run_dir / candidate).exists() or (run_dir / "checkpoints" / candidate.name).exists()
+        exists = any(_exists(p) for p in (candidate, run_dir / candidate, run_dir / "checkpoints" / candidate.name))
         text.append(f"step {step:>6}  ", style="bold" if exists else "dim")
-        text.append(candidate.name or path, style="" if exists else "dim strike")
+        text.append(printable(candidate.name or path, line=True), style="" if exists else "dim strike")
     return text
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long, or with a NUL byte, from a hand-edited events.jsonl
+        return False
 
 
 def plan_text(plan: dict[str, Any]) -> Text:
@@ -130,8 +138,8 @@ def plan_text(plan: dict[str, Any]) -> Text:
             value = "on" if value else "off"
         elif isinstance(value, float):
             value = f"{value:g}"
-        text.append(f"{label:<13}", style="dim")
-        text.append(str(value))
+        text.append(printable(f"{label:<13}", line=True), style="dim")
+        text.append(printable(value, line=True))
     return text
 
 

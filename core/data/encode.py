@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ftc.core.data.settings import DataSettings
+from ftc.core.sandbox import TemplateLimit, deadline
 
 if TYPE_CHECKING:  # load.py imports DataError from here
     from ftc.core.data.load import Item, Source
@@ -168,8 +169,11 @@ def encode_all(tokenizer: Any, items: list[Item], settings: DataSettings, source
     for index, number, example in items:
         source = sources[index]
         try:
-            encoding = encode_example(tokenizer, example, settings)
+            with deadline():  # transformers' chat-template sandbox has no bound of its own (ftc.core.sandbox)
+                encoding = encode_example(tokenizer, example, settings)
         except DataError as exc:
             raise DataError(f"{source.name}, row {number}: {exc}") from None
+        except TemplateLimit as exc:
+            raise DataError(f"{source.name}, row {number}: the model's chat template: {exc}") from None
         encoded.append(Encoded(number, example, encoding, source=source.name))
     return encoded

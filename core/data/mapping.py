@@ -151,9 +151,10 @@ def _render_template(source: str, values: dict[str, str]) -> str:
     template = _TEMPLATES.get(source)
     if template is None:
         from jinja2 import StrictUndefined
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
+        from ftc.core.sandbox import bounded_environment  # bounded time and output (ftc.core.sandbox)
+
+        env = bounded_environment(undefined=StrictUndefined, keep_trailing_newline=True)
         template = _TEMPLATES[source] = env.from_string(source)
     return str(template.render(**values))
 
