@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 from ftc.core import checkpoint as ckpt
 from ftc.core.events import EventLog
@@ -45,7 +46,11 @@ def watch(events: EventLog, run_dir: str | os.PathLike[str], began: Callable[[],
     gone = threading.Event()
     direct = os.getppid() == supervisor
     if direct and sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGHUP, lambda signum, frame: gone.set())  # the thread does the rest
+        def on_parent_death(signum: int, frame: FrameType | None) -> None:
+            _detach_output(Path(run_dir) / "train.log")  # here, before the next print meets the broken pipe
+            gone.set()  # the thread does the rest
+
+        signal.signal(signal.SIGHUP, on_parent_death)
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0)
 
