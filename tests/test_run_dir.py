@@ -74,3 +74,15 @@ def test_a_forced_run_resumes_and_fresh_leaves_the_users_files(tiny_model: Path,
     assert (previous / "final").is_dir() and not (previous / "notes.txt").exists()
     assert (mine / "notes.txt").read_text() == "my notes"
     assert {p.name for p in mine.iterdir()} - {"notes.txt"} <= ckpt.ENTRIES
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "1e9"])
+def test_a_bad_orphan_wait_is_refused_with_its_range(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftc.cli import rundir
+    from ftc.core.errors import RunError
+
+    monkeypatch.setenv(rundir.WAIT_ENV, value)
+    with pytest.raises(RunError, match=rf"FTC_ORPHAN_WAIT='{value}' is not a number of seconds from 0 to 86400"):
+        rundir._bound()
+    monkeypatch.setenv(rundir.WAIT_ENV, "2.5")
+    assert rundir._bound() == 2.5
