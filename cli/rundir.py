@@ -25,7 +25,10 @@ def check_folder(target: Path, *, force: bool) -> None:
     refuse it while it holds any name ftc writes (ckpt.ENTRIES), so no file of the user's is ever replaced."""
     if not target.is_dir() or (target / "events.jsonl").exists():
         return
-    names = sorted(entry.name for entry in os.scandir(target) if entry.name != ckpt.LOCK)
+    try:
+        names = sorted(entry.name for entry in os.scandir(target) if entry.name != ckpt.LOCK)
+    except OSError as exc:
+        raise RunError(f"--run-dir {target} cannot be read ({exc.strerror}); choose a folder you can write") from None
     if not names:
         return
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
