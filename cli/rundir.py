@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ftc.core import checkpoint as ckpt
+from ftc.core import control
 from ftc.core.errors import RunError
 
 WAIT_ENV = "FTC_ORPHAN_WAIT"
@@ -26,7 +27,7 @@ def check_folder(target: Path, *, force: bool) -> None:
     if not target.is_dir() or (target / "events.jsonl").exists():
         return
     try:
-        names = sorted(entry.name for entry in os.scandir(target) if entry.name != ckpt.LOCK)
+        names = sorted(entry.name for entry in os.scandir(target) if not _ftc_request(target, entry.name))
     except OSError as exc:
         raise RunError(f"--run-dir {target} cannot be read ({exc.strerror}); choose a folder you can write") from None
     if not names:
@@ -40,6 +41,14 @@ def check_folder(target: Path, *, force: bool) -> None:
     if clashes:
         raise RunError(f"--run-dir {target} is not an ftc run and holds {', '.join(clashes)}, which ftc run would "
                        "write; --force never replaces a file of yours: move them away, or choose another --run-dir")
+
+
+def _ftc_request(target: Path, name: str) -> bool:
+    """The lock, or control/ holding only requests made before the run began (`touch DIR/control/checkpoint`)."""
+    if name == ckpt.LOCK:
+        return True
+    folder = control.control_dir(target)
+    return name == folder.name and folder.is_dir() and set(os.listdir(folder)) <= set(control.ACTIONS)
 
 
 def lock(target: Path, console: Console) -> ckpt.RunLock:

@@ -43,6 +43,10 @@ def test_a_folder_that_is_not_a_run_is_refused_and_force_never_replaces_a_file(t
     assert forced.returncode == 1
     assert "holds plan.md, train.py, which ftc run would write; --force never replaces a file of yours" in forced.stderr
     assert _listing(mine) == {"notes.txt": "my notes", "train.py": "print('mine')", "plan.md": "# mine"}  # untouched
+    (mine / "control").mkdir()
+    (mine / "control" / "mine.txt").write_text("x")  # a folder of that name with a file that is not a request
+    assert "holds control, plan.md, train.py, which ftc run would write" in run_ftc(
+        "run", "s.toml", "--run-dir", "mine", "--no-tui", "--force", cwd=tmp_path).stderr
 
 
 def test_force_puts_the_run_beside_the_files_and_a_stopped_run_exits_77(tiny_model: Path, tmp_path: Path,
