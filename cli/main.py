@@ -160,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         check_output_dir(args.run_dir, "--run-dir")
 
     return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui, fresh=args.fresh,
-                    resume_anyway=args.resume_anyway)
+                    resume_anyway=args.resume_anyway, force=args.force)
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -252,6 +252,8 @@ def _run_commands(commands: Any) -> None:
                    "(its old files move to DIR/previous/)")
     p.add_argument("--resume-anyway", action="store_true", help="resume --run-dir even though the spec or "
                    "data changed in a way that alters the training")
+    p.add_argument("--force", action="store_true", help="use a --run-dir that is not an ftc run and holds files: "
+                   "the run goes beside them (refused while it holds a file ftc writes: nothing of yours is replaced)")
     p.set_defaults(handler=_run)
 
     p = commands.add_parser("merge", help="fold a finished run's LoRA-family adapter into its base model")

@@ -29,6 +29,7 @@ from ftc.core import checkpoint as ckpt
 from ftc.runtime import faults
 from ftc.core.events import EventLog, EventTail, read_events
 from ftc.core.paths import check_output_dir
+from ftc.cli import rundir
 from ftc.cli.recover import recover, resume_hint, with_overrides, write_plan
 
 
@@ -52,9 +53,10 @@ def _pump(stream: TextIO, log: TextIO, tail: deque[str], console: Console) -> No
 
 
 def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = None, tui: bool = True,
-             fresh: bool = False, resume_anyway: bool = False) -> int:
+             fresh: bool = False, resume_anyway: bool = False, force: bool = False) -> int:
     """Compile `spec`, then run its script in a run directory (a new one, or `run_dir`, which is resumed
-    from its last checkpoint when it holds a run); returns the exit code."""
+    from its last checkpoint when it holds a run); returns the exit code: 0 completed, 77 (ckpt.EXIT_STOPPED)
+    stopped and resumable, 130 stopped by Ctrl-C, 1 failed."""
     console = SafeConsole(stderr=False)
     try:
         faults.parse(os.environ.get(faults.ENV, ""))
@@ -65,12 +67,8 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
     console.print(f"compiled {result.source.display} -> {result.out_dir}/ "
                   f"({', '.join(changed) if changed else 'up to date'})")
     target = Path(run_dir) if run_dir else check_output_dir(new_run_dir(result.plan.name), "run folder")
-    lock = ckpt.RunLock(target)
-    try:
-        lock.acquire()
-    except BlockingIOError as exc:
-        raise RunError(f"{target} is being written by another ftc run ({exc}); wait for it to finish, stop it "
-                       f"(touch {target}/control/stop), or choose another --run-dir") from None
+    rundir.check_folder(target, force=force)  # a folder of the user's files is refused (--force: beside them)
+    lock = rundir.lock(target, console)  # waits for a training process whose ftc run died to save and stop
     try:
         return _run_locked(console, result, target, lock, tui=tui, fresh=fresh, resume_anyway=resume_anyway)
     finally:
@@ -102,6 +100,7 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
     console.print(f"run directory: {target}")
     env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",  # quiet, line-by-line output:
                HF_DATASETS_DISABLE_PROGRESS_BARS="1", HF_HUB_DISABLE_PROGRESS_BARS="1")  # progress comes from events
+    env[ckpt.SUPERVISOR_ENV] = str(os.getpid())  # the script saves and stops if we die (ftc.runtime.orphan)
     fired: list[tuple[str, int]] = []
     started = time.monotonic()
     while True:
@@ -125,15 +124,15 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
 
 
 def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, str],
-             resume: ckpt.Checkpoint | None, *, tui: bool) -> tuple[int, deque[str], int]:
+             resume: ckpt.Checkpoint | None, *, tui: bool) -> tuple[int, deque[str], list[int]]:
     """Run the script once; Ctrl-C and SIGTERM are passed on to it as SIGTERM (the first: finish the step, save and
     stop, or end at once while the model loads; the second: stop at once). Returns (exit code, last output lines,
-    signals received)."""
+    signals received, in order)."""
     argv = [sys.executable, str(target / "train.py"), str(target)]
     if resume is not None:
         argv += ["--resume", str(resume.path)]
     tail: deque[str] = deque(maxlen=25)
-    received = 0
+    received: list[int] = []
     with (target / "train.log").open("a", encoding="utf-8") as log:
         # Its own process group: a terminal's Ctrl-C reaches the script once, through us. It inherits the
         # run directory's lock, so an orphaned script still keeps a second `ftc run` out.
@@ -142,9 +141,8 @@ def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, 
         lock.note_child(child.pid)
 
         def forward(signum: int, frame: FrameType | None) -> None:
-            nonlocal received
-            received += 1
-            if received == 1:
+            received.append(signum)
+            if len(received) == 1:
                 console.print(f"{signal.Signals(signum).name}: the script finishes its step, saves a checkpoint and "
                               "stops (again: stop at once)")
             with contextlib.suppress(ProcessLookupError):  # always SIGTERM: a child may inherit an ignored
@@ -165,11 +163,12 @@ def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, 
 
 
 def _archive(target: Path) -> Path:
-    """Move a previous run's files into TARGET/previous/<time>/ (nothing is deleted)."""
+    """Move a previous run's files into TARGET/previous/<time>/ (nothing is deleted; files that are not ftc's,
+    beside a run put there with --force, stay where they are)."""
     kept = target / "previous" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     kept.mkdir(parents=True)
     for entry in list(target.iterdir()):
-        if entry.name not in ("previous", ckpt.LOCK, "control"):
+        if entry.name in ckpt.ENTRIES and entry.name not in ("previous", ckpt.LOCK, "control"):  # not a user's file
             entry.rename(kept / entry.name)
     return kept
 
@@ -245,13 +244,15 @@ def _incompatible(result: CompileResult, target: Path, last: ckpt.Checkpoint) ->
     return problems
 
 
-def _stopped(console: Console, result: CompileResult, target: Path, final: dict[str, Any], signalled: int) -> int:
-    """A run that stopped on request or for a full disk: say why and how to resume."""
+def _stopped(console: Console, result: CompileResult, target: Path, final: dict[str, Any],
+             signalled: list[int]) -> int:
+    """A run that stopped on request or for a full disk: say why and how to resume; the exit code is 130 after
+    Ctrl-C, else 77 (ckpt.EXIT_STOPPED: stopped, resumable), never 0, which says the training completed."""
     hint = resume_hint(result, target) or "no checkpoint was saved: a rerun starts over (--fresh)"
     if final.get("error") == "disk_full":
         raise RunError(f"{final.get('message')}\n{hint}")
     console.print(f"stopped: {final.get('message')}\n{hint}")
-    return 130 if signalled else 0
+    return 130 if signal.SIGINT in signalled else ckpt.EXIT_STOPPED
 
 
 def _follow(child: subprocess.Popen[str], events_path: Path, console: Console, *, live: bool,

@@ -8,7 +8,8 @@ Layout of RUN_DIR:
                                 full disk) leaves at worst a partial folder here, removed at the next start
   overrides.json                what `ftc run` changed after a fault (smaller micro-batch, lower learning rate);
                                 train.py applies it to CONFIG before its start event, so the event shows it
-  .ftc-lock                     held (flock) by the `ftc run` writing this run and by its training process
+  .ftc-lock                     held (flock) by the `ftc run` writing this run and by its training process;
+                                it names both ({"pid": ftc run, "child": training process})
 """
 
 from __future__ import annotations
@@ -32,14 +33,23 @@ OVERRIDES = "overrides.json"
 LOCK = ".ftc-lock"
 PREFIX = "checkpoint-"
 
+ENTRIES = frozenset({"spec.toml", "train.py", "plan.md", "plan.json", "events.jsonl", "train.log", LOCK, OVERRIDES,
+                     FOLDER, STAGING, "final", "final.partial", "control", "previous", "data", "pissa_init", "merged"})
+"""Every name ftc writes at the top of a run directory (`ftc run`, the script, `ftc merge`): a folder that is not a
+run may be used with `ftc run --force` only when it holds none of them, so that no file of the user's is replaced."""
+SUPERVISOR_ENV = "FTC_SUPERVISOR_PID"
+"""Set by `ftc run` for its training process (and whatever a launcher starts): the supervisor's process id, which
+the script watches (ftc.runtime.orphan) so that it saves a checkpoint and stops when `ftc run` dies."""
+
 EXIT_OOM = 75
 """Exit code of a training script that ran out of memory: `ftc run` retries with half the micro-batch."""
 EXIT_ROLLBACK = 76
 """Exit code of a training script whose steps kept giving NaN/inf: `ftc run` rolls back to the last good
 checkpoint with a lower learning rate."""
 EXIT_STOPPED = 77
-"""Exit code of a training script that stopped on request (Ctrl-C, SIGTERM, a stop file, a full disk) after
-saving what it could: the run is resumable."""
+"""Exit code of a training script that stopped on request (Ctrl-C, SIGTERM, a stop file, a full disk, its `ftc run`
+gone) after saving what it could: the run is resumable. `ftc run` exits with it too when the run stopped on SIGTERM,
+a stop file or the monitor's stop (130 after Ctrl-C)."""
 
 
 @dataclass(frozen=True)
@@ -297,6 +307,14 @@ class RunLock:
             self._handle.write(json.dumps({"pid": os.getpid(), "child": pid}))
             self._handle.flush()
 
+    def holder(self) -> dict[str, Any]:
+        """What the lock file says of its holder ({} when it cannot be read)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def fileno(self) -> int:
         assert self._handle is not None
         return self._handle.fileno()
@@ -305,3 +323,20 @@ class RunLock:
         if self._handle is not None:
             self._handle.close()  # closing the last descriptor releases the flock
             self._handle = None
+
+
+def pid_alive(pid: Any) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped by its parent, counts as gone)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:  # Linux: state Z (zombie) or X (dead) in /proc/PID/stat, after the command name in parentheses
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")

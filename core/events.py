@@ -18,6 +18,8 @@ exiting | failed | stopped), and the recovery events of the runtime (ftc.runtime
               with last_good_step when the on_nan policy rolls back
   early_stop  validation loss stopped improving: step, best_loss, best_step
   disk_full   not enough free space for a checkpoint, or a write failed with ENOSPC: step
+  warning     with kind "supervisor_gone" and supervisor (its pid): the script's `ftc run` died; the script
+              saves a checkpoint and stops (ftc.runtime.orphan)
 The script's last status (written by ftc.runtime.outcome.RunOutcome when it ends other than completed) says
 why, and `ftc run` decides from it alone:
   state       exiting (an exit ftc run recovers from: 75 out of memory, 76 NaN rollback), failed, stopped

@@ -15,6 +15,7 @@ from ftc.core import checkpoint as ckpt
 from ftc.core.bundled import BundledModelError
 from ftc.core.data.encode import DataError
 from ftc.core.events import EventLog
+from ftc.runtime import orphan
 from ftc.runtime.methods import MethodError
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "MPS backend out of memory")
@@ -85,8 +86,10 @@ class RunOutcome:
         self.trainer: Any = None  # set by training(): the step and the micro-batch an error came at
 
     def watch(self) -> RunOutcome:
-        """Report an error anywhere in the script (loading the data or the model too) as a status event."""
+        """Report an error anywhere in the script (loading the data or the model too) as a status event, and stop
+        the script when its `ftc run` dies (ftc.runtime.orphan)."""
         sys.excepthook = self._excepthook
+        orphan.watch(self.events, self.run_dir, began=lambda: self.trainer is not None)
         return self
 
     def training(self, trainer: Any) -> RunOutcome:

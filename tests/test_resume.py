@@ -112,8 +112,8 @@ def test_crash_then_resume_gives_the_same_weights(reference: dict, tiny_model: P
 def test_sigterm_stops_resumably_and_a_changed_spec_is_refused(reference: dict, tiny_model: Path,  # type: ignore[type-arg]
                                                                tmp_path: Path) -> None:
     root = _setup(tmp_path, tiny_model)
-    stopped = _run(root, inject="sigterm@5")
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    stopped = _run(root, inject="sigterm@5")  # a scheduler's SIGTERM to the script: stopped, resumable (77, not 0)
+    assert stopped.returncode == ckpt.EXIT_STOPPED, stopped.stdout + stopped.stderr
     events = _events(root)
     assert [e["state"] for e in events if e["type"] == "status"] == ["starting", "running", "stopping", "stopped"]
     assert events[-1]["checkpoint"].endswith("checkpoint-5")
@@ -298,3 +298,82 @@ def test_a_locked_run_directory_is_refused(tiny_model: Path, tmp_path: Path) -> 
         lock.release()
     assert done.returncode == 1
     assert "r is being written by another ftc run (held by {\"pid\": " in done.stderr
+
+
+def _lock_holder(root: Path) -> dict:  # type: ignore[type-arg]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        holder = ckpt.RunLock(root / "r").holder()
+        if "child" in holder:
+            return holder
+        time.sleep(0.05)
+    raise AssertionError("no training process in the lock file")
+
+
+@pytest.mark.slow
+def test_supervisor_killed_the_script_saves_and_stops_then_resumes(reference: dict, tiny_model: Path,  # type: ignore[type-arg]
+                                                                   tmp_path: Path) -> None:
+    """kill -9 of `ftc run`'s whole process group (the script, in a session of its own, survives it): the script
+    saves a checkpoint and stops by itself, and an `ftc run` started at once waits for it, then resumes."""
+    root = _setup(tmp_path, tiny_model)
+    process = _start(root)
+    _wait_for_step(root, process, 4)
+    holder = _lock_holder(root)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert ckpt.pid_alive(holder["child"])  # orphaned, still holding the lock
+    resumed = _run(root)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"its training process (pid {holder['child']}) is saving a checkpoint and stopping; waiting" in resumed.stdout
+    events = _events(root)
+    gone = next(e for e in events if e["type"] == "warning" and e.get("kind") == "supervisor_gone")
+    assert gone["supervisor"] == holder["pid"]
+    stop = next(e for e in events if e["type"] == "status" and e["state"] == "stopped")
+    assert stop["exit_code"] == ckpt.EXIT_STOPPED and stop["checkpoint"].endswith(f"checkpoint-{stop['step']}")
+    assert f"resuming from checkpoint-{stop['step']} " in resumed.stdout
+    assert "is gone: saving a checkpoint" in (root / "r" / "train.log").read_text()  # its output went to the log
+    _same_weights(_weights(root), reference)
+
+
+@pytest.mark.slow
+def test_supervisor_and_script_killed_together_then_resumed_at_once(reference: dict, tiny_model: Path,  # type: ignore[type-arg]
+                                                                    tmp_path: Path) -> None:
+    """SIGKILL to both (a scheduler killing every process of the job): the lock dies with them, and an `ftc run`
+    started at once resumes from the last periodic checkpoint."""
+    root = _setup(tmp_path, tiny_model)
+    process = _start(root)
+    _wait_for_step(root, process, 7)
+    holder = _lock_holder(root)
+    os.killpg(process.pid, signal.SIGKILL)
+    os.killpg(holder["child"], signal.SIGKILL)
+    process.wait()
+    resumed = _run(root)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "waiting" not in resumed.stdout and "r holds a run: resuming from checkpoint-6 " in resumed.stdout
+    _same_weights(_weights(root), reference)
+
+
+def test_a_live_supervisor_keeps_the_lock_and_a_dead_one_is_waited_for(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from ftc.cli import rundir
+    from ftc.core.errors import RunError
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = ckpt.RunLock(tmp_path / "r")
+        lock.acquire()
+        lock.note_child(sleeper.pid)  # the holder: this (live) process and a child
+        with pytest.raises(RunError, match="is being written by another ftc run"):
+            rundir.lock(tmp_path / "r", Console())
+        (tmp_path / "r" / ckpt.LOCK).write_text(json.dumps({"pid": 2**22 + 7, "child": sleeper.pid}))  # a dead one
+        os.environ[rundir.WAIT_ENV] = "1"
+        with pytest.raises(RunError, match=rf"still held by the training process \(pid {sleeper.pid}\) 1 s after"):
+            rundir.lock(tmp_path / "r", Console())
+        lock.release()
+        rundir.lock(tmp_path / "r", Console()).release()
+    finally:
+        os.environ.pop(rundir.WAIT_ENV, None)
+        sleeper.kill()
+        sleeper.wait()
+    assert not ckpt.pid_alive(sleeper.pid) and ckpt.pid_alive(os.getpid())

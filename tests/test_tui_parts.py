@@ -197,7 +197,7 @@ def test_memory_of_the_training_process(training_process) -> None:  # type: igno
 def test_status_and_plan_text() -> None:
     state, plan = read_state(RUNS / "troubled"), read_plan(RUNS / "troubled")
     live = status_text(state, plan, "demo/live", now=state.updated + 10, alive=True).plain
-    assert "demo/live  lora  smollm2-135m-instruct" in live and "step 50/82 (61 %)" in live
+    assert "demo  demo/live  lora  smollm2-135m-instruct" in live and "step 50/82 (61 %)" in live  # name, run dir
     assert "ETA 1:57" in live  # 66 s from the resume at step 32 to the step-50 event: 66 / 18 x 32 steps left = 117 s
     assert "1 OOM, 3 NaN skips, 1 rollback, 2 resumes" in live
     gone = status_text(state, plan, "demo/live", now=None, alive=False).plain
@@ -208,6 +208,7 @@ def test_status_and_plan_text() -> None:
     assert "lr           0.002" in settings  # the micro-batch `ftc run` halved after the OOM, as its plan.json says:
     assert "micro-batch  4" in settings and "accumulation 2" in settings
     assert "no plan.json" in plan_text({}).plain
+    assert status_text(state, {}, "demo/live", now=None, alive=None).plain.startswith("demo/live  ?  smollm2")  # no plan.json
 
 
 def _printed(renderable) -> str:  # type: ignore[no-untyped-def]

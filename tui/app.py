@@ -107,7 +107,8 @@ class MonitorScreen(Screen[None]):
         self._charted = -1
 
     @property
-    def run_name(self) -> str:
+    def run_label(self) -> str:
+        """The run directory, shortened to its last two folders (runs/<name>/<time> shows <name>/<time>)."""
         parts = self.run_dir.resolve().parts
         return "/".join(parts[-2:]) if len(parts) >= 2 else str(self.run_dir)
 
@@ -154,7 +155,7 @@ class MonitorScreen(Screen[None]):
     def redraw(self) -> None:
         state = self.state
         now = self.clock() if not state.finished else None
-        self.query_one("#status", Static).update(status_text(state, self.plan, self.run_name, now=now,
+        self.query_one("#status", Static).update(status_text(state, self.plan, self.run_label, now=now,
                                                              alive=self.alive))
         if self._charted != state.events:
             self._charted = state.events

@@ -17,14 +17,19 @@ from ftc.tui.memory import MemorySample
 from ftc.tui.state import RunState
 
 
-def status_text(state: RunState, plan: dict[str, Any], run_name: str, *, now: float | None, alive: bool | None) -> Text:
-    """Three lines: what the run is (name, method, model, state), where it is (step, epoch, time, ETA),
-    and how it goes (losses, speed, warnings)."""
+def status_text(state: RunState, plan: dict[str, Any], run_dir: str, *, now: float | None, alive: bool | None) -> Text:
+    """Three lines: what the run is (the spec's name, the run directory, method, model, state), where it is (step,
+    epoch, time, ETA), and how it goes (losses, speed, warnings)."""
     settings = plan.get("settings") or {}
     method = plan.get("method") or state.config.get("METHOD") or "?"
     model = settings.get("base_model") or state.config.get("BASE_MODEL") or "?"
     text = Text()
-    text.append(printable(run_name, line=True), style="bold")
+    name = plan.get("name")
+    if isinstance(name, str) and name:
+        text.append(printable(name, line=True), style="bold")
+        text.append(printable(f"  {run_dir}", line=True), style="dim")
+    else:  # no plan.json: the run directory alone
+        text.append(printable(run_dir, line=True), style="bold")
     text.append(printable(f"  {method}  {model}  ", line=True), style="")
     label = printable(state.state, line=True)
     style = STATE_STYLES.get(label, "bold")
