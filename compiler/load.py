@@ -40,7 +40,7 @@ def display_path(path: Path) -> str:
     """The path as users should see it: relative to the working directory when inside it."""
     try:
         return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except (ValueError, OSError):  # outside the working directory, or a name too long to resolve
+    except (ValueError, OSError, RuntimeError):  # outside the working directory, too long, a symlink loop
         return path.as_posix()
 
 
@@ -132,15 +132,15 @@ def _parse(text: str, source: str) -> dict[str, Any]:
                                  "see https://toml.io for the syntax")]) from None
     except RecursionError:
         raise _refuse(source, f"arrays or tables nested too deep to read; a spec nests at most {SPEC_DEPTH} "
-                      "levels") from None
-    deepest = _depth(raw)
-    if deepest > SPEC_DEPTH:
-        raise _refuse(source, f"arrays or tables nested {deepest} levels deep; a spec nests at most {SPEC_DEPTH}")
+                      "levels (its own tables need 4)") from None
+    if _depth(raw) > SPEC_DEPTH:
+        raise _refuse(source, f"arrays or tables nested more than {SPEC_DEPTH} levels deep; a spec nests at most "
+                      f"{SPEC_DEPTH} (its own tables need 4)")
     return raw
 
 
 def _depth(value: Any) -> int:
-    """Nesting depth of tables and arrays, without recursion."""
+    """Nesting depth of tables and arrays, without recursion (counted up to SPEC_DEPTH + 1)."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, depth = stack.pop()
