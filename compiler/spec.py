@@ -178,6 +178,9 @@ class TrainSpec(_Table):
         if self.on_nan == "stop" and "nan_patience" in self.model_fields_set:
             raise KeyConflict("train.nan_patience", "is read by on_nan = \"skip\" or \"rollback\", but "
                               "train.on_nan = \"stop\" stops at the first NaN, so it would be ignored; remove one")
+        if self.scheduler == "constant" and "warmup" in self.model_fields_set and self.warmup:
+            raise KeyConflict("train.warmup", "is ignored by train.scheduler = \"constant\" (transformers' constant "
+                              "schedule has no warmup); use scheduler = \"linear\" or \"cosine\", or remove warmup")
         return self
 
 

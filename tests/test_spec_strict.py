@@ -101,6 +101,8 @@ def test_an_integer_is_a_float(workdir: Path) -> None:
     (with_line("train", "max_steps = 5\nepochs = 2"), "s.toml:14: train.epochs: is ignored because train.max_steps "
      "is set"),
     (with_line("train", 'on_nan = "stop"\nnan_patience = 5'), "s.toml:14: train.nan_patience: is read by on_nan"),
+    (with_line("train", 'scheduler = "constant"\nwarmup = 0.1'), "s.toml:14: train.warmup: is ignored by "
+     "train.scheduler = \"constant\""),
     (with_line("data", 'split = "test"'), "s.toml:5: data.split: names a split of a hub or saved dataset, but "
      "data.source (d.jsonl) is data files"),
     (with_line("model", 'revision = "main"'), "s.toml:3: model.revision: picks a hub revision, but model.base "

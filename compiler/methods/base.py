@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -176,7 +176,8 @@ class MethodBase(BaseModel):
             if key in self.model_fields_set and self.quantization != needs:
                 kind = self.kind  # type: ignore[attr-defined]
                 loads = f"quantize = {self.quantization!r}" if self.quantization else "no quantization"
-                fix = f"remove {key}" + ("" if kind in ("qlora", "lora8") else f" or set quantize = {needs!r}")
+                settable = needs in get_args(type(self).model_fields["quantize"].annotation)  # qlora's is fixed
+                fix = f"remove {key}" + (f" or set quantize = {needs!r}" if settable else "")
                 raise KeyConflict(f"method.{key}", f"is read only with quantize = {needs!r}, but kind = {kind!r} "
                                   f"loads the base with {loads}, so it would be ignored; {fix}")
         return self
