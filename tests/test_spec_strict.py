@@ -192,3 +192,16 @@ def test_locate_is_the_first_line_at_or_under_the_key() -> None:
     assert locate(text, ("method", "alpha")) == 3  # the table's header
     assert locate(text, ("data",)) == 6 and locate(text, ("data", "mix", "0", "source")) == 6
     assert locate(text, ("eval", "steps")) is None
+
+
+def test_a_quantization_knob_is_not_carried_to_a_fallback_that_cannot_read_it(workdir: Path) -> None:
+    """A does-not-fit message estimates lighter kinds with the spec's shared knobs: `lora` (no
+    quantization) must not get dora's double_quant, which it would refuse."""
+    from ftc.core.errors import BudgetError
+
+    text = GOOD.replace('base = "model"', 'base = "meta-llama/Llama-3.1-8B"').replace(
+        'kind = "lora"', 'kind = "dora"\nquantize = "nf4"\ndouble_quant = false').replace(
+        'device = "cpu"', 'device = "cuda"\nvram_gb = 2')
+    (workdir / "s.toml").write_text(text)
+    with pytest.raises(BudgetError, match="the run does not fit"):
+        compile_spec(workdir / "s.toml")

@@ -210,9 +210,12 @@ class MethodBase(BaseModel):
         each with the knobs the spec set here that it shares (rank, targets, dropout)."""
         from ftc.compiler.methods import METHODS  # the registry imports every method module
 
-        return [METHODS[k].model_validate({f: getattr(self, f) for f in self.model_fields_set
-                                           if f in METHODS[k].model_fields and f not in ("kind", "quantize")})
-                for k in self.fallbacks if type(self) is not METHODS[k]]
+        def shared(target: type[MethodBase]) -> dict[str, Any]:  # not a knob read only with another quantization
+            fixed = target.model_fields["quantize"].default if "quantize" in target.model_fields else "none"
+            return {f: getattr(self, f) for f in self.model_fields_set if f in target.model_fields
+                    and f not in ("kind", "quantize") and _QUANTIZED_ONLY.get(f, fixed) == fixed}
+
+        return [METHODS[k].model_validate(shared(METHODS[k])) for k in self.fallbacks if type(self) is not METHODS[k]]
 
     # ---------------------------------------------------------------- estimate
     def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
