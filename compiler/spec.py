@@ -135,7 +135,7 @@ class TrainSpec(_Table):
     epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS)
     """Passes over the training rows (default 3 unless max_steps is set)."""
     max_steps: int | None = Field(None, gt=0, le=MAX_STEPS)
-    """Optimizer steps; overrides epochs."""
+    """Optimizer steps, instead of epochs (setting both is an error)."""
     learning_rate: float | None = Field(None, gt=0, lt=1)
     """Peak learning rate (default: the method's, e.g. 2e-4 for LoRA, 2e-5 for full)."""
     batch_size: int = Field(16, gt=0, le=MAX_BATCH)
