@@ -1,7 +1,9 @@
 """Read a spec file: TOML syntax and pydantic shape errors become located `SpecError`s.
 
-tomllib keeps no positions, so `locate()` finds a key's line by scanning table headers and
-`key =` lines: good enough for hand-written specs, and falls back to the table's header.
+tomllib keeps no positions, so `locate()` finds a key's line in an index of table headers and
+`key =` lines, built once per text: good enough for hand-written specs, and falls back to the
+table's header. A file is refused before parsing when it is not a regular file, too big or too
+deeply nested (compiler/limits.py).
 """
 
 from __future__ import annotations
