@@ -197,6 +197,19 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bounded(low: int, high: int) -> Any:
+    """An argparse type: an integer in low..high, else a usage error (exit 2) saying the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high} (got {value})")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     from ftc.compiler.compile import VERSION
 
@@ -225,7 +238,7 @@ def _compiler_commands(commands: Any) -> None:
     p = commands.add_parser("data", help="show examples as the model will see them (trained tokens highlighted) "
                             "and the data statistics; dropped rows go to DIR/data/dropped.jsonl")
     p.add_argument("spec", help="the spec file (.toml)")
-    p.add_argument("-n", type=int, default=3, metavar="N", help="examples to render (default 3)")
+    p.add_argument("-n", type=_bounded(0, 10_000), default=3, metavar="N", help="examples to render (default 3)")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
     p.add_argument("--out", metavar="DIR", help="output directory for the data report (default: compiled/<name>)")
     p.set_defaults(handler=_data)
@@ -266,7 +279,7 @@ def _run_commands(commands: Any) -> None:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished runs that trained adapters of one base")
     p.add_argument("--prompt", required=True, help="the user message to answer")
     p.add_argument("--adapter", metavar="NAME", help="answer with this adapter only (default: each in turn)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="answer length limit (default: 64)")
+    p.add_argument("--max-new-tokens", type=_bounded(1, 4096), default=64, help="answer length limit (default: 64)")
     p.set_defaults(handler=_generate)
 
 
@@ -276,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except SpecError as exc:
-        count = len(exc.problems)
+        count = exc.count
         print(str(exc), file=sys.stderr)
         print(f"{count} problem{'s' if count != 1 else ''} in the spec; nothing was written", file=sys.stderr)
         return exc.exit_code

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -15,6 +16,7 @@ from typing import TypeVar
 from ftc.compiler.catalog import GPUS, find_gpu
 from ftc.core.errors import Problem, SpecError
 from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, model_facts
+from ftc.compiler.limits import SHOWN_PROBLEMS
 from ftc.compiler.load import SpecSource, locate
 from ftc.compiler.tokens import TokenFacts, measure_data
 from ftc.compiler.spec import FORMAT_FIELDS, REQUIRED_FIELDS, TEMPLATE_FIELDS, TURN_FIELDS, Spec
@@ -198,6 +200,29 @@ def data_not_empty(spec: Spec, facts: Facts) -> Iterator[Finding]:
 
 
 @check
+def validation_leaves_training_rows(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """A held-out share that takes every row (e.g. 0.1 of a 1-row file) leaves nothing to train on."""
+    share, rows = spec.data.validation, facts.data.rows if facts.data else None
+    if isinstance(share, float) and share > 0 and rows:
+        held = math.ceil(rows * share)
+        if held >= rows:
+            yield "data.validation", (f"holds out {held} of the {rows} row(s) of {spec.data.source} (validation = "
+                                      f"{share}: rounded up), leaving none to train on; add rows, or set "
+                                      "validation = 0 or a second source")
+
+
+@check
+def keys_the_source_ignores(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """data.split is read only from hub or saved datasets, model.revision only for hub models."""
+    if "split" in spec.data.model_fields_set and facts.data is not None and facts.data.kind == "files":
+        yield "data.split", (f"names a split of a hub or saved dataset, but data.source ({spec.data.source}) is "
+                             "data files, which have one split, so it would be ignored; remove split")
+    if spec.model.revision is not None and facts.model is not None and facts.model.origin != "hub":
+        yield "model.revision", (f"picks a hub revision, but model.base ({spec.model.base}) is a {facts.model.origin} "
+                                 "model, so it would be ignored; remove revision")
+
+
+@check
 def compare_needs_answers(spec: Spec, facts: Facts) -> Iterator[Finding]:
     """Before/after generation compares answers, which `text` data has not."""
     if spec.eval.compare and spec.data.format == "text":
@@ -295,7 +320,7 @@ def run_checks(source: SpecSource) -> Facts:
         problems = [Problem(source.display, locate(source.text, tuple(key.split("."))), key, message)
                     for key, message in findings]
         problems.sort(key=lambda p: (p.line or 0, p.key))
-        raise SpecError(problems)
+        raise SpecError(problems[:SHOWN_PROBLEMS], more=max(0, len(problems) - SHOWN_PROBLEMS))
     return facts
 
 

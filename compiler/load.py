@@ -1,22 +1,26 @@
 """Read a spec file: TOML syntax and pydantic shape errors become located `SpecError`s.
 
-tomllib keeps no positions, so `locate()` finds a key's line by scanning table headers and
-`key =` lines: good enough for hand-written specs, and falls back to the table's header.
+tomllib keeps no positions, so `locate()` finds a key's line in an index of table headers and
+`key =` lines, built once per text: good enough for hand-written specs, and falls back to the
+table's header. A file is refused before parsing when it is not a regular file, too big or too
+deeply nested (compiler/limits.py).
 """
 
 from __future__ import annotations
 
-import difflib
+import functools
 import re
+import stat
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from ftc.core.errors import Problem, SpecError
-from ftc.compiler.methods import METHODS
+from ftc.compiler.limits import SPEC_BYTES, SPEC_DEPTH
+from ftc.compiler.shape import shape_error
 from ftc.compiler.spec import Spec
 
 
@@ -38,7 +42,7 @@ def display_path(path: Path) -> str:
     """The path as users should see it: relative to the working directory when inside it."""
     try:
         return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside the working directory, too long, a symlink loop
         return path.as_posix()
 
 
@@ -50,125 +54,73 @@ def _split_key(key: str) -> list[str]:
     return [part.strip().strip("\"'") for part in re.findall(r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'""", key)]
 
 
-def locate(text: str, path: tuple[str, ...]) -> int | None:
-    """Line number (1-based) of the deepest prefix of `path` found in the TOML text."""
-    best: tuple[int, int] | None = None  # (matched depth, line)
+@functools.lru_cache(maxsize=4)
+def _index(text: str) -> tuple[dict[tuple[str, ...], int], dict[tuple[str, ...], int]]:
+    """One pass over the text: the first line of each full key (table + key), and the first line
+    of any key under each prefix. `locate` is then a few lookups, whatever the spec's size."""
+    exact: dict[tuple[str, ...], int] = {}
+    under: dict[tuple[str, ...], int] = {}
     table: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         header = _HEADER.match(line)
-        if header and not _KEY.match(line):
+        key = _KEY.match(line)
+        if header and not key:
             table = _split_key(header.group(1))
-            full = table
+            full = tuple(table)
+        elif key:
+            full = tuple(table + _split_key(key.group(1)))
         else:
-            key = _KEY.match(line)
-            if not key:
-                continue
-            full = table + _split_key(key.group(1))
-        depth = 0
-        for a, b in zip(full, path):
-            if a != b:
-                break
-            depth += 1
-        if depth and (best is None or depth > best[0]) and depth >= min(len(full), len(path)):
-            best = (depth, number)
-    return best[1] if best else None
-
-
-def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
-    """The pydantic model that owns the last element of `loc` (for did-you-mean)."""
-    model: type[BaseModel] = Spec
-    for part in loc[:-1]:
-        field = model.model_fields.get(part)
-        if field is None:
-            return None
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            model = annotation
-        else:
-            return None
-    return model
-
-
-def _clean_loc(loc: tuple[Any, ...]) -> tuple[tuple[str, ...], type[BaseModel] | None]:
-    """Drop pydantic's union tag from `method.<kind>.field` and find the owning model."""
-    parts = tuple(str(p) for p in loc)
-    if len(parts) >= 2 and parts[0] == "method" and parts[1] in METHODS:
-        return ("method", *parts[2:]), METHODS[parts[1]]
-    if parts[:1] == ("method",):
-        return parts, None
-    return parts, _model_at(parts)
-
-
-def _describe(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _problem_for(error: Any, source: str, text: str) -> Problem:
-    loc, owner = _clean_loc(tuple(error["loc"]))
-    key = ".".join(loc)
-    kind = error["type"]
-    value = error.get("input")
-    line = locate(text, loc)
-    if kind == "extra_forbidden":
-        allowed = sorted(owner.model_fields) if owner else []
-        if loc[:1] == ("method",) and owner is not None:
-            allowed = [f for f in allowed if f != "kind"] + ["kind"]
-        close = difflib.get_close_matches(loc[-1], allowed, n=1, cutoff=0.4)
-        hint = f"did you mean {close[0]!r}?" if close else f"allowed keys: {', '.join(allowed)}"
-        where = ".".join(loc[:-1]) or "the top level"
-        return Problem(source, line, key, f"unknown key in {where}; {hint}")
-    if kind == "missing":
-        return Problem(source, line, key, "required key is missing; add it (see docs/spec.md)")
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        kinds = ", ".join(METHODS)
-        got = value.get("kind") if isinstance(value, dict) else value
-        close = difflib.get_close_matches(str(got), list(METHODS), n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}?" if close else f"use one of: {kinds}"
-        if kind == "union_tag_not_found":
-            return Problem(source, line, "method.kind", f"missing; set kind to one of: {kinds}")
-        return Problem(source, locate(text, ("method", "kind")) or line, "method.kind",
-                       f"unknown method (got {got!r}); {hint}")
-    if kind == "literal_error":
-        expected = error.get("ctx", {}).get("expected", "")
-        options = re.findall(r"'([^']*)'", expected)
-        close = difflib.get_close_matches(str(value), options, n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}?" if close else f"use one of: {expected}"
-        return Problem(source, line, key, f"not an allowed value (got {_describe(value)}); {hint}")
-    message = error["msg"]
-    message = message[0].lower() + message[1:] if message else message
-    if message.startswith("value error, "):
-        return Problem(source, line, key, message[len("value error, "):])
-    return Problem(source, line, key, f"{message} (got {_describe(value)}); see docs/spec.md, [{loc[0]}]")
-
-
-def _union_dedupe(errors: list[Any]) -> list[Any]:
-    """A value that fails `int | "auto"` reports one error per union member: keep the first per key."""
-    seen: set[tuple[Any, ...]] = set()
-    kept = []
-    for error in errors:
-        loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and (p.startswith("literal[") or p in {
-            "int", "float", "str", "bool", "list[str]", "constrained-int"})))
-        if loc in seen:
             continue
-        seen.add(loc)
-        kept.append({**error, "loc": loc})
-    return kept
+        exact.setdefault(full, number)
+        for depth in range(1, len(full) + 1):
+            under.setdefault(full[:depth], number)
+    return exact, under
 
 
-def load_spec(path: str | Path) -> SpecSource:
-    """Read and validate a spec file; raises `SpecError` listing every problem found."""
-    path = Path(path)
-    source = display_path(path)
-    if not path.exists():
-        raise SpecError([Problem(source, None, "", "spec file not found; check the path")])
-    if path.is_dir():
-        raise SpecError([Problem(source, None, "", "is a directory; give the path of a .toml spec file")])
+def locate(text: str, path: tuple[str, ...]) -> int | None:
+    """Line number (1-based) of the deepest prefix of `path` found in the TOML text: the first
+    line at or under `path` itself, else the line of its longest written prefix."""
+    exact, under = _index(text)
+    if path and path in under:
+        return under[path]
+    for depth in range(len(path) - 1, 0, -1):
+        if path[:depth] in exact:
+            return exact[path[:depth]]
+    return None
+
+
+def _refuse(source: str, message: str) -> SpecError:
+    return SpecError([Problem(source, None, "", message)])
+
+
+def _read_text(path: Path, source: str) -> str:
+    """The spec's text; a missing, special, oversized or non-UTF-8 file is refused before reading
+    it (a FIFO would block the read forever)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
+    except FileNotFoundError:
+        raise _refuse(source, "spec file not found; check the path") from None
+    except OSError as exc:
+        raise _refuse(source, f"cannot be read ({exc.strerror}); check the path") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise _refuse(source, "is a directory; give the path of a .toml spec file")
+    if not stat.S_ISREG(info.st_mode):
+        raise _refuse(source, "is not a regular file (a pipe, socket or device); give the path of a .toml spec file")
+    if info.st_size > SPEC_BYTES:
+        raise _refuse(source, f"is {info.st_size:,} bytes; a spec is at most {SPEC_BYTES:,} bytes (is it the "
+                      "right file?)")
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(SPEC_BYTES + 1)
+    except OSError as exc:
+        raise _refuse(source, f"cannot be read ({exc.strerror}); check its permissions") from None
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise SpecError([Problem(source, None, "", f"not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                                 "save the spec as UTF-8")]) from None
+        raise _refuse(source, f"not UTF-8 text ({exc.reason} at byte {exc.start}); save the spec as UTF-8") from None
+
+
+def _parse(text: str, source: str) -> dict[str, Any]:
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -180,10 +132,48 @@ def load_spec(path: str | Path) -> SpecSource:
             what += f" at column {match.group(2)}"
         raise SpecError([Problem(source, line, "", f"TOML syntax error: {what}; "
                                  "see https://toml.io for the syntax")]) from None
+    except RecursionError:
+        raise _refuse(source, f"arrays or tables nested too deep to read; a spec nests at most {SPEC_DEPTH} "
+                      "levels (its own tables need 4)") from None
+    if _depth(raw) > SPEC_DEPTH:
+        raise _refuse(source, f"arrays or tables nested more than {SPEC_DEPTH} levels deep; a spec nests at most "
+                      f"{SPEC_DEPTH} (its own tables need 4)")
+    return raw
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of tables and arrays, without recursion (counted up to SPEC_DEPTH + 1)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            if depth <= SPEC_DEPTH:  # deeper is refused anyway: stop counting
+                stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _checked_name(spec: Spec, path: Path, source: str) -> None:
+    """The compiled and run folders are named after the spec: a file stem like `..` must not be one."""
+    if spec.name is None and not (_NAME.match(path.stem) and len(path.stem) <= 100 and path.stem.strip(".")):
+        raise _refuse(source, f"the file name {path.stem!r} cannot name the compiled/ and runs/ folders (letters, "
+                      "digits, '.', '_' and '-', starting with a letter or digit); add name = \"my-run\" to the "
+                      "spec or rename the file")
+
+
+def load_spec(path: str | Path) -> SpecSource:
+    """Read and validate a spec file; raises `SpecError` listing every problem found."""
+    path = Path(path)
+    source = display_path(path)
+    text = _read_text(path, source)
+    raw = _parse(text, source)
     try:
         spec = Spec.model_validate(raw)
     except ValidationError as exc:
-        problems = [_problem_for(e, source, text) for e in _union_dedupe(exc.errors())]
-        problems.sort(key=lambda p: (p.line or 0, p.key))
-        raise SpecError(problems) from None
+        raise shape_error(exc.errors(), source, functools.partial(locate, text)) from None
+    _checked_name(spec, path, source)
     return SpecSource(path=path, display=source, text=text, spec=spec)

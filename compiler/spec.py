@@ -10,7 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ftc.compiler.methods import Method
+from ftc.compiler.limits import (LIST_ITEMS, MAX_BATCH, MAX_EPOCHS, MAX_SEED, MAX_STEPS, MAX_VRAM_GB, Name,
+                                 PathText, Revision, Text)
+from ftc.compiler.methods import KeyConflict, Method
 
 Format = Literal["chat", "instruction", "completion", "text"]
 
@@ -28,16 +30,18 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("messages",), "instructi
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+    """strict: a TOML value of the wrong type is refused, never coerced (`"8"` is not 8, `1` not true);
+    an integer is still accepted where a float is expected."""
 
 
 class ModelSpec(_Table):
     """`[model]`: which base model to fine-tune."""
 
-    base: str = Field(min_length=1)
+    base: PathText
     """A hub id (`org/name`), a local directory with config.json, or a bundled alias
     (`smollm2-135m-instruct`)."""
-    revision: str | None = None
+    revision: Revision | None = None
     """Hub revision (branch, tag or commit) for hub ids."""
     trust_remote_code: bool = False
     """Allow the model's own Python code to run. Off unless you trust its authors."""
@@ -64,7 +68,7 @@ class CleanSpec(_Table):
 class MixSpec(_Table):
     """`[[data.mix]]`: another source mixed into the training data, in the same format and columns."""
 
-    source: str = Field(min_length=1)
+    source: PathText
     """A file, glob, saved dataset directory or hub id, like data.source."""
     weight: float = Field(1.0, gt=0, le=100)
     """How many times each of its training rows is used per epoch: 2 = twice, 0.5 = a seeded half
@@ -75,28 +79,28 @@ class MixSpec(_Table):
 class DataSpec(_Table):
     """`[data]`: where the examples are and how their columns map onto a format."""
 
-    source: str = Field(min_length=1)
+    source: PathText
     """A .jsonl/.json/.csv/.parquet/.txt file (a .txt file is one `text` row per line), a glob of
     them, a directory saved by `datasets`, or a hub dataset id. Relative paths are resolved from
     the directory ftc runs in."""
-    mix: list[MixSpec] = Field(default_factory=list)
+    mix: list[MixSpec] = Field(default_factory=list, max_length=LIST_ITEMS)
     """More sources mixed in with weights (see [[data.mix]])."""
     format: Format
     """`chat` (messages), `instruction` (instruction/input/output), `completion`
     (prompt/completion) or `text` (raw text, every token trained)."""
-    columns: dict[str, str] = Field(default_factory=dict)
+    columns: dict[Name, Name] = Field(default_factory=dict, max_length=LIST_ITEMS)
     """Format field = dataset column, for fields whose column has another name. A dotted name
     reaches into nested objects (`prompt = "meta.question"`). For chat data, `role` and `content`
     name the keys inside each turn (default: role/content, or ShareGPT's from/value, detected per
     turn), and `system` a column holding a system prompt."""
-    roles: dict[str, Literal["system", "user", "assistant"]] = Field(default_factory=dict)
+    roles: dict[Name, Literal["system", "user", "assistant"]] = Field(default_factory=dict, max_length=LIST_ITEMS)
     """Role names of the data = the role they play, added to the built-in ones (human and user ->
     user; gpt, assistant, bot, model, chatgpt -> assistant; system). An unmapped role stops the run."""
     train_on: Literal["answers", "last_answer", "inputs_too"] = "answers"
     """Which tokens are trained: every assistant turn with its end-of-turn token (`answers`), only
     the last assistant turn (`last_answer`), or every turn after the system prompt, user turns and
     template markup included (`inputs_too`). System prompts are never trained."""
-    template: str | None = Field(None, min_length=1)
+    template: Text | None = None
     """A Jinja prompt template for instruction or completion data, used instead of the chat
     template: the rendered prompt is masked, the answer and EOS are trained. Variables: the format's
     fields, e.g. "### Instruction:\n{{ instruction }}\n\n### Response:\n"."""
@@ -109,13 +113,13 @@ class DataSpec(_Table):
     """Without packing: concatenate each micro-batch into one row with no padding (positions
     restart at every example, so each attends only to itself); saves the padding `ftc data`
     reports. Not for methods with virtual tokens (prefix or prompt tuning)."""
-    validation: float | str = 0.1
+    validation: float | PathText = 0.1
     """Share of the rows held out for validation (0 to 0.5), or a second source."""
     max_length: Annotated[int, Field(gt=8, le=1_048_576)] | Literal["auto"] = 1024
     """Longest example in tokens; longer ones are truncated (and counted). `"auto"`: the longest
     example measured at compile time with the model's tokenizer, rounded up to a multiple of 8
     (needs the tokenizer on this machine)."""
-    split: str = "train"
+    split: Name = "train"
     """Split to read from a hub dataset or a saved DatasetDict."""
 
     @model_validator(mode="after")
@@ -128,15 +132,15 @@ class DataSpec(_Table):
 class TrainSpec(_Table):
     """`[train]`: the optimisation. Left-out values are chosen by the planner."""
 
-    epochs: float | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS)
     """Passes over the training rows (default 3 unless max_steps is set)."""
-    max_steps: int | None = Field(None, gt=0)
-    """Optimizer steps; overrides epochs."""
+    max_steps: int | None = Field(None, gt=0, le=MAX_STEPS)
+    """Optimizer steps, instead of epochs (setting both is an error)."""
     learning_rate: float | None = Field(None, gt=0, lt=1)
     """Peak learning rate (default: the method's, e.g. 2e-4 for LoRA, 2e-5 for full)."""
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(16, gt=0, le=MAX_BATCH)
     """Effective batch: examples per optimizer step over all devices. Never changed by the planner."""
-    micro_batch_size: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    micro_batch_size: Annotated[int, Field(gt=0, le=MAX_BATCH)] | Literal["auto"] = "auto"
     """Examples per forward pass on one device; the rest is gradient accumulation."""
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     """Recompute activations in the backward pass to save memory (slower)."""
@@ -146,13 +150,13 @@ class TrainSpec(_Table):
     """Share of the steps spent warming the learning rate up (seeds: 5 to 10 %)."""
     weight_decay: float = Field(0.0, ge=0, lt=1)
     """AdamW weight decay (seeds: 1e-4 to 1e-2 for full fine-tuning)."""
-    max_grad_norm: float = Field(1.0, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0, le=1e6)
     """Gradient clipping norm."""
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=MAX_SEED)
     """Seed for data order, initialisation of adapters and dropout."""
-    logging_steps: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    logging_steps: Annotated[int, Field(gt=0, le=MAX_STEPS)] | Literal["auto"] = "auto"
     """Log (and emit a step event) every N optimizer steps."""
-    save_steps: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    save_steps: Annotated[int, Field(gt=0, le=MAX_STEPS)] | Literal["auto"] = "auto"
     """Write a resumable checkpoint every N optimizer steps (auto: about 5 per run)."""
     keep_checkpoints: int = Field(2, ge=1, le=1000)
     """Checkpoints kept on disk: the last N, plus the best by validation loss."""
@@ -162,9 +166,22 @@ class TrainSpec(_Table):
     good checkpoint with half the learning rate (twice at most) before stopping; `stop` stops at once."""
     nan_patience: int = Field(3, ge=1, le=1000)
     """NaN/inf steps in a row that `skip` and `rollback` tolerate."""
-    early_stopping_patience: int | None = Field(None, ge=1)
+    early_stopping_patience: int | None = Field(None, ge=1, le=MAX_STEPS)
     """Stop when the validation loss has not improved for this many evaluations (off by default;
     needs validation data)."""
+
+    @model_validator(mode="after")
+    def _no_ignored_keys(self) -> TrainSpec:
+        if self.max_steps is not None and "epochs" in self.model_fields_set:
+            raise KeyConflict("train.epochs", "is ignored because train.max_steps is set (it overrides epochs); "
+                              "remove one of them")
+        if self.on_nan == "stop" and "nan_patience" in self.model_fields_set:
+            raise KeyConflict("train.nan_patience", "is read by on_nan = \"skip\" or \"rollback\", but "
+                              "train.on_nan = \"stop\" stops at the first NaN, so it would be ignored; remove one")
+        if self.scheduler == "constant" and "warmup" in self.model_fields_set and self.warmup:
+            raise KeyConflict("train.warmup", "is ignored by train.scheduler = \"constant\" (transformers' constant "
+                              "schedule has no warmup); use scheduler = \"linear\" or \"cosine\", or remove warmup")
+        return self
 
 
 class HardwareSpec(_Table):
@@ -172,9 +189,9 @@ class HardwareSpec(_Table):
 
     device: Literal["cuda", "cpu"] = "cuda"
     """Where training runs."""
-    gpu: str | None = None
+    gpu: Name | None = None
     """A GPU name from the catalog (e.g. "RTX 4090", "A100 80GB"); sets vram_gb and bf16 support."""
-    vram_gb: float | None = Field(None, gt=0)
+    vram_gb: float | None = Field(None, gt=0, le=MAX_VRAM_GB)
     """Memory budget per device in GiB; on `cpu` the RAM to stay under."""
     gpus: int = Field(1, ge=1, le=64)
     """Devices in data parallel (one today: multi-device launch is not built yet)."""
@@ -190,8 +207,15 @@ class EvalSpec(_Table):
     them side by side with the exact-match rate (0 = off; not for `text` data)."""
     max_new_tokens: int = Field(64, gt=0, le=4096)
     """Generation length for `compare`."""
-    steps: Annotated[int, Field(gt=0)] | Literal["auto"] = "auto"
+    steps: Annotated[int, Field(gt=0, le=MAX_STEPS)] | Literal["auto"] = "auto"
     """Validation loss every N optimizer steps (auto: about 5 times per run)."""
+
+    @model_validator(mode="after")
+    def _generation_needs_compare(self) -> EvalSpec:
+        if "max_new_tokens" in self.model_fields_set and not self.compare:
+            raise KeyConflict("eval.max_new_tokens", "is the answer length of eval.compare, which is 0 (off), so "
+                              "it would be ignored; set compare = N examples or remove max_new_tokens")
+        return self
 
 
 class Spec(_Table):

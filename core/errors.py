@@ -39,9 +39,16 @@ class SpecError(FtcError):
 
     exit_code = 2
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], more: int = 0) -> None:
         self.problems = problems
-        super().__init__("\n".join(str(p) for p in problems))
+        self.more = more
+        """Problems found past the listed ones (a spec with thousands of bad keys lists the first)."""
+        lines = [str(p) for p in problems] + ([f"... and {more} more problem{'s' if more != 1 else ''}"] if more else [])
+        super().__init__("\n".join(lines))
+
+    @property
+    def count(self) -> int:
+        return len(self.problems) + self.more
 
 
 class BudgetError(FtcError):

@@ -10,7 +10,7 @@ from typing import Annotated, Union
 from pydantic import Field
 
 from ftc.compiler.methods.adapter import Ia3, LlamaAdapter
-from ftc.compiler.methods.base import MethodBase, MethodPlan
+from ftc.compiler.methods.base import KeyConflict, MethodBase, MethodPlan
 from ftc.compiler.methods.full import Freeze, Full, LinearProbe
 from ftc.compiler.methods.lora import Dora, Lora, Lora8, LoraPlus, Pissa, QLora, RsLora
 from ftc.compiler.methods.prompt import Prefix, Prompt, PTuning
@@ -27,4 +27,4 @@ for _cls in _ALL:
         raise RuntimeError(f"method kind {_kind!r} registered twice")
     METHODS[_kind] = _cls
 
-__all__ = ["METHODS", "Method", "MethodBase", "MethodPlan"]
+__all__ = ["METHODS", "KeyConflict", "Method", "MethodBase", "MethodPlan"]

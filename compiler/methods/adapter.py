@@ -4,12 +4,13 @@ LLaMA-Adapter (adaption prompts with zero-initialised gates on the top layers)."
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
 from ftc.compiler.catalog import LINEAR_MODULES
-from ftc.compiler.methods.base import (ActivationTerms, AdapterName, Finding, Imports, Knob, MethodBase, MethodPlan,
+from ftc.compiler.limits import Name
+from ftc.compiler.methods.base import (NameList, ActivationTerms, AdapterName, Finding, Imports, Knob, MethodBase, MethodPlan,
                                        Quantize, model_type, module_list_problems)
 
 if TYPE_CHECKING:
@@ -34,17 +35,17 @@ class Ia3(MethodBase):
 
     kind: Literal["ia3"] = "ia3"
     """Method selector."""
-    target_modules: Literal["auto"] | list[str] = "auto"
+    target_modules: Literal["auto"] | Annotated[list[Name], NameList] = "auto"
     """`"auto"`: PEFT's choice for the architecture (e.g. k_proj, v_proj, down_proj for Llama);
     or a list of module names, checked against the architecture."""
-    feedforward_modules: Literal["auto"] | list[str] = "auto"
+    feedforward_modules: Literal["auto"] | Annotated[list[Name], NameList] = "auto"
     """Which of `target_modules` are feed-forward layers (their input is rescaled, not their
     output); `"auto"` with `target_modules = "auto"`."""
     quantize: Quantize = "none"
     """Load the frozen base quantized: `"nf4"` (4-bit) or `"int8"` (LLM.int8)."""
     double_quant: bool = True
     """With `quantize = "nf4"`: quantize the quantization constants too."""
-    int8_threshold: float = Field(6.0, ge=0)
+    int8_threshold: float = Field(6.0, ge=0, le=1e6)
     """With `quantize = "int8"`: LLM.int8 outlier threshold (bitsandbytes default 6.0)."""
     adapter_name: str | None = AdapterName
     """Name of the adapter (default: PEFT's "default"); a named adapter is saved in `final/<name>/`."""
@@ -117,7 +118,7 @@ class LlamaAdapter(MethodBase):
     """Method selector."""
     adapter_len: int = Field(10, gt=0, le=1024)
     """Length of the adaption prompt of each adapted layer (the paper uses 10)."""
-    layers: int = Field(8, gt=0)
+    layers: int = Field(8, gt=0, le=10_000)
     """How many of the top layers get an adaption prompt (at most the model's depth)."""
     adapter_name: str | None = AdapterName
     """Name of the adapter (default: PEFT's "default"); a named adapter is saved in `final/<name>/`."""

@@ -13,9 +13,11 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ftc.compiler.limits import LIST_ITEMS, Name
 
 if TYPE_CHECKING:  # only for annotations: checks and estimate import the methods, not the reverse
     from ftc.compiler.checks import Facts
@@ -24,11 +26,22 @@ if TYPE_CHECKING:  # only for annotations: checks and estimate import the method
 
 Quantize = Literal["none", "nf4", "int8"]
 AdapterName = Field(None, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", max_length=64)
+NameList = Field(min_length=1, max_length=LIST_ITEMS)
+"""An explicit list of module names: at least one (an empty list would train nothing)."""
 Finding = tuple[str, str]
 """(spec key, message), as checks.py's checks yield them."""
 
 # Knobs read only with one quantization (the BitsAndBytesConfig of that format).
 _QUANTIZED_ONLY = {"double_quant": "nf4", "int8_threshold": "int8"}
+
+
+class KeyConflict(ValueError):
+    """A spec key that another key makes wrong or unread: raised in a validator, it is reported at
+    `key` (the spec path, e.g. "method.double_quant") rather than at the validated table."""
+
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -106,7 +119,7 @@ class MethodPlan:
 
 
 class MethodBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
     template: ClassVar[str]
     """templates/methods/<template>.py.j2 emits the method section."""
@@ -156,6 +169,19 @@ class MethodBase(BaseModel):
         value = getattr(self, "quantize", "none")
         return None if value == "none" else value
 
+    @model_validator(mode="after")
+    def _quantization_knobs_read(self) -> MethodBase:
+        """double_quant is read only with nf4, int8_threshold only with int8: set otherwise, it is ignored."""
+        for key, needs in _QUANTIZED_ONLY.items():
+            if key in self.model_fields_set and self.quantization != needs:
+                kind = self.kind  # type: ignore[attr-defined]
+                loads = f"quantize = {self.quantization!r}" if self.quantization else "no quantization"
+                settable = needs in get_args(type(self).model_fields["quantize"].annotation)  # qlora's is fixed
+                fix = f"remove {key}" + (f" or set quantize = {needs!r}" if settable else "")
+                raise KeyConflict(f"method.{key}", f"is read only with quantize = {needs!r}, but kind = {kind!r} "
+                                  f"loads the base with {loads}, so it would be ignored; {fix}")
+        return self
+
     # ---------------------------------------------------------------- resolve
     def resolve(self, config: dict[str, Any] | None) -> MethodPlan:
         """Every knob of the method that its code reads, with `"auto"` values and defaults that
@@ -184,9 +210,12 @@ class MethodBase(BaseModel):
         each with the knobs the spec set here that it shares (rank, targets, dropout)."""
         from ftc.compiler.methods import METHODS  # the registry imports every method module
 
-        return [METHODS[k].model_validate({f: getattr(self, f) for f in self.model_fields_set
-                                           if f in METHODS[k].model_fields and f not in ("kind", "quantize")})
-                for k in self.fallbacks if type(self) is not METHODS[k]]
+        def shared(target: type[MethodBase]) -> dict[str, Any]:  # not a knob read only with another quantization
+            fixed = target.model_fields["quantize"].default if "quantize" in target.model_fields else "none"
+            return {f: getattr(self, f) for f in self.model_fields_set if f in target.model_fields
+                    and f not in ("kind", "quantize") and _QUANTIZED_ONLY.get(f, fixed) == fixed}
+
+        return [METHODS[k].model_validate(shared(METHODS[k])) for k in self.fallbacks if type(self) is not METHODS[k]]
 
     # ---------------------------------------------------------------- estimate
     def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:

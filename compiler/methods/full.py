@@ -10,7 +10,9 @@ from pydantic import Field, model_validator
 
 from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.estimate import parameter_counts
-from ftc.compiler.methods.base import ActivationTerms, Finding, Imports, MethodBase, MethodPlan, model_type
+from ftc.compiler.limits import LIST_ITEMS, Name
+from ftc.compiler.methods.base import (ActivationTerms, Finding, Imports, KeyConflict, MethodBase, MethodPlan,
+                                       model_type)
 
 if TYPE_CHECKING:
     from ftc.compiler.checks import Facts
@@ -62,9 +64,9 @@ class Freeze(MethodBase):
 
     kind: Literal["freeze"] = "freeze"
     """Method selector."""
-    layers: int = Field(2, ge=0)
+    layers: int = Field(2, ge=0, le=10_000)
     """How many of the last decoder blocks are trained (0: none, e.g. with `head = true`)."""
-    modules: list[str] = Field(default_factory=list)
+    modules: list[Name] = Field(default_factory=list, max_length=LIST_ITEMS)
     """Train only the weights of those blocks whose names contain one of these, e.g.
     `["self_attn"]` (attention only) or `["mlp"]`; empty: the whole block."""
     head: bool = False
@@ -83,6 +85,9 @@ class Freeze(MethodBase):
     def _trains_something(self) -> Freeze:
         if self.layers == 0 and not self.head:
             raise ValueError("method.layers = 0 with head = false trains nothing; train some blocks or the head")
+        if self.layers == 0 and self.modules:
+            raise KeyConflict("method.modules", "chooses weights inside the trained blocks, but method.layers = 0 "
+                              "trains none, so it would be ignored; remove modules or set layers")
         return self
 
     def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:

@@ -4,12 +4,13 @@ base, which may be quantized (QLoRA 4-bit NF4, LLM.int8 8-bit). All of them merg
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from ftc.compiler.catalog import LINEAR_MODULES
-from ftc.compiler.methods.base import (ActivationTerms, AdapterName, Finding, Imports, Knob, MethodBase, MethodPlan,
+from ftc.compiler.limits import Name
+from ftc.compiler.methods.base import (NameList, ActivationTerms, AdapterName, Finding, Imports, Knob, MethodBase, MethodPlan,
                                        Quantize, model_type, module_list_problems)
 
 if TYPE_CHECKING:
@@ -24,11 +25,11 @@ class Lora(MethodBase):
     """Method selector."""
     r: int = Field(8, gt=0, le=4096)
     """Rank of the update; the seeds use 4 to 64."""
-    alpha: float = Field(16, gt=0)
+    alpha: float = Field(16, gt=0, le=1e6)
     """Scale numerator: the update is multiplied by alpha / r. Usually r or 2r."""
     dropout: float = Field(0.05, ge=0, lt=1)
     """Dropout on the LoRA input; the seeds use 0.05 to 0.1."""
-    target_modules: Literal["auto", "all-linear"] | list[str] = "auto"
+    target_modules: Literal["auto", "all-linear"] | Annotated[list[Name], NameList] = "auto"
     """`"auto"`: every linear layer of the blocks (not the output head), named from the model's
     architecture at compile time; `"all-linear"`: the same, found by PEFT at run time; or a list
     of module names such as `["q_proj", "v_proj"]`, checked against the architecture."""
@@ -36,7 +37,7 @@ class Lora(MethodBase):
     """Load the frozen base quantized: `"nf4"` (4-bit, as QLoRA) or `"int8"` (LLM.int8)."""
     double_quant: bool = True
     """With `quantize = "nf4"`: quantize the quantization constants too (QLoRA paper: 0.37 bit/param saved)."""
-    int8_threshold: float = Field(6.0, ge=0)
+    int8_threshold: float = Field(6.0, ge=0, le=1e6)
     """With `quantize = "int8"`: LLM.int8 outlier threshold; activation columns above it run in
     16-bit (bitsandbytes default 6.0)."""
     adapter_name: str | None = AdapterName

@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ftc.compiler.methods.base import ActivationTerms, AdapterName, Imports, Knob, MethodBase, MethodPlan, Quantize
+from ftc.compiler.limits import Text
+from ftc.compiler.methods.base import (ActivationTerms, AdapterName, Imports, KeyConflict, Knob, MethodBase,
+                                       MethodPlan, Quantize)
 
 if TYPE_CHECKING:
     from ftc.compiler.estimate import Dims
@@ -22,7 +24,7 @@ class _PromptLearning(MethodBase):
     """Load the frozen base quantized: `"nf4"` (4-bit) or `"int8"` (LLM.int8)."""
     double_quant: bool = True
     """With `quantize = "nf4"`: quantize the quantization constants too."""
-    int8_threshold: float = Field(6.0, ge=0)
+    int8_threshold: float = Field(6.0, ge=0, le=1e6)
     """With `quantize = "int8"`: LLM.int8 outlier threshold (bitsandbytes default 6.0)."""
     adapter_name: str | None = AdapterName
     """Name of the adapter (default: PEFT's "default"); a named adapter is saved in `final/<name>/`."""
@@ -62,6 +64,14 @@ class Prefix(_PromptLearning):
     default_learning_rate: ClassVar[float] = 1e-2
     """Seeds: prefix tuning uses ~1e-2 (few parameters, far from the weights)."""
     peft_config: ClassVar[str] = "PrefixTuningConfig"
+
+    @model_validator(mode="after")
+    def _width_needs_projection(self) -> Prefix:
+        if "encoder_hidden_size" in self.model_fields_set and not self.projection:
+            raise KeyConflict("method.encoder_hidden_size", "is the width of the projection MLP, but "
+                              "method.projection = false trains the prefixes directly, so it would be ignored; "
+                              "set projection = true or remove encoder_hidden_size")
+        return self
 
     def _knob(self, key: str, value: Any, why: str, config: dict[str, Any]) -> dict[str, Knob]:
         return {} if key == "encoder_hidden_size" and not self.projection else {key: Knob(value, why)}
@@ -106,7 +116,7 @@ class Prompt(_PromptLearning):
 
     kind: Literal["prompt"] = "prompt"
     """Method selector."""
-    init_text: str | None = Field(None, min_length=1)
+    init_text: Text | None = None
     """Start the soft prompt from the embeddings of this text (e.g. a task description) instead of
     random vectors; it is repeated or cut to `virtual_tokens` tokens."""
 
