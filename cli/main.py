@@ -77,6 +77,22 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _schema(args: argparse.Namespace) -> int:
+    from ftc.compiler.schema import is_ftc_schema, schema_text
+
+    text = schema_text()
+    if not args.out:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    if out.exists() and not args.force and not is_ftc_schema(out):
+        raise RunError(f"{out} exists and is not an ftc schema; choose another --out or add --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote the spec's JSON Schema to {out}; point a spec at it with a first line: #:schema {out}")
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -215,6 +231,11 @@ def _compiler_commands(commands: Any) -> None:
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--json", action="store_true", help="print one JSON object (bytes as integers)")
     p.set_defaults(handler=_plan)
+
+    p = commands.add_parser("schema", help="print the spec's JSON Schema (for editors: Taplo, Even Better TOML)")
+    p.add_argument("--out", metavar="FILE", help="write it to FILE instead (e.g. docs/ftc-spec.schema.json)")
+    p.add_argument("--force", action="store_true", help="replace FILE even if it is not an ftc schema")
+    p.set_defaults(handler=_schema)
 
     p = commands.add_parser("data", help="show examples as the model will see them (trained tokens highlighted) "
                             "and the data statistics; dropped rows go to DIR/data/dropped.jsonl")

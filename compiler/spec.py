@@ -28,7 +28,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("messages",), "instructi
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
 
 
 class ModelSpec(_Table):

@@ -106,7 +106,7 @@ class MethodPlan:
 
 
 class MethodBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True)
 
     template: ClassVar[str]
     """templates/methods/<template>.py.j2 emits the method section."""
