@@ -12,10 +12,22 @@ from typing import Any
 from ftc.core.errors import DataProblem, FtcError, RunError, SpecError
 
 
+def _overrides(args: argparse.Namespace) -> Any:
+    """The `--set KEY=VALUE` flags, parsed (compiler/overrides.py has the value rule)."""
+    from ftc.compiler.overrides import parse_overrides
+
+    return parse_overrides(getattr(args, "set", None) or ())
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec value, e.g. --set "
+                   "train.epochs=2; VALUE is read as TOML (2, 1e-4, true, [..]), else as a plain string; repeatable")
+
+
 def _compile(args: argparse.Namespace) -> int:
     from ftc.compiler.compile import compile_spec
 
-    result = compile_spec(args.spec, args.out)
+    result = compile_spec(args.spec, args.out, _overrides(args))
     out = result.out_dir
     if args.check:
         stale = result.stale_files()
@@ -41,7 +53,7 @@ def _plan(args: argparse.Namespace) -> int:
 
     from ftc.compiler.compile import compile_spec
 
-    result = compile_spec(args.spec)
+    result = compile_spec(args.spec, overrides=_overrides(args))
     plan = result.plan
     if args.json:  # plan.json's core: settings, memory, budget, reasons (+ name, provenance, notes)
         print(json.dumps(plan.to_json(), indent=2))
@@ -173,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
     from ftc.cli.supervise import run_spec
 
     return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui, fresh=args.fresh,
-                    resume_anyway=args.resume_anyway)
+                    resume_anyway=args.resume_anyway, overrides=_overrides(args))
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -225,11 +237,13 @@ def _compiler_commands(commands: Any) -> None:
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: compiled/<name>)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if DIR is stale")
+    _add_set(p)
     p.set_defaults(handler=_compile)
 
     p = commands.add_parser("plan", help="show the memory estimate and every planning decision")
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--json", action="store_true", help="print one JSON object (bytes as integers)")
+    _add_set(p)
     p.set_defaults(handler=_plan)
 
     p = commands.add_parser("schema", help="print the spec's JSON Schema (for editors: Taplo, Even Better TOML)")
@@ -267,6 +281,7 @@ def _run_commands(commands: Any) -> None:
                    "(its old files move to DIR/previous/)")
     p.add_argument("--resume-anyway", action="store_true", help="resume --run-dir even though the spec or "
                    "data changed in a way that alters the training")
+    _add_set(p)
     p.set_defaults(handler=_run)
 
     p = commands.add_parser("merge", help="fold a finished run's LoRA-family adapter into its base model")

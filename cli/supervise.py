@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ftc.compiler.compile import CompileResult, compile_spec
+from ftc.compiler.overrides import Override
 from ftc.core.errors import RunError
 from ftc.core import checkpoint as ckpt
 from ftc.runtime import faults
@@ -50,7 +51,7 @@ def _pump(stream: TextIO, log: TextIO, tail: deque[str], console: Console) -> No
 
 
 def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = None, tui: bool = True,
-             fresh: bool = False, resume_anyway: bool = False) -> int:
+             fresh: bool = False, resume_anyway: bool = False, overrides: tuple[Override, ...] = ()) -> int:
     """Compile `spec`, then run its script in a run directory (a new one, or `run_dir`, which is resumed
     from its last checkpoint when it holds a run); returns the exit code."""
     console = Console(stderr=False, highlight=False)
@@ -58,7 +59,7 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
         faults.parse(os.environ.get(faults.ENV, ""))
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    result = compile_spec(spec, build_dir)
+    result = compile_spec(spec, build_dir, overrides)
     changed = result.write()
     console.print(f"compiled {result.source.display} -> {result.out_dir}/ "
                   f"({', '.join(changed) if changed else 'up to date'})")

@@ -15,7 +15,7 @@ from typing import TypeVar
 from ftc.compiler.catalog import GPUS, find_gpu
 from ftc.core.errors import Problem, SpecError
 from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, model_facts
-from ftc.compiler.load import SpecSource, locate
+from ftc.compiler.load import SpecSource
 from ftc.compiler.tokens import TokenFacts, measure_data
 from ftc.compiler.spec import FORMAT_FIELDS, REQUIRED_FIELDS, TEMPLATE_FIELDS, TURN_FIELDS, Spec
 from ftc.core.data.mapping import CONTENT_KEYS, DEFAULT_ROLES, ROLE_KEYS
@@ -292,8 +292,7 @@ def run_checks(source: SpecSource) -> Facts:
     for fn in CHECKS:
         findings.extend(fn(source.spec, facts))
     if findings:
-        problems = [Problem(source.display, locate(source.text, tuple(key.split("."))), key, message)
-                    for key, message in findings]
+        problems = [Problem(*source.where(key), key, message) for key, message in findings]
         problems.sort(key=lambda p: (p.line or 0, p.key))
         raise SpecError(problems)
     return facts

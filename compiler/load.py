@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ftc.core.errors import Problem, SpecError
 from ftc.compiler.methods import METHODS
+from ftc.compiler.overrides import Override, apply_overrides, for_key, type_hint
 from ftc.compiler.spec import Spec
 
 
@@ -28,10 +29,18 @@ class SpecSource:
     display: str
     text: str
     spec: Spec
+    overrides: tuple[Override, ...] = ()
+    """The `--set` flags applied over the file."""
 
     @property
     def name(self) -> str:
         return self.spec.name or self.path.stem
+
+    def where(self, key: str) -> tuple[str, int | None]:
+        """(file or flag, line) to report a problem with `key` at: the `--set` flag that set it, if any."""
+        loc = tuple(key.split("."))
+        override = for_key(self.overrides, loc)
+        return (override.flag, None) if override else (self.display, locate(self.text, loc))
 
 
 def display_path(path: Path) -> str:
@@ -104,8 +113,11 @@ def _describe(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _problem_for(error: Any, source: str, text: str) -> Problem:
+def _problem_for(error: Any, source: str, text: str, overrides: tuple[Override, ...] = ()) -> Problem:
     loc, owner = _clean_loc(tuple(error["loc"]))
+    if (override := for_key(overrides, loc)) is not None:  # reported at the flag, not at a line of the file
+        problem = _problem_for(error, override.flag, "")
+        return Problem(problem.file, None, problem.key, problem.message + type_hint(override, error["type"]))
     key = ".".join(loc)
     kind = error["type"]
     value = error.get("input")
@@ -156,8 +168,9 @@ def _union_dedupe(errors: list[Any]) -> list[Any]:
     return kept
 
 
-def load_spec(path: str | Path) -> SpecSource:
-    """Read and validate a spec file; raises `SpecError` listing every problem found."""
+def load_spec(path: str | Path, overrides: tuple[Override, ...] = ()) -> SpecSource:
+    """Read and validate a spec file, with `--set` overrides applied over it (compiler/overrides.py);
+    raises `SpecError` listing every problem found."""
     path = Path(path)
     source = display_path(path)
     if not path.exists():
@@ -181,9 +194,9 @@ def load_spec(path: str | Path) -> SpecSource:
         raise SpecError([Problem(source, line, "", f"TOML syntax error: {what}; "
                                  "see https://toml.io for the syntax")]) from None
     try:
-        spec = Spec.model_validate(raw)
+        spec = Spec.model_validate(apply_overrides(raw, overrides))
     except ValidationError as exc:
-        problems = [_problem_for(e, source, text) for e in _union_dedupe(exc.errors())]
+        problems = [_problem_for(e, source, text, overrides) for e in _union_dedupe(exc.errors())]
         problems.sort(key=lambda p: (p.line or 0, p.key))
         raise SpecError(problems) from None
-    return SpecSource(path=path, display=source, text=text, spec=spec)
+    return SpecSource(path=path, display=source, text=text, spec=spec, overrides=overrides)
