@@ -89,6 +89,12 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init(args: argparse.Namespace) -> int:
+    from ftc.cli.init import init
+
+    return init(args)
+
+
 def _schema(args: argparse.Namespace) -> int:
     from ftc.compiler.schema import is_ftc_schema, schema_text
 
@@ -245,6 +251,25 @@ def _compiler_commands(commands: Any) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object (bytes as integers)")
     _add_set(p)
     p.set_defaults(handler=_plan)
+
+    p = commands.add_parser("init", help="write a commented spec for a dataset: its format and columns guessed "
+                            "from names and content, asked in a terminal with the guesses as defaults")
+    p.add_argument("data", metavar="DATA", help="a .jsonl/.json/.csv/.parquet/.txt file, a glob, or a saved dataset dir")
+    p.add_argument("--model", metavar="M", help="base model: bundled alias, hub id or directory "
+                   "(default: smollm2-135m-instruct)")
+    p.add_argument("--method", metavar="K", help="method kind (default: lora; qlora when lora does not fit --gpu)")
+    hardware = p.add_mutually_exclusive_group()
+    hardware.add_argument("--gpu", metavar="NAME", help="the GPU to fit, a catalog name such as \"RTX 4090\"")
+    hardware.add_argument("--vram-gb", type=float, metavar="N", help="the memory budget per GPU in GiB")
+    p.add_argument("--format", choices=["chat", "instruction", "completion", "text"], help="the data format, "
+                   "instead of the guess")
+    p.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="map a format field to a column, "
+                   "instead of the guess (repeatable)")
+    p.add_argument("--split", default="train", help="split of a saved DatasetDict (default: train)")
+    p.add_argument("--out", metavar="FILE", help="the spec to write (default: <data name>.toml here)")
+    p.add_argument("--yes", "-y", action="store_true", help="ask nothing: take every guess")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p.set_defaults(handler=_init)
 
     p = commands.add_parser("schema", help="print the spec's JSON Schema (for editors: Taplo, Even Better TOML)")
     p.add_argument("--out", metavar="FILE", help="write it to FILE instead (e.g. docs/ftc-spec.schema.json)")
