@@ -53,6 +53,10 @@ def _plan(args: argparse.Namespace) -> int:
 
     from ftc.compiler.compile import compile_spec
 
+    if args.gpus or args.devices:
+        from ftc.cli.whatif import show_what_if
+
+        return show_what_if(args)
     result = compile_spec(args.spec, overrides=_overrides(args))
     plan = result.plan
     if args.json:  # plan.json's core: settings, memory, budget, reasons (+ name, provenance, notes)
@@ -250,6 +254,10 @@ def _compiler_commands(commands: Any) -> None:
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--json", action="store_true", help="print one JSON object (bytes as integers)")
     _add_set(p)
+    p.add_argument("--gpus", metavar="LIST", help="what-if: plan for each GPU of a comma-separated list "
+                   "(\"RTX 4090, A100 80GB, H100\"): what fits, micro-batch, peak memory, estimated time")
+    p.add_argument("--devices", metavar="N,N", help="what-if: device counts per GPU (e.g. 1,2,8; needs multi-device "
+                   "planning, [hardware] devices)")
     p.set_defaults(handler=_plan)
 
     p = commands.add_parser("init", help="write a commented spec for a dataset: its format and columns guessed "

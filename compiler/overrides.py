@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from ftc.compiler.plan import Plan
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")
+REMOVE: Any = type("Remove", (), {"__repr__": lambda self: "<removed>"})()
+"""An override value that removes the key (what-if plans drop hardware.vram_gb to plan for a GPU's own memory)."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[Override]) -> dict[
                 break
             table = node
         else:
-            table[override.key[-1]] = override.value
+            if override.value is REMOVE:
+                table.pop(override.key[-1], None)
+            else:
+                table[override.key[-1]] = override.value
     if problems:
         raise SpecError(problems)
     return out
