@@ -56,7 +56,7 @@ def _plan(args: argparse.Namespace) -> int:
     if args.gpus or args.devices:
         from ftc.cli.whatif import show_what_if
 
-        return show_what_if(args)
+        return show_what_if(args, _overrides(args))
     result = compile_spec(args.spec, overrides=_overrides(args))
     plan = result.plan
     if args.json:  # plan.json's core: settings, memory, budget, reasons (+ name, provenance, notes)
@@ -90,7 +90,23 @@ def _plan(args: argparse.Namespace) -> int:
     console.print(decisions)
     for note in plan.notes:
         console.print(f"note: {note}", markup=False)
+    if args.probe:
+        _probe(args, plan, console)
     return 0
+
+
+def _probe(args: argparse.Namespace, plan: Any, console: Any) -> None:
+    from ftc.cli.probe import probe
+    from ftc.compiler.throughput import duration
+
+    console.print(f"probe: running train.py for {args.probe_steps} steps on this machine ...", markup=False)
+    measured = probe(args.spec, _overrides(args), args.probe_steps, args.probe_timeout)
+    total = plan["total_steps"]
+    rate = f", {measured.tokens_per_s:,.0f} tokens/s" if measured.tokens_per_s else ""
+    console.print(f"measured step time: {duration(measured.seconds_per_step)} per optimizer step (mean of "
+                  f"{measured.steps} steps after the first{rate}); the plan's {total or '?'} steps take about "
+                  f"{duration(measured.seconds_per_step * total) if total else '?'} (model and data loading not "
+                  "counted)", markup=False, soft_wrap=True)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -121,7 +137,7 @@ def _data(args: argparse.Namespace) -> int:
     from ftc.compiler.compile import compile_spec
     from ftc.compiler.emit import data_settings
 
-    result = compile_spec(args.spec, args.out)
+    result = compile_spec(args.spec, args.out, _overrides(args))
     from ftc.core.data.encode import DataError
     from ftc.cli.datashow import run_stage, show, stats_json
 
@@ -256,6 +272,10 @@ def _compiler_commands(commands: Any) -> None:
     _add_set(p)
     p.add_argument("--gpus", metavar="LIST", help="what-if: plan for each GPU of a comma-separated list "
                    "(\"RTX 4090, A100 80GB, H100\"): what fits, micro-batch, peak memory, estimated time")
+    p.add_argument("--probe", action="store_true", help="measure the step time here: run train.py for a few steps "
+                   "(in a temporary directory) and extrapolate to the plan's steps")
+    p.add_argument("--probe-steps", type=int, default=4, metavar="N", help="steps of the probe (default 4)")
+    p.add_argument("--probe-timeout", type=float, default=300, metavar="S", help="time limit of the probe (default 300 s)")
     p.add_argument("--devices", metavar="N,N", help="what-if: device counts per GPU (e.g. 1,2,8; needs multi-device "
                    "planning, [hardware] devices)")
     p.set_defaults(handler=_plan)
@@ -290,6 +310,7 @@ def _compiler_commands(commands: Any) -> None:
     p.add_argument("-n", type=int, default=3, metavar="N", help="examples to render (default 3)")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
     p.add_argument("--out", metavar="DIR", help="output directory for the data report (default: compiled/<name>)")
+    _add_set(p)
     p.set_defaults(handler=_data)
 
 

@@ -6,6 +6,7 @@ import argparse
 import json
 from typing import Any
 
+from ftc.compiler.overrides import Override
 from ftc.compiler.throughput import GPU_MFU, duration
 from ftc.compiler.whatif import Row, parse_gpus, what_if
 from ftc.core.errors import Problem, SpecError
@@ -25,6 +26,16 @@ def _devices(text: str | None) -> list[int]:
     if not counts or any(n < 1 or n > 64 for n in counts):
         raise SpecError([Problem(f"--devices {text}", None, "", "expected device counts from 1 to 64, e.g. 1,2,8")])
     return list(dict.fromkeys(counts))
+
+
+def _spec_gpu(args: argparse.Namespace, overrides: tuple[Override, ...]) -> str:
+    """`--devices` without `--gpus`: the spec's own GPU."""
+    from ftc.compiler.load import load_spec
+
+    gpu = load_spec(args.spec, overrides).spec.hardware.gpu
+    if gpu is None:
+        raise SpecError([Problem("--devices", None, "", "the spec names no hardware.gpu; say which with --gpus NAME")])
+    return gpu
 
 
 def _json(row: Row) -> dict[str, Any]:
@@ -57,11 +68,9 @@ def _table(rows: list[Row], spec: str, table_class: Any) -> Any:
     return table
 
 
-def show_what_if(args: argparse.Namespace) -> int:
-    from ftc.cli.main import _overrides
-
-    gpus = parse_gpus(args.gpus or "")
-    rows = what_if(args.spec, gpus, _devices(args.devices), _overrides(args))
+def show_what_if(args: argparse.Namespace, overrides: tuple[Override, ...]) -> int:
+    gpus = parse_gpus(args.gpus or _spec_gpu(args, overrides))
+    rows = what_if(args.spec, gpus, _devices(args.devices), overrides)
     if args.json:
         print(json.dumps({"spec": args.spec, "time_model": TIME_MODEL, "rows": [_json(r) for r in rows]}, indent=2))
         return 0

@@ -91,3 +91,21 @@ def test_json_and_set_together(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", str(FULL_7B), "--gpus", "H100", "--json", "--set", "train.batch_size=32"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert rows[0]["gpu"] == "H100" and rows[0]["micro_batch_size"] * rows[0]["grad_accum"] == 32
+
+
+@pytest.mark.slow  # runs the emitted train.py for 3 steps (~30 s on 2 shared cores)
+def test_probe_measures_the_emitted_script(tiny_model: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from helpers import run_ftc, write_jsonl
+
+    shutil.copytree(tiny_model, tmp_path / "tiny")
+    write_jsonl(tmp_path / "d.jsonl", [{"prompt": f"say {w} {i}", "completion": w} for i in range(4) for w in "abcdefgh"])
+    (tmp_path / "s.toml").write_text('[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\nformat = "completion"\n'
+                                     'max_length = 32\n[method]\nkind = "lora"\n[train]\nbatch_size = 4\n'
+                                     '[hardware]\ndevice = "cpu"\n')
+    done = run_ftc("plan", "s.toml", "--probe", "--probe-steps", "3", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    line = next(x for x in done.stdout.splitlines() if x.startswith("measured step time"))
+    assert "mean of 2 steps after the first" in line and "the plan's 21 steps take about" in line
+    assert not list(tmp_path.glob("runs")) and not (tmp_path / "compiled").exists()  # nothing left behind
