@@ -61,8 +61,10 @@ def _ask_mapping(guess: Guess, columns: list[str]) -> Guess:
         answer = _ask(f"{name} column", current or "?")
         if answer != current and answer != "?":
             guess.columns[name] = answer
+            guess.reasons = [r for r in guess.reasons if not r.startswith(f"{name} = column ")]
             guess.reasons.append(f"{name} = column {answer!r} (as answered)")
     guess.columns = {k: v for k, v in guess.columns.items() if k != v}
+    guess.warnings = [w for w in guess.warnings if not w.startswith("check the mapping")]  # it was just checked
     return guess
 
 

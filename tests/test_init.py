@@ -159,6 +159,9 @@ def test_questions_in_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     spec = tomllib.loads(out.read_text())
     assert spec["data"]["columns"] == {"prompt": "yoda", "completion": "sentence"}
     assert spec["method"]["kind"] == "rslora" and spec["hardware"]["device"] == "cpu"
+    text = out.read_text()
+    assert "prompt = column 'yoda' (as answered)" in text and "prompt = column 'sentence'" not in text
+    assert "check the mapping" not in text
 
 
 @pytest.mark.slow  # ~45 s on 2 shared cores: a real run of the emitted script
