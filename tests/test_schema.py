@@ -90,3 +90,27 @@ def test_schema_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     other.write_text("{}")
     assert main(["schema", "--out", str(other)]) == 1 and other.read_text() == "{}"
     assert main(["schema", "--out", str(other), "--force"]) == 0 and other.read_text() == schema_text()
+
+
+def _taplo() -> str:
+    import shutil
+    import sys
+
+    found = shutil.which("taplo", path=str(Path(sys.executable).parent))
+    assert found, "taplo is in the dev extra: pip install -e '.[dev]'"
+    return found
+
+
+def test_taplo_reads_the_directive_and_validates(tmp_path: Path) -> None:
+    """The editors' own engine (Taplo, behind Even Better TOML): every example spec passes through its
+    #:schema directive, and a misspelt key fails."""
+    import subprocess
+
+    taplo = _taplo()
+    done = subprocess.run([taplo, "lint", *map(str, SPECS)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    bad = tmp_path / "bad.toml"
+    text = (REPO / "specs" / "demo.toml").read_text().replace("epochs = 2", "epoch = 2")
+    bad.write_text(text.replace("#:schema ../docs/ftc-spec.schema.json", f"#:schema {REPO / SCHEMA_FILE}"))
+    done = subprocess.run([taplo, "lint", str(bad)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "'epoch' was unexpected" in done.stdout + done.stderr
