@@ -13,10 +13,22 @@ from ftc.core.errors import DataProblem, FtcError, RunError, SpecError
 from ftc.core.text import printable
 
 
+def _overrides(args: argparse.Namespace) -> Any:
+    """The `--set KEY=VALUE` flags, parsed (compiler/overrides.py has the value rule)."""
+    from ftc.compiler.overrides import parse_overrides
+
+    return parse_overrides(getattr(args, "set", None) or ())
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a spec value, e.g. --set "
+                   "train.epochs=2; VALUE is read as TOML (2, 1e-4, true, [..]), else as a plain string; repeatable")
+
+
 def _compile(args: argparse.Namespace) -> int:
     from ftc.compiler.compile import compile_spec
 
-    result = compile_spec(args.spec, args.out)
+    result = compile_spec(args.spec, args.out, _overrides(args))
     out = result.out_dir
     if args.check:
         stale = result.stale_files()
@@ -42,7 +54,11 @@ def _plan(args: argparse.Namespace) -> int:
 
     from ftc.compiler.compile import compile_spec
 
-    result = compile_spec(args.spec)
+    if args.gpus or args.devices:
+        from ftc.cli.whatif import show_what_if
+
+        return show_what_if(args, _overrides(args))
+    result = compile_spec(args.spec, overrides=_overrides(args))
     plan = result.plan
     if args.json:  # plan.json's core: settings, memory, budget, reasons (+ name, provenance, notes)
         print(json.dumps(plan.to_json(), indent=2))
@@ -76,6 +92,44 @@ def _plan(args: argparse.Namespace) -> int:
     console.print(decisions)
     for note in plan.notes:
         console.print(f"note: {note}", markup=False)
+    if args.probe:
+        _probe(args, plan, console)
+    return 0
+
+
+def _probe(args: argparse.Namespace, plan: Any, console: Any) -> None:
+    from ftc.cli.probe import probe
+    from ftc.compiler.throughput import duration
+
+    console.print(f"probe: running train.py for {args.probe_steps} steps on this machine ...", markup=False)
+    measured = probe(args.spec, _overrides(args), args.probe_steps, args.probe_timeout)
+    total = plan["total_steps"]
+    rate = f", {measured.tokens_per_s:,.0f} tokens/s" if measured.tokens_per_s else ""
+    console.print(f"measured step time: {duration(measured.seconds_per_step)} per optimizer step (mean of "
+                  f"{measured.steps} steps after the first{rate}); the plan's {total or '?'} steps take about "
+                  f"{duration(measured.seconds_per_step * total) if total else '?'} (model and data loading not "
+                  "counted)", markup=False, soft_wrap=True)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from ftc.cli.init import init
+
+    return init(args)
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from ftc.compiler.schema import is_ftc_schema, schema_text
+
+    text = schema_text()
+    if not args.out:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    if out.exists() and not args.force and not is_ftc_schema(out):
+        raise RunError(f"{out} exists and is not an ftc schema; choose another --out or add --force to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    print(f"wrote the spec's JSON Schema to {out}; point a spec at it with a first line: #:schema {out}")
     return 0
 
 
@@ -84,7 +138,7 @@ def _data(args: argparse.Namespace) -> int:
     from ftc.compiler.compile import compile_spec
     from ftc.compiler.emit import data_settings
 
-    result = compile_spec(args.spec, args.out)
+    result = compile_spec(args.spec, args.out, _overrides(args))
     from ftc.core.data.encode import DataError
     from ftc.cli.datashow import run_stage, show, stats_json
 
@@ -160,7 +214,7 @@ def _run(args: argparse.Namespace) -> int:
         check_output_dir(args.run_dir, "--run-dir")
 
     return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui, fresh=args.fresh,
-                    resume_anyway=args.resume_anyway, force=args.force)
+                    resume_anyway=args.resume_anyway, force=args.force, overrides=_overrides(args))
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -228,12 +282,46 @@ def _compiler_commands(commands: Any) -> None:
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: compiled/<name>)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if DIR is stale")
+    _add_set(p)
     p.set_defaults(handler=_compile)
 
     p = commands.add_parser("plan", help="show the memory estimate and every planning decision")
     p.add_argument("spec", help="the spec file (.toml)")
     p.add_argument("--json", action="store_true", help="print one JSON object (bytes as integers)")
+    _add_set(p)
+    p.add_argument("--gpus", metavar="LIST", help="what-if: plan for each GPU of a comma-separated list "
+                   "(\"RTX 4090, A100 80GB, H100\"): what fits, micro-batch, peak memory, estimated time")
+    p.add_argument("--probe", action="store_true", help="measure the step time here: run train.py for a few steps "
+                   "(in a temporary directory) and extrapolate to the plan's steps")
+    p.add_argument("--probe-steps", type=int, default=4, metavar="N", help="steps of the probe (default 4)")
+    p.add_argument("--probe-timeout", type=float, default=300, metavar="S", help="time limit of the probe (default 300 s)")
+    p.add_argument("--devices", metavar="N,N", help="what-if: device counts per GPU (e.g. 1,2,8; needs multi-device "
+                   "planning, [hardware] devices)")
     p.set_defaults(handler=_plan)
+
+    p = commands.add_parser("init", help="write a commented spec for a dataset: its format and columns guessed "
+                            "from names and content, asked in a terminal with the guesses as defaults")
+    p.add_argument("data", metavar="DATA", help="a .jsonl/.json/.csv/.parquet/.txt file, a glob, or a saved dataset dir")
+    p.add_argument("--model", metavar="M", help="base model: bundled alias, hub id or directory "
+                   "(default: smollm2-135m-instruct)")
+    p.add_argument("--method", metavar="K", help="method kind (default: lora; qlora when lora does not fit --gpu)")
+    hardware = p.add_mutually_exclusive_group()
+    hardware.add_argument("--gpu", metavar="NAME", help="the GPU to fit, a catalog name such as \"RTX 4090\"")
+    hardware.add_argument("--vram-gb", type=float, metavar="N", help="the memory budget per GPU in GiB")
+    p.add_argument("--format", choices=["chat", "instruction", "completion", "text"], help="the data format, "
+                   "instead of the guess")
+    p.add_argument("--column", action="append", metavar="FIELD=COLUMN", help="map a format field to a column, "
+                   "instead of the guess (repeatable)")
+    p.add_argument("--split", default="train", help="split of a saved DatasetDict (default: train)")
+    p.add_argument("--out", metavar="FILE", help="the spec to write (default: <data name>.toml here)")
+    p.add_argument("--yes", "-y", action="store_true", help="ask nothing: take every guess")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    p.set_defaults(handler=_init)
+
+    p = commands.add_parser("schema", help="print the spec's JSON Schema (for editors: Taplo, Even Better TOML)")
+    p.add_argument("--out", metavar="FILE", help="write it to FILE instead (e.g. docs/ftc-spec.schema.json)")
+    p.add_argument("--force", action="store_true", help="replace FILE even if it is not an ftc schema")
+    p.set_defaults(handler=_schema)
 
     p = commands.add_parser("data", help="show examples as the model will see them (trained tokens highlighted) "
                             "and the data statistics; dropped rows go to DIR/data/dropped.jsonl")
@@ -241,6 +329,7 @@ def _compiler_commands(commands: Any) -> None:
     p.add_argument("-n", type=_bounded(0, 10_000), default=3, metavar="N", help="examples to render (default 3)")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
     p.add_argument("--out", metavar="DIR", help="output directory for the data report (default: compiled/<name>)")
+    _add_set(p)
     p.set_defaults(handler=_data)
 
 
@@ -267,6 +356,7 @@ def _run_commands(commands: Any) -> None:
                    "data changed in a way that alters the training")
     p.add_argument("--force", action="store_true", help="use a --run-dir that is not an ftc run and holds files: "
                    "the run goes beside them (refused while it holds a file ftc writes: nothing of yours is replaced)")
+    _add_set(p)
     p.set_defaults(handler=_run)
 
     p = commands.add_parser("merge", help="fold a finished run's LoRA-family adapter into its base model")

@@ -24,6 +24,7 @@ from rich.table import Table
 
 from ftc.cli.console import SafeConsole
 from ftc.compiler.compile import CompileResult, compile_spec
+from ftc.compiler.overrides import Override
 from ftc.core.errors import RunError
 from ftc.core import checkpoint as ckpt
 from ftc.runtime import faults
@@ -53,7 +54,8 @@ def _pump(stream: TextIO, log: TextIO, tail: deque[str], console: Console) -> No
 
 
 def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = None, tui: bool = True,
-             fresh: bool = False, resume_anyway: bool = False, force: bool = False) -> int:
+             fresh: bool = False, resume_anyway: bool = False, force: bool = False,
+             overrides: tuple[Override, ...] = ()) -> int:
     """Compile `spec`, then run its script in a run directory (a new one, or `run_dir`, which is resumed
     from its last checkpoint when it holds a run); returns the exit code: 0 completed, 77 (ckpt.EXIT_STOPPED)
     stopped and resumable, 130 stopped by Ctrl-C, 1 failed."""
@@ -62,7 +64,7 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
         faults.parse(os.environ.get(faults.ENV, ""))
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    result = compile_spec(spec, build_dir)
+    result = compile_spec(spec, build_dir, overrides)
     changed = result.write()
     console.print(f"compiled {result.source.display} -> {result.out_dir}/ "
                   f"({', '.join(changed) if changed else 'up to date'})")

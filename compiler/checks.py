@@ -17,7 +17,7 @@ from ftc.compiler.catalog import GPUS, find_gpu
 from ftc.core.errors import Problem, SpecError
 from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, model_facts
 from ftc.compiler.limits import SHOWN_PROBLEMS
-from ftc.compiler.load import SpecSource, locate
+from ftc.compiler.load import SpecSource
 from ftc.compiler.tokens import TokenFacts, measure_data
 from ftc.compiler.spec import FORMAT_FIELDS, REQUIRED_FIELDS, TEMPLATE_FIELDS, TURN_FIELDS, Spec
 from ftc.core.data.mapping import CONTENT_KEYS, DEFAULT_ROLES, ROLE_KEYS
@@ -317,8 +317,7 @@ def run_checks(source: SpecSource) -> Facts:
     for fn in CHECKS:
         findings.extend(fn(source.spec, facts))
     if findings:
-        problems = [Problem(source.display, locate(source.text, tuple(key.split("."))), key, message)
-                    for key, message in findings]
+        problems = [Problem(*source.where(key), key, message) for key, message in findings]
         problems.sort(key=lambda p: (p.line or 0, p.key))
         raise SpecError(problems[:SHOWN_PROBLEMS], more=max(0, len(problems) - SHOWN_PROBLEMS))
     return facts

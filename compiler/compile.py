@@ -14,6 +14,7 @@ from pathlib import Path
 from ftc.compiler.checks import Facts, run_checks
 from ftc.compiler.emit import Emitted, emit
 from ftc.compiler.load import SpecSource, load_spec
+from ftc.compiler.overrides import Override, with_provenance
 from ftc.compiler.plan import Plan, build_plan
 from ftc.core.paths import check_output_dir
 
@@ -51,14 +52,16 @@ class CompileResult:
         return changed
 
 
-def compile_spec(path: str | Path, out_dir: str | Path | None = None) -> CompileResult:
-    """Compile a spec file; raises SpecError (all problems at once) for a bad spec."""
+def compile_spec(path: str | Path, out_dir: str | Path | None = None,
+                 overrides: tuple[Override, ...] = ()) -> CompileResult:
+    """Compile a spec file, with `--set` overrides over it; raises SpecError (all problems at once) for a bad spec."""
     if out_dir is not None:  # refused before the work, not when writing
         check_output_dir(out_dir, "--out")
-    source = load_spec(path)
+    source = load_spec(path, overrides)
     facts = run_checks(source)
-    plan = build_plan(source.spec, facts, source.name)
+    plan = with_provenance(build_plan(source.spec, facts, source.name), overrides)
     assert facts.model is not None
-    emitted = emit(plan, spec_path=source.display, spec_text=source.text, version=VERSION, origin=facts.model.origin)
+    emitted = emit(plan, spec_path=source.display, spec_text=source.text, version=VERSION, origin=facts.model.origin,
+                   flags=tuple(o.flag for o in overrides))
     out = Path(out_dir) if out_dir is not None else Path("compiled") / source.name  # not build/: setuptools' link tree
     return CompileResult(source, facts, plan, emitted, out)

@@ -125,7 +125,8 @@ def _imports(plan: Plan) -> list[str]:
     return lines
 
 
-def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str, origin: str) -> str:
+def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str, origin: str,
+                  flags: tuple[str, ...] = ()) -> str:
     """train.py for a plan."""
     groups = _config_groups(plan)
     lines = [line for _, group in groups for line in group]
@@ -148,6 +149,7 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             version=version,
             spec_path=spec_path,
             spec_sha256=spec_sha256,
+            spec_flags=flags,
             title=method.title,
             imports=_imports(plan),
             method_imports=method.imports().ftc,
@@ -163,9 +165,11 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
         raise TemplateError(f"template {getattr(exc, 'name', None) or 'train.py.j2'} failed: {exc}") from exc
 
 
-def render_plan_md(plan: Plan, *, spec_path: str) -> str:
+def render_plan_md(plan: Plan, *, spec_path: str, flags: tuple[str, ...] = ()) -> str:
     """plan.md: the same plan for reviewers."""
-    out = [f"# Plan for `{plan.name}`", "", f"Compiled from {lit(spec_path)}. Edit the spec, not these files.", ""]
+    given = f" with {', '.join(f'`{flag}`' for flag in flags)}" if flags else ""
+    out = [f"# Plan for `{plan.name}`", "", f"Compiled from {lit(spec_path)}{given}. Edit the spec, not these files.",
+           ""]
     out += ["## Decisions", ""] + [f"- {r}" for r in plan.reasons] + [""]
     if plan.memory is not None:
         out += ["## Estimated peak memory of one step", "", "| component | GiB |", "|---|---:|"]
@@ -184,13 +188,16 @@ def render_plan_md(plan: Plan, *, spec_path: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def emit(plan: Plan, *, spec_path: str, spec_text: str, version: str, origin: str) -> Emitted:
-    """Every file of compiled/<name>/, deterministic for the same plan."""
+def emit(plan: Plan, *, spec_path: str, spec_text: str, version: str, origin: str,
+         flags: tuple[str, ...] = ()) -> Emitted:
+    """Every file of compiled/<name>/, deterministic for the same plan; `flags`: the `--set` flags applied."""
     spec_sha256 = hashlib.sha256(spec_text.encode("utf-8")).hexdigest()
-    script = render_script(plan, spec_path=spec_path, spec_sha256=spec_sha256, version=version, origin=origin)
+    script = render_script(plan, spec_path=spec_path, spec_sha256=spec_sha256, version=version, origin=origin,
+                           flags=flags)
     plan_json = {
         "ftc_version": version,
         "spec": spec_path,
+        **({"overrides": list(flags)} if flags else {}),
         "spec_sha256": spec_sha256,
         "train_py_sha256": hashlib.sha256(script.encode("utf-8")).hexdigest(),
         **plan.to_json(),
@@ -198,5 +205,5 @@ def emit(plan: Plan, *, spec_path: str, spec_text: str, version: str, origin: st
     return Emitted({
         "train.py": script,
         "plan.json": json.dumps(plan_json, indent=2, ensure_ascii=False) + "\n",
-        "plan.md": render_plan_md(plan, spec_path=spec_path),
+        "plan.md": render_plan_md(plan, spec_path=spec_path, flags=flags),
     })

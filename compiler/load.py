@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from ftc.core.errors import Problem, SpecError
 from ftc.compiler.limits import SPEC_BYTES, SPEC_DEPTH
+from ftc.compiler.overrides import Override, apply_overrides, for_key
 from ftc.compiler.shape import shape_error
 from ftc.compiler.spec import Spec
 
@@ -32,10 +33,18 @@ class SpecSource:
     display: str
     text: str
     spec: Spec
+    overrides: tuple[Override, ...] = ()
+    """The `--set` flags applied over the file."""
 
     @property
     def name(self) -> str:
         return self.spec.name or self.path.stem
+
+    def where(self, key: str) -> tuple[str, int | None]:
+        """(file or flag, line) to report a problem with `key` at: the `--set` flag that set it, if any."""
+        loc = tuple(key.split("."))
+        override = for_key(self.overrides, loc)
+        return (override.flag, None) if override else (self.display, locate(self.text, loc))
 
 
 def display_path(path: Path) -> str:
@@ -165,15 +174,16 @@ def _checked_name(spec: Spec, path: Path, source: str) -> None:
                       "spec or rename the file")
 
 
-def load_spec(path: str | Path) -> SpecSource:
-    """Read and validate a spec file; raises `SpecError` listing every problem found."""
+def load_spec(path: str | Path, overrides: tuple[Override, ...] = ()) -> SpecSource:
+    """Read and validate a spec file, with `--set` overrides applied over it (compiler/overrides.py);
+    raises `SpecError` listing every problem found."""
     path = Path(path)
     source = display_path(path)
     text = _read_text(path, source)
     raw = _parse(text, source)
     try:
-        spec = Spec.model_validate(raw)
+        spec = Spec.model_validate(apply_overrides(raw, overrides))
     except ValidationError as exc:
-        raise shape_error(exc.errors(), source, functools.partial(locate, text)) from None
+        raise shape_error(exc.errors(), source, functools.partial(locate, text), overrides) from None
     _checked_name(spec, path, source)
-    return SpecSource(path=path, display=source, text=text, spec=spec)
+    return SpecSource(path=path, display=source, text=text, spec=spec, overrides=overrides)

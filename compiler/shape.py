@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from ftc.compiler.limits import SHOWN_PROBLEMS
 from ftc.compiler.methods import METHODS, KeyConflict
+from ftc.compiler.overrides import Override, for_key, type_hint
 from ftc.compiler.spec import Spec
 from ftc.core.errors import Problem, SpecError
 
@@ -180,8 +181,17 @@ def _message(group: list[dict[str, Any]], key: str) -> str:
     return f"{message} (got {_describe(value)}); see docs/spec.md, [{loc[0]}]"
 
 
-def shape_error(errors: list[Any], source: str, locate: Locate) -> SpecError:
-    """One SpecError for pydantic's errors, sorted by line; past SHOWN_PROBLEMS only counted."""
+def shape_error(errors: list[Any], source: str, locate: Locate, overrides: tuple[Override, ...] = ()) -> SpecError:
+    """One SpecError for pydantic's errors, sorted by line; past SHOWN_PROBLEMS only counted. A key a
+    `--set` flag gave is reported at the flag, not at a line of the file."""
     placed = sorted(((*_where(group, locate), group) for group in _grouped(errors)), key=lambda p: (p[0] or 0, p[1]))
-    problems = [Problem(source, line, key, _message(group, key)) for line, key, group in placed[:SHOWN_PROBLEMS]]
+    problems = [_problem(source, line, key, group, overrides) for line, key, group in placed[:SHOWN_PROBLEMS]]
     return SpecError(problems, more=len(placed) - len(problems))
+
+
+def _problem(source: str, line: int | None, key: str, group: list[dict[str, Any]],
+             overrides: tuple[Override, ...]) -> Problem:
+    override = for_key(overrides, tuple(key.split(".")))
+    if override is None:
+        return Problem(source, line, key, _message(group, key))
+    return Problem(override.flag, None, key, _message(group, key) + type_hint(override, group[0]["type"]))

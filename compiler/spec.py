@@ -30,7 +30,8 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("messages",), "instructi
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True,
+                              use_attribute_docstrings=True)
     """strict: a TOML value of the wrong type is refused, never coerced (`"8"` is not 8, `1` not true);
     an integer is still accepted where a float is expected."""
 

@@ -119,7 +119,8 @@ class MethodPlan:
 
 
 class MethodBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True,
+                              use_attribute_docstrings=True)
 
     template: ClassVar[str]
     """templates/methods/<template>.py.j2 emits the method section."""
