@@ -77,6 +77,13 @@ def _plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """A count of examples to render: a whole number, 0 or more (argparse reports the error, exit 2)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be a whole number, 0 or more (got {text!r})")
+    return int(text)
+
+
 def _data(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -219,7 +226,7 @@ def _compiler_commands(commands: Any) -> None:
     p = commands.add_parser("data", help="show examples as the model will see them (trained tokens highlighted) "
                             "and the data statistics; dropped rows go to DIR/data/dropped.jsonl")
     p.add_argument("spec", help="the spec file (.toml)")
-    p.add_argument("-n", type=int, default=3, metavar="N", help="examples to render (default 3)")
+    p.add_argument("-n", type=_count, default=3, metavar="N", help="examples to render (default 3)")
     p.add_argument("--json", action="store_true", help="print the statistics as one JSON object")
     p.add_argument("--out", metavar="DIR", help="output directory for the data report (default: compiled/<name>)")
     p.set_defaults(handler=_data)

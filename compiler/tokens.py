@@ -9,7 +9,6 @@ The planner uses the lengths for `max_length = "auto"` and for the sequence leng
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -153,33 +152,10 @@ def tokenizer_dir(base: str, origin: str, revision: str | None) -> Path | None:
 
 
 def read_rows(files: tuple[str, ...], loader: str | None, limit: int = MEASURE_ROWS) -> list[dict[str, Any]]:
-    """The first `limit` rows of local data files, as `datasets` would read them."""
-    rows: list[dict[str, Any]] = []
-    for name in files:
-        path = Path(name)
-        if loader == "text":
-            with path.open(encoding="utf-8") as handle:
-                rows += [{"text": line.rstrip("\n")} for _, line in zip(range(limit - len(rows)), handle)]
-        elif path.suffix == ".jsonl":
-            with path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    if len(rows) >= limit:
-                        break
-                    if line.strip():
-                        rows.append(json.loads(line))
-        elif path.suffix == ".json":
-            rows += json.loads(path.read_text(encoding="utf-8"))[: limit - len(rows)]
-        elif path.suffix == ".csv":
-            with path.open(encoding="utf-8", newline="") as handle:
-                rows += [dict(r) for _, r in zip(range(limit - len(rows)), csv.DictReader(handle))]
-        elif path.suffix == ".parquet":
-            import pyarrow.parquet as pq
+    """The first `limit` rows of local data files, read as train.py reads them (ftc.core.data.read)."""
+    from ftc.core.data.read import read_paths
 
-            table = pq.ParquetFile(path).read_row_groups([0]) if pq.ParquetFile(path).num_row_groups else None
-            rows += table.slice(0, limit - len(rows)).to_pylist() if table is not None else []
-        if len(rows) >= limit:
-            break
-    return rows
+    return read_paths(files, loader, limit)
 
 
 def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
@@ -198,14 +174,17 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
         return None, None
     try:
         tokenizer = LightTokenizer(directory)
-        per_source = []
-        budget = MEASURE_ROWS
-        for source in sources:
-            rows = read_rows(source.files, source.loader, budget)
-            per_source.append((source.source, rows))
-            budget -= len(rows)
-    except Exception:  # noqa: BLE001 - unreadable tokenizer or rows: planning goes on without lengths
+    except Exception:  # noqa: BLE001 - an unreadable tokenizer: planning goes on without lengths
         return None, None
+    per_source = []
+    budget = MEASURE_ROWS
+    for source in sources:
+        try:
+            rows = read_rows(source.files, source.loader, budget)
+        except DataError as exc:  # the message the run would give, with the file and the row
+            return None, ("data.source" if source is data else "data.mix", str(exc))
+        per_source.append((source.source, rows))
+        budget -= len(rows)
     d = spec.data
     if tokenizer.chat_template is None and d.format != "text" and d.template is None:
         from ftc.core.data.encode import chatml_missing_tokens

@@ -113,7 +113,7 @@ def test_compile_checks_templates_and_options(workdir: Path) -> None:
 def test_compile_reports_wrong_encodings_and_bad_json(workdir: Path) -> None:
     (workdir / "d.jsonl").write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
     (workdir / "s.toml").write_text(spec_text("d.jsonl", "text"))
-    assert "d.jsonl: not UTF-8 text" in problems(workdir / "s.toml")
+    assert "d.jsonl:1: not UTF-8 text (byte 0xe9" in problems(workdir / "s.toml")
     (workdir / "d.jsonl").write_text('{"text": "a"}\n{"text": \n')
     assert "d.jsonl:2: not valid JSON" in problems(workdir / "s.toml")
 

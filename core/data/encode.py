@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ftc.core.data.settings import DataSettings
+from ftc.core.errors import DataProblem
 
 if TYPE_CHECKING:  # load.py imports DataError from here
     from ftc.core.data.load import Item, Source
@@ -29,8 +30,9 @@ CHATML_TEMPLATE = (
 )
 
 
-class DataError(ValueError):
-    """An example cannot be encoded; the message names the row and what to fix."""
+class DataError(DataProblem, ValueError):
+    """Rows cannot be read or an example cannot be encoded; the message names the file, the row and
+    what to fix (exit code 2, no traceback: ftc.core.errors.DataProblem)."""
 
 
 def chatml_missing_tokens(tokenizer: Any) -> list[str]:
@@ -170,6 +172,6 @@ def encode_all(tokenizer: Any, items: list[Item], settings: DataSettings, source
         try:
             encoding = encode_example(tokenizer, example, settings)
         except DataError as exc:
-            raise DataError(f"{source.name}, row {number}: {exc}") from None
+            raise DataError(f"{source.label(number)}: {exc}") from None
         encoded.append(Encoded(number, example, encoding, source=source.name))
     return encoded

@@ -23,7 +23,7 @@ from ftc.core.data.load import DROP_REASONS, Source, load_rows, rows_list
 from ftc.core.data.mapping import map_rows
 from ftc.core.data.settings import DataSettings
 from ftc.core.data.split import hold_out, weighted
-from ftc.core.data.stats import report, source_stats, statistics, write_report
+from ftc.core.data.stats import changed_stats, report, source_stats, statistics, write_report
 
 __all__ = ["DROP_REASONS", "DataSettings", "Encoded", "Prepared", "check_saved_tokenizer", "load_rows",
            "prepare_data", "report"]
@@ -89,6 +89,7 @@ def prepare_data(rows: Any, tokenizer: Any, settings: DataSettings, *, source: s
                        padding_free)
     if mix:
         stats["sources"] = source_stats(sources, train, weighted_train)
+    stats["changed"] = changed_stats(sources)
     prepared = Prepared(train, validation, dropped, stats, weighted_train)
     if report_dir is not None:
         write_report(prepared, Path(report_dir))
