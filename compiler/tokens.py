@@ -10,7 +10,7 @@ The planner uses the lengths for `max_length = "auto"` and for the sequence leng
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,20 @@ class TokenFacts:
     max: int
     tokenizer: str
     """Where the tokenizer came from."""
+    lengths: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    """Each measured example's token length (sorted), for packing's row count."""
+
+    @property
+    def kept_share(self) -> float:
+        """The share of rows read that the data stage keeps (mapped, cleaned, not dropped)."""
+        return self.examples / self.rows_read if self.rows_read else 1.0
+
+    def packed_share(self, max_length: int) -> float:
+        """Rows packing fills per example kept, at `max_length` (from the measured lengths)."""
+        from ftc.core.data.stats import packed_rows
+
+        lengths = [min(n, max_length) for n in self.lengths]
+        return packed_rows(lengths, max_length) / len(lengths) if lengths else 1.0
 
 
 class LightTokenizer:
@@ -208,4 +222,4 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
         return None, None
     lengths = sorted(e.encoding["length"] for e in prepared.train + prepared.validation)
     return TokenFacts(len(lengths), MEASURE_ROWS - budget, *(percentile(lengths, q) for q in (50, 90, 95, 99)),
-                      lengths[-1], f"{directory}/tokenizer.json"), None
+                      lengths[-1], f"{directory}/tokenizer.json", tuple(lengths)), None
