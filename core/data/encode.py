@@ -165,13 +165,17 @@ def encode_example(tokenizer: Any, example: dict[str, Any], settings: DataSettin
 
 
 def encode_all(tokenizer: Any, items: list[Item], settings: DataSettings, sources: list[Source]) -> list[Encoded]:
-    """Every example encoded; one that cannot be (see `_spans`) stops the stage, naming its row."""
+    """Every example encoded (with several processes for many: ftc.core.data.parallel); one that cannot
+    be (see `_spans`) stops the stage, naming its row."""
+    from ftc.core.data.parallel import map_in_order
+
+    encodings = map_in_order(lambda item: encode_example(tokenizer, item[2], settings), items)
     encoded: list[Encoded] = []
-    for index, number, example in items:
+    for (index, number, example), encoding in zip(items, encodings):
         source = sources[index]
-        try:
-            encoding = encode_example(tokenizer, example, settings)
-        except DataError as exc:
-            raise DataError(f"{source.label(number)}: {exc}") from None
+        if isinstance(encoding, DataError):
+            raise DataError(f"{source.label(number)}: {encoding}") from None
+        if isinstance(encoding, Exception):
+            raise encoding
         encoded.append(Encoded(number, example, encoding, source=source.name))
     return encoded

@@ -119,6 +119,8 @@ def summary_line(split: str, stats: dict[str, Any]) -> str:
 def report(prepared: Prepared, events: Any) -> None:
     """Print and record the stage's counts (the `data` event) and warnings about truncation and drops."""
     stats = prepared.stats
+    if prepared.cached:
+        print(f"data: prepared before, read from the data cache ({prepared.cached})", flush=True)
     for split in stats["splits"]:
         line = summary_line(split, stats)
         print(line, flush=True)
