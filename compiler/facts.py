@@ -145,7 +145,7 @@ FACT_ROWS = 100  # rows whose columns are collected (the first ones)
 def _file_facts(path: Path, loader: str) -> tuple[list[str], int, dict[str, Any] | None]:
     """Columns of the first rows (read by the data stage's own reader, so its errors are the run's),
     the row count and the first row."""
-    from ftc.core.data.read import lines, read_file
+    from ftc.core.data.read import encoding_of, lines, read_file
 
     first = [row for _, row in read_file(str(path), loader, FACT_ROWS)]
     columns = list(dict.fromkeys(key for row in first for key in row))
@@ -153,6 +153,9 @@ def _file_facts(path: Path, loader: str) -> tuple[list[str], int, dict[str, Any]
         import pyarrow.parquet as pq  # pyarrow comes with datasets; read_file has checked the file
 
         rows = pq.ParquetFile(path).metadata.num_rows
+    elif path.suffix == ".jsonl" and encoding_of(str(path)) != "utf-16":  # counted without decoding (fast)
+        with path.open("rb") as handle:
+            rows = sum(1 for raw in handle if raw.strip())
     elif path.suffix == ".jsonl":
         rows = sum(1 for _, line in lines(str(path)) if line.strip())
     elif path.suffix == ".txt":

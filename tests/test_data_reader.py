@@ -78,6 +78,12 @@ def test_a_bom_and_utf16_are_read(tmp_path: Path, encoding: str) -> None:
         assert load_rows(str(path), "text" if suffix == ".txt" else "json") == rows, suffix
 
 
+def test_utf32_is_refused_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "d.jsonl").write_text('{"text": "a"}\n', encoding="utf-32")
+    with pytest.raises(DataError, match=r"d.jsonl: UTF-32 text; .*iconv -f utf-32 -t utf-8"):
+        load_rows(str(tmp_path / "d.jsonl"), "json")
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".txt", ".json"])
 def test_latin1_is_refused_naming_the_encoding_and_line(tmp_path: Path, suffix: str) -> None:
     path = tmp_path / f"d{suffix}"

@@ -101,22 +101,23 @@ def read_file(path: str, loader: str | None = None, limit: int | None = None) ->
 
 
 # ---------------------------------------------------------------------------- text and its encoding
-def _encoding(path: str) -> str:
+def encoding_of(path: str) -> str:
+    """The text encoding the reader decodes `path` with (from its BOM; UTF-8 without one)."""
     with open(path, "rb") as handle:
         head = handle.read(4)
     if head.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return "utf-16"
-    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+    if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):  # before UTF-16: FF FE 00 00 starts with FF FE
         raise DataError(f"{path}: UTF-32 text; ftc reads UTF-8 (with or without a BOM) and UTF-16 with a BOM; "
                         f"convert it: iconv -f utf-32 -t utf-8 {path}")
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
     return "utf-8"
 
 
 def lines(path: str) -> Iterator[tuple[int, str]]:
     """(line number, text) of a text file, decoded; a byte that is not UTF-8 is refused with its line."""
-    encoding = _encoding(path)
+    encoding = encoding_of(path)
     if encoding == "utf-16":
         with open(path, encoding="utf-16", newline="") as text:
             try:
