@@ -6,8 +6,9 @@
 
 For each of (1) `ftc data SPEC --json` (compile, read, map, clean, encode with labels, split, stats,
 then the data cache written), (2) `ftc data` again (from the cache) and (3) the plain map, it
-records wall time, rows/s and the peak RSS of the whole process tree (the command and its workers,
-sampled every 0.1 s with psutil), and appends one JSON line to benchmarks/results/data.jsonl.
+records wall time, rows/s and the peak memory of the whole process tree (the command and its
+workers: PSS, so pages a forked worker shares with its parent count once; sampled every 0.2 s
+with psutil), and appends one JSON line to benchmarks/results/data.jsonl.
 Both sides use 2 worker processes (FTC_DATA_PROCS=2 and num_proc=2) and the bundled
 SmolLM2-135M-Instruct tokenizer with its chat template. The data cache goes to a temporary folder.
 """
@@ -64,23 +65,31 @@ def write_data(path: Path, rows: int) -> None:
             handle.write(json.dumps(conversation(rng, number)) + "\n")
 
 
+def _memory(process: psutil.Process) -> int:
+    """Proportional set size (forked workers share their parent's pages; RSS would count them twice)."""
+    try:
+        return int(process.memory_full_info().pss)
+    except (psutil.AccessDenied, AttributeError):
+        return int(process.memory_info().rss)
+
+
 def measure(command: list[str], env: dict[str, str], cwd: Path) -> dict[str, object]:
-    """Wall seconds, exit code, peak RSS (MiB) of the process tree, and the last stdout line."""
+    """Wall seconds, peak memory (MiB, PSS summed over the process tree) and the last stdout lines."""
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     root, peak = psutil.Process(process.pid), 0
     while process.poll() is None:
         try:
             tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            peak = max(peak, sum(_memory(p) for p in tree if p.is_running()))
         except psutil.Error:
             pass
-        time.sleep(0.1)
+        time.sleep(0.2)
     out, err = process.communicate()
     seconds = time.perf_counter() - start
     if process.returncode:
         sys.exit(f"{' '.join(command)} failed ({process.returncode}):\n{err[-3000:]}")
-    return {"seconds": round(seconds, 2), "peak_rss_mib": round(peak / 2**20), "out": out.strip()[-2000:]}
+    return {"seconds": round(seconds, 2), "peak_pss_mib": round(peak / 2**20), "out": out.strip()[-2000:]}
 
 
 def main() -> None:

@@ -39,9 +39,9 @@ def run_stage(plan: Any, settings: DataSettings, origin: str, report_dir: Path) 
     loader = plan.settings.get("validation_loader")  # only with a validation source
     prepared = prepare_sources(tokenizer, settings, source=plan["data_files"] if files else plan["data_source"],
                                kind=plan["data_loader"] if files else plan["data_kind"], split=plan["data_split"],
-                               validation_loader=loader.value if loader else None, mix=plan["mix"], report_dir=report_dir,
-                               micro_batch_size=plan["micro_batch_size"], packing=plan["packing"],
-                               padding_free=plan["padding_free"])
+                               validation_loader=loader.value if loader else None, mix=plan["mix"],
+                               report_dir=report_dir, micro_batch_size=plan["micro_batch_size"],
+                               packing=plan["packing"], padding_free=plan["padding_free"])
     return prepared, tokenizer
 
 
@@ -69,8 +69,7 @@ def show(prepared: Prepared, tokenizer: Any, n: int, console: Any, report_dir: P
 
     stats = prepared.stats
     if prepared.cached:
-        console.print(f"data: read from the data cache ({prepared.cached}); nothing changed since it was prepared",
-                      markup=False)
+        console.print(f"data: read from the data cache ({prepared.cached}); nothing changed", markup=False)
     for item in prepared.train[:n]:
         e = item.encoding
         title = (f"row {item.row} ({item.split}): {len(e['input_ids'])} tokens, {e['trained_tokens']} trained"

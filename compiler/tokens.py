@@ -9,7 +9,9 @@ The planner uses the lengths for `max_length = "auto"` and for the sequence leng
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -174,6 +176,45 @@ def read_rows(files: tuple[str, ...], loader: str | None, limit: int = MEASURE_R
 
 def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
                  mix: tuple[DataFacts, ...]) -> tuple[TokenFacts | None, tuple[str, str] | None]:
+    """`_measure`, remembered in the data cache by the files' and the tokenizer's fingerprints and the
+    settings, so compiling again (a second `ftc data`, `ftc run` after it) does not encode the rows again."""
+    import dataclasses
+
+    from ftc.core.data.cache import STAGE_VERSION, data_cache, hashes_file
+    from ftc.core.data.files import fingerprint
+
+    directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
+    sources = [f for f in (data, *mix) if f.kind == "files"]
+    if directory is None or not sources:
+        return None, None
+    tokenizer_files = [str(p) for p in sorted(directory.glob("*")) if p.name.startswith(("tokenizer", "chat_template",
+                                                                                          "special_tokens"))]
+    described = {"version": STAGE_VERSION, "rows": MEASURE_ROWS, "spec": spec.data.model_dump(mode="json"),
+                 "seed": spec.train.seed, "sources": [[s.source, s.loader, list(s.files)] for s in sources],
+                 "data": fingerprint([f for s in sources for f in s.files], hashes_file()),
+                 "tokenizer": [str(directory), fingerprint(tokenizer_files, hashes_file())]}
+    path = data_cache() / "measured" / (hashlib.sha256(json.dumps(described, sort_keys=True, default=str)
+                                                       .encode()).hexdigest()[:32] + ".json")
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        tokens = TokenFacts(**kept["tokens"] | {"lengths": tuple(kept["tokens"]["lengths"])}) if kept["tokens"] else None
+        return tokens, tuple(kept["problem"]) if kept["problem"] else None  # type: ignore[return-value]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    tokens, problem = _measure(spec, model, data, mix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps({"tokens": dataclasses.asdict(tokens) if tokens else None, "problem": problem}),
+                           encoding="utf-8")
+        os.replace(partial, path)
+    except OSError:  # a read-only cache: measured again next time
+        pass
+    return tokens, problem
+
+
+def _measure(spec: Spec, model: ModelFacts, data: DataFacts,
+             mix: tuple[DataFacts, ...]) -> tuple[TokenFacts | None, tuple[str, str] | None]:
     """Run the data stage (ftc.core.data.stage.prepare_data, as train.py does) on the first rows of
     the spec's local data files with the model's tokenizer: the token lengths of the kept examples,
     and the stage's error (unmappable roles, untrained examples, nothing left) as a message.

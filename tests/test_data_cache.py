@@ -84,3 +84,25 @@ def test_workers_return_results_in_order_and_stop_at_the_first_error(monkeypatch
     assert parallel.map_in_order(square, list(range(15)), procs=2) == [n * n for n in range(15)]
     out = parallel.map_in_order(square, list(range(40)), procs=2)
     assert out[:15] == [n * n for n in range(15)] and isinstance(out[15], ValueError) and len(out) == 16
+
+
+def test_the_compile_time_measurement_is_remembered_until_a_byte_changes(tiny_model: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from ftc.compiler import compile_spec, tokens
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model, tmp_path / "tiny")
+    write(tmp_path / "d.jsonl", ROWS)
+    (tmp_path / "s.toml").write_text('[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\nformat = "chat"\n'
+                                     'max_length = "auto"\n[data.columns]\nmessages = "conversations"\n'
+                                     '[method]\nkind = "lora"\n[hardware]\ndevice = "cpu"\n')
+    calls: list[int] = []
+    measure = tokens._measure
+    monkeypatch.setattr(tokens, "_measure", lambda *a: calls.append(1) or measure(*a))
+    first = compile_spec(tmp_path / "s.toml").plan["max_length"]
+    assert compile_spec(tmp_path / "s.toml").plan["max_length"] == first and len(calls) == 1
+    write(tmp_path / "d.jsonl", ROWS + [{"conversations": [{"from": "human", "value": "long " * 40},
+                                                             {"from": "gpt", "value": "ok"}]}])
+    assert compile_spec(tmp_path / "s.toml").plan["max_length"] > first and len(calls) == 2

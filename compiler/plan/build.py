@@ -285,7 +285,8 @@ def _data_reasons(spec: Spec, facts: Facts, why_seq_len: str) -> list[str]:
     train_rows, _ = _steps(spec, facts)
     if train_rows is not None:
         assert facts.data is not None
-        kept = f", {facts.tokens.kept_share:.0%} kept by cleaning" if facts.tokens and facts.tokens.kept_share < 1 else ""
+        share = facts.tokens.kept_share if facts.tokens else 1.0
+        kept = f", {share:.0%} kept by cleaning" if share < 1 else ""
         packed = " packed rows" if spec.data.packing and facts.tokens else ""
         lines.append(f"data: {facts.data.rows} rows{kept}, about {train_rows}{packed} for training")
     return lines

@@ -79,7 +79,7 @@ def _spans(tokenizer: Any, messages: Sequence[dict[str, str]], text: str, train_
         # an answer starts after its header (the generation prompt); an input turn with its header
         answer_only = role == "assistant" and train_on != "inputs_too"
         start_text = _render(tokenizer, messages[:i], generation_prompt=answer_only) if i else ""
-        end_text = _render(tokenizer, messages[: i + 1], generation_prompt=False)
+        end_text = text if i == len(messages) - 1 else _render(tokenizer, messages[: i + 1], generation_prompt=False)
         if not (text.startswith(start_text) and text.startswith(end_text) and len(end_text) > len(start_text)):
             raise DataError(f"the chat template does not render conversations incrementally (turn {i + 1} renders "
                             "differently inside the whole conversation), so the answer tokens cannot be located; use a "
