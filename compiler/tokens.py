@@ -180,7 +180,7 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
     settings, so compiling again (a second `ftc data`, `ftc run` after it) does not encode the rows again."""
     import dataclasses
 
-    from ftc.core.data.cache import STAGE_VERSION, data_cache, hashes_file
+    from ftc.core.data.cache import code_version, data_cache, hashes_file
     from ftc.core.data.files import fingerprint
 
     directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
@@ -189,7 +189,8 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
         return None, None
     tokenizer_files = [str(p) for p in sorted(directory.glob("*")) if p.name.startswith(("tokenizer", "chat_template",
                                                                                           "special_tokens"))]
-    described = {"version": STAGE_VERSION, "rows": MEASURE_ROWS, "spec": spec.data.model_dump(mode="json"),
+    code = [code_version(), hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]  # this module too
+    described = {"version": code, "rows": MEASURE_ROWS, "spec": spec.data.model_dump(mode="json"),
                  "seed": spec.train.seed, "sources": [[s.source, s.loader, list(s.files)] for s in sources],
                  "data": fingerprint([f for s in sources for f in s.files], hashes_file()),
                  "tokenizer": [str(directory), fingerprint(tokenizer_files, hashes_file())]}

@@ -25,6 +25,19 @@ from typing import Any
 from ftc.core.bundled import cache_root
 
 STAGE_VERSION = "1"  # raised whenever the stage's output for the same inputs changes
+
+
+def code_version() -> str:
+    """STAGE_VERSION and a hash of the data stage's own source files: an edited stage misses the cache."""
+    if "code" not in _CODE:
+        digest = hashlib.sha256(STAGE_VERSION.encode())
+        for path in sorted(Path(__file__).parent.glob("*.py")):
+            digest.update(path.read_bytes())
+        _CODE["code"] = digest.hexdigest()[:16]
+    return _CODE["code"]
+
+
+_CODE: dict[str, str] = {}
 COLUMNS = ("source", "row", "split", "example", "input_ids", "labels", "length", "truncated", "trained_tokens")
 
 
@@ -51,7 +64,7 @@ def tokenizer_key(tokenizer: Any) -> str:
 
 
 def stage_key(data: str, tokenizer: Any, settings: Any, options: dict[str, Any]) -> str:
-    described = {"version": STAGE_VERSION, "data": data, "tokenizer": tokenizer_key(tokenizer),
+    described = {"version": code_version(), "data": data, "tokenizer": tokenizer_key(tokenizer),
                  "settings": dataclasses.asdict(settings), "options": options}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
