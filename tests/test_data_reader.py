@@ -216,3 +216,15 @@ def test_the_fingerprint_is_remembered_and_notices_a_changed_byte(tmp_path: Path
     assert fingerprint([str(path)], hashes) == first
     path.write_text('{"text": "b"}\n', encoding="utf-8")  # same size, one byte changed, a new time
     assert fingerprint([str(path)], hashes) != first
+
+
+def test_compile_refuses_a_fifo_and_a_broken_saved_dataset(tmp_path: Path) -> None:
+    from ftc.compiler.facts import FactError, data_facts
+
+    os.mkfifo(tmp_path / "d.jsonl")
+    (tmp_path / "saved").mkdir()
+    (tmp_path / "saved" / "dataset_info.json").write_text('{"x":', encoding="utf-8")
+    with pytest.raises(FactError, match="d.jsonl: a FIFO, not a regular file"):
+        data_facts(str(tmp_path / "d.jsonl"))
+    with pytest.raises(FactError, match=r"dataset_info.json: broken \(JSONDecodeError"):
+        data_facts(str(tmp_path / "saved"))
