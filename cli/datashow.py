@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.core.data.encode import DataError, ensure_chat_template
-from ftc.core.data.stage import DROP_REASONS, DataSettings, Encoded, Prepared, load_rows, prepare_data
+from ftc.core.data.stage import DROP_REASONS, DataSettings, Encoded, Prepared, prepare_sources
 
 TRAINED_STYLE, MASKED_STYLE = "bold green", "dim"
 
@@ -35,22 +35,18 @@ def load_tokenizer(base: str, origin: str, revision: str | None, trust_remote_co
 
 
 def run_stage(plan: Any, settings: DataSettings, origin: str, report_dir: Path) -> tuple[Prepared, Any]:
-    """Load, map, clean, encode and split the plan's data with the plan's DataSettings, as train.py does."""
+    """Load, map, clean, encode and split the plan's data with the plan's DataSettings, as train.py does
+    (from the data cache when nothing changed)."""
     tokenizer = load_tokenizer(plan["base_model"], origin, plan["revision"], plan["trust_remote_code"])
     if plan["data_format"] != "text" and not plan["template"]:
         ensure_chat_template(tokenizer)
-    kind = plan["data_kind"]
-    if kind in ("saved", "hub"):
-        rows, source = load_rows(plan["data_source"], kind, split=plan["data_split"]), plan["data_source"]
-    else:
-        rows, source = load_rows(plan["data_files"], plan["data_loader"]), plan["data_files"]
-    validation = plan["validation"]
-    validation_rows = load_rows(validation, plan["validation_loader"]) if isinstance(validation, str) else None
-    mix = [(m["source"], load_rows(m["source"], m["kind"]), m["weight"]) for m in plan["mix"]]
-    prepared = prepare_data(rows, tokenizer, settings, source=source, validation_rows=validation_rows,
-                            validation_source=validation if isinstance(validation, str) else "validation", mix=mix,
-                            report_dir=report_dir, micro_batch_size=plan["micro_batch_size"], packing=plan["packing"],
-                            padding_free=plan["padding_free"])
+    files = plan["data_kind"] == "files"
+    loader = plan.settings.get("validation_loader")  # only with a validation source
+    prepared = prepare_sources(tokenizer, settings, source=plan["data_files"] if files else plan["data_source"],
+                               kind=plan["data_loader"] if files else plan["data_kind"], split=plan["data_split"],
+                               validation_loader=loader.value if loader else None, mix=plan["mix"],
+                               report_dir=report_dir, micro_batch_size=plan["micro_batch_size"],
+                               packing=plan["packing"], padding_free=plan["padding_free"])
     return prepared, tokenizer
 
 
@@ -79,6 +75,8 @@ def show(prepared: Prepared, tokenizer: Any, n: int, console: Any, report_dir: P
     from rich.text import Text
 
     stats = prepared.stats
+    if prepared.cached:
+        console.print(f"data: read from the data cache ({prepared.cached}); nothing changed", markup=False)
     for item in prepared.train[:n]:
         e = item.encoding
         title = (f"row {item.row} ({item.split}): {len(e['input_ids'])} tokens, {e['trained_tokens']} trained"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -135,6 +136,19 @@ def data_rows_fit_the_format(spec: Spec, facts: Facts) -> Iterator[Finding]:
                 yield (f"data.columns.{field}" if field in d.columns else "data.source",
                        f"{where}: column {column!r} ({field}) holds a {type(value).__name__}, not text; map "
                        f"{field} to a text column (columns found: {', '.join(sample)})")
+
+
+@check
+def validation_is_other_data(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """A validation source shares no file with the training data (it would measure memorised rows)."""
+    if facts.validation is None or facts.data is None:
+        return
+    train = {os.path.realpath(f) for f in facts.data.files}
+    shared = sorted(f for f in facts.validation.files if os.path.realpath(f) in train)
+    if shared:
+        yield "data.validation", (f"{', '.join(shared[:3])} is training data too (data.source = {spec.data.source!r}); "
+                                  "validation must be held-out rows: point it at other rows, or set a share such as "
+                                  "data.validation = 0.1")
 
 
 @check

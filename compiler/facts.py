@@ -7,9 +7,7 @@ note in the plan. Data facts are the columns and row count, read from the files'
 
 from __future__ import annotations
 
-import csv
 import difflib
-import glob
 import importlib.util
 import json
 import os
@@ -19,6 +17,8 @@ from typing import Any, Literal
 
 from ftc.compiler.catalog import BUNDLED, bundled_config, find_model
 from ftc.compiler.estimate import can_estimate, dims, parameter_counts
+from ftc.core.data.encode import DataError
+from ftc.core.data.files import expand
 
 HUB_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -188,76 +188,37 @@ class DataFacts:
     sample: dict[str, Any] | None = field(default=None, compare=False)
 
 
-def _jsonl_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
-    columns: dict[str, None] = {}
-    rows = 0
-    sample = None
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            rows += 1
-            if rows <= 100:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise FactError("data.source", f"{path}:{number}: not valid JSON ({exc.msg} at column "
-                                    f"{exc.colno}); each line of a .jsonl file must be one JSON object") from None
-                if not isinstance(row, dict):
-                    raise FactError("data.source", f"{path}:{number}: a line must be a JSON object "
-                                    f"(got {type(row).__name__})")
-                sample = sample or row
-                columns.update(dict.fromkeys(row))
-    return list(columns), rows, sample
+FACT_ROWS = 100  # rows whose columns are collected (the first ones)
 
 
-def _json_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FactError("data.source", f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); if the file "
-                        "holds one object per line, name it .jsonl") from None
-    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-        raise FactError("data.source", f"{path}: the rows are nested under a key; save them as a top-level "
-                        "JSON list or as .jsonl")
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data[:100]):
-        raise FactError("data.source", f"{path}: a .json data file must hold a list of objects")
-    columns = list(dict.fromkeys(key for row in data[:100] for key in row))
-    return columns, len(data), data[0] if data else None
+def _file_facts(path: Path, loader: str) -> tuple[list[str], int, dict[str, Any] | None]:
+    """Columns of the first rows (read by the data stage's own reader, so its errors are the run's),
+    the row count and the first row."""
+    from ftc.core.data.read import encoding_of, lines, read_file
 
+    first = [row for _, row in read_file(str(path), loader, FACT_ROWS)]
+    columns = list(dict.fromkeys(key for row in first for key in row))
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq  # pyarrow comes with datasets; read_file has checked the file
 
-def _csv_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        columns = list(reader.fieldnames or [])
-        sample = next(reader, None)
-        rows = (1 if sample else 0) + sum(1 for _ in reader)
-    return columns, rows, dict(sample) if sample else None
-
-
-def _parquet_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
-    import pyarrow.parquet as pq  # pyarrow comes with datasets; imported only for parquet data
-
-    meta = pq.ParquetFile(path)
-    return list(meta.schema_arrow.names), meta.metadata.num_rows, None
-
-
-def _text_facts(path: Path) -> tuple[list[str], int, dict[str, Any] | None]:
-    with path.open(encoding="utf-8") as handle:
-        first = handle.readline()
-        rows = (1 if first else 0) + sum(1 for _ in handle)
-    return ["text"], rows, {"text": first.rstrip("\n")} if first else None
-
-
-_READERS = {".txt": _text_facts, ".jsonl": _jsonl_facts, ".json": _json_facts, ".csv": _csv_facts,
-            ".parquet": _parquet_facts}
+        rows = pq.ParquetFile(path).metadata.num_rows
+    elif path.suffix == ".jsonl" and encoding_of(str(path)) != "utf-16":  # counted without decoding (fast)
+        with path.open("rb") as handle:
+            rows = sum(1 for raw in handle if raw.strip())
+    elif path.suffix == ".jsonl":
+        rows = sum(1 for _, line in lines(str(path)) if line.strip())
+    elif path.suffix == ".txt":
+        rows = sum(1 for _ in lines(str(path)))
+    else:  # .json is parsed whole anyway; .csv cells may hold line breaks
+        rows = len(first) if len(first) < FACT_ROWS else sum(1 for _ in read_file(str(path), loader))
+    return columns, rows, (first[0] if first and path.suffix != ".parquet" else None)
 
 
 def data_facts(source: str) -> DataFacts:
     """Columns and rows of a data source; raises FactError for missing or unreadable files."""
     path = Path(source).expanduser()
     if any(ch in source for ch in "*?["):
-        files = sorted(glob.glob(os.path.expanduser(source), recursive=True))
+        files = expand(source)  # no link to a directory is followed: a ** over a link loop ends
         if not files:
             raise FactError("data.source", f"the pattern {source!r} matches no file (searched from {Path.cwd()})")
         return _files_facts(source, [Path(f) for f in files])
@@ -294,10 +255,9 @@ def _files_facts(source: str, files: list[Path]) -> DataFacts:
     sample = None
     for file in files:
         try:
-            cols, n, first = _READERS[file.suffix](file)
-        except UnicodeDecodeError as exc:
-            raise FactError("data.source", f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                            "convert it, e.g. iconv -f latin1 -t utf-8") from None
+            cols, n, first = _file_facts(file, DATA_SUFFIXES[file.suffix])
+        except DataError as exc:
+            raise FactError("data.source", str(exc)) from None
         except OSError as exc:
             raise FactError("data.source", f"{file}: cannot be read ({exc.strerror})") from None
         columns.update(dict.fromkeys(cols))
@@ -310,5 +270,10 @@ def _saved_facts(source: str, path: Path) -> DataFacts:
     info_path = path / "dataset_info.json"
     columns = None
     if info_path.exists():  # a saved Dataset; a DatasetDict keeps one per split folder
-        columns = tuple(json.loads(info_path.read_text(encoding="utf-8")).get("features", {}))
+        try:
+            features = json.loads(info_path.read_text(encoding="utf-8")).get("features", {})
+            columns = tuple(features) if isinstance(features, dict) else None
+        except (OSError, ValueError, AttributeError) as exc:
+            raise FactError("data.source", f"{info_path}: broken ({type(exc).__name__}: {exc}); the folder must be "
+                            "a dataset saved by datasets (save_to_disk): save it again") from None
     return DataFacts(source, "saved", None, (), columns, None)

@@ -9,9 +9,10 @@ The planner uses the lengths for `max_length = "auto"` and for the sequence leng
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import json
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,20 @@ class TokenFacts:
     max: int
     tokenizer: str
     """Where the tokenizer came from."""
+    lengths: tuple[int, ...] = field(default=(), compare=False, repr=False)
+    """Each measured example's token length (sorted), for packing's row count."""
+
+    @property
+    def kept_share(self) -> float:
+        """The share of rows read that the data stage keeps (mapped, cleaned, not dropped)."""
+        return self.examples / self.rows_read if self.rows_read else 1.0
+
+    def packed_share(self, max_length: int) -> float:
+        """Rows packing fills per example kept, at `max_length` (from the measured lengths)."""
+        from ftc.core.data.stats import packed_rows
+
+        lengths = [min(n, max_length) for n in self.lengths]
+        return packed_rows(lengths, max_length) / len(lengths) if lengths else 1.0
 
 
 class LightTokenizer:
@@ -163,37 +178,54 @@ def tokenizer_dir(base: str, origin: str, revision: str | None) -> Path | None:
 
 
 def read_rows(files: tuple[str, ...], loader: str | None, limit: int = MEASURE_ROWS) -> list[dict[str, Any]]:
-    """The first `limit` rows of local data files, as `datasets` would read them."""
-    rows: list[dict[str, Any]] = []
-    for name in files:
-        path = Path(name)
-        if loader == "text":
-            with path.open(encoding="utf-8") as handle:
-                rows += [{"text": line.rstrip("\n")} for _, line in zip(range(limit - len(rows)), handle)]
-        elif path.suffix == ".jsonl":
-            with path.open(encoding="utf-8") as handle:
-                for line in handle:
-                    if len(rows) >= limit:
-                        break
-                    if line.strip():
-                        rows.append(json.loads(line))
-        elif path.suffix == ".json":
-            rows += json.loads(path.read_text(encoding="utf-8"))[: limit - len(rows)]
-        elif path.suffix == ".csv":
-            with path.open(encoding="utf-8", newline="") as handle:
-                rows += [dict(r) for _, r in zip(range(limit - len(rows)), csv.DictReader(handle))]
-        elif path.suffix == ".parquet":
-            import pyarrow.parquet as pq
+    """The first `limit` rows of local data files, read as train.py reads them (ftc.core.data.read)."""
+    from ftc.core.data.read import read_paths
 
-            table = pq.ParquetFile(path).read_row_groups([0]) if pq.ParquetFile(path).num_row_groups else None
-            rows += table.slice(0, limit - len(rows)).to_pylist() if table is not None else []
-        if len(rows) >= limit:
-            break
-    return rows
+    return read_paths(files, loader, limit)
 
 
 def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
                  mix: tuple[DataFacts, ...]) -> tuple[TokenFacts | None, tuple[str, str] | None]:
+    """`_measure`, remembered in the data cache by the files' and the tokenizer's fingerprints and the
+    settings, so compiling again (a second `ftc data`, `ftc run` after it) does not encode the rows again."""
+    import dataclasses
+
+    from ftc.core.data.cache import code_version, data_cache, hashes_file
+    from ftc.core.data.files import fingerprint
+
+    directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
+    sources = [f for f in (data, *mix) if f.kind == "files"]
+    if directory is None or not sources:
+        return None, None
+    tokenizer_files = [str(p) for p in sorted(directory.glob("*")) if p.name.startswith(("tokenizer", "chat_template",
+                                                                                          "special_tokens"))]
+    code = [code_version(), hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]  # this module too
+    described = {"version": code, "rows": MEASURE_ROWS, "spec": spec.data.model_dump(mode="json"),
+                 "seed": spec.train.seed, "sources": [[s.source, s.loader, list(s.files)] for s in sources],
+                 "data": fingerprint([f for s in sources for f in s.files], hashes_file()),
+                 "tokenizer": [str(directory), fingerprint(tokenizer_files, hashes_file())]}
+    path = data_cache() / "measured" / (hashlib.sha256(json.dumps(described, sort_keys=True, default=str)
+                                                       .encode()).hexdigest()[:32] + ".json")
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        tokens = TokenFacts(**kept["tokens"] | {"lengths": tuple(kept["tokens"]["lengths"])}) if kept["tokens"] else None
+        return tokens, tuple(kept["problem"]) if kept["problem"] else None  # type: ignore[return-value]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    tokens, problem = _measure(spec, model, data, mix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps({"tokens": dataclasses.asdict(tokens) if tokens else None, "problem": problem}),
+                           encoding="utf-8")
+        os.replace(partial, path)
+    except OSError:  # a read-only cache: measured again next time
+        pass
+    return tokens, problem
+
+
+def _measure(spec: Spec, model: ModelFacts, data: DataFacts,
+             mix: tuple[DataFacts, ...]) -> tuple[TokenFacts | None, tuple[str, str] | None]:
     """Run the data stage (ftc.core.data.stage.prepare_data, as train.py does) on the first rows of
     the spec's local data files with the model's tokenizer: the token lengths of the kept examples,
     and the stage's error (unmappable roles, untrained examples, nothing left) as a message.
@@ -210,15 +242,17 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
         tokenizer = LightTokenizer(directory)
     except FactError as exc:
         return None, (exc.key, str(exc))
-    try:
-        per_source = []
-        budget = MEASURE_ROWS
-        for source in sources:
-            rows = read_rows(source.files, source.loader, budget)
-            per_source.append((source.source, rows))
-            budget -= len(rows)
-    except Exception:  # noqa: BLE001 - unreadable tokenizer or rows: planning goes on without lengths
+    except Exception:  # noqa: BLE001 - an unreadable tokenizer: planning goes on without lengths
         return None, None
+    per_source = []
+    budget = MEASURE_ROWS
+    for source in sources:
+        try:
+            rows = read_rows(source.files, source.loader, budget)
+        except DataError as exc:  # the message the run would give, with the file and the row
+            return None, ("data.source" if source is data else "data.mix", str(exc))
+        per_source.append((source.source, rows))
+        budget -= len(rows)
     d = spec.data
     if tokenizer.chat_template is None and d.format != "text" and d.template is None:
         from ftc.core.data.encode import chatml_missing_tokens
@@ -242,4 +276,4 @@ def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
         return None, None
     lengths = sorted(e.encoding["length"] for e in prepared.train + prepared.validation)
     return TokenFacts(len(lengths), MEASURE_ROWS - budget, *(percentile(lengths, q) for q in (50, 90, 95, 99)),
-                      lengths[-1], f"{directory}/tokenizer.json"), None
+                      lengths[-1], f"{directory}/tokenizer.json", tuple(lengths)), None

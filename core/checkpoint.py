@@ -15,8 +15,6 @@ Layout of RUN_DIR:
 from __future__ import annotations
 
 import errno
-import fnmatch
-import glob
 import hashlib
 import json
 import os
@@ -242,33 +240,14 @@ def write_overrides(run_dir: str | os.PathLike[str], overrides: dict[str, Any]) 
 
 
 # ---------------------------------------------------------------------------- fingerprints
-def _hash_files(digest: Any, paths: list[str]) -> None:
-    for name in sorted(paths):
-        digest.update(os.path.basename(name).encode() + b"\0")
-        with open(name, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-
-
 def data_fingerprint(files: str | None, source: str | None, validation: Any = None) -> str:
-    """sha256 of the training data's bytes (files, a glob, or a saved dataset folder); a hub dataset
-    counts by its id (its bytes are not read here). Paths are relative to the working directory."""
-    digest = hashlib.sha256()
-    for where in (files, source, validation if isinstance(validation, str) else None):
-        if not where:
-            continue
-        expanded = os.path.expanduser(where)
-        if os.path.isdir(expanded):
-            paths = [os.path.join(d, n) for d, _, names in os.walk(expanded) for n in names
-                     if not fnmatch.fnmatch(n, "*.lock")]
-        else:
-            paths = [p for p in glob.glob(expanded) if os.path.isfile(p)]
-        if paths:
-            _hash_files(digest, paths)
-        else:
-            digest.update(f"id:{where}\0".encode())
-    return digest.hexdigest()
+    """sha256 of the training data (files, a glob, or a saved dataset folder; a hub dataset counts by
+    its id). Each file's hash is remembered with its size and time in the data cache, so a resume
+    re-hashes only changed files (ftc.core.data.files). Paths are relative to the working directory."""
+    from ftc.core.data.cache import hashes_file
+    from ftc.core.data.files import fingerprint
+
+    return fingerprint([files, source, validation if isinstance(validation, str) else None], hashes_file())
 
 
 # ---------------------------------------------------------------------------- lock

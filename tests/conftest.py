@@ -19,3 +19,11 @@ def tiny_tokenizer(tiny_model: Path):  # type: ignore[no-untyped-def]
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _data_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The data stage's cache (and its remembered file hashes) in a folder of this test session."""
+    import os
+
+    os.environ["FTC_DATA_CACHE"] = str(tmp_path_factory.mktemp("data-cache"))

@@ -113,7 +113,7 @@ def test_compile_checks_templates_and_options(workdir: Path) -> None:
 def test_compile_reports_wrong_encodings_and_bad_json(workdir: Path) -> None:
     (workdir / "d.jsonl").write_bytes('{"text": "caf\u00e9"}\n'.encode("latin-1"))
     (workdir / "s.toml").write_text(spec_text("d.jsonl", "text"))
-    assert "d.jsonl: not UTF-8 text" in problems(workdir / "s.toml")
+    assert "d.jsonl:1: not UTF-8 text (byte 0xe9" in problems(workdir / "s.toml")
     (workdir / "d.jsonl").write_text('{"text": "a"}\n{"text": \n')
     assert "d.jsonl:2: not valid JSON" in problems(workdir / "s.toml")
 
@@ -182,3 +182,41 @@ def test_chat_in_csv_cells_is_read_as_json(workdir: Path, capsys: pytest.Capture
     assert main(["data", "s.toml", "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["rows_read"] == 4 and sum(s["examples"] for s in stats["splits"].values()) == 4
+
+
+def test_a_bad_row_past_compiles_rows_stops_ftc_data_and_the_run_alike(workdir: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from helpers import run_ftc
+
+    rows = [{"text": f"row {i}"} for i in range(1499)]
+    (workdir / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "[1, 2]\n", encoding="utf-8")
+    (workdir / "s.toml").write_text(spec_text("d.jsonl", "text").replace("[train]\n", "[train]\nmax_steps = 1\n"))
+    message = "d.jsonl:1500: a row must be a JSON object with the data's columns (got an array)"
+    assert main(["data", "s.toml"]) == 2
+    assert f"error: s.toml: {message}" in capsys.readouterr().err
+    done = run_ftc("run", "s.toml", "--run-dir", "r", "--no-tui", cwd=workdir)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr + done.stdout
+
+
+def test_validation_equal_to_the_training_file_is_a_spec_error(workdir: Path) -> None:
+    write_jsonl(workdir / "d.jsonl", SHAREGPT)
+    spec = spec_text("d.jsonl", "chat", '[data.columns]\nmessages = "conversations"')
+    (workdir / "s.toml").write_text(spec.replace("validation = 0.25", 'validation = "./d.jsonl"'))
+    assert "data.validation: d.jsonl is training data too" in problems(workdir / "s.toml")
+
+
+def test_ftc_data_refuses_a_negative_count(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["data", "s.toml", "-n", "-5"])
+    assert info.value.code == 2 and "-n: must be between 0 and 10000 (got -5)" in capsys.readouterr().err
+
+
+def test_the_planned_steps_count_the_rows_cleaning_keeps_and_packing_fills(workdir: Path) -> None:
+    write_jsonl(workdir / "d.jsonl", SHAREGPT * 2)  # 8 rows, 4 of them duplicates
+    spec = spec_text("d.jsonl", "chat", '[data.columns]\nmessages = "conversations"').replace(
+        "[train]\n", "[train]\nepochs = 1\n")
+    (workdir / "s.toml").write_text(spec)
+    # 4 rows kept, 1 held out (0.25, rounded up), 3 in batches of 2
+    assert compile_spec(workdir / "s.toml").plan["total_steps"] == 2
+    (workdir / "s.toml").write_text(spec.replace("max_length = 64", "max_length = 256\npacking = true"))
+    assert compile_spec(workdir / "s.toml").plan["total_steps"] == 1  # the 3 short rows pack into one

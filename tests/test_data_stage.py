@@ -233,7 +233,7 @@ def test_unreadable_rows_are_reported_with_the_file(tmp_path: Path) -> None:
     from ftc.core.data.load import load_rows
 
     (tmp_path / "bad.jsonl").write_text('{"text": "a"}\nnot json\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"bad.jsonl: cannot be read as json data"):
+    with pytest.raises(DataError, match=r"bad.jsonl:2: not valid JSON"):
         load_rows(str(tmp_path / "bad.jsonl"), "json")
 
 

@@ -101,7 +101,7 @@ def test_a_chat_template_that_loops_for_ever_is_refused_at_compile(tiny_workdir:
     started = time.monotonic()
     found = spec_problems(tiny_workdir)
     assert time.monotonic() - started < 10
-    assert any("data.source: d.jsonl, row 1: the model's chat template: the template ran more than "
+    assert any("data.source: d.jsonl:1: the model's chat template: the template ran more than "
                f"{MAX_LOOP_STEPS:,} loop steps" in p for p in found), found
 
 
@@ -116,7 +116,7 @@ def test_the_run_bounds_the_chat_template_through_transformers(tiny_model: Path)
     tokenizer.chat_template = LOOP_BOMB
     example = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ho"}]}
     started = time.monotonic()
-    with pytest.raises(DataError, match=r"d.jsonl, row 7: the model's chat template: the template ran for more than"):
+    with pytest.raises(DataError, match=r"d.jsonl:7: the model's chat template: the template ran for more than"):
         encode_all(tokenizer, [(0, 7, example)], data_settings("chat"), [Source("d.jsonl", [])])
     assert time.monotonic() - started < 10
 
@@ -126,7 +126,7 @@ def test_a_data_template_that_loops_for_ever_is_refused_at_compile(tiny_workdir:
     started = time.monotonic()
     found = spec_problems(tiny_workdir, f"template = {json.dumps(template)}\n")
     assert time.monotonic() - started < 10
-    assert any("data.template cannot render it (TemplateLimit" in p and "row 1" in p for p in found), found
+    assert any("data.template cannot render it (TemplateLimit" in p and "d.jsonl:1:" in p for p in found), found
 
 
 def test_the_data_stage_bounds_data_template_at_run_time_too() -> None:
@@ -138,7 +138,7 @@ def test_the_data_stage_bounds_data_template_at_run_time_too() -> None:
     settings = data_settings("completion", template="{% for i in range(100000) %}{% for j in range(100000) %}"
                              "{% endfor %}{% endfor %}{{ prompt }}")
     started = time.monotonic()
-    with pytest.raises(DataError, match=r"d.jsonl, row 1: data.template cannot render it \(TemplateLimit"):
+    with pytest.raises(DataError, match=r"d.jsonl:1: data.template cannot render it \(TemplateLimit"):
         map_rows([Source("d.jsonl", [{"prompt": "p", "completion": "c"}])], 0, settings, [])
     assert time.monotonic() - started < 5
 

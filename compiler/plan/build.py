@@ -71,13 +71,18 @@ def sequence_length(spec: Spec, facts: Facts, max_length: int) -> tuple[int, str
 
 
 def _steps(spec: Spec, facts: Facts) -> tuple[int | None, int | None]:
-    """(training rows, optimizer steps per epoch), when the row count is known."""
+    """(training rows, optimizer steps per epoch), when the row count is known: the rows the data
+    stage keeps (the share measured at compile time), less the held-out share, as packed rows."""
     rows = facts.data.rows if facts.data else None
     if rows is None:
         return None, None
+    if facts.tokens is not None:
+        rows = max(1, round(rows * facts.tokens.kept_share))
     validation = spec.data.validation
     if isinstance(validation, float) and validation > 0:
-        rows -= math.ceil(rows * validation)  # datasets.train_test_split rounds the test share up
+        rows -= math.ceil(rows * validation)  # the stage holds the share out rounded up
+    if spec.data.packing and facts.tokens is not None and isinstance(spec.data.max_length, int):
+        rows = max(1, math.ceil(rows * facts.tokens.packed_share(spec.data.max_length)))
     return rows, max(1, math.ceil(rows / spec.train.batch_size))
 
 
@@ -280,7 +285,10 @@ def _data_reasons(spec: Spec, facts: Facts, why_seq_len: str) -> list[str]:
     train_rows, _ = _steps(spec, facts)
     if train_rows is not None:
         assert facts.data is not None
-        lines.append(f"data: {facts.data.rows} rows, about {train_rows} for training")
+        share = facts.tokens.kept_share if facts.tokens else 1.0
+        kept = f", {share:.0%} kept by cleaning" if share < 1 else ""
+        packed = " packed rows" if spec.data.packing and facts.tokens else ""
+        lines.append(f"data: {facts.data.rows} rows{kept}, about {train_rows}{packed} for training")
     return lines
 
 

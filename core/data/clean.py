@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ftc.core.data.encode import DataError, Encoded
-from ftc.core.data.load import Item, Source, drop_row, rows_text, where
+from ftc.core.data.load import Item, Source, drop_row, where
 from ftc.core.data.mapping import example_text
 from ftc.core.data.settings import DataSettings
 
@@ -122,7 +122,7 @@ def length_filter(encoded: list[Encoded], settings: DataSettings, sources: list[
         else:
             kept.append(item)
     if untrained and settings.untrained == "error":
-        found = "; ".join(f"{name}: {len(rows)} example(s) with no trained token (rows {rows_text(rows)})"
+        found = "; ".join(f"{name}: {len(rows)} example(s) with no trained token (rows {by_name[name].rows_text(rows)})"
                           for name, rows in untrained.items())
         raise DataError(f"{found}: the answer was truncated away or is empty; raise data.max_length, or set "
                         "data.clean.untrained = \"drop\" to drop them")

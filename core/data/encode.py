@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftc.core.data.settings import DataSettings
 from ftc.core.sandbox import TemplateLimit, deadline
+from ftc.core.errors import DataProblem
 
 if TYPE_CHECKING:  # load.py imports DataError from here
     from ftc.core.data.load import Item, Source
@@ -30,8 +31,9 @@ CHATML_TEMPLATE = (
 )
 
 
-class DataError(ValueError):
-    """An example cannot be encoded; the message names the row and what to fix."""
+class DataError(DataProblem, ValueError):
+    """Rows cannot be read or an example cannot be encoded; the message names the file, the row and
+    what to fix (exit code 2, no traceback: ftc.core.errors.DataProblem)."""
 
 
 def chatml_missing_tokens(tokenizer: Any) -> list[str]:
@@ -78,7 +80,7 @@ def _spans(tokenizer: Any, messages: Sequence[dict[str, str]], text: str, train_
         # an answer starts after its header (the generation prompt); an input turn with its header
         answer_only = role == "assistant" and train_on != "inputs_too"
         start_text = _render(tokenizer, messages[:i], generation_prompt=answer_only) if i else ""
-        end_text = _render(tokenizer, messages[: i + 1], generation_prompt=False)
+        end_text = text if i == len(messages) - 1 else _render(tokenizer, messages[: i + 1], generation_prompt=False)
         if not (text.startswith(start_text) and text.startswith(end_text) and len(end_text) > len(start_text)):
             raise DataError(f"the chat template does not render conversations incrementally (turn {i + 1} renders "
                             "differently inside the whole conversation), so the answer tokens cannot be located; use a "
@@ -163,17 +165,27 @@ def encode_example(tokenizer: Any, example: dict[str, Any], settings: DataSettin
     return encode_text(tokenizer, example["text"], settings.max_length)
 
 
+def _bounded(tokenizer: Any, example: dict[str, Any], settings: DataSettings) -> dict[str, Any]:
+    """One example encoded within the template time bound: transformers' chat-template sandbox has no
+    bound of its own (ftc.core.sandbox)."""
+    with deadline():
+        return encode_example(tokenizer, example, settings)
+
+
 def encode_all(tokenizer: Any, items: list[Item], settings: DataSettings, sources: list[Source]) -> list[Encoded]:
-    """Every example encoded; one that cannot be (see `_spans`) stops the stage, naming its row."""
+    """Every example encoded (with several processes for many: ftc.core.data.parallel); one that cannot
+    be (see `_spans`) stops the stage, naming its row."""
+    from ftc.core.data.parallel import map_in_order
+
+    encodings = map_in_order(lambda item: _bounded(tokenizer, item[2], settings), items)
     encoded: list[Encoded] = []
-    for index, number, example in items:
+    for (index, number, example), encoding in zip(items, encodings):
         source = sources[index]
-        try:
-            with deadline():  # transformers' chat-template sandbox has no bound of its own (ftc.core.sandbox)
-                encoding = encode_example(tokenizer, example, settings)
-        except DataError as exc:
-            raise DataError(f"{source.name}, row {number}: {exc}") from None
-        except TemplateLimit as exc:
-            raise DataError(f"{source.name}, row {number}: the model's chat template: {exc}") from None
+        if isinstance(encoding, DataError):
+            raise DataError(f"{source.label(number)}: {encoding}") from None
+        if isinstance(encoding, TemplateLimit):
+            raise DataError(f"{source.label(number)}: the model's chat template: {encoding}") from None
+        if isinstance(encoding, Exception):
+            raise encoding
         encoded.append(Encoded(number, example, encoding, source=source.name))
     return encoded

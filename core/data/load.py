@@ -4,17 +4,21 @@ row is named in a message, and how a dropped row is recorded (with its reason an
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ftc.core.data.encode import DataError
+from ftc.core.data.read import LINE_FORMATS, Rows, read_files
 
 DROP_REASONS = ("malformed", "empty", "duplicate", "near_duplicate", "too_short", "too_long", "untrained",
                 "in_training_data")
 
 
-def load_rows(source: str, kind: str, split: str = "train") -> list[dict[str, Any]]:
-    """Rows of a source: `kind` is json/csv/parquet (files or a glob), saved (save_to_disk) or hub."""
+def load_rows(source: str, kind: str | None, split: str = "train") -> Rows:
+    """Rows of a source: `kind` is json/csv/parquet/text (files or a glob, read by ftc.core.data.read,
+    every value as its file types it), saved (save_to_disk) or hub."""
+    if kind not in ("saved", "hub"):
+        return read_files(source, kind)
     import datasets
 
     datasets.disable_progress_bars()
@@ -25,17 +29,16 @@ def load_rows(source: str, kind: str, split: str = "train") -> list[dict[str, An
                 if split not in rows:
                     raise DataError(f"{source}: no split {split!r} (splits: {', '.join(rows)}); set data.split")
                 rows = rows[split]
-        elif kind == "hub":
-            rows = datasets.load_dataset(source, split=split)
         else:
-            rows = datasets.load_dataset(kind, data_files=source, split="train")
+            rows = datasets.load_dataset(source, split=split)
+        return Rows(rows.to_list())
     except DataError:
         raise
     except Exception as exc:  # noqa: BLE001 - datasets raises many types; all mean "cannot read"
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{source}: cannot be read as {kind} data ({type(exc).__name__}: {message}); check the "
-                        "file's format and encoding (UTF-8)") from None
-    return list(rows.to_list())
+        what = "a dataset folder saved by datasets (save_to_disk); its dataset_info.json or state.json may be " \
+            "broken: save it again" if kind == "saved" else "a hub dataset"
+        raise DataError(f"{source}: cannot be read as {what} ({type(exc).__name__}: {message})") from None
 
 
 @dataclass
@@ -45,26 +48,48 @@ class Source:
     name: str
     rows: list[dict[str, Any]]
     weight: float = 1.0
+    changed: dict[str, list[int]] = field(default_factory=dict)
+    """Rows changed while mapped: "converted" (numbers or booleans made text, mapping.as_text) and
+    "trimmed" (a conversation cut after its last answer)."""
+
+    def place(self, number: int) -> tuple[str, int]:
+        """(file, row in that file) of the source's row `number`: the file's own line or row number."""
+        file, row = self.rows.place(number) if isinstance(self.rows, Rows) else (None, number)
+        return file or self.name, row
+
+    def label(self, number: int) -> str:
+        """How a row is named in a message: `file:line` for line-based files, `file, row N` otherwise."""
+        file, row = self.place(number)
+        return f"{file}:{row}" if file.endswith(LINE_FORMATS) else f"{file}, row {row}"
+
+    def rows_text(self, numbers: Sequence[int], limit: int = 10) -> str:
+        """Rows named for a message: their numbers in their file (with the file when there are several)."""
+        several = isinstance(self.rows, Rows) and len(self.rows.places) > 1
+        shown = [f"{f} row {r}" if several else str(r) for f, r in (self.place(n) for n in numbers[:limit])]
+        return ", ".join(shown) + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
 
 
 Item = tuple[int, int, dict[str, Any]]  # (source index, row number, example)
 
 
 def rows_list(rows: Iterable[dict[str, Any]] | Any) -> list[dict[str, Any]]:
+    if isinstance(rows, Rows):
+        return rows
     if hasattr(rows, "to_list"):
         return list(rows.to_list())
     return list(rows)
 
 
 def drop_row(dropped: list[dict[str, Any]], source: Source, number: int, reason: str, detail: str) -> None:
-    dropped.append({"source": source.name, "row": number, "reason": reason, "detail": detail,
-                    "data": source.rows[number - 1]})
-
-
-def rows_text(numbers: Sequence[int], limit: int = 10) -> str:
-    shown = ", ".join(str(n) for n in numbers[:limit])
-    return shown + (f" and {len(numbers) - limit} more" if len(numbers) > limit else "")
+    file, row = source.place(number)
+    dropped.append({"source": source.name, "row": row, "reason": reason, "detail": detail,
+                    "data": source.rows[number - 1]} | ({"file": file} if file != source.name else {}))
 
 
 def where(sources: list[Source], index: int, number: int, of: int) -> str:
-    return f"row {number}" if index == of else f"{sources[index].name} row {number}"
+    """A row named for a message about another row of source `of`: its file's row, with the file when
+    it is another source's or the source has several files."""
+    source = sources[index]
+    file, row = source.place(number)
+    several = isinstance(source.rows, Rows) and len(source.rows.places) > 1
+    return f"row {row}" if index == of and not several else f"{file} row {row}"

@@ -8,10 +8,11 @@ reason; roles that cannot be mapped stop the stage, naming the rows that use the
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ftc.core.data.encode import DataError
-from ftc.core.data.load import Item, Source, drop_row, rows_text
+from ftc.core.data.load import Item, Source, drop_row
 from ftc.core.data.settings import DataSettings
 
 # `[data.roles]` adds to (and overrides) these. ShareGPT uses human/gpt; some sets use bot, model or chatgpt.
@@ -60,13 +61,25 @@ def _text(row: dict[str, Any], column: str, name: str, required: bool = True) ->
         if required:
             raise _Drop("empty", f"{name} ({column!r}) is empty")
         return ""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        raise _Drop("malformed", f"{name} ({column!r}) is a {type(value).__name__}, not text")
+    value = as_text(value, f"{name} ({column!r})")
     if required and not value.strip():
         raise _Drop("empty", f"{name} ({column!r}) is empty")
     return value
+
+
+_CHANGED = {"converted": 0, "trimmed": 0}  # in the row being mapped: values made text, turns cut off
+
+
+def as_text(value: Any, what: str) -> str:
+    """A value where text is expected: text as is; a finite number or a boolean converted to its JSON
+    spelling (42, 0.5, true) and counted; anything else (a list, an object, NaN, Infinity) drops the row."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
+        _CHANGED["converted"] += 1
+        return json.dumps(value)
+    kind = "a non-finite number (NaN or Infinity)" if isinstance(value, float) else f"a {type(value).__name__}"
+    raise _Drop("malformed", f"{what} is {kind}, not text")
 
 
 def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -> list[dict[str, str]]:
@@ -98,13 +111,16 @@ def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -
         role = (roles.get(name) or roles.get(name.lower())) if isinstance(name, str) else None
         if role is None:
             raise _UnknownRole(str(name))
-        if not isinstance(content, str):
-            raise _Drop("malformed", f"turn {number}'s content is a {type(content).__name__}, not text")
+        if content is None:
+            raise _Drop("empty", f"turn {number}'s content is empty")
+        content = as_text(content, f"turn {number}'s content")
         messages.append({"role": role, "content": content})
     if not any(m["role"] == "assistant" for m in messages):
         raise _Drop("malformed", "no assistant turn")
-    if messages[-1]["role"] != "assistant":
-        raise _Drop("malformed", "the conversation does not end with an assistant turn")
+    if messages[-1]["role"] != "assistant":  # a question left unanswered: trained up to the last answer
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        messages = messages[: last + 1]
+        _CHANGED["trimmed"] += 1
     if any(not m["content"].strip() for m in messages if m["role"] == "assistant"):
         raise _Drop("empty", "an assistant turn is empty")
     return messages
@@ -175,17 +191,21 @@ def map_rows(sources: list[Source], index: int, settings: DataSettings, dropped:
     kept: list[Item] = []
     unknown: dict[str, list[int]] = {}
     for number, row in enumerate(source.rows, start=1):
+        _CHANGED.update(converted=0, trimmed=0)
         try:
             kept.append((index, number, to_example(row, settings, roles)))
+            for change, count in _CHANGED.items():
+                if count:
+                    source.changed.setdefault(change, []).append(number)
         except _Drop as drop:
             drop_row(dropped, source, number, drop.reason, drop.detail)
         except _UnknownRole as exc:
             unknown.setdefault(exc.role, []).append(number)
         except Exception as exc:  # noqa: BLE001 - a template error names the row instead of a traceback
-            raise DataError(f"{source.name}, row {number}: data.template cannot render it ({type(exc).__name__}: "
+            raise DataError(f"{source.label(number)}: data.template cannot render it ({type(exc).__name__}: "
                             f"{exc}); fix the template or the row") from None
     if unknown:
-        found = "; ".join(f"{role!r} (rows {rows_text(numbers)})" for role, numbers in unknown.items())
+        found = "; ".join(f"{role!r} (rows {source.rows_text(numbers)})" for role, numbers in unknown.items())
         example = next(iter(unknown))
         raise DataError(f"{source.name}: roles that cannot be mapped to system/user/assistant: {found}; map them in "
                         f"[data.roles], e.g. {json.dumps(example)} = \"user\"")

@@ -17,16 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftc.core.data import cache
+from ftc.core.data.cache import Stored
 from ftc.core.data.clean import dedup, key, length_filter
 from ftc.core.data.encode import DataError, Encoded, encode_all, encode_example
 from ftc.core.data.load import DROP_REASONS, Source, load_rows, rows_list
 from ftc.core.data.mapping import map_rows
 from ftc.core.data.settings import DataSettings
 from ftc.core.data.split import hold_out, weighted
-from ftc.core.data.stats import report, source_stats, statistics, write_report
+from ftc.core.data.stats import changed_stats, report, source_stats, statistics, write_report
 
 __all__ = ["DROP_REASONS", "DataSettings", "Encoded", "Prepared", "check_saved_tokenizer", "load_rows",
-           "prepare_data", "report"]
+           "prepare_data", "prepare_sources", "report"]
 
 
 @dataclass
@@ -34,16 +36,25 @@ class Prepared:
     """The outcome of the data stage. `train` holds each kept example once; `weighted_train` is
     what trains (mixed sources repeated or subsampled by their weights)."""
 
-    train: list[Encoded]
-    validation: list[Encoded]
+    train: Sequence[Encoded]
+    validation: Sequence[Encoded]
     dropped: list[dict[str, Any]]
     stats: dict[str, Any]
-    weighted_train: list[Encoded] = field(default_factory=list)
+    weighted_train: Sequence[Encoded] = field(default_factory=list)
+    weighted_order: list[int] | None = None
+    """From the cache: the training order of a mix, as positions in `train` (a Stored split)."""
+    cached: str | None = None
+    """The cache entry the data came from (None: computed by this process)."""
 
     def dataset(self, split: str) -> Any:
         """The split as a `datasets.Dataset` of input_ids and labels (None when empty)."""
         from datasets import Dataset
 
+        stored = self.train if split == "train" else self.validation
+        if isinstance(stored, Stored):  # from the cache: the memory-mapped Arrow table itself
+            table = stored.table if split != "train" or self.weighted_order is None else \
+                stored.table.select(self.weighted_order)
+            return table.select_columns(["input_ids", "labels"]) if len(table) else None
         items = (self.weighted_train or self.train) if split == "train" else self.validation
         if not items:
             return None
@@ -89,7 +100,46 @@ def prepare_data(rows: Any, tokenizer: Any, settings: DataSettings, *, source: s
                        padding_free)
     if mix:
         stats["sources"] = source_stats(sources, train, weighted_train)
+    stats["changed"] = changed_stats(sources)
     prepared = Prepared(train, validation, dropped, stats, weighted_train)
+    if report_dir is not None:
+        write_report(prepared, Path(report_dir))
+    return prepared
+
+
+def prepare_sources(tokenizer: Any, settings: DataSettings, *, source: str, kind: str | None, split: str = "train",
+                    validation_loader: str | None = None, mix: Sequence[dict[str, Any]] = (),
+                    report_dir: Path | None = None, micro_batch_size: int = 1, packing: bool = False,
+                    padding_free: bool = False) -> Prepared:
+    """Read the sources (ftc.core.data.read) and run `prepare_data`, or take its result from the data
+    cache when the data's bytes, the tokenizer and every setting are the same (cache.py)."""
+    options = {"sources": [source, kind, split, validation_loader, list(mix)], "micro_batch_size": micro_batch_size,
+               "packing": packing, "padding_free": padding_free}
+    validation = settings.validation if isinstance(settings.validation, str) else None
+
+    def compute() -> Prepared:
+        mixed = [(m["source"], load_rows(m["source"], m["kind"]), m["weight"]) for m in mix]
+        return prepare_data(load_rows(source, kind, split=split), tokenizer, settings, source=source,
+                            validation_rows=load_rows(validation, validation_loader) if validation else None,
+                            validation_source=validation or "validation", mix=mixed, micro_batch_size=micro_batch_size,
+                            packing=packing, padding_free=padding_free)
+
+    if kind == "hub" or any(m["kind"] == "hub" for m in mix):
+        prepared = compute()
+    else:
+        from ftc.core.data.files import fingerprint
+
+        data = fingerprint([source, validation, *(m["source"] for m in mix)], cache.hashes_file())
+        key = cache.stage_key(data, tokenizer, settings, options)
+        with cache.locked(key) as folder:
+            stored = cache.load(folder) if folder is not None else None
+            if stored is None:
+                prepared = compute()
+                if folder is not None:
+                    cache.save(folder, prepared)
+            else:
+                prepared = Prepared(stored["train"], stored["validation"], stored["dropped"], stored["stats"],
+                                    weighted_order=stored["weighted"], cached=str(folder))
     if report_dir is not None:
         write_report(prepared, Path(report_dir))
     return prepared

@@ -99,6 +99,16 @@ def source_stats(sources: list[Source], train: list[Encoded], weighted: list[Enc
             for s in sources}
 
 
+CHANGES = {"converted": "numbers or booleans read as text", "trimmed": "conversations cut after their last answer"}
+
+
+def changed_stats(sources: list[Source]) -> dict[str, Any]:
+    """Rows kept but changed while mapped, per change: how many, and the first ones (`file:line`)."""
+    return {change: {"rows": sum(len(s.changed.get(change, [])) for s in sources),
+                     "first_rows": [s.label(n) for s in sources for n in s.changed.get(change, [])][:10]}
+            for change in CHANGES}
+
+
 def summary_line(split: str, stats: dict[str, Any]) -> str:
     """One line per split for the log."""
     s = stats["splits"][split]
@@ -109,6 +119,8 @@ def summary_line(split: str, stats: dict[str, Any]) -> str:
 def report(prepared: Prepared, events: Any) -> None:
     """Print and record the stage's counts (the `data` event) and warnings about truncation and drops."""
     stats = prepared.stats
+    if prepared.cached:
+        print(f"data: prepared before, read from the data cache ({prepared.cached})", flush=True)
     for split in stats["splits"]:
         line = summary_line(split, stats)
         print(line, flush=True)
@@ -121,6 +133,11 @@ def report(prepared: Prepared, events: Any) -> None:
     for split, s in stats["splits"].items():
         if s["truncated"]:
             events.write("warning", f"{split}: {s['truncated']} examples longer than max_length were truncated")
+    for change, c in stats.get("changed", {}).items():
+        if c["rows"]:
+            line = f"{c['rows']} rows with {CHANGES[change]} (first: {', '.join(c['first_rows'][:3])})"
+            print(line, flush=True)
+            events.write("warning", line, **{change: c["rows"]})
 
 
 def write_report(prepared: Prepared, report_dir: Path) -> None:

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, s
 from trl import SFTConfig, SFTTrainer
 
 from ftc.core.checkpoint import read_overrides, replace_folder
-from ftc.core.data.stage import DataSettings, check_saved_tokenizer, load_rows, prepare_data, report
+from ftc.core.data.stage import DataSettings, check_saved_tokenizer, prepare_sources, report
 from ftc.core.events import EventLog
 from ftc.runtime.guard import RunOutcome, attach, resume_point, run_callbacks
 from ftc.runtime.trainer import report_parameters
@@ -88,9 +88,10 @@ MODEL_PATH = BASE_MODEL
 tokenizer = AutoTokenizer.from_pretrained(MODEL_PATH, revision=REVISION, trust_remote_code=TRUST_REMOTE_CODE)
 if tokenizer.pad_token is None:
     tokenizer.pad_token = tokenizer.eos_token  # padding positions are masked out of attention and loss
-rows = load_rows(DATA_FILES, DATA_LOADER)
 # Rows -> examples (columns mapped onto the format), duplicates and bad rows dropped (each one written
 # to RUN_DIR/data/dropped.jsonl with its reason), encoded with labels -100 on untrained tokens, split.
+# Read by ftc's one row reader (types as the file has them); the result is cached by the data's bytes,
+# the tokenizer and these settings, so a resume, another rank or `ftc data` reuses it.
 settings = DataSettings(
     format=DATA_FORMAT,
     columns=COLUMNS,
@@ -106,8 +107,9 @@ settings = DataSettings(
     max_tokens=MAX_TOKENS,
     untrained=UNTRAINED,
 )
-data = prepare_data(rows, tokenizer, settings, source=DATA_FILES,
-                    report_dir=RUN_DIR / "data", micro_batch_size=MICRO_BATCH_SIZE, packing=PACKING)
+data = prepare_sources(tokenizer, settings,
+                       source=DATA_FILES, kind=DATA_LOADER,
+                       report_dir=RUN_DIR / "data", micro_batch_size=MICRO_BATCH_SIZE, packing=PACKING)
 report(data, events)  # examples, tokens and trained tokens per split; dropped rows by reason
 train_data, eval_data = data.dataset("train"), data.dataset("validation")
 

@@ -1,0 +1,157 @@
+"""The data cache: what the data stage computed once, reused by a second `ftc data`, a resume and the
+other ranks of a run.
+
+An entry is keyed by everything that determines the result: the data's fingerprint (its files'
+bytes, files.py), the tokenizer (its vocabulary, rules, chat template and special tokens), the
+DataSettings and the stage's own options (micro-batch size, packing, mixing weights). It holds the
+encoded examples as Arrow files (memory-mapped when read back), the training order of a mix, the
+statistics and the dropped rows. Writers take a lock on the entry, so ranks starting together
+compute it once; an entry is written to a temporary folder and renamed whole. Hub datasets are not
+cached (their bytes are not fingerprinted here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from ftc.core.bundled import cache_root
+
+STAGE_VERSION = "1"  # raised whenever the stage's output for the same inputs changes
+
+
+def code_version() -> str:
+    """STAGE_VERSION and a hash of the data stage's own source files: an edited stage misses the cache."""
+    if "code" not in _CODE:
+        digest = hashlib.sha256(STAGE_VERSION.encode())
+        for path in sorted(Path(__file__).parent.glob("*.py")):
+            digest.update(path.read_bytes())
+        _CODE["code"] = digest.hexdigest()[:16]
+    return _CODE["code"]
+
+
+_CODE: dict[str, str] = {}
+COLUMNS = ("source", "row", "split", "example", "input_ids", "labels", "length", "truncated", "trained_tokens")
+
+
+def data_cache() -> Path:
+    """The data cache folder (not created): $FTC_DATA_CACHE, else FTC_CACHE/data (see ftc.core.bundled.cache_root),
+    shared by every run and rank on this machine."""
+    if env := os.environ.get("FTC_DATA_CACHE"):
+        return Path(env).expanduser()
+    return cache_root() / "data"
+
+
+def hashes_file() -> Path:
+    return data_cache() / "hashes.json"
+
+
+def tokenizer_key(tokenizer: Any) -> str:
+    """sha256 of what makes a tokenizer encode as it does: its rules and vocabulary, chat template and
+    special tokens."""
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    parts = [backend.to_str() if hasattr(backend, "to_str") else type(tokenizer).__name__,
+             str(getattr(tokenizer, "chat_template", None))]
+    parts += [str(getattr(tokenizer, name, None)) for name in ("bos_token", "eos_token", "eos_token_id")]  # not pad
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def stage_key(data: str, tokenizer: Any, settings: Any, options: dict[str, Any]) -> str:
+    described = {"version": code_version(), "data": data, "tokenizer": tokenizer_key(tokenizer),
+                 "settings": dataclasses.asdict(settings), "options": options}
+    return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def locked(key: str) -> Iterator[Path | None]:
+    """The entry's folder, under its lock (None when the cache cannot be written)."""
+    import fcntl
+
+    folder = data_cache() / key
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(folder.parent / f"{key}.lock", "a+")  # noqa: SIM115 - held for the block
+    except OSError:
+        yield None
+        return
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        yield folder
+
+
+def _write_split(path: Path, items: Sequence[Any]) -> None:
+    import pyarrow as pa
+
+    schema = pa.schema([("source", pa.string()), ("row", pa.int64()), ("split", pa.string()),
+                        ("example", pa.string()), ("input_ids", pa.list_(pa.int32())),
+                        ("labels", pa.list_(pa.int32())), ("length", pa.int64()), ("truncated", pa.bool_()),
+                        ("trained_tokens", pa.int64())])
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for start in range(0, len(items), 10_000):
+            part = items[start:start + 10_000]
+            columns = {"source": [e.source for e in part], "row": [e.row for e in part],
+                       "split": [e.split for e in part],
+                       "example": [json.dumps(e.example, ensure_ascii=False) for e in part]}
+            columns |= {name: [e.encoding[name] for e in part] for name in COLUMNS[4:]}
+            writer.write_batch(pa.record_batch(columns, schema=schema))
+
+
+def save(folder: Path, prepared: Any) -> None:
+    """Write `prepared` as the entry `folder` (whole or not at all)."""
+    partial = folder.with_name(folder.name + f".{os.getpid()}.partial")
+    try:
+        partial.mkdir(parents=True)
+        for split in ("train", "validation"):
+            _write_split(partial / f"{split}.arrow", getattr(prepared, split))
+        positions = {id(e): i for i, e in enumerate(prepared.train)}
+        order = [positions[id(e)] for e in prepared.weighted_train] if prepared.weighted_train else None
+        (partial / "meta.json").write_text(json.dumps({"stats": prepared.stats, "weighted": order}), encoding="utf-8")
+        with (partial / "dropped.jsonl").open("w", encoding="utf-8") as handle:
+            for item in prepared.dropped:
+                handle.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
+        os.replace(partial, folder)
+    except OSError:  # a full or read-only disk: the stage's result is still used, just not kept
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+class Stored(Sequence):  # type: ignore[type-arg]
+    """A split read back from the cache: a sequence of Encoded, each built when asked for."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        from ftc.core.data.encode import Encoded
+
+        row = self.table[index]
+        encoding = {name: row[name] for name in COLUMNS[4:]}
+        return Encoded(row["row"], json.loads(row["example"]), encoding, row["split"], row["source"])
+
+
+def load(folder: Path) -> dict[str, Any] | None:
+    """The entry's parts (train, validation: Stored; weighted order, stats, dropped), None when absent."""
+    if not (folder / "meta.json").is_file():
+        return None
+    from datasets import Dataset
+
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        splits = {split: Stored(Dataset.from_file(str(folder / f"{split}.arrow"))) for split in ("train", "validation")}
+        with (folder / "dropped.jsonl").open(encoding="utf-8") as handle:
+            dropped = [json.loads(line) for line in handle]
+    except (OSError, ValueError):  # a damaged entry is computed again
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return splits | {"stats": meta["stats"], "weighted": meta["weighted"], "dropped": dropped}

@@ -1,0 +1,108 @@
+"""The data cache (a second `ftc data`, a resume and other ranks reuse the prepared data) and the
+stage's worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import data_settings
+
+from ftc.core.data import parallel
+from ftc.core.data.stage import prepare_data, prepare_sources
+from ftc.core.data.load import load_rows
+
+ROWS = [{"conversations": [{"from": "human", "value": f"say {w} {i}"}, {"from": "gpt", "value": f"{w.upper()}"}]}
+        for i in range(30) for w in ("red", "green")] + [{"conversations": [{"from": "human", "value": "x"}]}]
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    os.utime(path, ns=(1, time.time_ns() - 10**10))  # old enough for its hash to be remembered
+    return path
+
+
+def prepare(path: Path, tokenizer: Any, tmp_path: Path, **options: Any) -> Any:
+    settings = data_settings("chat", 64, columns={"messages": "conversations"}, validation=0.1)
+    return prepare_sources(tokenizer, settings, source=str(path), kind="json", report_dir=tmp_path / "report",
+                           micro_batch_size=2, **options)
+
+
+def test_a_second_run_reads_the_cache_and_a_changed_byte_misses_it(tmp_path: Path, tiny_tokenizer: Any) -> None:
+    path = write(tmp_path / "d.jsonl", ROWS)
+    first = prepare(path, tiny_tokenizer, tmp_path)
+    assert first.cached is None and first.stats["dropped"]["malformed"] == 1
+    again = prepare(path, tiny_tokenizer, tmp_path)
+    assert again.cached is not None and again.stats == first.stats and again.dropped == first.dropped
+    for split in ("train", "validation"):
+        assert again.dataset(split).to_dict() == first.dataset(split).to_dict()
+    assert [e.example for e in again.train[:3]] == [e.example for e in first.train[:3]]
+    assert again.conversations() == first.conversations()
+    assert json.loads((tmp_path / "report" / "stats.json").read_text()) == first.stats
+    assert prepare(path, tiny_tokenizer, tmp_path, packing=True).cached is None  # another setting: another entry
+    write(path, ROWS[:-1] + [{"conversations": [{"from": "human", "value": "y"}]}])  # same size, one byte changed
+    assert prepare(path, tiny_tokenizer, tmp_path).cached is None
+
+
+def test_a_weighted_mix_trains_the_same_rows_from_the_cache(tmp_path: Path, tiny_tokenizer: Any) -> None:
+    path = write(tmp_path / "d.jsonl", ROWS[:20])
+    extra = write(tmp_path / "e.jsonl", ROWS[20:40])
+    mix = [{"source": str(extra), "kind": "json", "weight": 2.5}]
+    first = prepare(path, tiny_tokenizer, tmp_path, mix=mix)
+    again = prepare(path, tiny_tokenizer, tmp_path, mix=mix)
+    assert again.cached is not None and again.dataset("train").to_dict() == first.dataset("train").to_dict()
+
+
+def test_workers_encode_exactly_what_one_process_does(tmp_path: Path, tiny_tokenizer: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    rows = load_rows(str(write(tmp_path / "d.jsonl", ROWS)), "json")
+    settings = data_settings("chat", 64, columns={"messages": "conversations"})
+    one = prepare_data(rows, tiny_tokenizer, settings)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(parallel, "CHUNK", 7)
+    monkeypatch.setenv("FTC_DATA_PROCS", "2")
+    several = prepare_data(rows, tiny_tokenizer, settings)
+    assert [e.encoding for e in several.train] == [e.encoding for e in one.train]
+    bad = rows + [{"conversations": [{"from": "alien", "value": "?"}, {"from": "gpt", "value": "!"}]}]
+    with pytest.raises(Exception, match="alien"):
+        prepare_data(bad, tiny_tokenizer, settings)
+
+
+def test_workers_return_results_in_order_and_stop_at_the_first_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "PARALLEL_MIN", 10)
+    monkeypatch.setattr(parallel, "CHUNK", 4)
+
+    def square(n: int) -> int:
+        if n == 15:
+            raise ValueError("row 15")
+        return n * n
+
+    assert parallel.map_in_order(square, list(range(15)), procs=2) == [n * n for n in range(15)]
+    out = parallel.map_in_order(square, list(range(40)), procs=2)
+    assert out[:15] == [n * n for n in range(15)] and isinstance(out[15], ValueError) and len(out) == 16
+
+
+def test_the_compile_time_measurement_is_remembered_until_a_byte_changes(tiny_model: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    from ftc.compiler import compile_spec, tokens
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model, tmp_path / "tiny")
+    write(tmp_path / "d.jsonl", ROWS)
+    (tmp_path / "s.toml").write_text('[model]\nbase = "tiny"\n[data]\nsource = "d.jsonl"\nformat = "chat"\n'
+                                     'max_length = "auto"\n[data.columns]\nmessages = "conversations"\n'
+                                     '[method]\nkind = "lora"\n[hardware]\ndevice = "cpu"\n')
+    calls: list[int] = []
+    measure = tokens._measure
+    monkeypatch.setattr(tokens, "_measure", lambda *a: calls.append(1) or measure(*a))
+    first = compile_spec(tmp_path / "s.toml").plan["max_length"]
+    assert compile_spec(tmp_path / "s.toml").plan["max_length"] == first and len(calls) == 1
+    write(tmp_path / "d.jsonl", ROWS + [{"conversations": [{"from": "human", "value": "long " * 40},
+                                                             {"from": "gpt", "value": "ok"}]}])
+    assert compile_spec(tmp_path / "s.toml").plan["max_length"] > first and len(calls) == 2
