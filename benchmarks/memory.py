@@ -137,8 +137,13 @@ max_new_tokens = 8
 
 def processes(plan: dict[str, Any]) -> int:
     """How many processes the plan launches (data parallel over its devices)."""
-    gpus = plan.get("settings", {}).get("gpus", 1)
-    return int(gpus.get("value", 1) if isinstance(gpus, dict) else gpus)  # a typed Setting, or the value
+    settings = plan.get("settings", {})
+
+    def value(key: str) -> int:
+        item = settings.get(key, 1)
+        return int(item.get("value", 1) if isinstance(item, dict) else item)  # a typed Setting, or the value
+
+    return value("devices") * value("nodes")
 
 
 def compile_case(case: Case, work: Path) -> tuple[Path, dict[str, Any]]:
