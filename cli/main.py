@@ -156,8 +156,10 @@ def _monitor(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from ftc.cli.supervise import run_spec
 
+    from ftc.cli.launch import Node
+
     return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui, fresh=args.fresh,
-                    resume_anyway=args.resume_anyway)
+                    resume_anyway=args.resume_anyway, node=Node(args.node_rank, args.master))
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -246,6 +248,9 @@ def _run_commands(commands: Any) -> None:
                    "(its old files move to DIR/previous/)")
     p.add_argument("--resume-anyway", action="store_true", help="resume --run-dir even though the spec or "
                    "data changed in a way that alters the training")
+    p.add_argument("--node-rank", type=int, default=0, metavar="K", help="several nodes: this node's rank "
+                   "(0 on the node at --master)")
+    p.add_argument("--master", metavar="HOST:PORT", help="several nodes: where node 0 listens (e.g. 10.0.0.1:29500)")
     p.set_defaults(handler=_run)
 
     p = commands.add_parser("merge", help="fold a finished run's LoRA-family adapter into its base model")

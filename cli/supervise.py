@@ -3,7 +3,6 @@ and show its progress from events.jsonl (the Textual monitor is a later issue)."
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
@@ -27,6 +26,7 @@ from ftc.core.errors import RunError
 from ftc.core import checkpoint as ckpt
 from ftc.runtime import faults
 from ftc.core.events import EventLog, EventTail, read_events
+from ftc.cli import launch
 from ftc.cli.recover import recover, resume_hint, with_overrides, write_plan
 
 
@@ -50,7 +50,7 @@ def _pump(stream: TextIO, log: TextIO, tail: deque[str], console: Console) -> No
 
 
 def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = None, tui: bool = True,
-             fresh: bool = False, resume_anyway: bool = False) -> int:
+             fresh: bool = False, resume_anyway: bool = False, node: launch.Node = launch.Node()) -> int:
     """Compile `spec`, then run its script in a run directory (a new one, or `run_dir`, which is resumed
     from its last checkpoint when it holds a run); returns the exit code."""
     console = Console(stderr=False, highlight=False)
@@ -59,6 +59,7 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
     except ValueError as exc:
         raise RunError(str(exc)) from None
     result = compile_spec(spec, build_dir)
+    launch.check_node(result.plan.to_json()["settings"], node)
     changed = result.write()
     console.print(f"compiled {result.source.display} -> {result.out_dir}/ "
                   f"({', '.join(changed) if changed else 'up to date'})")
@@ -70,13 +71,14 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
         raise RunError(f"{target} is being written by another ftc run ({exc}); wait for it to finish, stop it "
                        f"(touch {target}/control/stop), or choose another --run-dir") from None
     try:
-        return _run_locked(console, result, target, lock, tui=tui, fresh=fresh, resume_anyway=resume_anyway)
+        return _run_locked(console, result, target, lock, tui=tui, fresh=fresh, resume_anyway=resume_anyway,
+                           node=node)
     finally:
         lock.release()
 
 
 def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckpt.RunLock, *, tui: bool,
-                fresh: bool, resume_anyway: bool) -> int:
+                fresh: bool, resume_anyway: bool, node: launch.Node = launch.Node()) -> int:
     events_path = target / "events.jsonl"
     resume: ckpt.Checkpoint | None = None
     if events_path.exists() and fresh:
@@ -86,7 +88,7 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
         resume = _resume_point(console, result, target, resume_anyway)
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(result.source.path, target / "spec.toml")
-    for name in ("train.py", "plan.md"):
+    for name in (n for n in result.emitted.files if n != "plan.json"):  # the script, plan.md, launch files
         shutil.copyfile(result.out_dir / name, target / name)
     write_plan(result, target)  # a resumed run keeps what earlier faults changed
 
@@ -104,12 +106,15 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
     started = time.monotonic()
     while True:
         before = len(read_events(events_path))
-        code, tail, signalled = _attempt(console, target, lock, env, resume, tui=tui)
+        code, tail, signalled = _attempt(console, target, lock, env, resume, tui=tui, node=node)
         new = read_events(events_path)[before:]
         fired += [(e["kind"], e["step"]) for e in new if e.get("type") == "fault"]
         if env.get(faults.ENV):  # each injected fault fires once per run, not once per attempt
             env[faults.ENV] = faults.without(os.environ[faults.ENV], fired)
         final = next((e for e in reversed(new) if e.get("type") == "status"), {})
+        if code == 0 and node.rank > 0:  # rank 0, on node 0, writes the events and the result
+            console.print(f"node {node.rank} finished its part; the result and events are on node 0")
+            return 0
         if code == 0 and final.get("state") == "completed":
             _summary(console, read_events(events_path), target, time.monotonic() - started)
             return 0
@@ -123,11 +128,13 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
 
 
 def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, str],
-             resume: ckpt.Checkpoint | None, *, tui: bool) -> tuple[int, deque[str], int]:
+             resume: ckpt.Checkpoint | None, *, tui: bool, node: launch.Node = launch.Node()
+             ) -> tuple[int, deque[str], int]:
     """Run the script once; Ctrl-C and SIGTERM are passed on to it as SIGTERM (the first: finish the step, save and
     stop, or end at once while the model loads; the second: stop at once). Returns (exit code, last output lines,
     signals received)."""
-    argv = [sys.executable, str(target / "train.py"), str(target)]
+    settings = json.loads((target / "plan.json").read_text(encoding="utf-8"))["settings"]
+    argv = launch.script_argv(target, settings, node)  # python, or torchrun with a process per device
     if resume is not None:
         argv += ["--resume", str(resume.path)]
     tail: deque[str] = deque(maxlen=25)
@@ -145,8 +152,8 @@ def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, 
             if received == 1:
                 console.print(f"{signal.Signals(signum).name}: the script finishes its step, saves a checkpoint and "
                               "stops (again: stop at once)")
-            with contextlib.suppress(ProcessLookupError):  # always SIGTERM: a child may inherit an ignored
-                os.killpg(child.pid, signal.SIGTERM)       # SIGINT (`ftc run &`); the script treats both alike
+            launch.terminate(child.pid, settings)  # always SIGTERM: a child may inherit an ignored SIGINT
+                                                   # (`ftc run &`); the script treats both alike
 
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:

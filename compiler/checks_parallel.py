@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from ftc.compiler.checks import Facts, Finding, check
-from ftc.compiler.strategy import incompatible
+from ftc.compiler.strategy import candidates, incompatible
 from ftc.compiler.spec import Spec
 
 
@@ -23,6 +23,8 @@ def strategy_fits_method(spec: Spec, facts: Facts) -> Iterator[Finding]:
     if hw.strategy != "auto" and (problem := incompatible(spec, hw.strategy, hw.offload)):
         yield ("hardware.offload" if hw.offload != "none" and incompatible(spec, hw.strategy, "none") is None
                else "hardware.strategy"), problem
+    if hw.strategy == "auto" and hw.world > 1 and not candidates(spec):
+        yield "hardware.devices", incompatible(spec, "ddp", "none") or "no multi-device strategy runs this spec"
     if hw.strategy == "auto" and hw.world > 1 and hw.offload != "none":
         if all(incompatible(spec, s, hw.offload) for s in ("zero2", "zero3", "fsdp")):
             yield "hardware.offload", incompatible(spec, "zero3", hw.offload) or "no strategy offloads for this method"

@@ -164,6 +164,7 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             has_validation=plan["validation"] != 0,
             default_run_dir=f"runs/{plan.name}/manual",
             quantized_device_map=device_map,
+            multi=plan["strategy"] != "single",
             import_os=bool(plan["quantization"] and device_map and "os.environ" in device_map),
         )
     except jinja2.TemplateError as exc:

@@ -25,6 +25,12 @@ def incompatible(spec: Spec, strategy: str, offload: str) -> str | None:
         return ("8-bit (LLM.int8) weights cannot be sharded: FSDP refuses integer parameters (accelerate#1415, "
                 "peft#2833 'QLoRA FSDP doesn't work with 8bit', bitsandbytes#1709) and ZeRO-3 partitions them "
                 "without their row scales (bitsandbytes#466); use quantize = \"nf4\" or strategy = \"ddp\"")
+    if method.save_template:
+        return (f"the method saves its result with its own code ({method.save_template}), which reads whole "
+                "weights in one process; multi-process saving is not built for it; train on one device")
+    if strategy in SHARDS_WEIGHTS and spec.eval.compare:
+        return (f"eval.compare generates answers outside the Trainer, where {strategy} holds only a shard of every "
+                "weight; set compare = 0, or strategy = \"ddp\" or \"zero2\"")
     if strategy == "fsdp" and method.own_optimizer:
         return (f"the method builds its own optimizer ({method.own_optimizer}), and transformers' Trainer refuses "
                 "an optimizer passed in under FSDP ('Passing `optimizers` is not allowed if PyTorch FSDP is "

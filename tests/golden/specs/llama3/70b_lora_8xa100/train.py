@@ -21,6 +21,7 @@ from ftc.core.data.encode import ensure_chat_template
 from ftc.core.data.stage import DataSettings, check_saved_tokenizer, load_rows, prepare_data, report
 from ftc.core.events import EventLog
 from ftc.runtime.guard import RunOutcome, attach, resume_point, run_callbacks
+from ftc.runtime.ranks import RANK, check_adapter_whole, load_shared_data, own_dir, share_data
 from ftc.runtime.trainer import report_parameters
 
 # ---------------------------------------------------------------------------- config
@@ -82,7 +83,7 @@ parser.add_argument("run_dir", nargs="?", default='runs/70b_lora_8xa100/manual',
 parser.add_argument("--resume", metavar="CHECKPOINT", help="continue from this checkpoint folder, or 'last'")
 cli = parser.parse_args()
 RUN_DIR = Path(cli.run_dir)
-events = EventLog(RUN_DIR / "events.jsonl")
+events = EventLog(own_dir(RUN_DIR) / "events.jsonl")  # rank 0: RUN_DIR/events.jsonl; the others RUN_DIR/ranks/<rank>/
 outcome = RunOutcome(events, RUN_DIR).watch()  # any error from here on: a status event with its kind, then exit
 RESUME = resume_point(RUN_DIR, cli.resume)  # None starts afresh (refused where RUN_DIR already has checkpoints)
 if overrides := read_overrides(RUN_DIR):  # what ftc run changed after a fault, shown in CONFIG as trained:
@@ -118,8 +119,11 @@ settings = DataSettings(
     max_tokens=MAX_TOKENS,
     untrained=UNTRAINED,
 )
-data = prepare_data(rows, tokenizer, settings, source=DATA_FILES,
-                    report_dir=RUN_DIR / "data", micro_batch_size=MICRO_BATCH_SIZE, packing=PACKING)
+data = load_shared_data(RUN_DIR)  # the other processes of this machine: local rank 0's result, read from a file
+if data is None:  # local rank 0 prepares the data; nobody waits in a collective meanwhile
+    data = prepare_data(rows, tokenizer, settings, source=DATA_FILES,
+                        report_dir=own_dir(RUN_DIR) / "data", micro_batch_size=MICRO_BATCH_SIZE, packing=PACKING)
+    share_data(RUN_DIR, data)
 report(data, events)  # examples, tokens and trained tokens per split; dropped rows by reason
 train_data, eval_data = data.dataset("train"), data.dataset("validation")
 
@@ -192,9 +196,11 @@ with outcome.training(trainer):  # out of memory, NaN steps, a stop, a full disk
 # ---------------------------------------------------------------------------- save
 partial = RUN_DIR / "final.partial"  # written whole, then renamed: a crash never leaves half a result in final/
 trainer.save_model(str(partial))  # the adapter, in PEFT format
-tokenizer.save_pretrained(str(partial))  # with the chat template used in training
-replace_folder(partial, RUN_DIR / "final")
-check_saved_tokenizer(RUN_DIR / "final", data, settings, events)  # the saved tokenizer encodes an example as training did
+if RANK == 0:  # every process took part in the save (gathering the shards); rank 0 wrote it and publishes it
+    check_adapter_whole(partial, model)  # no empty tensor and none a 1/world-size slice
+    tokenizer.save_pretrained(str(partial))  # with the chat template used in training
+    replace_folder(partial, RUN_DIR / "final")
+    check_saved_tokenizer(RUN_DIR / "final", data, settings, events)  # the saved tokenizer encodes an example as training did
 events.write("status", f"finished: training loss {result.training_loss:.4f} on average over the run; "
              f"saved to {RUN_DIR / 'final'}", state="completed", step=result.global_step,
              train_loss=result.training_loss, output=str(RUN_DIR / "final"))
