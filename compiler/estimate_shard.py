@@ -139,8 +139,10 @@ def _zero(f: Footprint, p: Parallel, n: int) -> Sharded:
     why = f"{name}: {sharded} sharded {n} ways (16-bit weights + fp32 master copy, momentum, variance)"
     host = 0
     if p.offload in ("optimizer", "all"):  # the fp32 partition, the moments and the fp32 gradients
+        # the gradients stream to the host through the reduce bucket (DeepSpeed's estimator: with
+        # offload_optimizer a device keeps only its 16-bit weight partition and the largest layer)
         host += states + k * 4 // n
-        states = 0
+        states = grads16 = 0
         why += "; optimizer states and fp32 gradients in host RAM"
     if p.offload == "all":  # offload_param: the 16-bit weight partition too (ZeRO-3 only)
         host += frozen + trainable

@@ -18,7 +18,7 @@ SHARDS_WEIGHTS = ("fsdp", "zero3")
 
 def incompatible(spec: Spec, strategy: str, offload: str) -> str | None:
     """Why `strategy` (+ `offload`) cannot train this spec's method, with the upstream issue; None: it can."""
-    method, quant = spec.method, getattr(spec.method, "quantize", "none")
+    method, quant = spec.method, spec.method.quantization
     if strategy in SHARDS_WEIGHTS and method.sharding_problem:
         return method.sharding_problem
     if strategy in SHARDS_WEIGHTS and quant == "int8":

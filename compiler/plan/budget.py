@@ -206,7 +206,7 @@ def _more_devices(spec: Spec, limit: float, smallest_total: Callable[..., int]) 
                 break
     strategy = next((s for s in ("fsdp", "zero3") if incompatible(spec, s, "none") is None), None)
     if strategy is not None:
-        for world in range(hw.world + 1, 1025):
+        for world in range(hw.world + hw.devices, 1025, hw.devices):  # whole nodes
             total = smallest_total(parallel=Parallel(strategy, world))  # type: ignore[arg-type]
             if total <= limit:
                 per_node = f" ({-(-world // hw.devices)} nodes of {hw.devices})" if hw.devices > 1 else ""
