@@ -50,6 +50,29 @@ def script_argv(target: Path, settings: dict[str, Any], node: Node) -> list[str]
     return [sys.executable, "-m", "torch.distributed.run", *torchrun_args(settings, node.rank, node.master), *script]
 
 
+def world_change(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Why a checkpoint cannot resume on the new devices, nodes or strategy (empty: it can). DDP and one
+    process keep whole states, as FSDP does with its full state dict; DeepSpeed ZeRO partitions them per
+    rank, so another world size fails inside DeepSpeed (DeepSpeed#2898, #7628) unless converted."""
+    def world(s: dict[str, Any]) -> int:
+        return int(s.get("devices", s.get("gpus", 1))) * int(s.get("nodes", 1))
+
+    was, now = old.get("strategy", "single"), new.get("strategy", "single")
+    whole = {"single", "ddp"}
+    if was == now and world(old) == world(new):  # offload moves states, the checkpoint is the same
+        return []
+    if was in whole and now in whole or was == now == "fsdp":
+        return []
+    if "zero" in was or "zero" in now:
+        return [f"the checkpoint holds DeepSpeed {was} states partitioned over {world(old)} processes, and the "
+                f"spec now trains {now} over {world(new)}; resume with the same devices x nodes and strategy, or "
+                "convert the checkpoint to DeepSpeed's universal format (python -m deepspeed.checkpoint.ds_to_universal "
+                "--input_folder CHECKPOINT/global_stepN --output_folder ...) and load it with "
+                "\"checkpoint\": {\"load_universal\": true} in ds_config.json"]
+    return [f"strategy changed from {was} to {now}: their checkpoints hold the states differently; resume with "
+            f"strategy = \"{was}\""]
+
+
 def _workers(launcher: int) -> list[int]:
     """The training processes torchrun started: its children (Linux /proc; each in a session of its own)."""
     found = []

@@ -239,6 +239,8 @@ def _incompatible(result: CompileResult, target: Path, last: ckpt.Checkpoint) ->
         for key in sorted(set(old) | set(new)):
             if key not in resumable and old.get(key) != new.get(key):
                 problems.append(f"{key} changed from {old.get(key)!r} to {new.get(key)!r}")
+    if old is not None:
+        problems += launch.world_change(old, new)
     recorded = last.manifest.get("data_sha256")
     plan = result.plan  # the fingerprint as the script computes it from CONFIG (DATA_FILES or DATA_SOURCE, VALIDATION)
     files = plan["data_files"] if plan["data_kind"] == "files" else None

@@ -178,3 +178,35 @@ def test_one_device_plans_and_emits_as_before(tmp_path: Path, monkeypatch: pytes
     result = compile_spec(_spec(tmp_path, 'gpu = "A100 80GB"'))
     assert result.plan["strategy"] == "single" and set(result.emitted.files) == {"train.py", "plan.json", "plan.md"}
     assert "STRATEGY" not in result.emitted.files["train.py"] and "ranks" not in result.emitted.files["train.py"]
+
+
+def test_run_launches_torchrun_and_checks_node_options(tmp_path: Path) -> None:
+    from ftc.cli.launch import Node, check_node, script_argv
+    from ftc.core.errors import RunError
+
+    one = {"strategy": "single", "devices": 1, "nodes": 1}
+    assert script_argv(tmp_path, one, Node())[1:] == [str(tmp_path / "train.py"), str(tmp_path)]
+    two = {"strategy": "ddp", "devices": 2, "nodes": 2}
+    argv = script_argv(tmp_path, two, Node(1, "10.0.0.1:29501"))
+    assert argv[1:3] == ["-m", "torch.distributed.run"]
+    assert argv[3:-2] == ["--nnodes", "2", "--nproc_per_node", "2", "--node_rank", "1", "--master_addr", "10.0.0.1",
+                          "--master_port", "29501"]
+    with pytest.raises(RunError, match="--node-rank K --master HOST:PORT"):
+        check_node(two, Node())
+    with pytest.raises(RunError, match="use 0 to 1"):
+        check_node(two, Node(2, "h:1"))
+    with pytest.raises(RunError, match="nodes = 1"):
+        check_node(one, Node(0, "h:1"))
+
+
+def test_resume_on_another_world_size_where_the_checkpoint_allows() -> None:
+    from ftc.cli.launch import world_change
+
+    ddp2 = {"strategy": "ddp", "devices": 2, "nodes": 1}
+    assert world_change(ddp2, {"strategy": "single", "devices": 1, "nodes": 1}) == []  # DDP: whole states
+    assert world_change({"strategy": "fsdp", "devices": 4, "nodes": 1}, {"strategy": "fsdp", "devices": 2}) == []
+    zero = {"strategy": "zero3", "devices": 4, "nodes": 1, "offload": "none"}
+    assert world_change(zero, {**zero, "offload": "optimizer"}) == []
+    problem = world_change(zero, {**zero, "devices": 2})
+    assert problem and "ds_to_universal" in problem[0] and "load_universal" in problem[0]
+    assert world_change(ddp2, {"strategy": "fsdp", "devices": 2})  # another layout of the states

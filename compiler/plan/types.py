@@ -122,10 +122,11 @@ class HardwarePlan:
     """The device, precision and memory budget."""
 
     device: Setting[str] = meta(key=(16, "device"))
-    devices: Setting[int] = meta()
-    nodes: Setting[int] = meta()
-    strategy: Setting[str] = meta("STRATEGY", when=_is_set("strategy", "single"))
-    offload: Setting[str] = meta("OFFLOAD", when=_is_set("offload", "none"))
+    # a resumed run may change these where the checkpoint allows (cli/launch.py world_change)
+    devices: Setting[int] = meta(resumable=True)
+    nodes: Setting[int] = meta(resumable=True)
+    strategy: Setting[str] = meta("STRATEGY", resumable=True, when=_is_set("strategy", "single"))
+    offload: Setting[str] = meta("OFFLOAD", resumable=True, when=_is_set("offload", "none"))
     fsdp_layer: Setting[str | None] = meta("FSDP_LAYER", when=_is_set("fsdp_layer", None), default=None)
     quant_storage: Setting[str | None] = meta("QUANT_STORAGE", when=_is_set("quant_storage", None), default=None)
     precision: Setting[str] = meta("PRECISION", key=(6, "precision"))

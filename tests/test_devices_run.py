@@ -1,0 +1,84 @@
+"""`ftc run` over 2 CPU processes (gloo), end to end: DDP, FSDP2 and DeepSpeed ZeRO-3 with the optimizer
+offloaded end where the 1-process run with the same effective batch and seed ends.
+
+Tolerance: every logged step loss within 1 % (relative) of the 1-process run's. The same 8 examples make up
+each optimizer step in both (accelerate hands micro-batch i to process i mod 2 from the same seeded order),
+so only the reduction order of the gradients differs (measured: < 0.05 % over 4 steps).
+
+Each run starts 2 processes that import torch, transformers and TRL on a 2-core machine (~50 s), and the
+first ZeRO run builds DeepSpeed's CPU communication extension (~4 min, cached after): all marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from helpers import run_ftc, write_jsonl
+
+pytestmark = pytest.mark.slow
+
+SPEC = """[model]
+base = "{model}"
+[data]
+source = "d.jsonl"
+format = "completion"
+validation = 0
+max_length = 64
+[method]
+kind = "lora"
+r = 4
+[train]
+max_steps = 4
+batch_size = 8
+micro_batch_size = 2
+learning_rate = 1e-3
+save_steps = 2
+[hardware]
+device = "cpu"
+devices = {devices}
+{extra}"""
+
+
+def _run(folder: Path, model: Path, devices: int, extra: str = "") -> tuple[list[float], Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["red", "green", "blue", "cat", "dog", "one", "two", "three"]
+    write_jsonl(folder / "d.jsonl", [{"prompt": f"say {w} {i}", "completion": f"{w} {w}"}
+                                     for i, w in enumerate(words * 4)])
+    (folder / "s.toml").write_text(SPEC.format(model=model, devices=devices, extra=extra), encoding="utf-8")
+    done = run_ftc("run", "s.toml", "--run-dir", "run", "--no-tui", cwd=folder, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    events = [json.loads(line) for line in (folder / "run" / "events.jsonl").read_text().splitlines()]
+    return [e["loss"] for e in events if e["type"] == "step"], folder / "run"
+
+
+def _shapes(run: Path) -> dict[str, list[int]]:
+    from safetensors import safe_open
+
+    with safe_open(str(run / "final" / "adapter_model.safetensors"), framework="pt") as saved:
+        return {name: list(saved.get_slice(name).get_shape()) for name in saved.keys()}
+
+
+@pytest.fixture(scope="module")
+def one_process(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[float], Path]:
+    return _run(tmp_path_factory.mktemp("one"), tiny_model, 1)
+
+
+@pytest.mark.parametrize("extra", ["", 'strategy = "fsdp"', 'strategy = "zero3"\noffload = "optimizer"'],
+                         ids=["ddp", "fsdp2", "zero3-offload"])
+def test_two_processes_end_where_one_does(extra: str, one_process: tuple[list[float], Path], tiny_model: Path,
+                                          tmp_path: Path) -> None:
+    if "zero" in extra:
+        pytest.importorskip("deepspeed")
+    losses, run = _run(tmp_path, tiny_model, 2, extra)
+    one_losses, one_run = one_process
+    assert len(losses) == len(one_losses) == 4  # rank 0 alone writes events.jsonl: one line per step
+    for two, one in zip(losses, one_losses):
+        assert abs(two - one) <= 0.01 * abs(one), (losses, one_losses)
+    plan = json.loads((run / "plan.json").read_text())["settings"]
+    assert plan["strategy"] == ("ddp" if not extra else extra.split('"')[1])
+    assert (run / "ranks" / "1" / "events.jsonl").is_file()  # the other rank's events, apart
+    assert (run / "final" / "adapter_model.safetensors").is_file()
+    assert _shapes(run) == _shapes(one_run)  # every adapter tensor whole: no empty or 1/2-size slice
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
