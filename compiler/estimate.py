@@ -362,8 +362,7 @@ def _optimizer_step_temporaries(shape: RunShape, d: Dims, grads: int) -> int:
 
 def _footprint(shape: RunShape, d: Dims, frozen: int, trainable: int, optimizer: int) -> Footprint:
     """One process's model states, with the unit sizes sharding strategies gather (estimate_shard)."""
-    e, q = DTYPE_BYTES[shape.dtype], shape.method.quantization
-    counts = parameter_counts(d)
+    e, q, counts = DTYPE_BYTES[shape.dtype], shape.method.quantization, parameter_counts(d)
     stored = {"nf4": NF4_DQ_BYTES_PER_PARAM, "int8": INT8_BYTES_PER_PARAM}[q] if q else e
     kept = 4 if q else e  # prepare_model_for_kbit_training upcasts the rest (see _weights)
     block, k = counts["linear"] // d.layers, shape.method.trainable_parameters(d)

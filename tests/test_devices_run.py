@@ -12,6 +12,11 @@ first ZeRO run builds DeepSpeed's CPU communication extension (~4 min, cached af
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,16 +46,25 @@ devices = {devices}
 {extra}"""
 
 
-def _run(folder: Path, model: Path, devices: int, extra: str = "") -> tuple[list[float], Path]:
+def _write(folder: Path, model: Path, devices: int, extra: str = "", steps: int = 4) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     words = ["red", "green", "blue", "cat", "dog", "one", "two", "three"]
     write_jsonl(folder / "d.jsonl", [{"prompt": f"say {w} {i}", "completion": f"{w} {w}"}
                                      for i, w in enumerate(words * 4)])
-    (folder / "s.toml").write_text(SPEC.format(model=model, devices=devices, extra=extra), encoding="utf-8")
+    spec = SPEC.format(model=model, devices=devices, extra=extra).replace("max_steps = 4", f"max_steps = {steps}")
+    (folder / "s.toml").write_text(spec, encoding="utf-8")
+
+
+def _losses(run: Path) -> list[float]:
+    events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    return [e["loss"] for e in events if e["type"] == "step"]
+
+
+def _run(folder: Path, model: Path, devices: int, extra: str = "", steps: int = 4) -> tuple[list[float], Path]:
+    _write(folder, model, devices, extra, steps)
     done = run_ftc("run", "s.toml", "--run-dir", "run", "--no-tui", cwd=folder, timeout=1200)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    events = [json.loads(line) for line in (folder / "run" / "events.jsonl").read_text().splitlines()]
-    return [e["loss"] for e in events if e["type"] == "step"], folder / "run"
+    return _losses(folder / "run"), folder / "run"
 
 
 def _shapes(run: Path) -> dict[str, list[int]]:
@@ -82,3 +96,44 @@ def test_two_processes_end_where_one_does(extra: str, one_process: tuple[list[fl
     assert (run / "final" / "adapter_model.safetensors").is_file()
     assert _shapes(run) == _shapes(one_run)  # every adapter tensor whole: no empty or 1/2-size slice
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
+
+
+def _rank_pid(launcher_children: list[int], rank: str) -> int | None:
+    for pid in launcher_children:
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in env:
+            return pid
+    return None
+
+
+def test_kill_9_of_one_rank_then_ftc_run_resumes_to_the_same_result(tiny_model: Path, tmp_path: Path) -> None:
+    """One of 2 DDP processes killed after the first checkpoint: the job ends (torchrun stops the other),
+    `ftc run` on the same run directory resumes, and every step matches an uninterrupted 1-process run."""
+    from ftc.cli.launch import _workers
+
+    reference, _ = _run(tmp_path / "one", tiny_model, 1, steps=6)
+    folder = tmp_path / "two"
+    _write(folder, tiny_model, 2, steps=6)
+    with (folder / "first.log").open("w") as log:
+        job = subprocess.Popen([sys.executable, "-m", "ftc.cli.main", "run", "s.toml", "--run-dir", "run", "--no-tui"],
+                               cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+        killed, deadline = None, time.monotonic() + 600
+        while killed is None and time.monotonic() < deadline and job.poll() is None:
+            if (folder / "run" / "checkpoints" / "checkpoint-2").is_dir():
+                workers = [w for launcher in _workers(job.pid) for w in _workers(launcher)]  # ftc > torchrun > ranks
+                if (killed := _rank_pid(workers, "1")) is not None:
+                    os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+        job.wait(timeout=600)
+    assert killed is not None and job.returncode != 0, (folder / "first.log").read_text()[-3000:]
+    done = run_ftc("run", "s.toml", "--run-dir", "run", "--no-tui", cwd=folder, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    events = [json.loads(line) for line in (folder / "run" / "events.jsonl").read_text().splitlines()]
+    assert any(e["type"] == "resume" for e in events)
+    losses = {e["step"]: e["loss"] for e in events if e["type"] == "step"}  # the resumed run's, last
+    for step, one in enumerate(reference, start=1):
+        assert abs(losses[step] - one) <= 0.01 * abs(one), (losses, reference)
+    assert max(losses) == 6 and (folder / "run" / "final" / "adapter_model.safetensors").is_file()

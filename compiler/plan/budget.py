@@ -110,6 +110,15 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
         raise BudgetError(_no_fit_message(spec, config, dtype, budget_gib, candidates_, forced or forced_gc,
                                           tried[-1][0]))
     _, micro, gc, memory = max(fitting, key=lambda c: (c[0], -c[3].total))
+    why_micro, why_gc = _why_batch(per_device, memory, gc, fitting, limit, budget_gib, forced, forced_gc)
+    return BatchChoice(micro, gc, optimizer, memory, why_micro, why_gc, _why_optimizer(optimizer), parallel,
+                       why_strategy)
+
+
+def _why_batch(per_device: int, memory: Memory, gc: bool, fitting: list[tuple[float, int, bool, Memory]],
+               limit: float | None, budget_gib: float | None, forced: str | None,
+               forced_gc: str | None) -> tuple[str, str]:
+    """The reasons of the chosen micro-batch and checkpointing."""
     if limit:
         budget = f"under {gib(limit)} ({budget_gib:g} GiB less {SAFETY_MARGIN:.0%} margin)"
         why_micro = forced or (f"planned: the fastest divisor of {per_device} whose estimated peak "
@@ -118,14 +127,11 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
         why_micro = forced or (f"planned: the fastest divisor of {per_device} (estimated peak {gib(memory.total)}; "
                                "no budget set)")
     if forced_gc:
-        why_gc = forced_gc
-    elif gc:
-        why_gc = "planned: without it no micro-batch fits the budget" if not any(
-            not c[2] for c in fitting) else "planned: a larger micro-batch fits with it (faster overall)"
-    else:
-        why_gc = "planned: the run fits without it (faster)"
-    return BatchChoice(micro, gc, optimizer, memory, why_micro, why_gc, _why_optimizer(optimizer), parallel,
-                       why_strategy)
+        return why_micro, forced_gc
+    if gc:
+        return why_micro, ("planned: without it no micro-batch fits the budget" if not any(not c[2] for c in fitting)
+                           else "planned: a larger micro-batch fits with it (faster overall)")
+    return why_micro, "planned: the run fits without it (faster)"
 
 
 def by_strategy(spec: Spec, config: dict[str, object] | None, dtype: str, choice: BatchChoice, per_device: int,
