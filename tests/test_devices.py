@@ -210,3 +210,12 @@ def test_resume_on_another_world_size_where_the_checkpoint_allows() -> None:
     problem = world_change(zero, {**zero, "devices": 2})
     assert problem and "ds_to_universal" in problem[0] and "load_universal" in problem[0]
     assert world_change(ddp2, {"strategy": "fsdp", "devices": 2})  # another layout of the states
+
+
+def test_ddp_puts_a_quantized_base_on_each_process_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = compile_spec(_spec(tmp_path, 'gpu = "A100 80GB"\ndevices = 2', 'kind = "qlora"'))
+    script = result.emitted.files["train.py"]
+    assert result.plan["strategy"] == "ddp" and "import os\n" in script
+    assert 'device_map={"": int(os.environ.get("LOCAL_RANK", 0))}' in script and "QUANT_STORAGE" not in script
+    compile(script, "train.py", "exec")
