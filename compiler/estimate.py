@@ -12,7 +12,7 @@ Units: every `*_bytes` value is in bytes; `T` is tokens per micro-batch (micro_b
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -375,13 +375,13 @@ def estimate_memory(shape: RunShape) -> Memory:
     """The estimated peak of one optimizer step on one device, split by component."""
     d = dims(shape.config)
     frozen, trainable, reasons = _weights(shape, d)
-    trainable_params = shape.method.trainable_parameters(d)
-    if "8bit" in shape.optimizer:
-        # bnb 8-bit AdamW: two uint8 states + an fp32 absmax per 256 values (optim/optimizer.py)
-        optimizer = int(trainable_params * (2 + 2 * 4 / 256))
-    else:
-        optimizer = 2 * trainable  # exp_avg and exp_avg_sq in the parameter's dtype
-    states = shard(_footprint(shape, d, frozen, trainable, optimizer), shape.parallel)
+    # bnb 8-bit AdamW: two uint8 states + an fp32 absmax per 256 values (optim/optimizer.py); AdamW:
+    # exp_avg and exp_avg_sq in the parameter's dtype
+    optimizer = (int(shape.method.trainable_parameters(d) * (2 + 2 * 4 / 256)) if "8bit" in shape.optimizer
+                 else 2 * trainable)
+    # on a CPU the "device" is host RAM already: offload moves nothing out of it (measured: 2 x gloo ZeRO-3)
+    parallel = replace(shape.parallel, offload="none") if shape.device == "cpu" else shape.parallel
+    states = shard(_footprint(shape, d, frozen, trainable, optimizer), parallel)
     frozen, trainable, grads, optimizer = states.frozen, states.trainable, states.gradients, states.optimizer
     reasons += [states.why] if shape.parallel.strategy != "single" else []
     logits = _logits(shape, d)

@@ -137,3 +137,29 @@ def test_kill_9_of_one_rank_then_ftc_run_resumes_to_the_same_result(tiny_model: 
     for step, one in enumerate(reference, start=1):
         assert abs(losses[step] - one) <= 0.01 * abs(one), (losses, reference)
     assert max(losses) == 6 and (folder / "run" / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_two_nodes_simulated_on_localhost(one_process: tuple[list[float], Path], tiny_model: Path,
+                                          tmp_path: Path) -> None:
+    """nodes = 2 x devices = 1: `ftc run --node-rank K --master 127.0.0.1:PORT` on each "node" (two run
+    directories, as two machines would have); node 0 holds the events and the result."""
+    import socket
+
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folders = [tmp_path / f"node{k}" for k in (0, 1)]
+    jobs = []
+    for rank, folder in enumerate(folders):
+        _write(folder, tiny_model, 1, "nodes = 2\n")
+        log = (folder / "ftc.log").open("w")
+        jobs.append(subprocess.Popen([sys.executable, "-m", "ftc.cli.main", "run", "s.toml", "--run-dir", "run",
+                                      "--no-tui", "--node-rank", str(rank), "--master", f"127.0.0.1:{port}"],
+                                     cwd=folder, stdout=log, stderr=subprocess.STDOUT))
+    codes = [job.wait(timeout=1200) for job in jobs]
+    assert codes == [0, 0], [(f / "ftc.log").read_text()[-2000:] for f in folders]
+    losses = _losses(folders[0] / "run")
+    for two, one in zip(losses, one_process[0], strict=True):
+        assert abs(two - one) <= 0.01 * abs(one), (losses, one_process[0])
+    assert (folders[0] / "run" / "final").is_dir() and not (folders[1] / "run" / "final").exists()
+    assert "node 1 finished its part" in (folders[1] / "ftc.log").read_text()
