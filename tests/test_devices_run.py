@@ -163,3 +163,37 @@ def test_two_nodes_simulated_on_localhost(one_process: tuple[list[float], Path],
         assert abs(two - one) <= 0.01 * abs(one), (losses, one_process[0])
     assert (folders[0] / "run" / "final").is_dir() and not (folders[1] / "run" / "final").exists()
     assert "node 1 finished its part" in (folders[1] / "ftc.log").read_text()
+
+
+def test_stop_request_reaches_both_ranks_and_a_ddp_run_resumes_on_one_process(tiny_model: Path, tmp_path: Path
+                                                                              ) -> None:
+    """control/stop read by rank 0 stops both DDP processes at the same step with a checkpoint; the spec
+    then says devices = 1 and `ftc run` resumes the run there (DDP checkpoints hold whole states) and ends
+    where an uninterrupted 1-process run of the same 6 steps does."""
+    reference, _ = _run(tmp_path / "one", tiny_model, 1, steps=6)
+    folder = tmp_path / "two"
+    _write(folder, tiny_model, 2, steps=6)
+    with (folder / "first.log").open("w") as log:
+        job = subprocess.Popen([sys.executable, "-m", "ftc.cli.main", "run", "s.toml", "--run-dir", "run", "--no-tui"],
+                               cwd=folder, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and job.poll() is None:
+            if (folder / "run" / "events.jsonl").is_file() and '"type": "step"' in (folder / "run" / "events.jsonl").read_text():
+                (folder / "run" / "control").mkdir(exist_ok=True)
+                (folder / "run" / "control" / "stop").touch()
+                break
+            time.sleep(0.05)
+        assert job.wait(timeout=600) == 0, (folder / "first.log").read_text()[-3000:]
+    events = [json.loads(line) for line in (folder / "run" / "events.jsonl").read_text().splitlines()]
+    stopped = [e for e in events if e["type"] == "status"][-1]
+    assert stopped["state"] == "stopped" and (folder / "run" / "checkpoints").is_dir()
+    (folder / "s.toml").write_text((folder / "s.toml").read_text().replace("devices = 2", "devices = 1"))
+    done = run_ftc("run", "s.toml", "--run-dir", "run", "--no-tui", cwd=folder, timeout=1200)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    plan = json.loads((folder / "run" / "plan.json").read_text())["settings"]
+    assert (plan["strategy"], plan["devices"]) == ("single", 1)
+    losses = {e["step"]: e["loss"] for e in map(json.loads, (folder / "run" / "events.jsonl").read_text().splitlines())
+              if e["type"] == "step"}
+    assert max(losses) == 6
+    for step, one in enumerate(reference, start=1):
+        assert abs(losses[step] - one) <= 0.01 * abs(one), (losses, reference)
