@@ -5,8 +5,9 @@ Tolerance: every logged step loss within 1 % (relative) of the 1-process run's. 
 each optimizer step in both (accelerate hands micro-batch i to process i mod 2 from the same seeded order),
 so only the reduction order of the gradients differs (measured: < 0.05 % over 4 steps).
 
-Each run starts 2 processes that import torch, transformers and TRL on a 2-core machine (~50 s), and the
-first ZeRO run builds DeepSpeed's CPU communication extension (~4 min, cached after): all marked slow.
+The DDP case runs in the default suite (~30 s with its 1-process reference on 2 idle cores; minutes when
+they are shared); FSDP2 and ZeRO-3 (~40-90 s each; the first ZeRO run also builds DeepSpeed's CPU
+communication extension, ~4 min, cached after), the kill, stop/resume and two-node tests are slow.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import pytest
 from helpers import run_ftc, write_jsonl
 
-pytestmark = pytest.mark.slow
+SLOW = pytest.mark.slow
 
 SPEC = """[model]
 base = "{model}"
@@ -79,7 +80,8 @@ def one_process(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     return _run(tmp_path_factory.mktemp("one"), tiny_model, 1)
 
 
-@pytest.mark.parametrize("extra", ["", 'strategy = "fsdp"', 'strategy = "zero3"\noffload = "optimizer"'],
+@pytest.mark.parametrize("extra", ["", pytest.param('strategy = "fsdp"', marks=SLOW),
+                                   pytest.param('strategy = "zero3"\noffload = "optimizer"', marks=SLOW)],
                          ids=["ddp", "fsdp2", "zero3-offload"])
 def test_two_processes_end_where_one_does(extra: str, one_process: tuple[list[float], Path], tiny_model: Path,
                                           tmp_path: Path) -> None:
@@ -109,6 +111,7 @@ def _rank_pid(launcher_children: list[int], rank: str) -> int | None:
     return None
 
 
+@SLOW
 def test_kill_9_of_one_rank_then_ftc_run_resumes_to_the_same_result(tiny_model: Path, tmp_path: Path) -> None:
     """One of 2 DDP processes killed after the first checkpoint: the job ends (torchrun stops the other),
     `ftc run` on the same run directory resumes, and every step matches an uninterrupted 1-process run."""
@@ -139,6 +142,7 @@ def test_kill_9_of_one_rank_then_ftc_run_resumes_to_the_same_result(tiny_model: 
     assert max(losses) == 6 and (folder / "run" / "final" / "adapter_model.safetensors").is_file()
 
 
+@SLOW
 def test_two_nodes_simulated_on_localhost(one_process: tuple[list[float], Path], tiny_model: Path,
                                           tmp_path: Path) -> None:
     """nodes = 2 x devices = 1: `ftc run --node-rank K --master 127.0.0.1:PORT` on each "node" (two run
@@ -165,6 +169,7 @@ def test_two_nodes_simulated_on_localhost(one_process: tuple[list[float], Path],
     assert "node 1 finished its part" in (folders[1] / "ftc.log").read_text()
 
 
+@SLOW
 def test_stop_request_reaches_both_ranks_and_a_ddp_run_resumes_on_one_process(tiny_model: Path, tmp_path: Path
                                                                               ) -> None:
     """control/stop read by rank 0 stops both DDP processes at the same step with a checkpoint; the spec
