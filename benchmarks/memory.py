@@ -52,10 +52,12 @@ class Case:
     kind: str
     micro_batch: int
     checkpointing: bool
+    strategy: str = ""  # several processes: 2 gloo processes under this strategy ("zero3-offload": + optimizer offload)
 
     @property
     def key(self) -> str:
-        return f"{self.model} {self.kind} mb{self.micro_batch} {'gc' if self.checkpointing else 'nogc'}"
+        key = f"{self.model} {self.kind} mb{self.micro_batch} {'gc' if self.checkpointing else 'nogc'}"
+        return f"{key} 2x{self.strategy}" if self.strategy else key
 
 
 def matrix() -> list[Case]:
@@ -71,6 +73,9 @@ def matrix() -> list[Case]:
     cases += [Case("smollm2", "lora", 4, False), Case("smollm2", "ia3", 4, True), Case("smollm2", "freeze", 4, True),
               Case("smollm2", "full", 1, False), Case("smollm2", "qlora", 2, True),
               Case("smollm2", "qlora", 2, False)]
+    # 2 processes (gloo): the per-rank peak of each strategy against its per-device estimate
+    cases += [Case("tiny", k, 4, False, s) for k in ("lora", "full")
+              for s in ("ddp", "zero2", "fsdp", "zero3", "zero3-offload")]
     return cases
 
 
@@ -109,8 +114,19 @@ def write_data(path: Path) -> Path:
     return path
 
 
+def _hardware(case: Case) -> str:
+    """The [hardware] lines and the effective batch of a case (several processes split it)."""
+    if not case.strategy:
+        return 'device = "cpu"\n'
+    strategy, _, offload = case.strategy.partition("-")
+    return (f'device = "cpu"\ndevices = 2\nstrategy = "{strategy}"\n'
+            + ('offload = "optimizer"\n' if offload else ""))
+
+
 def write_spec(case: Case, base: str, data: Path, path: Path) -> Path:
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in METHOD_EXTRA.get(case.kind, {}).items())
+    world = 2 if case.strategy else 1
+    compare = 0 if case.strategy.startswith(("fsdp", "zero3")) else 2  # sharded weights: no generation
     path.write_text(f"""name = "bench"
 [model]
 base = "{base}"
@@ -123,13 +139,12 @@ max_length = {MAX_LENGTH}
 kind = "{case.kind}"
 {extra}[train]
 max_steps = {STEPS}
-batch_size = {case.micro_batch}
+batch_size = {case.micro_batch * world}
 micro_batch_size = {case.micro_batch}
 gradient_checkpointing = {str(case.checkpointing).lower()}
 [hardware]
-device = "cpu"
-[eval]
-compare = 2
+{_hardware(case)}[eval]
+compare = {compare}
 max_new_tokens = 8
 """, encoding="utf-8")
     return path
@@ -137,8 +152,13 @@ max_new_tokens = 8
 
 def processes(plan: dict[str, Any]) -> int:
     """How many processes the plan launches (data parallel over its devices)."""
-    gpus = plan.get("settings", {}).get("gpus", 1)
-    return int(gpus.get("value", 1) if isinstance(gpus, dict) else gpus)  # a typed Setting, or the value
+    settings = plan.get("settings", {})
+
+    def value(key: str) -> int:
+        item = settings.get(key, 1)
+        return int(item.get("value", 1) if isinstance(item, dict) else item)  # a typed Setting, or the value
+
+    return value("devices") * value("nodes")
 
 
 def compile_case(case: Case, work: Path) -> tuple[Path, dict[str, Any]]:

@@ -213,8 +213,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.run_dir is not None:
         check_output_dir(args.run_dir, "--run-dir")
 
+    from ftc.cli.launch import Node
+
     return run_spec(args.spec, run_dir=args.run_dir, build_dir=args.out, tui=not args.no_tui, fresh=args.fresh,
-                    resume_anyway=args.resume_anyway, force=args.force, overrides=_overrides(args))
+                    resume_anyway=args.resume_anyway, force=args.force, overrides=_overrides(args),
+                    node=Node(args.node_rank, args.master))
 
 
 def _merge(args: argparse.Namespace) -> int:
@@ -357,6 +360,9 @@ def _run_commands(commands: Any) -> None:
     p.add_argument("--force", action="store_true", help="use a --run-dir that is not an ftc run and holds files: "
                    "the run goes beside them (refused while it holds a file ftc writes: nothing of yours is replaced)")
     _add_set(p)
+    p.add_argument("--node-rank", type=int, default=0, metavar="K", help="several nodes: this node's rank "
+                   "(0 on the node at --master)")
+    p.add_argument("--master", metavar="HOST:PORT", help="several nodes: where node 0 listens (e.g. 10.0.0.1:29500)")
     p.set_defaults(handler=_run)
 
     p = commands.add_parser("merge", help="fold a finished run's LoRA-family adapter into its base model")

@@ -33,7 +33,7 @@ def check_folder(target: Path, *, force: bool) -> None:
     if not names:
         return
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
-    clashes = [name for name in names if name in ckpt.ENTRIES]
+    clashes = [name for name in names if ckpt.is_entry(name)]
     if not force:
         raise RunError(f"--run-dir {target} is a folder that is not an ftc run (no events.jsonl) and holds files "
                        f"({shown}); choose a new or empty folder, or pass --force to put the run there beside them"

@@ -3,7 +3,6 @@ and show its progress from events.jsonl (the Textual monitor is a later issue)."
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import os
@@ -31,6 +30,7 @@ from ftc.runtime import faults
 from ftc.core.events import EventLog, EventTail, read_events
 from ftc.core.paths import check_output_dir
 from ftc.cli import rundir
+from ftc.cli import launch
 from ftc.cli.recover import recover, resume_hint, with_overrides, write_plan
 
 
@@ -55,7 +55,7 @@ def _pump(stream: TextIO, log: TextIO, tail: deque[str], console: Console) -> No
 
 def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = None, tui: bool = True,
              fresh: bool = False, resume_anyway: bool = False, force: bool = False,
-             overrides: tuple[Override, ...] = ()) -> int:
+             overrides: tuple[Override, ...] = (), node: launch.Node = launch.Node()) -> int:
     """Compile `spec`, then run its script in a run directory (a new one, or `run_dir`, which is resumed
     from its last checkpoint when it holds a run); returns the exit code: 0 completed, 77 (ckpt.EXIT_STOPPED)
     stopped and resumable, 130 stopped by Ctrl-C, 1 failed."""
@@ -65,6 +65,7 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
     except ValueError as exc:
         raise RunError(str(exc)) from None
     result = compile_spec(spec, build_dir, overrides)
+    launch.check_node(result.plan.to_json()["settings"], node)
     changed = result.write()
     console.print(f"compiled {result.source.display} -> {result.out_dir}/ "
                   f"({', '.join(changed) if changed else 'up to date'})")
@@ -72,13 +73,14 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
     rundir.check_folder(target, force=force)  # a folder of the user's files is refused (--force: beside them)
     lock = rundir.lock(target, console)  # waits for a training process whose ftc run died to save and stop
     try:
-        return _run_locked(console, result, target, lock, tui=tui, fresh=fresh, resume_anyway=resume_anyway)
+        return _run_locked(console, result, target, lock, tui=tui, fresh=fresh, resume_anyway=resume_anyway,
+                           node=node)
     finally:
         lock.release()
 
 
 def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckpt.RunLock, *, tui: bool,
-                fresh: bool, resume_anyway: bool) -> int:
+                fresh: bool, resume_anyway: bool, node: launch.Node = launch.Node()) -> int:
     events_path = target / "events.jsonl"
     resume: ckpt.Checkpoint | None = None
     if events_path.exists() and fresh:
@@ -88,7 +90,7 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
         resume = _resume_point(console, result, target, resume_anyway)
     target.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(result.source.path, target / "spec.toml")
-    for name in ("train.py", "plan.md"):
+    for name in (n for n in result.emitted.files if n != "plan.json"):  # the script, plan.md, launch files
         shutil.copyfile(result.out_dir / name, target / name)
     write_plan(result, target)  # a resumed run keeps what earlier faults changed
 
@@ -107,12 +109,15 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
     started = time.monotonic()
     while True:
         before = len(read_events(events_path))
-        code, tail, signalled = _attempt(console, target, lock, env, resume, tui=tui)
+        code, tail, signalled = _attempt(console, target, lock, env, resume, tui=tui, node=node)
         new = read_events(events_path)[before:]
         fired += [(e["kind"], e["step"]) for e in new if e.get("type") == "fault"]
         if env.get(faults.ENV):  # each injected fault fires once per run, not once per attempt
             env[faults.ENV] = faults.without(os.environ[faults.ENV], fired)
         final = next((e for e in reversed(new) if e.get("type") == "status"), {})
+        if code == 0 and node.rank > 0:  # rank 0, on node 0, writes the events and the result
+            console.print(f"node {node.rank} finished its part; the result and events are on node 0")
+            return 0
         if code == 0 and final.get("state") == "completed":
             _summary(console, read_events(events_path), target, time.monotonic() - started)
             return 0
@@ -126,11 +131,13 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
 
 
 def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, str],
-             resume: ckpt.Checkpoint | None, *, tui: bool) -> tuple[int, deque[str], list[int]]:
+             resume: ckpt.Checkpoint | None, *, tui: bool, node: launch.Node = launch.Node()
+             ) -> tuple[int, deque[str], list[int]]:
     """Run the script once; Ctrl-C and SIGTERM are passed on to it as SIGTERM (the first: finish the step, save and
     stop, or end at once while the model loads; the second: stop at once). Returns (exit code, last output lines,
     signals received, in order)."""
-    argv = [sys.executable, str(target / "train.py"), str(target)]
+    settings = json.loads((target / "plan.json").read_text(encoding="utf-8"))["settings"]
+    argv = launch.script_argv(target, settings, node)  # python, or torchrun with a process per device
     if resume is not None:
         argv += ["--resume", str(resume.path)]
     tail: deque[str] = deque(maxlen=25)
@@ -147,8 +154,8 @@ def _attempt(console: Console, target: Path, lock: ckpt.RunLock, env: dict[str, 
             if len(received) == 1:
                 console.print(f"{signal.Signals(signum).name}: the script finishes its step, saves a checkpoint and "
                               "stops (again: stop at once)")
-            with contextlib.suppress(ProcessLookupError):  # always SIGTERM: a child may inherit an ignored
-                os.killpg(child.pid, signal.SIGTERM)       # SIGINT (`ftc run &`); the script treats both alike
+            launch.terminate(child.pid, settings)  # always SIGTERM: a child may inherit an ignored SIGINT
+                                                   # (`ftc run &`); the script treats both alike
 
         previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -170,7 +177,7 @@ def _archive(target: Path) -> Path:
     kept = target / "previous" / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     kept.mkdir(parents=True)
     for entry in list(target.iterdir()):
-        if entry.name in ckpt.ENTRIES and entry.name not in ("previous", ckpt.LOCK, "control"):  # not a user's file
+        if ckpt.is_entry(entry.name) and entry.name not in ("previous", ckpt.LOCK, "control"):  # not a user's file
             entry.rename(kept / entry.name)
     return kept
 
@@ -236,6 +243,8 @@ def _incompatible(result: CompileResult, target: Path, last: ckpt.Checkpoint) ->
         for key in sorted(set(old) | set(new)):
             if key not in resumable and old.get(key) != new.get(key):
                 problems.append(f"{key} changed from {old.get(key)!r} to {new.get(key)!r}")
+    if old is not None:
+        problems += launch.world_change(old, new)
     recorded = last.manifest.get("data_sha256")
     plan = result.plan  # the fingerprint as the script computes it from CONFIG (DATA_FILES or DATA_SOURCE, VALIDATION)
     files = plan["data_files"] if plan["data_kind"] == "files" else None

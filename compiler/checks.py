@@ -259,9 +259,6 @@ def hardware_budget(spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield "hardware.gpu", f"unknown GPU (got {hw.gpu!r}); known: {', '.join(names)}; {hint}"
     if hw.device == "cuda" and hw.gpu is None and hw.vram_gb is None:
         yield "hardware", "a cuda run needs a memory budget: set vram_gb = <GB per GPU> or gpu = \"<name>\""
-    if hw.gpus > 1:
-        yield "hardware.gpus", (f"{hw.gpus} devices: multi-device launch (torchrun) is not built yet, and one "
-                                "process would silently train a smaller batch; set gpus = 1")
     if hw.device == "cpu" and hw.gpu:
         yield "hardware.gpu", "names a GPU but device = \"cpu\"; remove gpu or set device = \"cuda\""
     if hw.device == "cpu" and hw.precision == "fp16":
@@ -273,15 +270,15 @@ def hardware_budget(spec: Spec, facts: Facts) -> Iterator[Finding]:
 @check
 def batch_divides(spec: Spec, facts: Facts) -> Iterator[Finding]:
     """micro-batch × accumulation × devices must equal the effective batch exactly."""
-    t, gpus = spec.train, spec.hardware.gpus
-    if t.batch_size % gpus:
-        yield "train.batch_size", (f"{t.batch_size} examples cannot be split evenly over {gpus} devices; "
-                                   f"use a multiple of {gpus}")
-    elif isinstance(t.micro_batch_size, int) and (t.batch_size // gpus) % t.micro_batch_size:
-        per_device = t.batch_size // gpus
+    t, world = spec.train, spec.hardware.world
+    if t.batch_size % world:
+        yield "train.batch_size", (f"{t.batch_size} examples cannot be split evenly over {world} devices "
+                                   f"(devices x nodes); use a multiple of {world}")
+    elif isinstance(t.micro_batch_size, int) and (t.batch_size // world) % t.micro_batch_size:
+        per_device = t.batch_size // world
         fits = [d for d in range(1, per_device + 1) if per_device % d == 0]
         yield "train.micro_batch_size", (f"{t.micro_batch_size} does not divide the {per_device} examples per "
-                                         f"device and step (batch_size {t.batch_size} / {gpus} devices); "
+                                         f"device and step (batch_size {t.batch_size} / {world} devices); "
                                          f"use one of {fits} or \"auto\"")
 
 
@@ -342,3 +339,6 @@ def method_checks(spec: Spec, facts: Facts) -> Iterator[Finding]:
     """The method's own checks (compiler/methods): targets and layer counts against the
     architecture, combinations that break or do not learn."""
     yield from spec.method.checks(spec, facts)
+
+
+from ftc.compiler import checks_parallel  # noqa: E402,F401  (registers the multi-device checks)

@@ -16,9 +16,11 @@ import jinja2
 
 import ftc.templates
 from ftc.core.errors import TemplateError
+from ftc.compiler.emit_launch import launch_command, launch_files
 from ftc.compiler.literal import lit
 from ftc.compiler.methods import METHODS
 from ftc.compiler.plan import Plan
+from ftc.compiler.plan.budget import SAFETY_MARGIN
 from ftc.core.data.settings import DataSettings
 
 TEMPLATES = Path(ftc.templates.__file__).parent
@@ -139,7 +141,11 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
 
     method = METHODS[plan.kind]
     values = _Values(plan, {"origin": origin, "method": plan.kind})
-    device_map = '"cpu"' if plan["device"] == "cpu" else '{"": torch.cuda.current_device()}'
+    device_map: str | None = '"cpu"' if plan["device"] == "cpu" else '{"": torch.cuda.current_device()}'
+    if plan["strategy"] in ("fsdp", "zero3"):
+        device_map = None  # sharding places the weights itself
+    elif plan["strategy"] != "single" and plan["device"] == "cuda":
+        device_map = '{"": int(os.environ.get("LOCAL_RANK", 0))}'  # each process its own GPU
     try:
         return _environment().get_template("train.py.j2").render(
             plan=values,
@@ -160,6 +166,8 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             has_validation=plan["validation"] != 0,
             default_run_dir=f"runs/{plan.name}/manual",
             quantized_device_map=device_map,
+            multi=plan["strategy"] != "single",
+            import_os=bool(plan["quantization"] and device_map and "os.environ" in device_map),
         )
     except jinja2.TemplateError as exc:
         raise TemplateError(f"template {getattr(exc, 'name', None) or 'train.py.j2'} failed: {exc}") from exc
@@ -177,6 +185,7 @@ def render_plan_md(plan: Plan, *, spec_path: str, flags: tuple[str, ...] = ()) -
         if plan.budget_bytes:
             out.append(f"| budget | {plan.budget_bytes / 2**30:,.2f} |")
         out.append("")
+    out += _devices_md(plan)
     if plan.notes:
         out += ["## Notes", ""] + [f"- {n}" for n in plan.notes] + [""]
     out += ["## Settings"]
@@ -186,6 +195,28 @@ def render_plan_md(plan: Plan, *, spec_path: str, flags: tuple[str, ...] = ()) -
             value = lit(entry.setting.value).replace("|", "\\|")
             out.append(f"| {entry.key} | `{value}` | {entry.setting.why.replace('|', '/')} |")
     return "\n".join(out) + "\n"
+
+
+def _devices_md(plan: Plan) -> list[str]:
+    """plan.md's per-device table (one row per strategy the spec allows) and the launch command."""
+    if plan["strategy"] == "single":
+        return []
+    out = []
+    if plan.by_strategy:
+        names = [k for k in plan.by_strategy[0][1].as_dict() if k != "total"]
+        names += [k for _, m in plan.by_strategy for k in m.as_dict() if k not in names and k != "total"]
+        budget = plan.budget_bytes
+        out += ["## Estimated peak memory per device, by strategy", "",
+                "| strategy | " + " | ".join(names) + " | total GiB | host RAM GiB per process | fits |",
+                "|---|" + "---:|" * (len(names) + 2) + "---|"]
+        for label, memory in plan.by_strategy:
+            parts = memory.as_dict()
+            fits = "-" if not budget else "yes" if parts["total"] <= budget * (1 - SAFETY_MARGIN) else "no"
+            out.append(f"| {label} | " + " | ".join(f"{parts.get(k, 0) / 2**30:,.2f}" for k in names)
+                       + f" | {parts['total'] / 2**30:,.2f} | {memory.host / 2**30:,.2f} | {fits} |")
+        out += ["", f"Chosen: {plan['strategy']} ({plan.settings['strategy'].why}). Fits: under the budget less "
+                f"the {SAFETY_MARGIN:.0%} margin.", ""]
+    return out + ["## Launch", "", f"    {launch_command(plan)}", ""]
 
 
 def emit(plan: Plan, *, spec_path: str, spec_text: str, version: str, origin: str,
@@ -206,4 +237,5 @@ def emit(plan: Plan, *, spec_path: str, spec_text: str, version: str, origin: st
         "train.py": script,
         "plan.json": json.dumps(plan_json, indent=2, ensure_ascii=False) + "\n",
         "plan.md": render_plan_md(plan, spec_path=spec_path, flags=flags),
+        **launch_files(plan, version),
     })

@@ -12,12 +12,13 @@ Units: every `*_bytes` value is in bytes; `T` is tokens per micro-batch (micro_b
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Literal
 
 from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.catalog_data import with_defaults
+from ftc.compiler.estimate_shard import Footprint, Parallel, shard
 
 if TYPE_CHECKING:  # the methods import this module's shapes; the estimate only asks their plans
     from ftc.compiler.methods.base import ActivationTerms, MethodPlan
@@ -75,6 +76,7 @@ class RunShape:
     loss: Literal["trl", "hf"] = "trl"
     """How the loss is computed: "trl" is SFTTrainer's fused, tiled LM head (what train.py runs);
     "hf" is the model's own forward with labels (full logits, then cross-entropy)."""
+    parallel: Parallel = Parallel()  # the strategy over several devices (estimate_shard); default one device
 
     @cached_property
     def terms(self) -> ActivationTerms:
@@ -94,14 +96,18 @@ class Memory:
     overhead: int
     peak_phase: str
     reasons: tuple[str, ...] = field(default=())
+    buffers: int = 0  # gathered layers and communication buckets (several devices)
+    host: int = 0  # host RAM one process needs for what is offloaded; not part of the device's total
 
     @property
     def total(self) -> int:
         return self.as_dict()["total"]
 
     def as_dict(self) -> dict[str, int]:
-        """The components (every field but peak_phase and reasons, in order) and their total."""
-        parts = {name: value for name, value in asdict(self).items() if name not in ("peak_phase", "reasons")}
+        """The device's components (every field but peak_phase, reasons and host, in order; buffers only
+        when there are some) and their total."""
+        parts = {name: value for name, value in asdict(self).items()
+                 if name not in ("peak_phase", "reasons", "host") and (name != "buffers" or value)}
         return {**parts, "total": sum(parts.values())}
 
 
@@ -354,17 +360,30 @@ def _optimizer_step_temporaries(shape: RunShape, d: Dims, grads: int) -> int:
     return 2 * bytes_per * shape.method.largest_trainable_tensor(d)
 
 
+def _footprint(shape: RunShape, d: Dims, frozen: int, trainable: int, optimizer: int) -> Footprint:
+    """One process's model states, with the unit sizes sharding strategies gather (estimate_shard)."""
+    e, q, counts = DTYPE_BYTES[shape.dtype], shape.method.quantization, parameter_counts(d)
+    stored = {"nf4": NF4_DQ_BYTES_PER_PARAM, "int8": INT8_BYTES_PER_PARAM}[q] if q else e
+    kept = 4 if q else e  # prepare_model_for_kbit_training upcasts the rest (see _weights)
+    block, k = counts["linear"] // d.layers, shape.method.trainable_parameters(d)
+    return Footprint(frozen, trainable, k, optimizer, e, int(block * stored) + 2 * d.h * kept,
+                     min(k, block + 2 * d.h) if shape.method.trains_base_weights else k // d.layers,
+                     ((counts["head"] or counts["embed"]) + d.h) * kept, counts["embed"] * kept, d.h)
+
+
 def estimate_memory(shape: RunShape) -> Memory:
-    """The estimated peak of one optimizer step, split by component."""
+    """The estimated peak of one optimizer step on one device, split by component."""
     d = dims(shape.config)
     frozen, trainable, reasons = _weights(shape, d)
-    trainable_params = shape.method.trainable_parameters(d)
-    grads = trainable
-    if "8bit" in shape.optimizer:
-        # bnb 8-bit AdamW: two uint8 states + an fp32 absmax per 256 values (optim/optimizer.py)
-        optimizer = int(trainable_params * (2 + 2 * 4 / 256))
-    else:
-        optimizer = 2 * trainable  # exp_avg and exp_avg_sq in the parameter's dtype
+    # bnb 8-bit AdamW: two uint8 states + an fp32 absmax per 256 values (optim/optimizer.py); AdamW:
+    # exp_avg and exp_avg_sq in the parameter's dtype
+    optimizer = (int(shape.method.trainable_parameters(d) * (2 + 2 * 4 / 256)) if "8bit" in shape.optimizer
+                 else 2 * trainable)
+    # on a CPU the "device" is host RAM already: offload moves nothing out of it (measured: 2 x gloo ZeRO-3)
+    parallel = replace(shape.parallel, offload="none") if shape.device == "cpu" else shape.parallel
+    states = shard(_footprint(shape, d, frozen, trainable, optimizer), parallel)
+    frozen, trainable, grads, optimizer = states.frozen, states.trainable, states.gradients, states.optimizer
+    reasons += [states.why] if shape.parallel.strategy != "single" else []
     logits = _logits(shape, d)
     activations, why = _activations(shape, d, logits)
     overhead = CUDA_CONTEXT_BYTES if shape.device == "cuda" else 0
@@ -374,6 +393,7 @@ def estimate_memory(shape: RunShape) -> Memory:
     accumulated = grads if shape.grad_accum > 1 else 0
     if activations + logits + accumulated >= grads + temporaries:
         return Memory(frozen, trainable, accumulated, optimizer, activations, logits, overhead, "start of backward",
-                      (*reasons, why))
+                      (*reasons, why), states.buffers, states.host)
     # the optimizer step: every gradient, the states and the update's temporaries
-    return Memory(frozen, trainable, grads, optimizer + temporaries, 0, 0, overhead, "optimizer step", (*reasons, why))
+    return Memory(frozen, trainable, grads, optimizer + temporaries, 0, 0, overhead, "optimizer step",
+                  (*reasons, why), states.buffers, states.host)

@@ -194,10 +194,34 @@ class HardwareSpec(_Table):
     """A GPU name from the catalog (e.g. "RTX 4090", "A100 80GB"); sets vram_gb and bf16 support."""
     vram_gb: float | None = Field(None, gt=0, le=MAX_VRAM_GB)
     """Memory budget per device in GiB; on `cpu` the RAM to stay under."""
-    gpus: int = Field(1, ge=1, le=64)
-    """Devices in data parallel (one today: multi-device launch is not built yet)."""
+    devices: int = Field(1, ge=1, le=64)
+    """Devices per node, one training process each (on `cpu`: processes talking over gloo)."""
+    nodes: int = Field(1, ge=1, le=64)
+    """Machines, each with `devices` devices; the world size is devices x nodes."""
+    strategy: Literal["auto", "ddp", "fsdp", "zero2", "zero3"] = "auto"
+    """How several devices share the work: `ddp` copies the model to every device; `zero2` (DeepSpeed)
+    shards gradients and optimizer states; `fsdp` (FSDP2) and `zero3` (DeepSpeed) also shard the weights;
+    auto picks the cheapest that fits the per-device budget (one device: none)."""
+    offload: Literal["none", "optimizer", "all"] = "none"
+    """What moves to host RAM to fit: `optimizer` (ZeRO-2/3: optimizer states and their fp32 copies) or
+    `all` (ZeRO-3 and FSDP: the weights too); slower, since the host computes or streams them."""
+    cpu_ram_gb: float | None = Field(None, gt=0)
+    """Host RAM per node in GiB, to check what offload moves there (unchecked when left out)."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Compute precision; auto picks bf16 where the GPU supports it, fp16 otherwise, fp32 on CPU."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _devices_not_gpus(cls, data: object) -> object:
+        if isinstance(data, dict) and "gpus" in data:
+            raise ValueError(f"hardware.gpus is now hardware.devices (devices per node): write devices = "
+                             f"{data['gpus']!r} instead of gpus = {data['gpus']!r}")
+        return data
+
+    @property
+    def world(self) -> int:
+        """Training processes in all: devices x nodes."""
+        return self.devices * self.nodes
 
 
 class EvalSpec(_Table):

@@ -16,12 +16,8 @@ from ftc.compiler.compile import CompileResult, compile_spec
 from ftc.compiler.load import load_spec
 from ftc.compiler.overrides import REMOVE, Override
 from ftc.compiler.plan.build import sequence_length
-from ftc.compiler.spec import HardwareSpec
 from ftc.compiler.throughput import StepTime, flops_per_token, gpu_step_time
 from ftc.core.errors import BudgetError, Problem, SpecError
-
-DEVICES_KEY = "devices"  # [hardware] devices: the multi-device planner's key (hardware.gpus before it)
-
 
 @dataclass(frozen=True)
 class Row:
@@ -95,21 +91,11 @@ def _row(result: CompileResult, gpu: Gpu, devices: int, change: str) -> Row:
                step, plan["total_steps"], note)
 
 
-def _device_overrides(devices: int) -> tuple[Override, ...]:
-    if DEVICES_KEY in HardwareSpec.model_fields:
-        return (Override(("hardware", DEVICES_KEY), devices, f"--devices {devices}"),)
-    if devices != 1:
-        raise SpecError([Problem(f"--devices {devices}", None, f"hardware.{DEVICES_KEY}",
-                                 "this ftc plans one device only: [hardware] devices (multi-device planning) is not "
-                                 "built yet, and hardware.gpus takes 1; leave --devices out")])
-    return ()
-
-
 def plan_for(path: str | Path, gpu: Gpu, devices: int, overrides: tuple[Override, ...]) -> Row:
     """The spec planned for `devices` x `gpu`: its own method if it fits, else the first alternative that does."""
     flag = f"--gpus {gpu.name}"
     hardware = (Override(("hardware", "device"), "cuda", flag), Override(("hardware", "gpu"), gpu.name, flag),
-                Override(("hardware", "vram_gb"), REMOVE, flag), *_device_overrides(devices))
+                Override(("hardware", "vram_gb"), REMOVE, flag), Override(("hardware", "devices"), devices, f"--devices {devices}"))
     spec = load_spec(path, overrides).spec
     method = spec.method.model_dump(exclude_unset=True) | {"kind": spec.method.kind}
     tries = [("kept", ()), *((change, (Override(("method",), table, f"--gpus: {change}"),))

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -32,9 +33,17 @@ LOCK = ".ftc-lock"
 PREFIX = "checkpoint-"
 
 ENTRIES = frozenset({"spec.toml", "train.py", "plan.md", "plan.json", "events.jsonl", "train.log", LOCK, OVERRIDES,
-                     FOLDER, STAGING, "final", "final.partial", "control", "previous", "data", "pissa_init", "merged"})
-"""Every name ftc writes at the top of a run directory (`ftc run`, the script, `ftc merge`): a folder that is not a
-run may be used with `ftc run --force` only when it holds none of them, so that no file of the user's is replaced."""
+                     FOLDER, STAGING, "final", "final.partial", "control", "previous", "data", "pissa_init", "merged",
+                     "ranks", "accelerate.yaml", "ds_config.json", "launch.sh", "sbatch.sh",
+                     "eval.json", "report.html", "report"})
+"""Every name ftc writes at the top of a run directory (`ftc run`, the script, `ftc merge`, `ftc report`), besides
+`launch_node<K>.sh` (is_entry): a folder that is not a run may be used with `ftc run --force` only when it holds none
+of them, so that no file of the user's is replaced."""
+
+
+def is_entry(name: str) -> bool:
+    """Whether ftc writes `name` at the top of a run directory (ENTRIES, or a node's launch script)."""
+    return name in ENTRIES or re.fullmatch(r"launch_node\d+\.sh", name) is not None
 SUPERVISOR_ENV = "FTC_SUPERVISOR_PID"
 """Set by `ftc run` for its training process (and whatever a launcher starts): the supervisor's process id, which
 the script watches (ftc.runtime.orphan) so that it saves a checkpoint and stops when `ftc run` dies."""

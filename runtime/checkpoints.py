@@ -16,6 +16,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ftc.core import checkpoint as ckpt
+from ftc.runtime import ranks
 from ftc.runtime.outcome import GuardError, StopRun
 from ftc.runtime.stopping import EarlyStop
 from ftc.runtime.trainer import PrintingLog
@@ -27,7 +28,8 @@ DISK_MARGIN = 1.2
 def resume_point(run_dir: str | os.PathLike[str], requested: str | None) -> str | None:
     """The checkpoint folder to continue from: `requested` is a path, "last" or None (a fresh start,
     refused when the run directory already has checkpoints that it would mix with)."""
-    ckpt.clean_partial(run_dir)
+    if ranks.RANK == 0:  # the others would race it to the same folder
+        ckpt.clean_partial(run_dir)
     last = ckpt.latest(run_dir)
     if requested is None:
         if last is not None:
@@ -103,6 +105,9 @@ class Checkpoints(TrainerCallback):  # type: ignore[misc]
         self.events.write("disk_full", self.refused, step=step, free_bytes=free, needed_bytes=needed)
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        ranks.barrier()  # every process has written its part of the checkpoint (its shards, its RNG state)
+        if ranks.RANK != 0:  # rank 0 alone writes the manifest and publishes the folder
+            return
         step = state.global_step
         staged = Path(args.output_dir) / f"{ckpt.PREFIX}{step}"
         at = self.early_stop.eval_at

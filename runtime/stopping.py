@@ -16,6 +16,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ftc.core import control as control_files
+from ftc.runtime import ranks
 from ftc.runtime.outcome import Interrupted, StopRun
 from ftc.runtime.trainer import PrintingLog
 
@@ -46,12 +47,15 @@ class StopRequests(TrainerCallback):  # type: ignore[misc]
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         step = state.global_step
-        actions = control_files.take(self.run_dir)
-        if "checkpoint" in actions:
+        actions = control_files.take(self.run_dir) if ranks.RANK == 0 else set()  # rank 0 reads the control files
+        save, stop, signalled = ranks.agree("checkpoint" in actions, "stop" in actions, self.reason is not None)
+        if save:
             control.should_save = True
             self.events.write("control", f"checkpoint requested at step {step}", step=step)
-        if "stop" in actions and self.reason is None:
+        if stop and self.reason is None:
             self.reason = f"stop requested ({control_files.control_dir(self.run_dir) / 'stop'})"
+        if signalled and self.reason is None:  # another process received the signal: every one stops together
+            self.reason = "a signal reached another process"
         if self.reason and not self._stopping:
             self._stopping = True
             control.should_save = control.should_training_stop = True

@@ -9,6 +9,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from ftc.core.events import EventLog, describe
+from ftc.runtime import ranks
 
 
 class EventsCallback(TrainerCallback):  # type: ignore[misc]
@@ -58,7 +59,7 @@ class PrintingLog:
 
     def write(self, type: str, message: str | None = None, **fields: Any) -> None:
         line = describe(self._events.write(type, message, **fields))
-        if line:
+        if line and ranks.RANK == 0:  # one line per event, not one per process
             print(line, flush=True)
 
 

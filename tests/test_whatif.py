@@ -71,10 +71,13 @@ def test_what_fits_where() -> None:
 def test_unknown_gpus_and_devices_are_clear_errors(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SpecError, match="'RTX 5090' is not in the GPU catalog; did you mean 'RTX 4090'"):
         parse_gpus("RTX 5090, H100")
-    assert main(["plan", str(FULL_7B), "--gpus", "H100", "--devices", "1,2"]) == 2
-    err = capsys.readouterr().err
-    assert "--devices 2: hardware.devices: this ftc plans one device only" in err
     assert main(["plan", str(FULL_7B), "--gpus", "H100", "--devices", "0"]) == 2
+
+
+def test_devices_plan_each_count_with_its_strategy() -> None:
+    rows = what_if(FULL_7B, parse_gpus("H100"), [1, 8])
+    assert [(r.devices, r.strategy) for r in rows] == [(1, "single"), (8, "ddp")]
+    assert rows[1].step.seconds == pytest.approx(rows[0].step.seconds / 8)  # type: ignore[union-attr]
 
 
 SPECS = sorted((REPO / "specs").rglob("*.toml"))

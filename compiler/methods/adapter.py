@@ -130,6 +130,10 @@ class LlamaAdapter(MethodBase):
     trainer: ClassVar[Literal["sft", "hf"]] = "hf"
     peft: ClassVar[bool] = True
     config_names: ClassVar[dict[str, str]] = {"layers": "ADAPTER_LAYERS"}
+    sharding_problem: ClassVar[str] = (
+        "PEFT's AdaptedAttention calls the wrapped attention's k/v projections on the adaption prompt outside "
+        "their sharded forward, so FSDP/ZeRO-3 hand it unallocated weights (llama-cookbook#359: llama_adapter "
+        "fails under FSDP); it trains few parameters, so use strategy = \"ddp\" (or \"zero2\")")
 
     def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
         """An adaption prompt and a scalar gate per adapted layer."""

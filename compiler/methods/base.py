@@ -144,6 +144,8 @@ class MethodBase(BaseModel):
     """The method replaces the base's linear weights after loading (the estimate's checkpoint buffer)."""
     fallbacks: ClassVar[tuple[str, ...]] = ("lora", "qlora")
     """Lighter kinds a does-not-fit message suggests (each only if its estimate fits)."""
+    sharding_problem: ClassVar[str] = ""
+    """Why the method cannot train with its weights sharded (`fsdp`, `zero3`); empty: it can."""
     own_optimizer: ClassVar[str | None] = None
     """The method's code builds `optimizer` itself; the comment beside handing it to the trainer."""
     save_template: ClassVar[str | None] = None

@@ -31,6 +31,10 @@ class _PromptLearning(MethodBase):
 
     trainer: ClassVar[Literal["sft", "hf"]] = "hf"
     peft: ClassVar[bool] = True
+    sharding_problem: ClassVar[str] = (
+        "PEFT sets up the prompt encoder from the input embedding matrix, which ZeRO-3 and FSDP have sharded "
+        "to an empty slice (peft#206, peft#1633; llama-cookbook#359 for prefix tuning under FSDP); prompt "
+        "learning trains few parameters, so use strategy = \"ddp\" (or \"zero2\")")
     peft_config: ClassVar[str]
     """The PEFT config class the template builds."""
 

@@ -3,10 +3,13 @@ fits the budget (compiler/estimate.py), and, when nothing fits, what would."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ftc.core.errors import BudgetError
 from ftc.compiler.estimate import Memory, RunShape, estimate_memory
+from ftc.compiler.estimate_shard import Parallel
+from ftc.compiler.strategy import AUTO_ORDER, OFFLOAD_LEVEL, candidates, incompatible
 from ftc.compiler.methods import MethodPlan
 from ftc.compiler.spec import Spec
 
@@ -29,6 +32,8 @@ class BatchChoice:
     why_micro: str
     why_checkpointing: str
     why_optimizer: str
+    parallel: Parallel = Parallel()
+    why_strategy: str = "derived: one device"
 
 
 def _throughput(device: str, tokens: int, checkpointing: bool) -> float:
@@ -40,14 +45,15 @@ def _throughput(device: str, tokens: int, checkpointing: bool) -> float:
 
 def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointing: bool, dtype: str,
               optimizer: str, grad_accum: int, seq_len: int | None = None,
-              method: MethodPlan | None = None) -> RunShape:
+              method: MethodPlan | None = None, parallel: Parallel = Parallel()) -> RunShape:
     """The RunShape of the script this spec emits, for one candidate setting (`method`: another
     method resolved for the model, default the spec's)."""
     method = method or spec.method.resolve(config)
     return RunShape(
         config=config, method=method, micro_batch=micro, seq_len=seq_len or spec.data.max_length,
         gradient_checkpointing=checkpointing, dtype=dtype, optimizer=optimizer, device=spec.hardware.device,
-        padded=micro > 1, grad_accum=grad_accum, loss="trl" if method.method.trainer == "sft" else "hf")
+        padded=micro > 1, grad_accum=grad_accum, loss="trl" if method.method.trainer == "sft" else "hf",
+        parallel=parallel)
 
 
 def gib(n: float) -> str:
@@ -68,35 +74,51 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
         flags = [False]  # run_checks refused an explicit true
     forced = "spec: train.micro_batch_size" if isinstance(t.micro_batch_size, int) else None
     forced_gc = "spec: train.gradient_checkpointing" if t.gradient_checkpointing != "auto" else None
+    strategies = candidates(spec)
     if config is None:  # no facts to estimate from: the simplest safe rules
         cap = 8 if device == "cpu" else 4
         micro = micros[0] if forced else max(d for d in micros if d <= cap)
         gc = flags[0] if forced_gc else device == "cuda"
+        parallel, why_strategy = strategies[0]
         return BatchChoice(micro, gc, optimizer, None,
                            forced or f"planned: largest divisor of {per_device} not above {cap} (model size "
                            "unknown offline, so no estimate)",
                            forced_gc or ("planned: the model size is unknown offline" if gc
                                          else "planned: cpu, where memory is rarely the limit"),
-                           _why_optimizer(optimizer))
+                           _why_optimizer(optimizer), parallel,
+                           why_strategy.replace("fits", "fits (model size unknown offline: the cheapest)"))
     limit = budget_gib * 2**30 * (1 - SAFETY_MARGIN) if budget_gib else None
     # 8-bit AdamW (bitsandbytes, CUDA only) quarters the optimizer states; used only when the fused
-    # fp32 AdamW cannot fit, since it is slightly slower and quantizes the moments.
+    # fp32 AdamW cannot fit, since it is slightly slower and quantizes the moments. A cheaper strategy
+    # comes first (cheapest communication, then the optimizer).
     optimizers = [optimizer] + (["adamw_bnb_8bit"] if device == "cuda" else [])
-    for optimizer in optimizers:
-        candidates = []
+    tried = [(p, why, o) for p, why in strategies for o in optimizers if not ("8bit" in o and p.strategy != "single")]
+    candidates_: list[tuple[float, int, bool, Memory]] = []
+    for parallel, why_strategy, optimizer in tried:
+        candidates_ = []
         for micro in micros:
             for gc in flags:
                 shape = shape_for(spec, config, micro=micro, checkpointing=gc, dtype=dtype, optimizer=optimizer,
-                                  grad_accum=per_device // micro, seq_len=seq_len)
+                                  grad_accum=per_device // micro, seq_len=seq_len, parallel=parallel)
                 memory = estimate_memory(shape)
                 tokens = micro * (seq_len or int(spec.data.max_length))
-                candidates.append((_throughput(device, tokens, gc), micro, gc, memory))
-        fitting = [c for c in candidates if limit is None or c[3].total <= limit]
+                candidates_.append((_throughput(device, tokens, gc), micro, gc, memory))
+        fitting = [c for c in candidates_ if (limit is None or c[3].total <= limit) and _host_fits(spec, c[3])]
         if fitting:
             break
     else:
-        raise BudgetError(_no_fit_message(spec, config, dtype, budget_gib, candidates, forced or forced_gc))
+        raise BudgetError(_no_fit_message(spec, config, dtype, budget_gib, candidates_, forced or forced_gc,
+                                          tried[-1][0]))
     _, micro, gc, memory = max(fitting, key=lambda c: (c[0], -c[3].total))
+    why_micro, why_gc = _why_batch(per_device, memory, gc, fitting, limit, budget_gib, forced, forced_gc)
+    return BatchChoice(micro, gc, optimizer, memory, why_micro, why_gc, _why_optimizer(optimizer), parallel,
+                       why_strategy)
+
+
+def _why_batch(per_device: int, memory: Memory, gc: bool, fitting: list[tuple[float, int, bool, Memory]],
+               limit: float | None, budget_gib: float | None, forced: str | None,
+               forced_gc: str | None) -> tuple[str, str]:
+    """The reasons of the chosen micro-batch and checkpointing."""
     if limit:
         budget = f"under {gib(limit)} ({budget_gib:g} GiB less {SAFETY_MARGIN:.0%} margin)"
         why_micro = forced or (f"planned: the fastest divisor of {per_device} whose estimated peak "
@@ -105,13 +127,33 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
         why_micro = forced or (f"planned: the fastest divisor of {per_device} (estimated peak {gib(memory.total)}; "
                                "no budget set)")
     if forced_gc:
-        why_gc = forced_gc
-    elif gc:
-        why_gc = "planned: without it no micro-batch fits the budget" if not any(
-            not c[2] for c in fitting) else "planned: a larger micro-batch fits with it (faster overall)"
-    else:
-        why_gc = "planned: the run fits without it (faster)"
-    return BatchChoice(micro, gc, optimizer, memory, why_micro, why_gc, _why_optimizer(optimizer))
+        return why_micro, forced_gc
+    if gc:
+        return why_micro, ("planned: without it no micro-batch fits the budget" if not any(not c[2] for c in fitting)
+                           else "planned: a larger micro-batch fits with it (faster overall)")
+    return why_micro, "planned: the run fits without it (faster)"
+
+
+def by_strategy(spec: Spec, config: dict[str, object] | None, dtype: str, choice: BatchChoice, per_device: int,
+                seq_len: int | None = None) -> tuple[tuple[str, Memory], ...]:
+    """The per-device estimate of every strategy the spec allows, at the chosen micro-batch and checkpointing."""
+    if config is None or spec.hardware.world == 1 and spec.hardware.strategy == "auto":
+        return ()
+    hw = spec.hardware
+    options = [(p, "") for p in (Parallel(s, hw.world, o) for s, o in AUTO_ORDER)  # type: ignore[arg-type]
+               if incompatible(spec, p.strategy, p.offload) is None]
+    if choice.parallel not in [p for p, _ in options]:
+        options.insert(0, (choice.parallel, ""))
+    return tuple((p.label, estimate_memory(shape_for(spec, config, micro=choice.micro, checkpointing=choice.checkpointing,
+                                                     dtype=dtype, optimizer=choice.optimizer, seq_len=seq_len,
+                                                     grad_accum=per_device // choice.micro, parallel=p)))
+                 for p, _ in options)
+
+
+def _host_fits(spec: Spec, memory: Memory) -> bool:
+    """What offload keeps in host RAM, for every process of a node, under hardware.cpu_ram_gb (with the margin)."""
+    ram = spec.hardware.cpu_ram_gb
+    return ram is None or memory.host * spec.hardware.devices <= ram * 2**30 * (1 - SAFETY_MARGIN)
 
 
 def _why_optimizer(optimizer: str) -> str:
@@ -123,35 +165,58 @@ def _why_optimizer(optimizer: str) -> str:
 
 
 def _no_fit_message(spec: Spec, config: dict[str, object], dtype: str, budget_gib: float | None,
-                    candidates: list[tuple[float, int, bool, Memory]], forced: str | None) -> str:
+                    candidates: list[tuple[float, int, bool, Memory]], forced: str | None,
+                    parallel: Parallel = Parallel()) -> str:
     smallest = min(candidates, key=lambda c: c[3].total)
     _, micro, gc, memory = smallest
     limit = (budget_gib or 0) * 2**30 * (1 - SAFETY_MARGIN)
-    lines = [f"the run does not fit: the smallest setting (micro-batch {micro}, gradient checkpointing "
-             f"{'on' if gc else 'off'}) needs an estimated {gib(memory.total)}, {gib(memory.total - limit)} over "
-             f"the budget of {budget_gib:g} GiB less a {SAFETY_MARGIN:.0%} margin ({gib(limit)})",
+    where = f" with {parallel.label}" if parallel.strategy != "single" else ""
+    lines = [f"the run does not fit{where}: the smallest setting (micro-batch {micro}, gradient checkpointing "
+             f"{'on' if gc else 'off'}) needs an estimated {gib(memory.total)} per device, "
+             f"{gib(memory.total - limit)} over the budget of {budget_gib:g} GiB less a {SAFETY_MARGIN:.0%} margin "
+             f"({gib(limit)})",
              "  " + ", ".join(f"{k} {gib(v)}" for k, v in memory.as_dict().items() if v and k != "total")]
     if forced:
         lines.append(f"  {forced.split(': ')[1]} is set in the spec; \"auto\" lets the planner search")
+
+    def smallest_total(**change: object) -> int:
+        options = {"micro": 1, "checkpointing": True, "dtype": dtype, "optimizer": "adamw_torch_fused",
+                   "grad_accum": 1, "parallel": parallel, **change}
+        return estimate_memory(shape_for(spec, config, **options)).total  # type: ignore[arg-type]
+
     options = []
     for lighter in spec.method.alternatives():
-        shape = shape_for(spec, config, micro=1, checkpointing=True, dtype=dtype, optimizer="adamw_torch_fused",
-                          grad_accum=1, method=lighter.resolve(config))
-        total = estimate_memory(shape).total
-        if total <= limit:
+        if (total := smallest_total(method=lighter.resolve(config))) <= limit:
             options.append(f"method.kind = \"{lighter.kind}\" (estimated {gib(total)})")  # type: ignore[attr-defined]
     length = spec.data.max_length
     while length > 64:
         length //= 2
-        shape = shape_for(spec, config, micro=1, checkpointing=True, dtype=dtype, optimizer="adamw_torch_fused",
-                          grad_accum=1, seq_len=length)
-        total = estimate_memory(shape).total
-        if total <= limit:
+        if (total := smallest_total(seq_len=length)) <= limit:
             options.append(f"data.max_length = {length} (estimated {gib(total)})")
             break
+    options += _more_devices(spec, limit, smallest_total)
     needed = memory.total / (1 - SAFETY_MARGIN) / 2**30
     options.append(f"a device with at least {needed:,.1f} GiB (hardware.vram_gb)")
     lines.append("  what would fit: " + "; or ".join(options))
     return "\n".join(lines)
 
 
+def _more_devices(spec: Spec, limit: float, smallest_total: Callable[..., int]) -> list[str]:
+    """Offload the spec did not allow, and the fewest devices that would fit (sharded, no offload)."""
+    hw, options = spec.hardware, []
+    for offload in ("optimizer", "all"):
+        if OFFLOAD_LEVEL[offload] > OFFLOAD_LEVEL[hw.offload] and incompatible(spec, "zero3", offload) is None:
+            total = smallest_total(parallel=Parallel("zero3", hw.world, offload))  # type: ignore[arg-type]
+            if total <= limit:
+                options.append(f"strategy = \"zero3\", offload = \"{offload}\" (estimated {gib(total)} per device)")
+                break
+    strategy = next((s for s in ("fsdp", "zero3") if incompatible(spec, s, "none") is None), None)
+    if strategy is not None:
+        for world in range(hw.world + hw.devices, 1025, hw.devices):  # whole nodes
+            total = smallest_total(parallel=Parallel(strategy, world))  # type: ignore[arg-type]
+            if total <= limit:
+                per_node = f" ({-(-world // hw.devices)} nodes of {hw.devices})" if hw.devices > 1 else ""
+                options.append(f"{world} devices{per_node} with strategy = \"{strategy}\" (estimated "
+                               f"{gib(total)} per device; batch_size a multiple of {world})")
+                break
+    return options

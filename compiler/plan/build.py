@@ -7,6 +7,7 @@ checkpointing come from the memory estimate (plan/budget.py).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from ftc.compiler.catalog import find_gpu
 from ftc.compiler.checks import Facts
 from ftc.compiler.estimate import can_estimate
 from ftc.compiler.literal import lit
-from ftc.compiler.plan.budget import BatchChoice, choose_batch, gib
+from ftc.compiler.plan.budget import BatchChoice, by_strategy, choose_batch, gib
 from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodSection, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
 from ftc.compiler.tokens import data_settings
@@ -187,10 +188,32 @@ def _hardware(spec: Spec) -> HardwarePlan:
     gpu = find_gpu(hw.gpu) if hw.gpu else None
     budget = hw.vram_gb if hw.vram_gb is not None else (gpu.memory_gib if gpu else None)
     return HardwarePlan(
-        device=Setting(hw.device, "spec: hardware.device"), gpus=Setting(hw.gpus, "spec: hardware.gpus"),
+        device=Setting(hw.device, "spec: hardware.device"),
+        devices=Setting(hw.devices, "spec: hardware.devices" if "devices" in hw.model_fields_set else "default"),
+        nodes=Setting(hw.nodes, "spec: hardware.nodes" if "nodes" in hw.model_fields_set else "default"),
+        strategy=Setting("single", "derived: one device"), offload=Setting("none", "default: nothing offloaded"),
         precision=Setting(precision, why), load_dtype=load_dtype,
         budget_gib=Setting(budget, "spec: hardware.vram_gb" if hw.vram_gb else "derived: hardware.gpu"
                            if gpu else "default: no budget"))
+
+
+def _parallel(spec: Spec, facts: Facts, hardware: HardwarePlan, choice: BatchChoice) -> HardwarePlan:
+    """The strategy the planner chose, and the settings it brings: FSDP's unit, 4-bit storage under sharding."""
+    parallel, offload = choice.parallel, spec.hardware.offload
+    assert facts.model is not None
+    extra: dict[str, Setting[Any]] = {}
+    if parallel.strategy == "fsdp":  # accelerate's TRANSFORMER_BASED_WRAP: one FSDP unit per decoder layer
+        arch = str((facts.model.config.get("architectures") or ["LlamaForCausalLM"])[0])
+        extra["fsdp_layer"] = Setting(arch.replace("ForCausalLM", "DecoderLayer"),
+                                      f"derived: the decoder layer class of {arch}, one FSDP unit each")
+    if parallel.strategy in ("fsdp", "zero3") and spec.method.resolve(facts.model.config)["quantization"] == "nf4":
+        extra["quant_storage"] = Setting(hardware.load_dtype.value, (
+            "planned: sharding needs the 4-bit weights stored in the compute dtype; the default uint8 storage "
+            "trains at loss 0 / NaN gradients under FSDP2 (accelerate#3983; PEFT docs, FSDP + QLoRA)"))
+    return replace(hardware, strategy=Setting(parallel.strategy, choice.why_strategy), **extra,
+                   offload=Setting(parallel.offload, "spec: hardware.offload" if offload == parallel.offload != "none"
+                                   else choice.why_strategy if parallel.offload != "none"
+                                   else "default: nothing offloaded"))
 
 
 def _train_key(spec: Spec, key: str) -> Setting[Any]:
@@ -199,7 +222,7 @@ def _train_key(spec: Spec, key: str) -> Setting[Any]:
 
 
 def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int) -> tuple[OptimPlan, BatchChoice]:
-    t, gpus = spec.train, spec.hardware.gpus
+    t, world = spec.train, spec.hardware.world
     assert facts.model is not None
     _, steps_per_epoch = _steps(spec, facts)
     if t.max_steps is not None:
@@ -209,7 +232,7 @@ def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int) -> tu
     else:
         epochs, max_steps = _given(t.epochs, "train.epochs", 3.0), Setting(-1, "derived: train by epochs")
         total_steps = math.ceil(steps_per_epoch * epochs.value) if steps_per_epoch else None
-    per_device = t.batch_size // gpus
+    per_device = t.batch_size // world
     config = facts.model.config if can_estimate(facts.model.config) else None
     choice = choose_batch(spec, config, hardware.load_dtype.value, hardware.budget_gib.value, per_device,
                           seq_len=seq_len)
@@ -220,7 +243,7 @@ def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int) -> tu
         batch_size=_train_key(spec, "batch_size"),
         micro_batch_size=Setting(choice.micro, choice.why_micro),
         grad_accum=Setting(per_device // choice.micro,
-                           f"derived: {t.batch_size} = {choice.micro} x {per_device // choice.micro} x {gpus} device(s)"),
+                           f"derived: {t.batch_size} = {choice.micro} x {per_device // choice.micro} x {world} device(s)"),
         gradient_checkpointing=Setting(choice.checkpointing, choice.why_checkpointing),
         optimizer=Setting(choice.optimizer, choice.why_optimizer),
         scheduler=_train_key(spec, "scheduler"),
@@ -258,17 +281,23 @@ def _run(spec: Spec, total_steps: int | None) -> RunPolicy:
 
 def _summary(spec: Spec, optim: OptimPlan, hardware: HardwarePlan, choice: BatchChoice) -> list[str]:
     """The decisions plan.md lists first: precision, batch split, checkpointing, memory."""
-    t, gpus = spec.train, spec.hardware.gpus
+    t, world = spec.train, spec.hardware.world
     micro, accum, budget = optim.micro_batch_size.value, optim.grad_accum.value, hardware.budget_gib.value
     lines = []
     if optim.total_steps.value:
         lines.append(f"steps: {optim.total_steps.value} optimizer steps of {t.batch_size} examples")
     lines += [f"precision: {hardware.precision.value} ({hardware.precision.why.removeprefix('planned: ')})",
-              f"batch: {micro} per step x {accum} accumulated x {gpus} device(s) = {t.batch_size}",
+              f"batch: {micro} per step x {accum} accumulated x {world} device(s) = {t.batch_size}",
               f"gradient checkpointing: {'on' if choice.checkpointing else 'off'} "
               f"({optim.gradient_checkpointing.why.removeprefix('planned: ')})"]
+    if choice.parallel.strategy != "single":
+        lines.append(f"devices: {choice.parallel.label} ({choice.why_strategy.removeprefix('planned: ')})")
+    if choice.memory is not None and choice.memory.host:
+        lines.append(f"host RAM: an estimated {gib(choice.memory.host)} per process for what is offloaded, "
+                     f"{gib(choice.memory.host * spec.hardware.devices)} per node")
     if choice.memory is not None:
-        lines.append(f"memory: estimated peak {gib(choice.memory.total)} at the {choice.memory.peak_phase}"
+        per = " per device" if world > 1 else ""
+        lines.append(f"memory: estimated peak {gib(choice.memory.total)}{per} at the {choice.memory.peak_phase}"
                      + (f", budget {budget:g} GiB" if budget else "") + " ("
                      + ", ".join(f"{k} {gib(v)}" for k, v in choice.memory.as_dict().items() if v and k != "total")
                      + ")")
@@ -306,8 +335,13 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     reasons += _data_reasons(spec, facts, why_seq_len)
     hardware = _hardware(spec)
     optim, choice = _optim(spec, facts, hardware, seq_len)
+    hardware = _parallel(spec, facts, hardware, choice)
     reasons += _summary(spec, optim, hardware, choice)
     budget = hardware.budget_gib.value
+    config = facts.model.config if can_estimate(facts.model.config) else None
+    table = by_strategy(spec, config, hardware.load_dtype.value, choice, spec.train.batch_size // spec.hardware.world,
+                        seq_len)
     return Plan(name=name, template=spec.method.template, model=model, data=data, method=_method(spec, facts),
                 hardware=hardware, optim=optim, run=_run(spec, optim.total_steps.value), reasons=tuple(reasons),
-                notes=tuple(notes), memory=choice.memory, budget_bytes=int(budget * 2**30) if budget else None)
+                notes=tuple(notes), memory=choice.memory, budget_bytes=int(budget * 2**30) if budget else None,
+                by_strategy=table)

@@ -122,7 +122,13 @@ class HardwarePlan:
     """The device, precision and memory budget."""
 
     device: Setting[str] = meta(key=(16, "device"))
-    gpus: Setting[int] = meta()
+    # a resumed run may change these where the checkpoint allows (cli/launch.py world_change)
+    devices: Setting[int] = meta(resumable=True)
+    nodes: Setting[int] = meta(resumable=True)
+    strategy: Setting[str] = meta("STRATEGY", resumable=True, when=_is_set("strategy", "single"))
+    offload: Setting[str] = meta("OFFLOAD", resumable=True, when=_is_set("offload", "none"))
+    fsdp_layer: Setting[str | None] = meta("FSDP_LAYER", when=_is_set("fsdp_layer", None), default=None)
+    quant_storage: Setting[str | None] = meta("QUANT_STORAGE", when=_is_set("quant_storage", None), default=None)
     precision: Setting[str] = meta("PRECISION", key=(6, "precision"))
     load_dtype: Setting[str] = meta("LOAD_DTYPE")
     budget_gib: Setting[float | None] = meta(resumable=True)
@@ -193,6 +199,8 @@ class Plan:
     notes: tuple[str, ...] = ()
     memory: Memory | None = None
     budget_bytes: int | None = None
+    by_strategy: tuple[tuple[str, Memory], ...] = ()
+    """Several devices: the per-device estimate of each strategy the spec may use, at the chosen batch split."""
 
     @property
     def kind(self) -> str:
