@@ -157,6 +157,7 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             data_settings=_data_settings_names(plan),
             has_validation=plan["validation"] != 0,
             default_run_dir=f"runs/{plan.name}/manual",
+            run_name=plan.name,
             quantized_device_map=device_map,
         )
     except jinja2.TemplateError as exc:
