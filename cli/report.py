@@ -25,6 +25,10 @@ td:first-child,th:first-child{text-align:left}th{background:#f0f3f6}.muted{color
 .curves figure{margin:0}.curves img{width:100%;border:1px solid #d0d7de}"""
 
 
+TITLES = {"loss": "loss", "perplexity": "perplexity (exp of the loss)", "learning_rate": "learning rate",
+          "tokens_per_s": "tokens per second", "memory": "memory: peak GPU reserved (CPU: process RSS) vs estimate"}
+
+
 def _series(events: list[dict[str, Any]], kind: str, field: str) -> list[tuple[int, float]]:
     """(step, value) of `field` in the `kind` events, the last event of each step kept (a resumed run redoes steps)."""
     by_step: dict[int, float] = {}
@@ -68,9 +72,7 @@ def draw(name: str, label: str, lines: list[tuple[str, list]], path: Path) -> by
                     markersize=3, label=legend)
         ax.set_xlabel("optimizer step")
         ax.set_ylabel(label)
-        ax.set_title(name.replace("_", " "))
-        if name in ("loss", "perplexity") and all(y > 0 for _, pts in lines for _, y in pts):
-            ax.set_yscale("log")
+        ax.set_title(TITLES.get(name, name))
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
