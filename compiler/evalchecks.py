@@ -7,9 +7,7 @@ import importlib.util
 from collections.abc import Iterator
 
 from ftc.compiler.spec import Spec
-
-GENERATED = ("exact_match", "accuracy", "bleu", "chrf", "rouge")
-"""Metrics scored on generated answers (the rest, loss and perplexity, on every validation example)."""
+from ftc.core.metrics import GENERATED
 METRIC_PACKAGES = {"bleu": "sacrebleu", "chrf": "sacrebleu", "rouge": "rouge_score"}
 TRACKER_PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}
 EXTRAS = {"sacrebleu": "metrics", "rouge_score": "metrics", "tensorboard": "tensorboard", "mlflow": "mlflow",

@@ -20,7 +20,8 @@ exiting | failed | stopped), and the recovery events of the runtime (ftc.runtime
   disk_full   not enough free space for a checkpoint, or a write failed with ENOSPC: step
   metrics     [eval] metrics before (the base) and after training: before, after ({name: value}), generation
               (examples, max_new_tokens, decoding), examples (validation rows the loss is on), path (eval.json),
-              regressions (gated metrics that got worse; the run then ends failed with error "eval_gate")
+              regressions (gated metrics that got worse; the run then ends failed with error "eval_gate"),
+              main (the score `ftc runs` shows: ftc.core.metrics.main_metric)
 The script's last status (written by ftc.runtime.outcome.RunOutcome when it ends other than completed) says
 why, and `ftc run` decides from it alone:
   state       exiting (an exit ftc run recovers from: 75 out of memory, 76 NaN rollback), failed, stopped

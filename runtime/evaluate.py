@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ftc.core.events import EventLog
+from ftc.core.metrics import GENERATED, LABELS, main_metric, scores_of, worse
 
-LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
-GENERATED = ("exact_match", "accuracy", "bleu", "chrf", "rouge")
-LABELS = {"loss": "loss", "perplexity": "perplexity", "exact_match": "exact match %", "accuracy": "accuracy %",
-          "bleu": "BLEU", "chrf": "chrF", "rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+__all__ = ["GENERATED", "LABELS", "RegressionGate", "evaluate", "mean_loss", "report_evaluation", "score",
+           "table_rows", "worse"]
 
 
 class RegressionGate(Exception):
@@ -117,10 +116,6 @@ def evaluate(model: Any, tokenizer: Any, metrics: list[str], dataset: Any, conve
     return {"metrics": values, "answers": answers}
 
 
-def worse(name: str, before: float, after: float) -> bool:
-    return after > before if name in LOWER_IS_BETTER else after < before
-
-
 def table_rows(before: dict[str, float] | None, after: dict[str, float] | None) -> list[tuple[str, str, str, str]]:
     """(metric, before, after, change) for printing; a side not measured shows '-'."""
     names = list(dict.fromkeys([*(before or {}), *(after or {})]))
@@ -157,17 +152,18 @@ def report_evaluation(metrics: list[str], conversations: list[list[dict[str, str
                   "do_sample": False, "prompt": "chat template with the generation prompt"}
     result = {"split": "validation", "loss_examples": examples, "metrics": metrics, "generation": generation,
               "before": before["metrics"], "after": after["metrics"]}
-    gated = [m for name in fail_if_worse for m in ((["rouge1", "rouge2", "rougeL"]) if name == "rouge" else [name])]
+    gated = [m for name in fail_if_worse for m in scores_of(name)]
     regressions = [m for m in gated if m in before["metrics"] and m in after["metrics"]
                    and worse(m, before["metrics"][m], after["metrics"][m])]
     result["gate"] = {"fail_if_worse": list(fail_if_worse), "regressions": regressions}
+    result["main"] = main = main_metric(metrics, list(fail_if_worse))
     path = Path(run_dir) / "eval.json"
     path.write_text(json.dumps(result, indent=2), encoding="utf-8")
     print_table(before["metrics"], after["metrics"], "validation metrics: base vs fine-tuned")
     message = "metrics: " + ", ".join(f"{LABELS.get(k, k)} {before['metrics'].get(k, float('nan')):.4g} -> {v:.4g}"
                                       for k, v in after["metrics"].items())
     events.write("metrics", message, before=before["metrics"], after=after["metrics"], generation=generation,
-                 examples=examples, path=str(path), regressions=regressions)
+                 examples=examples, path=str(path), regressions=regressions, main=main)
     if regressions:
         raise RegressionGate("regression gate (eval.fail_if_worse): " + ", ".join(
             f"{LABELS.get(m, m)} got worse, {before['metrics'][m]:.4g} -> {after['metrics'][m]:.4g}"

@@ -177,3 +177,32 @@ def test_regression_gate_fails_the_run_and_keeps_the_result(tmp_path: Path, tiny
     status = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()][-1]
     assert status["state"] == "failed" and status["error"] == "eval_gate"
     assert (run / "report.html").is_file()  # the report shows the regression too
+
+
+def test_monitor_state_and_runs_table_show_the_main_metric(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from ftc.core.events import EventLog
+    from ftc.core.metrics import main_metric
+    from ftc.tui.state import read_state
+    from ftc.tui.summary import run_summary, runs_table
+    from ftc.tui.widgets import status_text
+
+    assert main_metric(["loss", "bleu", "rouge"], []) == "bleu"
+    assert main_metric(["loss", "rouge"], ["rouge"]) == "rougeL"
+    assert main_metric(["loss", "perplexity"], []) == "loss"
+    run = tmp_path / "runs" / "a"
+    events = EventLog(run / "events.jsonl")
+    events.write("status", state="running", total_steps=4)
+    events.write("metrics", "metrics", before={"loss": 3.5, "bleu": 4.0}, after={"loss": 1.25, "bleu": 41.5},
+                 main="bleu")
+    events.write("status", "done", state="completed", step=4)
+    state = read_state(run)
+    assert state.main_metric == "bleu" and state.metrics_after == {"loss": 1.25, "bleu": 41.5}
+    console = Console(width=200, record=True)
+    console.print(runs_table(tmp_path / "runs", [(run, state)]))
+    console.print(run_summary(run))
+    console.print(status_text(state, {}, "a", now=None, alive=None))
+    shown = console.export_text()
+    assert "main metric" in shown and "BLEU 4 -> 41.5" in shown
+    assert "eval loss" in shown and "3.5 -> 1.25" in shown
