@@ -199,7 +199,7 @@ trainer.save_model(str(partial))  # the adapter, in PEFT format
 tokenizer.save_pretrained(str(partial))  # with the chat template used in training
 replace_folder(partial, RUN_DIR / "final")
 check_saved_tokenizer(RUN_DIR / "final", data, settings, events)  # the saved tokenizer encodes an example as training did
-# the same metrics after training, into RUN_DIR/eval.json; FAIL_IF_WORSE fails the run (final/ kept) on a regression
+# the same metrics after training, into RUN_DIR/eval.json
 after = evaluate(model, tokenizer, METRICS, eval_data, held_out, MAX_NEW_TOKENS)
 report_evaluation(METRICS, held_out, before, after, events, RUN_DIR, max_new_tokens=MAX_NEW_TOKENS,
                   examples=len(eval_data))
