@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _compiler_commands(commands)
     _run_commands(commands)
+    from ftc.cli.evalcmd import add_commands  # ftc eval, ftc report
+
+    add_commands(commands)
     return parser
 
 

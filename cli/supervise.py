@@ -27,11 +27,13 @@ from ftc.compiler.overrides import Override
 from ftc.core.errors import RunError
 from ftc.core import checkpoint as ckpt
 from ftc.runtime import faults
+from ftc.runtime.evaluate import table_rows
 from ftc.core.events import EventLog, EventTail, read_events
 from ftc.core.paths import check_output_dir
 from ftc.cli import rundir
 from ftc.cli import launch
 from ftc.cli.recover import recover, resume_hint, with_overrides, write_plan
+from ftc.cli.report import report_quietly
 
 
 def new_run_dir(name: str, root: Path = Path("runs")) -> Path:
@@ -120,7 +122,10 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
             return 0
         if code == 0 and final.get("state") == "completed":
             _summary(console, read_events(events_path), target, time.monotonic() - started)
+            report_quietly(console, target)
             return 0
+        if final.get("error") == "eval_gate":  # trained and saved, but worse than the base: the report shows it
+            report_quietly(console, target)
         if final.get("state") == "stopped":
             return _stopped(console, result, target, final, signalled)
         if signalled and final.get("state") != "failed":  # Ctrl-C before training began, or a second one
@@ -307,6 +312,9 @@ def _summary(console: Console, events: list[dict[str, Any]], target: Path, secon
     if compare := next((e for e in events if e.get("type") == "compare"), None):
         n = compare.get("examples")
         table.add_row("held-out exact match", f"{compare.get('exact_before')}/{n} -> {compare.get('exact_after')}/{n}")
+    if metrics := next((e for e in reversed(events) if e.get("type") == "metrics"), None):
+        for name, before, after, _ in table_rows(metrics.get("before"), metrics.get("after")):
+            table.add_row(name, f"{before} -> {after}")
     table.add_row("time", f"{seconds:.0f} s")
     table.add_row("result", str(final.get("output")))
     table.add_row("events", str(target / "events.jsonl"))

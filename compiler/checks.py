@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ftc.compiler.catalog import GPUS, find_gpu
+from ftc.compiler.evalchecks import eval_findings
 from ftc.core.errors import Problem, SpecError
 from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, model_facts
 from ftc.compiler.limits import SHOWN_PROBLEMS
@@ -245,6 +246,12 @@ def compare_needs_answers(spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield "eval.steps", "sets a validation cadence, but data.validation = 0; hold some rows out or remove it"
     if spec.eval.compare and spec.data.validation == 0:
         yield "eval.compare", "compares on validation examples, but data.validation = 0; hold some out"
+
+
+@check
+def metrics_and_trackers(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """Metrics have answers and data to measure, and their packages; trackers their packages."""
+    yield from eval_findings(spec)
 
 
 @check

@@ -25,6 +25,8 @@ TURN_FIELDS = ("role", "content")
 # Variables a `data.template` may use, per format.
 TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {"instruction": ("instruction", "input", "system"),
                                                "completion": ("prompt",)}
+Metric = Literal["loss", "perplexity", "exact_match", "accuracy", "bleu", "chrf", "rouge"]
+Tracker = Literal["tensorboard", "mlflow", "wandb", "trackio"]
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("messages",), "instruction": ("instruction", "output"),
                                                "completion": ("prompt", "completion"), "text": ("text",)}
 
@@ -170,6 +172,9 @@ class TrainSpec(_Table):
     early_stopping_patience: int | None = Field(None, ge=1, le=MAX_STEPS)
     """Stop when the validation loss has not improved for this many evaluations (off by default;
     needs validation data)."""
+    report_to: list[Tracker] = []
+    """Experiment trackers the Trainer also logs to (TensorBoard event files in RUN_DIR/tensorboard,
+    MLflow, Weights & Biases, Trackio); each needs its extra, e.g. `pip install 'ftc[tensorboard]'`."""
 
     @model_validator(mode="after")
     def _no_ignored_keys(self) -> TrainSpec:
@@ -232,6 +237,15 @@ class EvalSpec(_Table):
     them side by side with the exact-match rate (0 = off; not for `text` data)."""
     max_new_tokens: int = Field(64, gt=0, le=4096)
     """Generation length for `compare`."""
+    metrics: list[Metric] = []
+    """Measured on the validation split before training (the base) and after (the tuned model), written to
+    RUN_DIR/eval.json and a `metrics` event: `loss` and `perplexity` on every validation example; `exact_match`,
+    `accuracy` (the first line, case and punctuation ignored), `bleu`, `chrf` and `rouge` (ROUGE-1/2/L F1) on
+    the answers to the first `compare` examples, generated greedily up to max_new_tokens (default:
+    ["exact_match"] when compare is set). bleu, chrf and rouge need `pip install 'ftc[metrics]'`."""
+    fail_if_worse: list[Metric] = []
+    """The regression gate: the run fails (exit 1, after saving final/ and eval.json) when any of these metrics
+    is worse after training than before; each must be measured (in metrics)."""
     steps: Annotated[int, Field(gt=0, le=MAX_STEPS)] | Literal["auto"] = "auto"
     """Validation loss every N optimizer steps (auto: about 5 times per run)."""
 

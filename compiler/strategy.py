@@ -28,9 +28,9 @@ def incompatible(spec: Spec, strategy: str, offload: str) -> str | None:
     if method.save_template:
         return (f"the method saves its result with its own code ({method.save_template}), which reads whole "
                 "weights in one process; multi-process saving is not built for it; train on one device")
-    if strategy in SHARDS_WEIGHTS and spec.eval.compare:
-        return (f"eval.compare generates answers outside the Trainer, where {strategy} holds only a shard of every "
-                "weight; set compare = 0, or strategy = \"ddp\" or \"zero2\"")
+    if strategy in SHARDS_WEIGHTS and (spec.eval.compare or spec.eval.metrics):
+        return (f"eval.compare and eval.metrics run the model outside the Trainer, where {strategy} holds only a "
+                "shard of every weight; set compare = 0 and metrics = [], or strategy = \"ddp\" or \"zero2\"")
     if strategy == "fsdp" and method.own_optimizer:
         return (f"the method builds its own optimizer ({method.own_optimizer}), and transformers' Trainer refuses "
                 "an optimizer passed in under FSDP ('Passing `optimizers` is not allowed if PyTorch FSDP is "

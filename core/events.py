@@ -20,10 +20,15 @@ exiting | failed | stopped), and the recovery events of the runtime (ftc.runtime
   disk_full   not enough free space for a checkpoint, or a write failed with ENOSPC: step
   warning     with kind "supervisor_gone" and supervisor (its pid): the script's `ftc run` died; the script
               saves a checkpoint and stops (ftc.runtime.orphan)
+  metrics     [eval] metrics before (the base) and after training: before, after ({name: value}), generation
+              (examples, max_new_tokens, decoding), examples (validation rows the loss is on), path (eval.json),
+              regressions (gated metrics that got worse; the run then ends failed with error "eval_gate"),
+              main (the score `ftc runs` shows: ftc.core.metrics.main_metric)
 The script's last status (written by ftc.runtime.outcome.RunOutcome when it ends other than completed) says
 why, and `ftc run` decides from it alone:
   state       exiting (an exit ftc run recovers from: 75 out of memory, 76 NaN rollback), failed, stopped
-  error       oom | nan | stopped | disk_full | interrupted | data | bundled_model | method | run_dir | crash
+  error       oom | nan | stopped | disk_full | interrupted | data | bundled_model | method | run_dir | eval_gate |
+              crash
   exit_code   the code the script exits with (75, 76, 77 resumable stop, 130 interrupted, 1 otherwise)
   message     what happened and what to do (for "crash", the exception; its traceback is in the log)
   step        the last completed step; failed_step (oom, nan), micro_batch_size (oom), last_good_step (nan)
@@ -176,6 +181,6 @@ def describe(event: dict[str, Any]) -> str | None:
         return f"checkpoint at step {event['step']}"
     if kind == "warning":
         return f"warning: {event.get('message')}"
-    if kind in ("resume", "fault", "oom", "retry", "nan", "early_stop", "disk_full", "control"):
+    if kind in ("resume", "fault", "oom", "retry", "nan", "early_stop", "disk_full", "control", "metrics"):
         return str(event.get("message"))
     return None

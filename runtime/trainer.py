@@ -3,6 +3,7 @@ and the before/after generation check. Imported only by training scripts (needs 
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -46,9 +47,24 @@ class EventsCallback(TrainerCallback):  # type: ignore[misc]
             lr = logs.get("learning_rate") if self._stepped_lr is None else self._stepped_lr
             self.events.write("step", step=step, total_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
                               loss=logs["loss"], learning_rate=lr, grad_norm=logs.get("grad_norm"),
-                              tokens_per_s=round(rate, 1) if rate else None, tokens_seen=tokens)
+                              tokens_per_s=round(rate, 1) if rate else None, tokens_seen=tokens,
+                              memory_bytes=memory_in_use())
         elif "eval_loss" in logs:
             self.events.write("eval", step=step, loss=logs["eval_loss"], epoch=round(state.epoch or 0, 4))
+
+
+def memory_in_use() -> int | None:
+    """Peak GPU memory reserved by this process so far on CUDA, else its resident memory now (for the report's
+    memory curve against the estimate)."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return int(torch.cuda.max_memory_reserved())
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 class PrintingLog:

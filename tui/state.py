@@ -34,8 +34,8 @@ UNCOUNTED_WARNINGS = ("retry", "fault")
 # trouble is still highlighted and counted before the monitor learns its shape.
 WARNING_KINDS = {"oom": ("out of memory", "oom"), "nan": ("non-finite", "nan loss", "nan ", "inf loss"),
                  "resume": ("resum",)}
-KNOWN_TYPES = frozenset({"start", "data", "params", "step", "eval", "checkpoint", "compare", "warning", "control",
-                         "status", "nan", *TROUBLE_TYPES, *UNCOUNTED_WARNINGS})
+KNOWN_TYPES = frozenset({"start", "data", "params", "step", "eval", "checkpoint", "compare", "metrics", "warning",
+                         "control", "status", "nan", *TROUBLE_TYPES, *UNCOUNTED_WARNINGS})
 
 
 def warning_kind(event: dict[str, Any]) -> str | None:
@@ -139,6 +139,11 @@ class RunState:
     output: str | None = None
     exact_match: tuple[int, int, int] | None = None
     """(examples, correct before, correct after) of the before/after comparison."""
+    metrics_before: dict[str, float] = field(default_factory=dict)
+    """[eval] metrics of the base model (the `metrics` event), by score name."""
+    metrics_after: dict[str, float] = field(default_factory=dict)
+    main_metric: str | None = None
+    """The score that sums the run up (ftc.core.metrics.main_metric)."""
     first_step: tuple[int, float] | None = None
     """(step, Unix time) of the first step event, for the pace of training."""
     events: int = 0
@@ -194,6 +199,10 @@ class RunState:
         elif kind == "params":
             self.trainable_params = event.get("trainable")
             self.total_params = event.get("total")
+        elif kind == "metrics":
+            self.metrics_before = dict(event.get("before") or {})
+            self.metrics_after = dict(event.get("after") or {})
+            self.main_metric = event.get("main") or next(iter(self.metrics_after), None)
         elif kind == "compare":
             self.exact_match = (int(event.get("examples") or 0), int(event.get("exact_before") or 0),
                                 int(event.get("exact_after") or 0))

@@ -10,12 +10,13 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from ftc.core.metrics import LABELS, before_after, change
 from ftc.core.text import printable
 from ftc.tui.state import RunState, read_plan, read_state
 from ftc.tui.format import STATE_STYLES, duration, gib, trouble
 
 RUN_STYLES = {"completed": "green", "failed": "red", "stopped": "yellow"}
-RUN_COLUMNS = ("run", "state", "steps", "train loss", "best val loss", "exact match", "last event")
+RUN_COLUMNS = ("run", "state", "steps", "train loss", "best val loss", "exact match", "main metric", "last event")
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -40,6 +41,7 @@ def run_row(root: Path, run_dir: Path, state: RunState) -> list[Text]:
     if state.exact_match:
         n, before, after = state.exact_match
         match = f"{before}/{n} -> {after}/{n}"
+    main = before_after(state.main_metric, state.metrics_before, state.metrics_after) if state.main_metric else ""
     when = dt.datetime.fromtimestamp(state.updated).strftime("%Y-%m-%d %H:%M") if state.updated else ""
     try:
         name = run_dir.relative_to(root).as_posix()
@@ -47,7 +49,7 @@ def run_row(root: Path, run_dir: Path, state: RunState) -> list[Text]:
         name = run_dir.as_posix()
     shown = Text(printable(state.state, line=True), style=RUN_STYLES.get(state.state, ""))
     return [Text(printable(name or ".", line=True)), shown, Text(steps), Text(loss), Text(best), Text(match),
-            Text(when)]
+            Text(main), Text(when)]
 
 
 def run_summary(run_dir: Path) -> RenderableType:
@@ -81,6 +83,8 @@ def run_summary(run_dir: Path) -> RenderableType:
     if state.exact_match:
         n, before, after = state.exact_match
         table.add_row("held-out exact match", f"{before}/{n} -> {after}/{n}")
+    for name in state.metrics_after:  # [eval] metrics, base -> tuned
+        table.add_row(f"eval {LABELS.get(name, name)}", change(name, state.metrics_before, state.metrics_after))
     if state.warning_counts:
         table.add_row("trouble", Text(trouble(state.warning_counts), style="yellow"))
     if state.checkpoints:

@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.widget import Widget
 from textual.widgets import Static
 
+from ftc.core.metrics import before_after
 from ftc.core.text import printable
 from ftc.tui import chart
 from ftc.tui.format import STATE_STYLES, duration, gib, trouble
@@ -62,6 +63,8 @@ def status_text(state: RunState, plan: dict[str, Any], run_dir: str, *, now: flo
     if state.exact_match:
         n, before, after = state.exact_match
         text.append(f"exact match {before}/{n} -> {after}/{n}  ", style="bold green")
+    if state.main_metric:
+        text.append(before_after(state.main_metric, state.metrics_before, state.metrics_after) + "  ", style="bold green")
     if state.warning_counts:
         text.append(trouble(state.warning_counts), style="bold yellow")
     text.rstrip()

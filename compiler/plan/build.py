@@ -14,6 +14,7 @@ from typing import Any
 from ftc.compiler.catalog import find_gpu
 from ftc.compiler.checks import Facts
 from ftc.compiler.estimate import can_estimate
+from ftc.compiler.evalchecks import metrics_of
 from ftc.compiler.literal import lit
 from ftc.compiler.plan.budget import BatchChoice, by_strategy, choose_batch, gib
 from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodSection, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
@@ -276,7 +277,12 @@ def _run(spec: Spec, total_steps: int | None) -> RunPolicy:
                                        "default: off"),
         compare=Setting(e.compare, "spec: eval.compare" if e.compare else "default: off"),
         max_new_tokens=Setting(e.max_new_tokens, "spec: eval.max_new_tokens"
-                               if "max_new_tokens" in e.model_fields_set else "default"))
+                               if "max_new_tokens" in e.model_fields_set else "default"),
+        metrics=Setting(metrics_of(spec), "spec: eval.metrics" if e.metrics else
+                        "default: exact match of the compared answers" if e.compare else "default: none"),
+        fail_if_worse=Setting(list(e.fail_if_worse), "spec: eval.fail_if_worse" if e.fail_if_worse
+                              else "default: no regression gate"),
+        report_to=Setting(list(t.report_to), "spec: train.report_to" if t.report_to else "default: none"))
 
 
 def _summary(spec: Spec, optim: OptimPlan, hardware: HardwarePlan, choice: BatchChoice) -> list[str]:

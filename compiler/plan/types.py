@@ -168,6 +168,11 @@ class RunPolicy:
                                                         when=_is_set("early_stopping_patience", None))
     compare: Setting[int] = meta("COMPARE", resumable=True, when=_is_set("compare", 0))
     max_new_tokens: Setting[int] = meta("MAX_NEW_TOKENS", resumable=True, when=_is_set("compare", 0))
+    metrics: Setting[list[str]] = meta("METRICS", resumable=True, when=_is_set("metrics", []), default=Setting([], ""))
+    fail_if_worse: Setting[list[str]] = meta("FAIL_IF_WORSE", resumable=True, when=_is_set("fail_if_worse", []),
+                                             default=Setting([], ""))
+    report_to: Setting[list[str]] = meta("REPORT_TO", resumable=True,
+                                         when=_is_set("report_to", []), default=Setting([], ""))
 
 
 SECTIONS = ("model", "data", "method", "hardware", "optim", "run")

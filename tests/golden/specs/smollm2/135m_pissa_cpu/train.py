@@ -22,7 +22,8 @@ from ftc.core.data.encode import ensure_chat_template
 from ftc.core.data.stage import DataSettings, check_saved_tokenizer, prepare_sources, report
 from ftc.core.events import EventLog
 from ftc.runtime.guard import RunOutcome, attach, resume_point, run_callbacks
-from ftc.runtime.trainer import compare_answers, generate_answers, report_parameters
+from ftc.runtime.evaluate import evaluate, report_evaluation
+from ftc.runtime.trainer import report_parameters
 
 # ---------------------------------------------------------------------------- config
 # model
@@ -76,6 +77,7 @@ ON_NAN = 'rollback'                   # default: skip NaN steps, then roll back 
 NAN_PATIENCE = 3                      # default
 COMPARE = 10                          # spec: eval.compare
 MAX_NEW_TOKENS = 64                   # default
+METRICS = ['exact_match']             # default: exact match of the compared answers
 CONFIG = {k: v for k, v in globals().items() if k.isupper()}
 
 # ---------------------------------------------------------------------------- setup
@@ -189,20 +191,23 @@ trainer = SFTTrainer(
 )
 trainer.remove_callback(PrinterCallback)  # EventsCallback prints one line per log instead of raw dicts
 attach(trainer)  # the NaN policy remembers the rows of each step, to name them if its gradients turn NaN
+# [eval] metrics of the model before training (the base): loss on the validation split, greedy answers
 held_out = data.conversations("validation")[:COMPARE]
-answers_before = generate_answers(model, tokenizer, held_out, MAX_NEW_TOKENS)
+before = evaluate(model, tokenizer, METRICS, eval_data, held_out, MAX_NEW_TOKENS)
 with outcome.training(trainer):  # out of memory, NaN steps, a stop, a full disk: the exit code ftc run acts on
     result = trainer.train(resume_from_checkpoint=RESUME)
 
 # ---------------------------------------------------------------------------- save
-answers_after = generate_answers(model, tokenizer, held_out, MAX_NEW_TOKENS)
-compare_answers(held_out, answers_before, answers_after, events)
 partial = RUN_DIR / "final.partial"  # written whole, then renamed: a crash never leaves half a result in final/
 # The adapter as plain LoRA (rank 2 x LORA_R) for the original base: the difference from pissa_init.
 model.save_pretrained(str(partial), path_initial_model_for_weight_conversion=str(RUN_DIR / "pissa_init"))
 tokenizer.save_pretrained(str(partial))  # with the chat template used in training
 replace_folder(partial, RUN_DIR / "final")
 check_saved_tokenizer(RUN_DIR / "final", data, settings, events)  # the saved tokenizer encodes an example as training did
+# the same metrics after training, into RUN_DIR/eval.json
+after = evaluate(model, tokenizer, METRICS, eval_data, held_out, MAX_NEW_TOKENS)
+report_evaluation(METRICS, held_out, before, after, events, RUN_DIR, max_new_tokens=MAX_NEW_TOKENS,
+                  examples=len(eval_data))
 events.write("status", f"finished: training loss {result.training_loss:.4f} on average over the run; "
              f"saved to {RUN_DIR / 'final'}", state="completed", step=result.global_step,
              train_loss=result.training_loss, output=str(RUN_DIR / "final"))
