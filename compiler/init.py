@@ -13,13 +13,18 @@ from typing import Any
 from ftc.compiler.catalog import find_gpu
 from ftc.compiler.detect import Guess, detect
 from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, model_facts
+from ftc.compiler.methods import METHODS
 from ftc.core.data.encode import DataError
 from ftc.core.data.load import load_rows
 
 SAMPLE_ROWS = 200  # rows the guess looks at
 DEFAULT_MODEL = "smollm2-135m-instruct"  # bundled: compiles and trains with no download
-METHOD_WORDS = {"lora": "low-rank adapters on the frozen base", "qlora": "LoRA on a 4-bit (NF4) base",
-                "full": "every weight trained"}
+
+
+def _method_words(kind: str) -> str:
+    """The method's own one-line description (its class docstring's first sentence)."""
+    doc = " ".join((METHODS[kind].__doc__ or "").split()) if kind in METHODS else ""
+    return doc.split(": ", 1)[-1].split(". ")[0].rstrip(".") if doc else "see docs/spec.md, [method]"
 
 
 class InitError(Exception):
@@ -181,7 +186,7 @@ def render_spec(choices: Choices, command: str) -> str:
                                              if choices.model == DEFAULT_MODEL else ""), ""]
     out += _data_lines(choices)
     out += ["", "[method]", f"kind = {_s(choices.method)}   # "
-            + _c(METHOD_WORDS.get(choices.method, "see docs/spec.md, [method]")), "", "[train]",
+            + _c(_method_words(choices.method)), "", "[train]",
             "epochs = 3   # passes over the training rows; the learning rate is the method's default", ""]
     out += _hardware(choices)
     return "\n".join(out) + "\n"

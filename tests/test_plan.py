@@ -133,3 +133,10 @@ def test_max_length_above_the_model_context_is_a_spec_error(workdir: Path) -> No
     with pytest.raises(SpecError, match=rf"data.max_length: {context + 1} is above the model's context of {context}"):
         compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B", max_length=context + 1))
     assert compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B", max_length=context)).plan["max_length"] == context
+
+
+def test_the_constant_schedule_plans_no_warmup(workdir: Path) -> None:
+    """transformers' constant schedule has no warmup: the plan says 0 and why, not the default share."""
+    plan = compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B", train='scheduler = "constant"')).plan
+    assert plan["warmup"] == 0.0 and "constant schedule has no warmup" in plan.settings["warmup"].why
+    assert compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B")).plan["warmup"] == 0.05

@@ -248,7 +248,8 @@ def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int) -> tu
         gradient_checkpointing=Setting(choice.checkpointing, choice.why_checkpointing),
         optimizer=Setting(choice.optimizer, choice.why_optimizer),
         scheduler=_train_key(spec, "scheduler"),
-        warmup=_train_key(spec, "warmup"),
+        warmup=Setting(0.0, "derived: the constant schedule has no warmup") if t.scheduler == "constant"
+        else _train_key(spec, "warmup"),
         weight_decay=_train_key(spec, "weight_decay"),
         max_grad_norm=_train_key(spec, "max_grad_norm"),
         seed=_train_key(spec, "seed"),
