@@ -63,52 +63,12 @@ def _plan(args: argparse.Namespace) -> int:
     if args.json:  # plan.json's core: settings, memory, budget, reasons (+ name, provenance, notes)
         print(json.dumps(plan.to_json(), indent=2))
         return 0
-    from rich.table import Table
+    from ftc.cli.planshow import show_plan, show_probe
 
-    from ftc.cli.console import SafeConsole
-
-    console = SafeConsole()
-    if plan.memory is not None:
-        table = Table(title=f"estimated peak memory of one step: {result.source.display}")
-        table.add_column("component")
-        table.add_column("GiB", justify="right")
-        table.add_column("share", justify="right")
-        total = plan.memory.total
-        for key, value in plan.memory.as_dict().items():
-            if key == "total":
-                continue
-            table.add_row(key, f"{value / 2**30:,.2f}", f"{100 * value / total:.0f} %" if total else "")
-        table.add_row("total", f"{total / 2**30:,.2f}", "", style="bold")
-        if plan.budget_bytes:
-            table.add_row("budget", f"{plan.budget_bytes / 2**30:,.2f}",
-                          f"{100 * total / plan.budget_bytes:.0f} % used", style="bold")
-        console.print(table)
-    else:
-        console.print("no memory estimate: the model's config is not available offline")
-    decisions = Table(title="decisions", show_header=False)
-    for reason in plan.reasons:
-        topic, _, text = reason.partition(": ")
-        decisions.add_row(topic, text)
-    console.print(decisions)
-    for note in plan.notes:
-        console.print(f"note: {note}", markup=False)
+    console = show_plan(result)
     if args.probe:
-        _probe(args, plan, console)
+        show_probe(args.spec, _overrides(args), plan, console, steps=args.probe_steps, timeout=args.probe_timeout)
     return 0
-
-
-def _probe(args: argparse.Namespace, plan: Any, console: Any) -> None:
-    from ftc.cli.probe import probe
-    from ftc.compiler.throughput import duration
-
-    console.print(f"probe: running train.py for {args.probe_steps} steps on this machine ...", markup=False)
-    measured = probe(args.spec, _overrides(args), args.probe_steps, args.probe_timeout)
-    total = plan["total_steps"]
-    rate = f", {measured.tokens_per_s:,.0f} tokens/s" if measured.tokens_per_s else ""
-    console.print(f"measured step time: {duration(measured.seconds_per_step)} per optimizer step (mean of "
-                  f"{measured.steps} steps after the first{rate}); the plan's {total or '?'} steps take about "
-                  f"{duration(measured.seconds_per_step * total) if total else '?'} (model and data loading not "
-                  "counted)", markup=False, soft_wrap=True)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -301,8 +261,8 @@ def _compiler_commands(commands: Any) -> None:
                    "(in a temporary directory) and extrapolate to the plan's steps")
     p.add_argument("--probe-steps", type=int, default=4, metavar="N", help="steps of the probe (default 4)")
     p.add_argument("--probe-timeout", type=float, default=300, metavar="S", help="time limit of the probe (default 300 s)")
-    p.add_argument("--devices", metavar="N,N", help="what-if: device counts per GPU (e.g. 1,2,8; needs multi-device "
-                   "planning, [hardware] devices)")
+    p.add_argument("--devices", metavar="N,N", help="what-if: device counts per GPU (e.g. 1,2,8), each planned "
+                   "with its strategy")
     p.set_defaults(handler=_plan)
 
     p = commands.add_parser("init", help="write a commented spec for a dataset: its format and columns guessed "
