@@ -187,6 +187,7 @@ def render_spec(choices: Choices, command: str) -> str:
     out += _data_lines(choices)
     out += ["", "[method]", f"kind = {_s(choices.method)}   # "
             + _c(_method_words(choices.method)), "", "[train]",
-            "epochs = 3   # passes over the training rows; the learning rate is the method's default", ""]
+            "# epochs = 3   # the planner's default: 3 passes over the training rows (or max_steps = N);",
+            "#              # the learning rate is the method's default", ""]
     out += _hardware(choices)
     return "\n".join(out) + "\n"
