@@ -14,6 +14,7 @@ Layout of RUN_DIR:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -206,12 +207,11 @@ def clean_partial(run_dir: str | os.PathLike[str]) -> list[str]:
     """Remove what a crash left half-written: checkpoints.partial/ and trash folders; the names removed."""
     removed = []
     staging = staging_dir(run_dir)
-    if staging.exists():
+    with contextlib.suppress(FileNotFoundError):  # gone meanwhile: nothing left to clean
         removed += [p.name for p in staging.iterdir()]
         shutil.rmtree(staging, ignore_errors=True)
-    folder = checkpoints_dir(run_dir)
-    if folder.exists():
-        for entry in folder.iterdir():
+    with contextlib.suppress(FileNotFoundError):
+        for entry in checkpoints_dir(run_dir).iterdir():
             if entry.name.startswith(".trash-"):
                 shutil.rmtree(entry, ignore_errors=True)
     return removed

@@ -15,7 +15,7 @@ from ftc.core import checkpoint as ckpt
 from ftc.core.bundled import BundledModelError
 from ftc.core.data.encode import DataError
 from ftc.core.events import EventLog
-from ftc.runtime import orphan
+from ftc.runtime import orphan, ranks
 from ftc.runtime.evaluate import RegressionGate
 from ftc.runtime.methods import MethodError
 
@@ -101,7 +101,8 @@ class RunOutcome:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> bool:
-        ckpt.clean_partial(self.run_dir)  # after success too: TRL leaves its model card (README.md) there
+        if ranks.RANK == 0:  # after success too: TRL leaves its model card (README.md) there; one process
+            ckpt.clean_partial(self.run_dir)  # cleans, or the others race it to the same folder
         if error is None or isinstance(error, SystemExit):
             return False
         raise SystemExit(self.report(error, training=True))
