@@ -76,14 +76,19 @@ def test_workers_return_results_in_order_and_stop_at_the_first_error(monkeypatch
     monkeypatch.setattr(parallel, "PARALLEL_MIN", 10)
     monkeypatch.setattr(parallel, "CHUNK", 4)
 
-    def square(n: int) -> int:
-        if n == 15:
-            raise ValueError("row 15")
-        return n * n
+    def squares(chunk: list[int]) -> list[object]:
+        out: list[object] = []
+        for n in chunk:
+            if n == 15:
+                return out + [ValueError("row 15")]
+            out.append(n * n)
+        return out
 
-    assert parallel.map_in_order(square, list(range(15)), procs=2) == [n * n for n in range(15)]
-    out = parallel.map_in_order(square, list(range(40)), procs=2)
+    assert parallel.map_chunks(squares, list(range(15)), procs=2) == [n * n for n in range(15)]
+    out = parallel.map_chunks(squares, list(range(40)), procs=2)
     assert out[:15] == [n * n for n in range(15)] and isinstance(out[15], ValueError) and len(out) == 16
+    serial = parallel.map_chunks(squares, list(range(40)), procs=1)
+    assert serial[:15] == out[:15] and isinstance(serial[15], ValueError) and len(serial) == 16
 
 
 def test_the_compile_time_measurement_is_remembered_until_a_byte_changes(tiny_model: Path, tmp_path: Path,
