@@ -111,3 +111,14 @@ def test_the_compile_time_measurement_is_remembered_until_a_byte_changes(tiny_mo
     write(tmp_path / "d.jsonl", ROWS + [{"conversations": [{"from": "human", "value": "long " * 40},
                                                              {"from": "gpt", "value": "ok"}]}])
     assert compile_spec(tmp_path / "s.toml").plan["max_length"] > first and len(calls) == 2
+
+
+def test_ranks_share_data_through_the_cache_only_where_it_can_be_written(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftc.core.data.stage import shared_by_cache
+
+    monkeypatch.setenv("FTC_DATA_CACHE", str(tmp_path / "cache"))
+    assert shared_by_cache() and (tmp_path / "cache").is_dir()
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("FTC_DATA_CACHE", str(tmp_path / "a-file" / "cache"))
+    assert not shared_by_cache()  # train.py then hands local rank 0's result over as a file (runtime/ranks.py)
