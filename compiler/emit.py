@@ -168,6 +168,7 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             run_name=plan.name,
             quantized_device_map=device_map,
             multi=plan["strategy"] != "single",
+            hub_data=plan["data_kind"] == "hub" or any(m["kind"] == "hub" for m in plan["mix"] or []),
             import_os=bool(plan["quantization"] and device_map and "os.environ" in device_map),
         )
     except jinja2.TemplateError as exc:

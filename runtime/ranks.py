@@ -31,7 +31,8 @@ def _shared_path(run_dir: Path) -> Path:
 
 def load_shared_data(run_dir: Path) -> Any:
     """The data stage's result as local rank 0 prepared it (None for local rank 0 itself, which prepares
-    it). The others wait for the file without a collective, so a long tokenization cannot time one out
+    it), where the data cache cannot hand it over (hub data, an unwritable cache): with the cache, every
+    process calls the data stage and the cache's lock makes one build it (ftc.core.data.stage). The others wait for the file without a collective, so a long tokenization cannot time one out
     (LlamaFactory#2424); torchrun ends every process if local rank 0 fails."""
     if WORLD_SIZE == 1 or LOCAL_RANK == 0:
         return None

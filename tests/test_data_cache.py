@@ -76,14 +76,19 @@ def test_workers_return_results_in_order_and_stop_at_the_first_error(monkeypatch
     monkeypatch.setattr(parallel, "PARALLEL_MIN", 10)
     monkeypatch.setattr(parallel, "CHUNK", 4)
 
-    def square(n: int) -> int:
-        if n == 15:
-            raise ValueError("row 15")
-        return n * n
+    def squares(chunk: list[int]) -> list[object]:
+        out: list[object] = []
+        for n in chunk:
+            if n == 15:
+                return out + [ValueError("row 15")]
+            out.append(n * n)
+        return out
 
-    assert parallel.map_in_order(square, list(range(15)), procs=2) == [n * n for n in range(15)]
-    out = parallel.map_in_order(square, list(range(40)), procs=2)
+    assert parallel.map_chunks(squares, list(range(15)), procs=2) == [n * n for n in range(15)]
+    out = parallel.map_chunks(squares, list(range(40)), procs=2)
     assert out[:15] == [n * n for n in range(15)] and isinstance(out[15], ValueError) and len(out) == 16
+    serial = parallel.map_chunks(squares, list(range(40)), procs=1)
+    assert serial[:15] == out[:15] and isinstance(serial[15], ValueError) and len(serial) == 16
 
 
 def test_the_compile_time_measurement_is_remembered_until_a_byte_changes(tiny_model: Path, tmp_path: Path,
@@ -106,3 +111,14 @@ def test_the_compile_time_measurement_is_remembered_until_a_byte_changes(tiny_mo
     write(tmp_path / "d.jsonl", ROWS + [{"conversations": [{"from": "human", "value": "long " * 40},
                                                              {"from": "gpt", "value": "ok"}]}])
     assert compile_spec(tmp_path / "s.toml").plan["max_length"] > first and len(calls) == 2
+
+
+def test_ranks_share_data_through_the_cache_only_where_it_can_be_written(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftc.core.data.stage import shared_by_cache
+
+    monkeypatch.setenv("FTC_DATA_CACHE", str(tmp_path / "cache"))
+    assert shared_by_cache() and (tmp_path / "cache").is_dir()
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("FTC_DATA_CACHE", str(tmp_path / "a-file" / "cache"))
+    assert not shared_by_cache()  # train.py then hands local rank 0's result over as a file (runtime/ranks.py)

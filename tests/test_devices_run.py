@@ -95,6 +95,8 @@ def test_two_processes_end_where_one_does(extra: str, one_process: tuple[list[fl
     plan = json.loads((run / "plan.json").read_text())["settings"]
     assert plan["strategy"] == ("ddp" if not extra else extra.split('"')[1])
     assert (run / "ranks" / "1" / "events.jsonl").is_file()  # the other rank's events, apart
+    assert not list((run / "ranks").glob("data.*.pickle"))  # every rank opened the data cache: no hand-off file
+    assert (run / "ranks" / "1" / "data" / "stats.json").is_file()  # rank 1 ran the data stage itself
     assert (run / "final" / "adapter_model.safetensors").is_file()
     assert _shapes(run) == _shapes(one_run)  # every adapter tensor whole: no empty or 1/2-size slice
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]

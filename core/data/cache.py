@@ -69,6 +69,16 @@ def stage_key(data: str, tokenizer: Any, settings: Any, options: dict[str, Any])
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def writable() -> bool:
+    """Whether entries can be written here (the folder exists or can be made, and takes a file)."""
+    folder = data_cache()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.access(folder, os.W_OK | os.X_OK)
+    except OSError:
+        return False
+
+
 @contextlib.contextmanager
 def locked(key: str) -> Iterator[Path | None]:
     """The entry's folder, under its lock (None when the cache cannot be written)."""

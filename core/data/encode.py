@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ftc.core.data.settings import DataSettings
-from ftc.core.sandbox import TemplateLimit, deadline
+from ftc.core.sandbox import TemplateLimit
 from ftc.core.errors import DataProblem
 
 if TYPE_CHECKING:  # load.py imports DataError from here
@@ -66,11 +66,21 @@ TRAIN_ON = ("answers", "last_answer", "inputs_too")
 """What a chat-shaped example trains: every assistant turn (default), only the last one, or every
 turn after the system prompt (user turns and markup too). System prompts are never trained."""
 
+Render = tuple[int, bool]  # a prefix to render: (its number of messages, with the generation prompt)
 
-def _spans(tokenizer: Any, messages: Sequence[dict[str, str]], text: str, train_on: str) -> list[tuple[int, int]]:
-    """Character spans of `text` (the whole rendered conversation) whose tokens are trained."""
-    spans: list[tuple[int, int]] = []
+
+def _check(messages: Sequence[dict[str, str]], train_on: str) -> None:
+    if not messages or messages[-1].get("role") != "assistant":
+        raise DataError("a conversation must end with an assistant turn")
+    if train_on not in TRAIN_ON:
+        raise DataError(f"train_on must be one of {', '.join(TRAIN_ON)} (got {train_on!r})")
+
+
+def _trained_turns(messages: Sequence[dict[str, str]], train_on: str) -> list[tuple[int, Render, Render]]:
+    """Each trained turn with the two prefixes that bound it: it starts where the first one ends (the
+    conversation before it, with the generation prompt for an answer) and ends where the second does."""
     last_answer = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
+    turns = []
     for i, message in enumerate(messages):
         role = message.get("role")
         if role == "system" or (role != "assistant" and train_on != "inputs_too"):
@@ -78,9 +88,25 @@ def _spans(tokenizer: Any, messages: Sequence[dict[str, str]], text: str, train_
         if train_on == "last_answer" and i != last_answer:
             continue
         # an answer starts after its header (the generation prompt); an input turn with its header
-        answer_only = role == "assistant" and train_on != "inputs_too"
-        start_text = _render(tokenizer, messages[:i], generation_prompt=answer_only) if i else ""
-        end_text = text if i == len(messages) - 1 else _render(tokenizer, messages[: i + 1], generation_prompt=False)
+        turns.append((i, (i, role == "assistant" and train_on != "inputs_too"), (i + 1, False)))
+    return turns
+
+
+def _renders(messages: Sequence[dict[str, str]], train_on: str) -> list[Render]:
+    """The prefixes `_spans` needs, the whole conversation first (each rendered once)."""
+    needed = [(len(messages), False)]
+    for _, start, end in _trained_turns(messages, train_on):
+        needed += [r for r in (start, end) if r[0] and r not in needed]
+    return needed
+
+
+def _spans(messages: Sequence[dict[str, str]], rendered: dict[Render, str], train_on: str) -> list[tuple[int, int]]:
+    """Character spans of the whole rendered conversation whose tokens are trained."""
+    text = rendered[(len(messages), False)]
+    spans: list[tuple[int, int]] = []
+    for i, start, end in _trained_turns(messages, train_on):
+        start_text = rendered[start] if start[0] else ""
+        end_text = rendered[end]
         if not (text.startswith(start_text) and text.startswith(end_text) and len(end_text) > len(start_text)):
             raise DataError(f"the chat template does not render conversations incrementally (turn {i + 1} renders "
                             "differently inside the whole conversation), so the answer tokens cannot be located; use a "
@@ -92,34 +118,60 @@ def _spans(tokenizer: Any, messages: Sequence[dict[str, str]], text: str, train_
     return spans
 
 
-def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int,
-                train_on: str = "answers") -> dict[str, Any]:
-    """input_ids and labels for a conversation. `train_on` picks the trained turns (see TRAIN_ON);
-    an assistant turn is trained with its end-of-turn token, never with its header."""
-    if not messages or messages[-1].get("role") != "assistant":
-        raise DataError("a conversation must end with an assistant turn")
-    if train_on not in TRAIN_ON:
-        raise DataError(f"train_on must be one of {', '.join(TRAIN_ON)} (got {train_on!r})")
-    text = _render(tokenizer, messages, generation_prompt=False)
-    spans = _spans(tokenizer, messages, text, train_on)
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    input_ids: list[int] = list(encoding["input_ids"])
+def _labels(input_ids: list[int], offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    """The token's id where its first character is inside a span (and it has characters), else IGNORE."""
+    import numpy as np
+
+    ids = np.asarray(input_ids, dtype=np.int64)
+    where = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    begin, end = where[:, 0], where[:, 1]
+    if not spans:
+        return [IGNORE] * len(input_ids)
+    overlapping = any(a[1] > b[0] for a, b in zip(spans, spans[1:]))
+    if overlapping or (len(begin) > 1 and bool((np.diff(begin) < 0).any())):  # unordered: token by token
+        return _labels_in_order(input_ids, offsets, spans)
+    starts, ends = np.asarray(spans, dtype=np.int64).T
+    span = np.searchsorted(starts, begin, side="right") - 1  # the last span starting at or before the token
+    trained = (span >= 0) & (begin < ends[np.maximum(span, 0)]) & (end > begin)
+    return np.where(trained, ids, IGNORE).tolist()
+
+
+def _labels_in_order(input_ids: list[int], offsets: Sequence[tuple[int, int]],
+                     spans: list[tuple[int, int]]) -> list[int]:
     labels: list[int] = []
     span = 0
-    for token, (begin, end) in zip(input_ids, encoding["offset_mapping"]):
+    for token, (begin, end) in zip(input_ids, offsets):
         while span < len(spans) and begin >= spans[span][1]:
             span += 1
         trained = span < len(spans) and spans[span][0] <= begin < spans[span][1] and end > begin
         labels.append(token if trained else IGNORE)
-    return _truncate(input_ids, labels, max_length)
+    return labels
+
+
+def encode_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int,
+                train_on: str = "answers") -> dict[str, Any]:
+    """input_ids and labels for a conversation. `train_on` picks the trained turns (see TRAIN_ON);
+    an assistant turn is trained with its end-of-turn token, never with its header."""
+    _check(messages, train_on)
+    rendered = {r: _render(tokenizer, messages[:r[0]], r[1]) for r in _renders(messages, train_on)}
+    spans = _spans(messages, rendered, train_on)
+    encoding = tokenizer(rendered[(len(messages), False)], add_special_tokens=False, return_offsets_mapping=True)
+    input_ids: list[int] = list(encoding["input_ids"])
+    return _truncate(input_ids, _labels(input_ids, encoding["offset_mapping"], spans), max_length)
 
 
 def encode_prompt(tokenizer: Any, prompt: str, answer: str, max_length: int,
                   train_on: str = "answers") -> dict[str, Any]:
     """input_ids and labels for a plain-text prompt (from data.template) and its answer followed by EOS.
     The prompt is masked unless `train_on` is "inputs_too"."""
-    prompt_ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    answer_ids = list(tokenizer(answer, add_special_tokens=False)["input_ids"])
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    return _prompt(tokenizer, prompt_ids, tokenizer(answer, add_special_tokens=False)["input_ids"], max_length,
+                   train_on)
+
+
+def _prompt(tokenizer: Any, prompt_ids: list[int], answer_ids: list[int], max_length: int,
+            train_on: str) -> dict[str, Any]:
+    prompt_ids, answer_ids = list(prompt_ids), list(answer_ids)
     if tokenizer.eos_token_id is not None:
         answer_ids.append(tokenizer.eos_token_id)
     prompt_labels = list(prompt_ids) if train_on == "inputs_too" else [IGNORE] * len(prompt_ids)
@@ -128,7 +180,11 @@ def encode_prompt(tokenizer: Any, prompt: str, answer: str, max_length: int,
 
 def encode_text(tokenizer: Any, text: str, max_length: int) -> dict[str, Any]:
     """input_ids and labels for raw text: every token trained, ending with EOS."""
-    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    return _text(tokenizer, tokenizer(text, add_special_tokens=True)["input_ids"], max_length)
+
+
+def _text(tokenizer: Any, ids: list[int], max_length: int) -> dict[str, Any]:
+    ids = list(ids)
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     return _truncate(ids, list(ids), max_length)
@@ -165,19 +221,13 @@ def encode_example(tokenizer: Any, example: dict[str, Any], settings: DataSettin
     return encode_text(tokenizer, example["text"], settings.max_length)
 
 
-def _bounded(tokenizer: Any, example: dict[str, Any], settings: DataSettings) -> dict[str, Any]:
-    """One example encoded within the template time bound: transformers' chat-template sandbox has no
-    bound of its own (ftc.core.sandbox)."""
-    with deadline():
-        return encode_example(tokenizer, example, settings)
-
-
 def encode_all(tokenizer: Any, items: list[Item], settings: DataSettings, sources: list[Source]) -> list[Encoded]:
-    """Every example encoded (with several processes for many: ftc.core.data.parallel); one that cannot
-    be (see `_spans`) stops the stage, naming its row."""
-    from ftc.core.data.parallel import map_in_order
+    """Every example encoded, a chunk at a time (ftc.core.data.batch; with several processes for many:
+    ftc.core.data.parallel); one that cannot be (see `_spans`) stops the stage, naming its row."""
+    from ftc.core.data.batch import encode_many
+    from ftc.core.data.parallel import map_chunks
 
-    encodings = map_in_order(lambda item: _bounded(tokenizer, item[2], settings), items)
+    encodings = map_chunks(lambda chunk: encode_many(tokenizer, [item[2] for item in chunk], settings), items)
     encoded: list[Encoded] = []
     for (index, number, example), encoding in zip(items, encodings):
         source = sources[index]

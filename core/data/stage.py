@@ -28,7 +28,7 @@ from ftc.core.data.split import hold_out, weighted
 from ftc.core.data.stats import changed_stats, report, source_stats, statistics, write_report
 
 __all__ = ["DROP_REASONS", "DataSettings", "Encoded", "Prepared", "check_saved_tokenizer", "load_rows",
-           "prepare_data", "prepare_sources", "report"]
+           "prepare_data", "prepare_sources", "report", "shared_by_cache"]
 
 
 @dataclass
@@ -143,6 +143,13 @@ def prepare_sources(tokenizer: Any, settings: DataSettings, *, source: str, kind
     if report_dir is not None:
         write_report(prepared, Path(report_dir))
     return prepared
+
+
+def shared_by_cache() -> bool:
+    """Whether the processes of a run can each call `prepare_sources` for file data: the data cache can be
+    written, so under its lock the first one builds the entry and the others wait, then open it (hub data is
+    never cached: train.py hands it over as a file, ftc.runtime.ranks)."""
+    return cache.writable()
 
 
 def _second_source(tokenizer: Any, settings: DataSettings, sources: list[Source], encoded: list[Encoded],

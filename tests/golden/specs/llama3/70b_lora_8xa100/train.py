@@ -18,7 +18,7 @@ from trl import SFTConfig, SFTTrainer
 
 from ftc.core.checkpoint import read_overrides, replace_folder
 from ftc.core.data.encode import ensure_chat_template
-from ftc.core.data.stage import DataSettings, check_saved_tokenizer, prepare_sources, report
+from ftc.core.data.stage import DataSettings, check_saved_tokenizer, prepare_sources, report, shared_by_cache
 from ftc.core.events import EventLog
 from ftc.runtime.guard import RunOutcome, attach, resume_point, run_callbacks
 from ftc.runtime.ranks import RANK, check_adapter_whole, load_shared_data, own_dir, share_data
@@ -120,12 +120,17 @@ settings = DataSettings(
     max_tokens=MAX_TOKENS,
     untrained=UNTRAINED,
 )
-data = load_shared_data(RUN_DIR)  # the other processes of this machine: local rank 0's result, read from a file
-if data is None:  # local rank 0 prepares the data; nobody waits in a collective meanwhile
+if shared_by_cache():  # every process: the first builds the data cache entry under its lock, the others open it
     data = prepare_sources(tokenizer, settings,
                            source=DATA_FILES, kind=DATA_LOADER,
                            report_dir=own_dir(RUN_DIR) / "data", micro_batch_size=MICRO_BATCH_SIZE, packing=PACKING)
-    share_data(RUN_DIR, data)
+else:  # no writable data cache: the others read local rank 0's result from a file
+    data = load_shared_data(RUN_DIR)
+    if data is None:
+        data = prepare_sources(tokenizer, settings,
+                               source=DATA_FILES, kind=DATA_LOADER,
+                               report_dir=own_dir(RUN_DIR) / "data", micro_batch_size=MICRO_BATCH_SIZE, packing=PACKING)
+        share_data(RUN_DIR, data)
 report(data, events)  # examples, tokens and trained tokens per split; dropped rows by reason
 train_data, eval_data = data.dataset("train"), data.dataset("validation")
 

@@ -1,0 +1,98 @@
+"""Encoding a chunk of examples at once, with the same result as encoding each (ftc.core.data.encode).
+
+The per-example path calls the tokenizer's chat template once per prefix and the tokenizer once per
+text; the Python around each call costs more than the work. Here the prefixes of a whole chunk are
+rendered by one `apply_chat_template` call per kind (with and without the generation prompt) and the
+texts tokenized by one call, then each example's spans and labels are found as before (`encode._spans`,
+`encode._labels`). A chunk whose template fails or runs past its time bound is encoded again example
+by example, so the failing row is named exactly as before. Tokenizers that are not transformers' fast
+tokenizers (ftc.compiler.tokens.LightTokenizer, test doubles) take the per-example path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ftc.core.data.encode import DataError, Render, _check, _labels, _prompt, _renders, _spans, _text, _truncate, \
+    encode_example
+from ftc.core.data.settings import DataSettings
+from ftc.core.sandbox import MAX_SECONDS, deadline
+
+
+def encode_many(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings) -> list[Any]:
+    """[encode_example(tokenizer, e, settings) for e in examples], an exception in an example's place
+    (and nothing after it: the caller stops there)."""
+    if getattr(tokenizer, "is_fast", False) and len(examples) > 1:
+        try:
+            with deadline(MAX_SECONDS * 8):  # past it (a slow chunk or a runaway template): one by one
+                return _batch(tokenizer, examples, settings)
+        except Exception:  # noqa: BLE001 - encoded again one by one, which names the row and the error
+            pass
+    out: list[Any] = []
+    for example in examples:
+        try:
+            with deadline():  # transformers' chat-template sandbox has no bound of its own (ftc.core.sandbox)
+                out.append(encode_example(tokenizer, example, settings))
+        except Exception as exc:  # noqa: BLE001 - the caller raises it, naming the row
+            out.append(exc)
+            break
+    return out
+
+
+def _batch(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings) -> list[Any]:
+    out: list[Any] = [None] * len(examples)
+    chats = _chats(tokenizer, examples, settings)
+    prompts = [p for p, e in enumerate(examples) if "messages" not in e and "prompt" in e]
+    texts = [p for p, e in enumerate(examples) if "messages" not in e and "prompt" not in e]
+    if prompts:
+        heads = _ids(tokenizer, [examples[p]["prompt"] for p in prompts], True)
+        answers = _ids(tokenizer, [examples[p]["answer"] for p in prompts], False)
+        for p, head, answer in zip(prompts, heads, answers):
+            out[p] = _prompt(tokenizer, head, answer, settings.max_length, settings.train_on)
+    if texts:
+        for p, ids in zip(texts, _ids(tokenizer, [examples[p]["text"] for p in texts], True)):
+            out[p] = _text(tokenizer, ids, settings.max_length)
+    for p, value in chats.items():
+        out[p] = value
+    first_error = next((p for p, value in enumerate(out) if isinstance(value, Exception)), None)
+    return out if first_error is None else out[:first_error + 1]
+
+
+def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
+    return list(tokenizer(texts, add_special_tokens=special)["input_ids"])
+
+
+def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings) -> dict[int, Any]:
+    """The encodings of the chunk's conversations by position (a DataError in the place of one that has none)."""
+    train_on = settings.train_on
+    needed: dict[int, list[Render]] = {}
+    done: dict[int, Any] = {}
+    for p, example in enumerate(examples):
+        if "messages" in example:
+            try:
+                _check(example["messages"], train_on)
+                needed[p] = _renders(example["messages"], train_on)
+            except DataError as exc:
+                done[p] = exc
+    rendered: dict[int, dict[Render, str]] = {p: {} for p in needed}
+    for generation in (False, True):
+        wanted = [(p, r) for p, renders in needed.items() for r in renders if r[1] == generation]
+        if wanted:
+            texts = tokenizer.apply_chat_template([list(examples[p]["messages"][:r[0]]) for p, r in wanted],
+                                                  tokenize=False, add_generation_prompt=generation)
+            for (p, r), text in zip(wanted, texts):
+                rendered[p][r] = text
+    spans: dict[int, list[tuple[int, int]]] = {}
+    for p in needed:
+        try:
+            spans[p] = _spans(examples[p]["messages"], rendered[p], train_on)
+        except DataError as exc:
+            done[p] = exc
+    order = list(spans)
+    if order:
+        whole = [rendered[p][(len(examples[p]["messages"]), False)] for p in order]
+        encoding = tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
+        for p, ids, offsets in zip(order, encoding["input_ids"], encoding["offset_mapping"]):
+            ids = list(ids)
+            done[p] = _truncate(ids, _labels(ids, offsets, spans[p]), settings.max_length)
+    return done

@@ -1,0 +1,146 @@
+"""The batched encoder (ftc.core.data.batch) and the per-example one give IDENTICAL input_ids and labels to
+the encoder they replaced, kept here as the reference (`reference_chat`: a render per prefix, a token loop),
+on every format, template and train_on case: ChatML, templates with a default system prompt, with
+`{% generation %}` and that strip content, the bundled SmolLM2 template when it is converted here."""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from helpers import data_settings
+
+from ftc.core.data.batch import encode_many
+from ftc.core.data.encode import IGNORE, TRAIN_ON, DataError, _truncate, encode_example, encode_prompt, encode_text
+
+# Templates a tokenizer may bring: a default system prompt (SmolLM2's shape), {% generation %} markers, stripped
+# content and a header for each role (Llama 3's shape).
+TEMPLATES = {
+    "default_system": "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                      "{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}{{ '<|im_start|>' + "
+                      "message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}{% endfor %}"
+                      "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+    "generation": "{% for m in messages %}{% if m['role'] == 'assistant' %}{{ 'A: ' }}{% generation %}"
+                  "{{ m['content'] + eos_token }}{% endgeneration %}{% else %}{{ m['role'][0] | upper + ': ' + "
+                  "m['content'] + '\n' }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'A: ' }}{% endif %}",
+    "headers_strip": "{{ bos_token }}{% for m in messages %}{{ '<|im_start|>' + m['role'] + '<|im_end|>\n\n' + "
+                     "m['content'] | trim + '<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}"
+                     "{{ '<|im_start|>assistant<|im_end|>\n\n' }}{% endif %}",
+}
+
+
+def reference_chat(tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int,
+                   train_on: str = "answers") -> dict[str, Any]:
+    """The encoder before batching, verbatim in what it computes: each trained turn located by rendering the
+    conversation up to it twice, labels by walking the tokens' offsets."""
+    def render(prefix: Sequence[dict[str, str]], generation: bool) -> str:
+        return tokenizer.apply_chat_template(list(prefix), tokenize=False, add_generation_prompt=generation)
+
+    if not messages or messages[-1].get("role") != "assistant":
+        raise DataError("a conversation must end with an assistant turn")
+    text = render(messages, False)
+    spans: list[tuple[int, int]] = []
+    last_answer = max(i for i, m in enumerate(messages) if m.get("role") == "assistant")
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role == "system" or (role != "assistant" and train_on != "inputs_too") or \
+                (train_on == "last_answer" and i != last_answer):
+            continue
+        start = render(messages[:i], role == "assistant" and train_on != "inputs_too") if i else ""
+        end = text if i == len(messages) - 1 else render(messages[: i + 1], False)
+        if not (text.startswith(start) and text.startswith(end) and len(end) > len(start)):
+            raise DataError("the chat template does not render conversations incrementally")
+        if spans and spans[-1][1] == len(start):
+            spans[-1] = (spans[-1][0], len(end))
+        else:
+            spans.append((len(start), len(end)))
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    labels, span = [], 0
+    for token, (begin, end_) in zip(encoding["input_ids"], encoding["offset_mapping"]):
+        while span < len(spans) and begin >= spans[span][1]:
+            span += 1
+        trained = span < len(spans) and spans[span][0] <= begin < spans[span][1] and end_ > begin
+        labels.append(token if trained else IGNORE)
+    return _truncate(list(encoding["input_ids"]), labels, max_length)
+
+
+def conversations(seed: int = 0, count: int = 40) -> list[list[dict[str, str]]]:
+    """Single and multi-turn conversations, with and without a system prompt, with empty, padded, multi-line
+    and non-ASCII contents (each case the stage meets)."""
+    rng = random.Random(seed)
+    words = ["red", "  blue ", "ünïcödé", "数据", "🙂 ok", "", "line\nbreak", "<|im_end|> not a marker", "tab\t."]
+    out = []
+    for n in range(count):
+        chat = [{"role": "system", "content": rng.choice(words) + " be brief"}] if n % 3 == 0 else []
+        for _ in range(1 + n % 3):
+            chat += [{"role": "user", "content": " ".join(rng.choices(words, k=rng.randint(1, 6)))},
+                     {"role": "assistant", "content": " ".join(rng.choices(words, k=rng.randint(0, 8)))}]
+        out.append(chat)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tiny_tokenizer: Any) -> dict[str, Any]:
+    found = {"chatml": tiny_tokenizer}
+    for name, template in TEMPLATES.items():
+        found[name] = copy.deepcopy(tiny_tokenizer)
+        found[name].chat_template = template
+    from ftc.core.bundled import MARKER, cache_root
+
+    bundled = cache_root() / "models" / "smollm2-135m-instruct"
+    if (bundled / MARKER).is_file():
+        from transformers import AutoTokenizer
+
+        found["smollm2"] = AutoTokenizer.from_pretrained(bundled)
+    return found
+
+
+@pytest.mark.parametrize("train_on", TRAIN_ON)
+@pytest.mark.parametrize("max_length", [512, 40])
+def test_chat_encodings_are_identical_to_the_reference(tokenizers: dict[str, Any], train_on: str,
+                                                       max_length: int) -> None:
+    chats = conversations()
+    settings = data_settings("chat", max_length, train_on=train_on)
+    for name, tokenizer in tokenizers.items():
+        expected = [reference_chat(tokenizer, chat, max_length, train_on) for chat in chats]
+        assert sum(e["trained_tokens"] for e in expected) > 0
+        examples = [{"messages": chat} for chat in chats]
+        assert [encode_example(tokenizer, e, settings) for e in examples] == expected, name
+        assert encode_many(tokenizer, examples, settings) == expected, name
+
+
+@pytest.mark.parametrize("train_on", ["answers", "inputs_too"])
+def test_prompt_and_text_encodings_are_identical_one_by_one_and_batched(tiny_tokenizer: Any, train_on: str) -> None:
+    words = [w for chat in conversations(1, 10) for m in chat for w in [m["content"]]]
+    prompts = [{"prompt": f"Q: {w}\nA:", "answer": w[::-1]} for w in words]
+    texts = [{"text": w} for w in words]
+    settings = data_settings("completion", 12, train_on=train_on)
+    assert encode_many(tiny_tokenizer, prompts, settings) == [
+        encode_prompt(tiny_tokenizer, e["prompt"], e["answer"], 12, train_on) for e in prompts]
+    assert encode_many(tiny_tokenizer, texts, settings) == [encode_text(tiny_tokenizer, e["text"], 12) for e in texts]
+    mixed = [prompts[0], texts[1], {"messages": conversations()[1]}, texts[2]]
+    assert encode_many(tiny_tokenizer, mixed, settings) == [encode_example(tiny_tokenizer, e, settings) for e in mixed]
+
+
+def test_a_bad_example_in_a_chunk_stops_there_with_its_error(tiny_tokenizer: Any) -> None:
+    settings = data_settings("chat", 64)
+    chats = [{"messages": chat} for chat in conversations(count=5)]
+    bad = {"messages": [{"role": "user", "content": "no answer"}]}
+    out = encode_many(tiny_tokenizer, chats[:2] + [bad] + chats[2:], settings)
+    assert len(out) == 3 and isinstance(out[2], DataError) and "must end with an assistant turn" in str(out[2])
+    assert out[:2] == [encode_example(tiny_tokenizer, e, settings) for e in chats[:2]]
+
+
+def test_a_template_that_fails_on_one_row_is_named_there(tiny_tokenizer: Any) -> None:
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = ("{% for m in messages %}{% if m['content'] == 'boom' %}{{ raise_exception('no boom') }}"
+                               "{% endif %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}")
+    settings = data_settings("chat", 64)
+    chats = [{"messages": chat} for chat in conversations(count=4)]
+    bad = {"messages": [{"role": "user", "content": "boom"}, {"role": "assistant", "content": "x"}]}
+    out = encode_many(tokenizer, chats[:3] + [bad] + chats[3:], settings)
+    assert len(out) == 4 and "no boom" in str(out[3])
+    assert out[:3] == [reference_chat(tokenizer, e["messages"], 64) for e in chats[:3]]
