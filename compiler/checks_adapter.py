@@ -64,9 +64,11 @@ def _settings_differ(spec: Spec, facts: Facts, adapter: AdapterFacts) -> Iterato
     if adapter.peft_type == "LORA":
         kind = spec.method.kind  # type: ignore[attr-defined]
         for k, flag in VARIANTS.items():
-            if bool(adapter.config.get(flag)) != (kind == k):
-                which = f"kind = {k!r}" if adapter.config.get(flag) else "a LoRA kind without it"
-                yield "method.kind", f"{source} was trained with {flag} = {bool(adapter.config.get(flag))}; use {which}"
+            saved = bool(adapter.config.get(flag))
+            if saved != (kind == k):
+                ours = "sets it" if kind == k else "leaves it off"
+                yield "method.kind", (f"{source} has {flag} = {lit(saved)}, but kind = {kind!r} {ours}; use kind = "
+                                      f"{k if saved else 'lora'!r} to continue it")
         for key in LORA_UNSET:
             if adapter.config.get(key) not in (None, {}, [], False, "none"):
                 yield KEY_ADAPTER, (f"{source} sets {key} = {lit(adapter.config[key])}, which ftc's LoRA kinds do not "
@@ -119,7 +121,7 @@ def _base_problems(spec: Spec, facts: Facts, adapter: AdapterFacts) -> Iterator[
         trained = run.get("quantization")
         if trained != spec.method.quantization:
             names = {None: "an unquantized base", "nf4": "a 4-bit NF4 base", "int8": "an 8-bit base"}
-            fix = {None: "quantize = \"none\"", "nf4": "kind = \"qlora\" (or quantize = \"nf4\")",
+            fix = {None: "kind = \"lora\" (or quantize = \"none\")", "nf4": "kind = \"qlora\" (or quantize = \"nf4\")",
                    "int8": "quantize = \"int8\""}.get(trained, f"quantize = {lit(trained)}")
             yield "method.quantize", (f"the adapter was trained on {names.get(trained, lit(trained))} ({where}), but "
                                       f"kind = {spec.method.kind!r} loads {names.get(spec.method.quantization, '?')}; "  # type: ignore[attr-defined]
