@@ -196,3 +196,35 @@ def test_a_missing_or_damaged_adapter_is_a_clear_error(runs: Path, monkeypatch: 
     where = "gone" if damage == "missing" else f"damaged/{damage}"
     problems = _problems(runs, _spec("c", model=f'adapter = "{where}"\n'), monkeypatch)
     assert says in problems["model.adapter"], problems
+
+
+# kind -> [method] lines: every kind ftc continues (LoRA family, IA3, LLaMA-Adapter), trained then continued
+CONTINUED = {
+    "dora": 'kind = "dora"\nr = 8\nalpha = 16\n',
+    "rslora": 'kind = "rslora"\nr = 8\nalpha = 8\n',
+    "loraplus": 'kind = "loraplus"\nr = 8\nalpha = 16\nratio = 4\n',
+    "qlora": 'kind = "qlora"\nr = 8\nalpha = 16\n',
+    "ia3": 'kind = "ia3"\n',
+    "llama_adapter": 'kind = "llama_adapter"\nadapter_len = 4\nlayers = 2\n',
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(CONTINUED))
+def test_each_continued_kind_starts_from_its_adapter_and_reloads(kind: str, tiny_model: Path, tmp_path: Path) -> None:
+    import torch
+    from peft import PeftModel, get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    root = _setup(tmp_path, tiny_model)
+    a = _run(root, "a", _spec("a", method=CONTINUED[kind]))
+    b = _run(root, "b", _spec("b", method=CONTINUED[kind], model='adapter = "runs/a"\n', source="b.jsonl"))
+    assert _eval(b)["before"]["loss"] == pytest.approx(_eval(a)["after"]["loss"], rel=1e-5)
+    assert _eval(b)["before"]["loss"] != pytest.approx(_eval(a)["before"]["loss"], rel=1e-3)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.float32) if kind == "qlora" else None
+    base = AutoModelForCausalLM.from_pretrained(root / "tiny", dtype=torch.float32, quantization_config=quant,
+                                                device_map="cpu" if quant else None)
+    model = PeftModel.from_pretrained(base, b / "final")
+    saved, loaded = _weights(b / "final"), get_peft_model_state_dict(model)
+    assert saved.keys() == loaded.keys() and all(torch.equal(loaded[k], v) for k, v in saved.items())
