@@ -12,21 +12,19 @@ from ftc.compiler.adapter import AdapterFacts
 from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.checks import Facts, Finding, check
 from ftc.compiler.literal import lit
+from ftc.compiler.methods import METHODS
+from ftc.compiler.methods.base import MethodBase
 from ftc.compiler.spec import Spec
 
 PEFT_TYPES = {"LoraConfig": "LORA", "IA3Config": "IA3", "AdaptionPromptConfig": "ADAPTION_PROMPT",
               "PrefixTuningConfig": "PREFIX_TUNING", "PromptEncoderConfig": "P_TUNING",
               "PromptTuningConfig": "PROMPT_TUNING"}
 """The PEFT type of each config class a method's template builds."""
-CONTINUES = {"LORA": "lora", "IA3": "ia3", "ADAPTION_PROMPT": "llama_adapter"}
-"""PEFT types PeftModel.from_pretrained loads trainable, and the kind that continues each."""
 PROMPT_LEARNING = ("PREFIX_TUNING", "P_TUNING", "PROMPT_TUNING")
 # (adapter_config.json key, method knob) pairs that shape or scale the weights, per PEFT type.
 SAME = {"LORA": (("r", "r"), ("lora_alpha", "alpha"), ("target_modules", "target_modules")),
         "IA3": (("target_modules", "target_modules"), ("feedforward_modules", "feedforward_modules")),
         "ADAPTION_PROMPT": (("adapter_len", "adapter_len"), ("adapter_layers", "layers"))}
-VARIANTS = {"dora": "use_dora", "rslora": "use_rslora"}
-"""LoRA kinds that set a flag of LoraConfig (the others leave both off)."""
 LORA_UNSET = ("bias", "modules_to_save", "layers_to_transform", "rank_pattern", "alpha_pattern", "lora_bias",
               "use_qalora", "fan_in_fan_out", "trainable_token_indices", "layer_replication")
 """LoraConfig settings ftc's LoRA kinds leave unset (off, none or empty): an adapter that sets one cannot be
@@ -34,8 +32,18 @@ rebuilt from the spec."""
 KEY_ADAPTER = "model.adapter"
 
 
-def _peft_type(spec: Spec) -> str:
-    return PEFT_TYPES[spec.method.imports().peft[0]]
+def _peft_type(method: type[MethodBase]) -> str:
+    return PEFT_TYPES[method.imports().peft[0]]
+
+
+def _kind_for(adapter: AdapterFacts) -> str | None:
+    """The first kind that continues the adapter: its PEFT type and flags, loaded trainable, no rewritten base."""
+    for kind, method in METHODS.items():
+        if (method.peft and not method.rewrites_base_weights and _peft_type(method) not in PROMPT_LEARNING
+                and _peft_type(method) == adapter.peft_type
+                and all(bool(adapter.config.get(k)) == v for k, v in method.peft_flags.items())):
+            return kind
+    return None
 
 
 def _normal(value: Any, arch: str | None) -> Any:
@@ -63,12 +71,12 @@ def _settings_differ(spec: Spec, facts: Facts, adapter: AdapterFacts) -> Iterato
                                      "the adapter's shape or scale)")
     if adapter.peft_type == "LORA":
         kind = spec.method.kind  # type: ignore[attr-defined]
-        for k, flag in VARIANTS.items():
+        for flag, ours in type(spec.method).peft_flags.items():
             saved = bool(adapter.config.get(flag))
-            if saved != (kind == k):
-                ours = "sets it" if kind == k else "leaves it off"
-                yield "method.kind", (f"{source} has {flag} = {lit(saved)}, but kind = {kind!r} {ours}; use kind = "
-                                      f"{k if saved else 'lora'!r} to continue it")
+            if saved != ours:
+                yield "method.kind", (f"{source} has {flag} = {lit(saved)}, but kind = {kind!r} "
+                                      f"{'sets it' if ours else 'leaves it off'}; use kind = {_kind_for(adapter)!r} "
+                                      "to continue it")
         for key in LORA_UNSET:
             if adapter.config.get(key) not in (None, {}, [], False, "none"):
                 yield KEY_ADAPTER, (f"{source} sets {key} = {lit(adapter.config[key])}, which ftc's LoRA kinds do not "
@@ -84,7 +92,7 @@ def _kind_problems(spec: Spec, adapter: AdapterFacts) -> Iterator[Finding]:
     kind, method = spec.method.kind, spec.method  # type: ignore[attr-defined]
     if not method.peft:
         yield "method.kind", (f"kind = {kind!r} trains the model's own weights, not an adapter, so it cannot continue "
-                              f"one; use kind = {CONTINUES.get(adapter.peft_type, 'lora')!r}, or merge the adapter "
+                              f"one; use kind = {_kind_for(adapter) or 'lora'!r}, or merge the adapter "
                               "(`ftc merge`) and set model.base to the merged folder")
         return
     if method.rewrites_base_weights:
@@ -92,14 +100,14 @@ def _kind_problems(spec: Spec, adapter: AdapterFacts) -> Iterator[Finding]:
                               "cannot load a trained adapter; a PiSSA run's final/ is a plain LoRA for the original "
                               "base: continue it with kind = \"lora\" (and its r)")
         return
-    ours = _peft_type(spec)
+    ours = _peft_type(type(method))
     if ours in PROMPT_LEARNING or adapter.peft_type in PROMPT_LEARNING:
         yield KEY_ADAPTER, (f"a {adapter.peft_type if adapter.peft_type in PROMPT_LEARNING else ours} adapter cannot "
                             "be continued: PEFT 0.21 loads prompt-learning adapters frozen only (PeftModel."
                             "from_pretrained: \"Cannot set a prompt learning adapter to trainable\"); start a new "
                             "one, or continue a LoRA, IA3 or LLaMA-Adapter adapter")
     elif adapter.peft_type != ours:
-        fix = (f"use kind = {CONTINUES[adapter.peft_type]!r}" if adapter.peft_type in CONTINUES else
+        fix = (f"use kind = {_kind_for(adapter)!r}" if _kind_for(adapter) else
                "ftc continues LoRA, IA3 and LLaMA-Adapter adapters only")
         yield "method.kind", (f"the adapter in {adapter.folder} is a {adapter.peft_type} adapter, but kind = {kind!r} "
                               f"builds a {ours} one; {fix}")
