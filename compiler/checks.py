@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from ftc.compiler.adapter import AdapterFacts, adapter_facts
 from ftc.compiler.catalog import GPUS, find_gpu
 from ftc.compiler.evalchecks import eval_findings
 from ftc.core.errors import Problem, SpecError
@@ -36,6 +37,8 @@ class Facts:
     """The `[[data.mix]]` sources, in spec order."""
     tokens: TokenFacts | None = None
     """Token lengths of the data's first rows, measured with the model's tokenizer (None: not on this machine)."""
+    adapter: AdapterFacts | None = None
+    """The adapter `model.adapter` continues (compiler/adapter.py)."""
 
 
 Finding = tuple[str, str]
@@ -321,12 +324,13 @@ def _facts(spec: Spec) -> tuple[Facts, list[Finding]]:
         mixed = read(lambda: data_facts(entry.source), "data.mix", f"source {number} ({entry.source}): ")
         if mixed is not None:
             mix.append(mixed)
+    adapter = read(lambda: adapter_facts(str(spec.model.adapter))) if spec.model.adapter else None
     tokens = None
     if model is not None and data is not None:
         tokens, problem = measure_data(spec, model, data, tuple(mix))
         if problem:  # the data stage itself, run on the first rows with the model's tokenizer
             findings.append(problem)
-    return Facts(model, data, validation, tuple(mix), tokens), findings
+    return Facts(model, data, validation, tuple(mix), tokens, adapter), findings
 
 
 def run_checks(source: SpecSource) -> Facts:
@@ -348,4 +352,4 @@ def method_checks(spec: Spec, facts: Facts) -> Iterator[Finding]:
     yield from spec.method.checks(spec, facts)
 
 
-from ftc.compiler import checks_parallel  # noqa: E402,F401  (registers the multi-device checks)
+from ftc.compiler import checks_adapter, checks_parallel  # noqa: E402,F401  (register the adapter, multi-device checks)

@@ -48,6 +48,12 @@ class ModelSpec(_Table):
     """Hub revision (branch, tag or commit) for hub ids."""
     trust_remote_code: bool = False
     """Allow the model's own Python code to run. Off unless you trust its authors."""
+    adapter: PathText | None = None
+    """Continue training a PEFT adapter instead of starting a new one: a run directory (its final/
+    adapter) or an adapter folder (adapter_config.json and its weights). Checked at compile time
+    against model.base, the quantization it was trained on (from the run's plan.json) and the
+    method's settings (kind, rank, targets...). LoRA kinds, IA3 and LLaMA-Adapter; not prompt
+    kinds (PEFT loads those frozen only)."""
 
 
 class CleanSpec(_Table):

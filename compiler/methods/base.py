@@ -148,6 +148,8 @@ class MethodBase(BaseModel):
     """Why the method cannot train with its weights sharded (`fsdp`, `zero3`); empty: it can."""
     own_optimizer: ClassVar[str | None] = None
     """The method's code builds `optimizer` itself; the comment beside handing it to the trainer."""
+    peft_flags: ClassVar[dict[str, bool]] = {}
+    """adapter_config.json flags this kind's PEFT config always has (an adapter it continues must have them too)."""
     save_template: ClassVar[str | None] = None
     """templates/methods/<save_template>.py.j2 saves the result (None: the trainer's save_model)."""
     CONFIG_NAMES: ClassVar[dict[str, str]] = {

@@ -51,6 +51,7 @@ class Lora(MethodBase):
     """Seeds: LoRA up to ~2e-4."""
     mergeable: ClassVar[bool] = True
     peft: ClassVar[bool] = True
+    peft_flags: ClassVar[dict[str, bool]] = {"use_dora": False, "use_rslora": False}
     int8_ok: ClassVar[bool] = True
     nf4_ok: ClassVar[bool] = True
 
@@ -133,6 +134,7 @@ class Dora(Lora):
     kind: Literal["dora"] = "dora"  # type: ignore[assignment]
     """Method selector."""
     title: ClassVar[str] = "DoRA (weight-decomposed LoRA)"
+    peft_flags: ClassVar[dict[str, bool]] = {"use_dora": True, "use_rslora": False}
     int8_ok: ClassVar[bool] = False
 
     def _why_not_quantized(self) -> str:
@@ -166,6 +168,7 @@ class RsLora(Lora):
     kind: Literal["rslora"] = "rslora"  # type: ignore[assignment]
     """Method selector."""
     title: ClassVar[str] = "rsLoRA (rank-stabilized LoRA)"
+    peft_flags: ClassVar[dict[str, bool]] = {"use_dora": False, "use_rslora": True}
 
 
 class Pissa(Lora):

@@ -99,7 +99,18 @@ def _model(spec: Spec, facts: Facts, reasons: list[str], notes: list[str]) -> Mo
     if model.chat_template is False and spec.data.format != "text":
         notes.append("the tokenizer has no chat template: the run adds a ChatML template and saves it "
                      "with the model")
+    adapter = None
+    if facts.adapter is not None:
+        a = facts.adapter
+        trained = f"trained by run {a.run_dir}" if a.run_dir else "no run's plan.json beside it"
+        adapter = Setting(a.folder, f"spec: model.adapter ({a.how}; {a.weights} sha256 {a.sha256[:16]})")
+        reasons.append(f"adapter: continues the {a.peft_type} adapter in {a.folder} ({a.how}, {trained}; "
+                       f"{a.weights} sha256 {a.sha256})")
+        if a.run_dir is None:
+            notes.append(f"the quantization {a.folder} was trained on is not recorded in an adapter folder (a run's "
+                         "plan.json has it); check that method.quantize matches it")
     return ModelPlan(
+        adapter=adapter,
         base_model=Setting(spec.model.base, f"spec: model.base ({model.origin})"),
         revision=_given(spec.model.revision, "model.revision", None),
         trust_remote_code=Setting(spec.model.trust_remote_code, "spec: model.trust_remote_code"

@@ -67,6 +67,8 @@ class ModelPlan:
     base_model: Setting[str] = meta("BASE_MODEL")
     revision: Setting[str | None] = meta("REVISION")
     trust_remote_code: Setting[bool] = meta("TRUST_REMOTE_CODE")
+    adapter: Setting[str] | None = meta("ADAPTER", default=None)
+    """The adapter folder the method continues (`model.adapter`), when one is given."""
 
 
 @dataclass(frozen=True, kw_only=True)
