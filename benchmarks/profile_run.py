@@ -7,8 +7,12 @@ Every allocation and free of PyTorch's CPU allocator is an event with a time, an
 signed size; sorted by time, their running sum is the live tensor bytes, and its maximum the peak
 (NOTES.md, DESIGN.md "Measuring memory"). Only markers are added, through class-level hooks that
 leave the script's code alone: the span of `Trainer.train` and of each `Trainer.evaluate` (the
-phases), the model's weight storages when training starts, the gradients just before each
-optimizer step and the optimizer state just after it (to split the peak into components).
+phases), the model's weight storages when training starts and again at the first optimizer step
+(after the Trainer has wrapped, sharded or partitioned the model), the gradients just before each
+optimizer step and the optimizer state just after it (to split the peak into components). Under
+sharding a parameter's own storage is not its bytes: an FSDP2 parameter is a DTensor whose local
+shard holds them, a DeepSpeed ZeRO-3 parameter an empty tensor whose partition is `ds_tensor`
+(and ZeRO-2/3's optimizer steps on flat fp32 partitions), so the local tensors are what is marked.
 
 Each process writes OUT_DIR/rank{RANK}.json (RANK from the environment, 0 alone), so a script
 launched as several processes gives every process's peak.
@@ -34,19 +38,31 @@ class Marks:
     def __init__(self) -> None:
         self.sets: list[tuple[str, str, list[tuple[int, int]]]] = []  # (marker name, category, (ptr, bytes))
         self.trained_params = 0
+        self.prepared = False  # the weights were marked again at the first optimizer step
 
     def take(self, category: str, tensors: list[Any]) -> None:
         from torch.profiler import record_function
 
         seen: dict[int, int] = {}
-        for t in tensors:
-            if t is not None and t.device.type != "meta":
+        for t in (local for t in tensors for local in _local(t)):
+            if t.device.type != "meta" and t.untyped_storage().nbytes():
                 s = t.untyped_storage()
                 seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
         name = f"ftc-bench::mark{len(self.sets)}"
         with record_function(name):  # an event whose time is on the profiler's own clock
             pass
         self.sets.append((name, category, sorted(seen.items())))
+
+
+def _local(t: Any) -> list[Any]:
+    """The tensors that hold `t`'s bytes in this process: an FSDP2 DTensor's local shard, a ZeRO-3
+    parameter's partition (`ds_tensor`, beside its empty or gathered data), else `t` itself."""
+    if t is None:
+        return []
+    if hasattr(t, "_local_tensor"):  # torch.distributed.tensor.DTensor (FSDP2 parameters, gradients, moments)
+        return [t._local_tensor]
+    partition = getattr(t, "ds_tensor", None)  # deepspeed/runtime/zero/partition_parameters.py
+    return [t] + ([partition] if partition is not None else [])
 
 
 def _weight_tensors(model: Any) -> list[Any]:
@@ -69,8 +85,10 @@ def install_hooks(marks: Marks) -> None:
     from transformers import Trainer
 
     train, evaluate = Trainer.train, Trainer.evaluate
+    trainers: list[Any] = []
 
     def traced_train(self: Any, *args: Any, **kwargs: Any) -> Any:
+        trainers.append(self)
         marks.take("weights", _weight_tensors(self.model))
         marks.trained_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         with record_function("ftc-bench::train"):
@@ -81,6 +99,9 @@ def install_hooks(marks: Marks) -> None:
             return evaluate(self, *args, **kwargs)
 
     def before_step(opt: Any, args: Any, kwargs: Any) -> None:
+        if trainers and not marks.prepared:  # the weights as the strategy holds them once prepared
+            marks.prepared = True
+            marks.take("weights", _weight_tensors(trainers[-1].model))
         marks.take("gradients", [p.grad for g in opt.param_groups for p in g["params"]])
 
     def after_step(opt: Any, args: Any, kwargs: Any) -> None:
@@ -127,10 +148,13 @@ def _live_at(events: list[tuple[int, int, int, str]], until: int) -> dict[int, i
 def categorize(events: list[tuple[int, int, int, str]], marks: Marks,
                ranges: dict[str, list[tuple[int, int]]]) -> tuple[dict[int, str], int]:
     """Category of each allocation that held a marked tensor when the mark was taken, and the bytes
-    of marked weight storages no allocation event holds (memory-mapped or made before profiling)."""
+    of marked weight storages no allocation event holds (memory-mapped or made before profiling), as
+    the last weight mark (the prepared model) saw them."""
     category: dict[int, str] = {}
-    unseen = 0
+    unseen: dict[str, int] = {}
     for name, cat, ptrs in marks.sets:
+        if cat == "weights":
+            unseen[name] = 0
         live = _live_at(events, ranges[name][0][0])
         starts = sorted(live)
         for ptr, nbytes in ptrs:
@@ -139,8 +163,8 @@ def categorize(events: list[tuple[int, int, int, str]], marks: Marks,
             if i is not None and ptr < starts[j] + events[i][2]:
                 category.setdefault(i, cat)
             elif cat == "weights":
-                unseen += nbytes
-    return category, unseen
+                unseen[name] += nbytes
+    return category, list(unseen.values())[-1] if unseen else 0
 
 
 def _phase(t: int, ranges: dict[str, list[tuple[int, int]]]) -> str:
