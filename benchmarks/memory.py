@@ -145,7 +145,7 @@ gradient_checkpointing = {str(case.checkpointing).lower()}
 [hardware]
 {_hardware(case)}[eval]
 compare = {compare}
-max_new_tokens = 8
+{"max_new_tokens = 8" if compare else ""}
 """, encoding="utf-8")
     return path
 

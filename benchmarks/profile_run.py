@@ -9,7 +9,7 @@ signed size; sorted by time, their running sum is the live tensor bytes, and its
 leave the script's code alone: the span of `Trainer.train` and of each `Trainer.evaluate` (the
 phases), the model's weight storages when training starts and again at the first optimizer step
 (after the Trainer has wrapped, sharded or partitioned the model), the gradients just before each
-optimizer step and the optimizer state just after it (to split the peak into components). Under
+optimizer step and the optimizer state (and parameters) just after it (to split the peak into components). Under
 sharding a parameter's own storage is not its bytes: an FSDP2 parameter is a DTensor whose local
 shard holds them, a DeepSpeed ZeRO-3 parameter an empty tensor whose partition is `ds_tensor`
 (and ZeRO-2/3's optimizer steps on flat fp32 partitions), so the local tensors are what is marked.
@@ -105,7 +105,10 @@ def install_hooks(marks: Marks) -> None:
         marks.take("gradients", [p.grad for g in opt.param_groups for p in g["params"]])
 
     def after_step(opt: Any, args: Any, kwargs: Any) -> None:
-        marks.take("optimizer", [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)])
+        states = [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+        # DeepSpeed ZeRO steps a torch optimizer on its fp32 partitions (the master copy): optimizer state too;
+        # elsewhere the optimizer's parameters are the model's, already marked as weights (the first mark wins)
+        marks.take("optimizer", states + [p for g in opt.param_groups for p in g["params"]])
 
     Trainer.train, Trainer.evaluate = traced_train, traced_evaluate  # type: ignore[method-assign]
     register_optimizer_step_pre_hook(before_step)
