@@ -39,6 +39,7 @@ class Marks:
         self.sets: list[tuple[str, str, list[tuple[int, int]]]] = []  # (marker name, category, (ptr, bytes))
         self.trained_params = 0
         self.prepared = False  # the weights were marked again at the first optimizer step
+        self.held: list[int] = []  # [parameter bytes this process holds, their logical bytes] once prepared
 
     def take(self, category: str, tensors: list[Any]) -> None:
         from torch.profiler import record_function
@@ -101,7 +102,11 @@ def install_hooks(marks: Marks) -> None:
     def before_step(opt: Any, args: Any, kwargs: Any) -> None:
         if trainers and not marks.prepared:  # the weights as the strategy holds them once prepared
             marks.prepared = True
-            marks.take("weights", _weight_tensors(trainers[-1].model))
+            model = trainers[-1].model
+            marks.take("weights", _weight_tensors(model))
+            # what this process holds of the parameters against their logical size (1/world when sharded)
+            marks.held = [sum(t.numel() * t.element_size() for p in model.parameters() for t in _local(p)[-1:]),
+                          sum(getattr(p, "ds_numel", p.numel()) * p.element_size() for p in model.parameters())]
         marks.take("gradients", [p.grad for g in opt.param_groups for p in g["params"]])
 
     def after_step(opt: Any, args: Any, kwargs: Any) -> None:
@@ -204,7 +209,7 @@ def analyze(prof: Any, marks: Marks) -> dict[str, Any]:
         p["weights"] += unseen
         p["top"] = _top(events, category, p.pop("at"))
     return {"peaks": peaks, "unseen_weight_bytes": unseen, "end_live": running, "events": len(events),
-            "trained_params": marks.trained_params}
+            "trained_params": marks.trained_params, "held_param_bytes": marks.held}
 
 
 def _top(events: list[tuple[int, int, int, str]], category: dict[int, str], at: int) -> list[tuple[str, int, int]]:
@@ -239,6 +244,9 @@ def main(argv: list[str]) -> int:
         except SystemExit as e:  # the script's own exit code (a failed run is reported as such)
             code = e.code if isinstance(e.code, int) else 1
     result = {"exit_code": code, "threads": torch.get_num_threads(), **analyze(prof, marks)}
+    if torch.cuda.is_available():  # the GPU's own count (the events above are the CPU allocator's)
+        result["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
+        result["cuda_reserved_peak_bytes"] = torch.cuda.max_memory_reserved()
     rank = os.environ.get("RANK", "0")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result), encoding="utf-8")
