@@ -39,7 +39,7 @@ class Marks:
         self.sets: list[tuple[str, str, list[tuple[int, int]]]] = []  # (marker name, category, (ptr, bytes))
         self.trained_params = 0
         self.prepared = False  # the weights were marked again at the first optimizer step
-        self.held: list[int] = []  # [parameter bytes this process holds, their logical bytes] once prepared
+        self.held: list[int] = []  # parameter bytes this process holds, their logical bytes, sharded parameters
 
     def take(self, category: str, tensors: list[Any]) -> None:
         from torch.profiler import record_function
@@ -106,7 +106,8 @@ def install_hooks(marks: Marks) -> None:
             marks.take("weights", _weight_tensors(model))
             # what this process holds of the parameters against their logical size (1/world when sharded)
             marks.held = [sum(t.numel() * t.element_size() for p in model.parameters() for t in _local(p)[-1:]),
-                          sum(getattr(p, "ds_numel", p.numel()) * p.element_size() for p in model.parameters())]
+                          sum(getattr(p, "ds_numel", p.numel()) * p.element_size() for p in model.parameters()),
+                          sum(hasattr(p, "_local_tensor") or hasattr(p, "ds_tensor") for p in model.parameters())]
         marks.take("gradients", [p.grad for g in opt.param_groups for p in g["params"]])
 
     def after_step(opt: Any, args: Any, kwargs: Any) -> None:
