@@ -53,11 +53,14 @@ class Case:
     micro_batch: int
     checkpointing: bool
     strategy: str = ""  # several processes: 2 gloo processes under this strategy ("zero3-offload": + optimizer offload)
+    device: str = "cpu"  # "cuda": benchmarks/memory_cuda.py
+    devices: int = 2  # processes under `strategy` (ZeRO-3 + offload is valid on one GPU)
 
     @property
     def key(self) -> str:
         key = f"{self.model} {self.kind} mb{self.micro_batch} {'gc' if self.checkpointing else 'nogc'}"
-        return f"{key} 2x{self.strategy}" if self.strategy else key
+        key = f"cuda {key}" if self.device == "cuda" else key
+        return f"{key} {self.devices}x{self.strategy}" if self.strategy else key
 
 
 def matrix() -> list[Case]:
@@ -114,18 +117,22 @@ def write_data(path: Path) -> Path:
     return path
 
 
+def _budget(case: Case) -> str:
+    return "vram_gb = 80\n" if case.device == "cuda" else ""  # a cuda plan needs a budget; 80 GB fits every case
+
+
 def _hardware(case: Case) -> str:
     """The [hardware] lines and the effective batch of a case (several processes split it)."""
     if not case.strategy:
-        return 'device = "cpu"\n'
+        return f'device = "{case.device}"\n' + _budget(case)
     strategy, _, offload = case.strategy.partition("-")
-    return (f'device = "cpu"\ndevices = 2\nstrategy = "{strategy}"\n'
+    return (f'device = "{case.device}"\n{_budget(case)}devices = {case.devices}\nstrategy = "{strategy}"\n'
             + ('offload = "optimizer"\n' if offload else ""))
 
 
 def write_spec(case: Case, base: str, data: Path, path: Path) -> Path:
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in METHOD_EXTRA.get(case.kind, {}).items())
-    world = 2 if case.strategy else 1
+    world = case.devices if case.strategy else 1
     compare = 0 if case.strategy.startswith(("fsdp", "zero3")) else 2  # sharded weights: no generation
     path.write_text(f"""name = "bench"
 [model]
@@ -145,7 +152,7 @@ gradient_checkpointing = {str(case.checkpointing).lower()}
 [hardware]
 {_hardware(case)}[eval]
 compare = {compare}
-max_new_tokens = 8
+{"max_new_tokens = 8" if compare else ""}
 """, encoding="utf-8")
     return path
 
@@ -179,7 +186,7 @@ def run_case(case: Case, work: Path, timeout: float) -> dict[str, Any]:
     folder, plan = compile_case(case, work)
     n = processes(plan)
     wrapper = [str(HERE / "profile_run.py"), str(folder / "peaks"), str(folder / "compiled" / "train.py"), "run"]
-    launch = [sys.executable, *wrapper] if n == 1 else [
+    launch = [sys.executable, *wrapper] if n == 1 and not case.strategy else [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", *wrapper]
     t0 = time.monotonic()
     proc = subprocess.run(launch, cwd=folder, capture_output=True, text=True, timeout=timeout)

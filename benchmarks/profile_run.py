@@ -7,8 +7,12 @@ Every allocation and free of PyTorch's CPU allocator is an event with a time, an
 signed size; sorted by time, their running sum is the live tensor bytes, and its maximum the peak
 (NOTES.md, DESIGN.md "Measuring memory"). Only markers are added, through class-level hooks that
 leave the script's code alone: the span of `Trainer.train` and of each `Trainer.evaluate` (the
-phases), the model's weight storages when training starts, the gradients just before each
-optimizer step and the optimizer state just after it (to split the peak into components).
+phases), the model's weight storages when training starts and again at the first optimizer step
+(after the Trainer has wrapped, sharded or partitioned the model), the gradients just before each
+optimizer step and the optimizer state (and parameters) just after it (to split the peak into components). Under
+sharding a parameter's own storage is not its bytes: an FSDP2 parameter is a DTensor whose local
+shard holds them, a DeepSpeed ZeRO-3 parameter an empty tensor whose partition is `ds_tensor`
+(and ZeRO-2/3's optimizer steps on flat fp32 partitions), so the local tensors are what is marked.
 
 Each process writes OUT_DIR/rank{RANK}.json (RANK from the environment, 0 alone), so a script
 launched as several processes gives every process's peak.
@@ -34,19 +38,32 @@ class Marks:
     def __init__(self) -> None:
         self.sets: list[tuple[str, str, list[tuple[int, int]]]] = []  # (marker name, category, (ptr, bytes))
         self.trained_params = 0
+        self.prepared = False  # the weights were marked again at the first optimizer step
+        self.held: list[int] = []  # parameter bytes this process holds, their logical bytes, sharded parameters
 
     def take(self, category: str, tensors: list[Any]) -> None:
         from torch.profiler import record_function
 
         seen: dict[int, int] = {}
-        for t in tensors:
-            if t is not None and t.device.type != "meta":
+        for t in (local for t in tensors for local in _local(t)):
+            if t.device.type != "meta" and t.untyped_storage().nbytes():
                 s = t.untyped_storage()
                 seen[s.data_ptr()] = max(seen.get(s.data_ptr(), 0), s.nbytes())
         name = f"ftc-bench::mark{len(self.sets)}"
         with record_function(name):  # an event whose time is on the profiler's own clock
             pass
         self.sets.append((name, category, sorted(seen.items())))
+
+
+def _local(t: Any) -> list[Any]:
+    """The tensors that hold `t`'s bytes in this process: an FSDP2 DTensor's local shard, a ZeRO-3
+    parameter's partition (`ds_tensor`, beside its empty or gathered data), else `t` itself."""
+    if t is None:
+        return []
+    if hasattr(t, "_local_tensor"):  # torch.distributed.tensor.DTensor (FSDP2 parameters, gradients, moments)
+        return [t._local_tensor]
+    partition = getattr(t, "ds_tensor", None)  # deepspeed/runtime/zero/partition_parameters.py
+    return [t] + ([partition] if partition is not None else [])
 
 
 def _weight_tensors(model: Any) -> list[Any]:
@@ -69,8 +86,10 @@ def install_hooks(marks: Marks) -> None:
     from transformers import Trainer
 
     train, evaluate = Trainer.train, Trainer.evaluate
+    trainers: list[Any] = []
 
     def traced_train(self: Any, *args: Any, **kwargs: Any) -> Any:
+        trainers.append(self)
         marks.take("weights", _weight_tensors(self.model))
         marks.trained_params = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         with record_function("ftc-bench::train"):
@@ -81,10 +100,21 @@ def install_hooks(marks: Marks) -> None:
             return evaluate(self, *args, **kwargs)
 
     def before_step(opt: Any, args: Any, kwargs: Any) -> None:
+        if trainers and not marks.prepared:  # the weights as the strategy holds them once prepared
+            marks.prepared = True
+            model = trainers[-1].model
+            marks.take("weights", _weight_tensors(model))
+            # what this process holds of the parameters against their logical size (1/world when sharded)
+            marks.held = [sum(t.numel() * t.element_size() for p in model.parameters() for t in _local(p)[-1:]),
+                          sum(getattr(p, "ds_numel", p.numel()) * p.element_size() for p in model.parameters()),
+                          sum(hasattr(p, "_local_tensor") or hasattr(p, "ds_tensor") for p in model.parameters())]
         marks.take("gradients", [p.grad for g in opt.param_groups for p in g["params"]])
 
     def after_step(opt: Any, args: Any, kwargs: Any) -> None:
-        marks.take("optimizer", [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)])
+        states = [t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+        # DeepSpeed ZeRO steps a torch optimizer on its fp32 partitions (the master copy): optimizer state too;
+        # elsewhere the optimizer's parameters are the model's, already marked as weights (the first mark wins)
+        marks.take("optimizer", states + [p for g in opt.param_groups for p in g["params"]])
 
     Trainer.train, Trainer.evaluate = traced_train, traced_evaluate  # type: ignore[method-assign]
     register_optimizer_step_pre_hook(before_step)
@@ -127,10 +157,13 @@ def _live_at(events: list[tuple[int, int, int, str]], until: int) -> dict[int, i
 def categorize(events: list[tuple[int, int, int, str]], marks: Marks,
                ranges: dict[str, list[tuple[int, int]]]) -> tuple[dict[int, str], int]:
     """Category of each allocation that held a marked tensor when the mark was taken, and the bytes
-    of marked weight storages no allocation event holds (memory-mapped or made before profiling)."""
+    of marked weight storages no allocation event holds (memory-mapped or made before profiling), as
+    the last weight mark (the prepared model) saw them."""
     category: dict[int, str] = {}
-    unseen = 0
+    unseen: dict[str, int] = {}
     for name, cat, ptrs in marks.sets:
+        if cat == "weights":
+            unseen[name] = 0
         live = _live_at(events, ranges[name][0][0])
         starts = sorted(live)
         for ptr, nbytes in ptrs:
@@ -139,8 +172,8 @@ def categorize(events: list[tuple[int, int, int, str]], marks: Marks,
             if i is not None and ptr < starts[j] + events[i][2]:
                 category.setdefault(i, cat)
             elif cat == "weights":
-                unseen += nbytes
-    return category, unseen
+                unseen[name] += nbytes
+    return category, list(unseen.values())[-1] if unseen else 0
 
 
 def _phase(t: int, ranges: dict[str, list[tuple[int, int]]]) -> str:
@@ -177,7 +210,7 @@ def analyze(prof: Any, marks: Marks) -> dict[str, Any]:
         p["weights"] += unseen
         p["top"] = _top(events, category, p.pop("at"))
     return {"peaks": peaks, "unseen_weight_bytes": unseen, "end_live": running, "events": len(events),
-            "trained_params": marks.trained_params}
+            "trained_params": marks.trained_params, "held_param_bytes": marks.held}
 
 
 def _top(events: list[tuple[int, int, int, str]], category: dict[int, str], at: int) -> list[tuple[str, int, int]]:
@@ -212,6 +245,9 @@ def main(argv: list[str]) -> int:
         except SystemExit as e:  # the script's own exit code (a failed run is reported as such)
             code = e.code if isinstance(e.code, int) else 1
     result = {"exit_code": code, "threads": torch.get_num_threads(), **analyze(prof, marks)}
+    if torch.cuda.is_available():  # the GPU's own count (the events above are the CPU allocator's)
+        result["cuda_peak_bytes"] = torch.cuda.max_memory_allocated()
+        result["cuda_reserved_peak_bytes"] = torch.cuda.max_memory_reserved()
     rank = os.environ.get("RANK", "0")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result), encoding="utf-8")

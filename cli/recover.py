@@ -15,7 +15,7 @@ from rich.console import Console
 from ftc.compiler.compile import CompileResult
 from ftc.core import checkpoint as ckpt
 from ftc.core.errors import RunError
-from ftc.core.events import EventLog
+from ftc.core.events import EventLog, read_events
 
 # Error kinds of the script's final status event (ftc.runtime.outcome) whose message says what to fix.
 USER_ERRORS = frozenset({"data", "bundled_model", "method", "run_dir", "nan", "eval_gate"})
@@ -39,6 +39,29 @@ def recover(console: Console, result: CompileResult, target: Path, events: Event
     last = "\n".join(f"  | {line}" for line in tail)
     hint = resume_hint(result, target)
     raise RunError(f"training failed (exit code {code}); last lines of {log}:\n{last}" + (f"\n{hint}" if hint else ""))
+
+
+# The final status of a process that asks `ftc run` for another attempt: (error kind, exit code).
+RETRYABLE = {("oom", ckpt.EXIT_OOM), ("nan", ckpt.EXIT_ROLLBACK)}
+
+
+def rank_logs(target: Path) -> dict[Path, int]:
+    """The other ranks' event files (RUN_DIR/ranks/<rank>/events.jsonl) and how many events each holds now."""
+    return {p: len(read_events(p)) for p in sorted(target.glob("ranks/*/events.jsonl"))}
+
+
+def ranks_outcome(target: Path, before: dict[Path, int], final: dict[str, Any], code: int, *, distributed: bool
+                  ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:
+    """Under several processes torchrun exits 1 whichever rank failed (and ends the others, whose status then
+    says stopped or crashed): the attempt's outcome is the status of the first process that asks for a retry
+    (out of memory, a NaN rollback), rank 0's first, with its exit code; else rank 0's status and `code`.
+    Also returns the events the other ranks wrote in the attempt (their injected faults)."""
+    others = [e for p in sorted(target.glob("ranks/*/events.jsonl")) for e in read_events(p)[before.get(p, 0):]]
+    if distributed and code != 0:
+        for status in [final, *(e for e in others if e.get("type") == "status")]:
+            if (status.get("error"), status.get("exit_code")) in RETRYABLE:
+                return status, int(status["exit_code"]), others
+    return final, code, others
 
 
 def _micro_and_accum(result: CompileResult, target: Path) -> tuple[int, int]:

@@ -32,7 +32,7 @@ from ftc.core.events import EventLog, EventTail, read_events
 from ftc.core.paths import check_output_dir
 from ftc.cli import rundir
 from ftc.cli import launch
-from ftc.cli.recover import recover, resume_hint, with_overrides, write_plan
+from ftc.cli.recover import rank_logs, ranks_outcome, recover, resume_hint, with_overrides, write_plan
 from ftc.cli.report import report_quietly
 
 
@@ -110,13 +110,16 @@ def _run_locked(console: Console, result: CompileResult, target: Path, lock: ckp
     fired: list[tuple[str, int]] = []
     started = time.monotonic()
     while True:
-        before = len(read_events(events_path))
+        before, before_ranks = len(read_events(events_path)), rank_logs(target)
         code, tail, signalled = _attempt(console, target, lock, env, resume, tui=tui, node=node)
         new = read_events(events_path)[before:]
-        fired += [(e["kind"], e["step"]) for e in new if e.get("type") == "fault"]
+        final = next((e for e in reversed(new) if e.get("type") == "status"), {})
+        settings = json.loads((target / "plan.json").read_text(encoding="utf-8"))["settings"]
+        final, code, others = ranks_outcome(target, before_ranks, final, code,  # one rank's OOM or NaN
+                                            distributed=launch.is_distributed(settings))
+        fired += [(e["kind"], e["step"]) for e in new + others if e.get("type") == "fault"]
         if env.get(faults.ENV):  # each injected fault fires once per run, not once per attempt
             env[faults.ENV] = faults.without(os.environ[faults.ENV], fired)
-        final = next((e for e in reversed(new) if e.get("type") == "status"), {})
         if code == 0 and node.rank > 0:  # rank 0, on node 0, writes the events and the result
             console.print(f"node {node.rank} finished its part; the result and events are on node 0")
             return 0

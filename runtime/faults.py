@@ -13,6 +13,9 @@ ftc.runtime.inject.FaultInjection, which raises each fault once, at that optimiz
   diskfull@4   the free-space check before checkpoint 4 sees a full disk
   enospc@4     writing checkpoint 4 fails with "No space left on device"
 
+With several processes every rank raises the faults, unless FTC_INJECT_RANK=R names the one that does
+(one rank out of memory, or with NaN gradients, while the others are well).
+
 `ftc run` passes FTC_INJECT to the script and leaves out the faults already raised (recorded as
 `fault` events) when it restarts the script after one, so each fault happens once per run.
 """
@@ -23,6 +26,7 @@ import os
 
 KINDS = ("oom", "nan", "crash", "savecrash", "sigterm", "sigint", "diskfull", "enospc")
 ENV = "FTC_INJECT"
+RANK_ENV = "FTC_INJECT_RANK"
 
 
 def parse(text: str) -> list[tuple[str, int]]:
@@ -49,6 +53,9 @@ class Faults:
 
     def __init__(self, text: str | None = None) -> None:
         self.pending = set(parse(os.environ.get(ENV, "") if text is None else text))
+        only = os.environ.get(RANK_ENV, "")
+        if only.strip() and only.strip() != os.environ.get("RANK", "0"):
+            self.pending.clear()
 
     def take(self, kind: str, step: int) -> bool:
         """True once if `kind` is due at `step`."""

@@ -11,6 +11,7 @@ import torch
 from transformers import TrainerCallback
 
 from ftc.core import checkpoint as ckpt
+from ftc.runtime import ranks
 from ftc.runtime.outcome import NonFiniteSteps
 from ftc.runtime.trainer import PrintingLog
 
@@ -68,8 +69,11 @@ class NanPolicy(TrainerCallback):  # type: ignore[misc]
         params = [p for p in model.parameters() if p.grad is not None] if model is not None else []
         if not params:
             return
-        finite = bool(torch.stack([torch.isfinite(p.grad).all() for p in params]).all())
-        if finite:
+        # an FSDP2 gradient is a DTensor: each process checks its own shard; under several processes one
+        # rank's NaN must skip the step on every rank, or the others update and the replicas part ways
+        local = [getattr(p.grad, "_local_tensor", p.grad) for p in params]
+        (bad,) = ranks.agree(not bool(torch.stack([torch.isfinite(g).all() for g in local]).all()))
+        if not bad:
             self.nan_streak = 0
             self.last_good_step = step
             return

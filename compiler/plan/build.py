@@ -313,6 +313,12 @@ def _summary(spec: Spec, optim: OptimPlan, hardware: HardwarePlan, choice: Batch
     if choice.memory is not None and choice.memory.host:
         lines.append(f"host RAM: an estimated {gib(choice.memory.host)} per process for what is offloaded, "
                      f"{gib(choice.memory.host * spec.hardware.devices)} per node")
+    if choice.memory is not None and choice.parallel.strategy == "zero3" and choice.parallel.offload != "all":
+        # train.py loads the model before TrainingArguments exists, so transformers' zero.Init path
+        # (is_deepspeed_zero3_enabled in from_pretrained) is not taken: every process holds it whole first
+        whole = (choice.memory.weights + choice.memory.trainable) * world
+        lines.append(f"host RAM while loading: every process loads the whole model ({gib(whole)}) before ZeRO-3 "
+                     f"partitions it, {gib(whole * spec.hardware.devices)} per node")
     if choice.memory is not None:
         per = " per device" if world > 1 else ""
         lines.append(f"memory: estimated peak {gib(choice.memory.total)}{per} at the {choice.memory.peak_phase}"
