@@ -19,6 +19,10 @@ SHARDS_WEIGHTS = ("fsdp", "zero3")
 def incompatible(spec: Spec, strategy: str, offload: str) -> str | None:
     """Why `strategy` (+ `offload`) cannot train this spec's method, with the upstream issue; None: it can."""
     method, quant = spec.method, spec.method.quantization
+    if strategy == "fsdp" and spec.hardware.device == "cpu":
+        return ("accelerate enables FSDP only on accelerators (AcceleratorState sets DistributedType.FSDP for "
+                "MULTI_GPU/NPU/XPU/..., never MULTI_CPU: accelerate/state.py), so CPU processes would run plain "
+                "DDP without sharding anything; use strategy = \"ddp\" or \"zero3\" on CPU")
     if strategy in SHARDS_WEIGHTS and method.sharding_problem:
         return method.sharding_problem
     if strategy in SHARDS_WEIGHTS and quant == "int8":

@@ -151,6 +151,7 @@ def test_nothing_fits_says_how_many_devices_would(tmp_path: Path, monkeypatch: p
     ('devices = 2\nstrategy = "fsdp"\noffload = "optimizer"', 'kind = "lora"', "hardware.offload", "CPUOffloadPolicy"),
     ('strategy = "ddp"', 'kind = "lora"', "hardware.strategy", "several devices"),
     ('devices = 3', 'kind = "lora"', "train.batch_size", "multiple of 3"),
+    ('device = "cpu"\ndevices = 2\nstrategy = "fsdp"', 'kind = "lora"', "hardware.strategy", "never MULTI_CPU"),
 ])
 def test_compatibility_matrix_refuses_with_a_located_reason(hardware: str, method: str, key: str, words: str,
                                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
