@@ -292,7 +292,7 @@ def _summary(spec: Spec, optim: OptimPlan, hardware: HardwarePlan, choice: Batch
     lines = []
     if optim.total_steps.value:
         lines.append(f"steps: {optim.total_steps.value} optimizer steps of {t.batch_size} examples")
-    lines += [f"{name}: {setting.value:g} ({setting.why.removeprefix('planned: ')})" for name, setting in
+    lines += [f"{name} {setting.value:g}: {setting.why.removeprefix('planned: ')}" for name, setting in
               (("batch size", optim.batch_size), ("epochs", optim.epochs), ("learning rate", optim.learning_rate),
                ("warmup", optim.warmup)) if setting.why.startswith("planned")]
     lines += [f"precision: {hardware.precision.value} ({hardware.precision.why.removeprefix('planned: ')})",

@@ -58,13 +58,13 @@ def plan_batch(spec: Spec, rows: int | None, tokens: TokenFacts | None) -> tuple
         value, why = 16, "planned: 16, the seeds' usual batch (the number of rows is unknown at compile time)"
     else:
         value = min(32, max(4, _pow2(rows / STEPS_PER_EPOCH)))
-        why = f"planned: {rows} training rows / ~{STEPS_PER_EPOCH} steps per epoch, a power of two from 4 to 32"
+        why = f"planned: {rows} rows / ~{STEPS_PER_EPOCH} steps per epoch (a power of two, 4 to 32)"
         if tokens is not None and value * tokens.p50 > TOKENS_PER_STEP:
             value = max(4, 2 ** int(math.log2(TOKENS_PER_STEP / tokens.p50)))
-            why += f"; at most ~{TOKENS_PER_STEP:,} tokens per step (p50 {tokens.p50} tokens per example)"
+            why += f"; ~{TOKENS_PER_STEP:,} tokens per step at most (p50 {tokens.p50} per example)"
     if value % unit:
         value = -(-value // unit) * unit
-        why += f"; rounded up to a multiple of {unit} (devices x micro-batch)"
+        why += f"; a multiple of {unit} (devices x micro-batch)"
     return value, why
 
 
@@ -79,54 +79,53 @@ def plan_epochs(spec: Spec, rows: int | None, batch: int) -> tuple[float, str]:
         return 1.0, f"planned: 1 pass over {rows:,} training rows (from {LARGE_ROWS:,} rows every example once)"
     per_epoch = math.ceil(rows / batch)
     if per_epoch * 3 >= MIN_STEPS:
-        return 3.0, f"planned: 3 (the seeds' 1-10), {per_epoch * 3} optimizer steps of {batch}"
+        return 3.0, f"planned: 3 (seeds: 1-10), {per_epoch * 3} steps"
     epochs = min(MAX_EPOCHS, math.ceil(MIN_STEPS / per_epoch))
-    return float(epochs), (f"planned: {epochs} passes so {rows} rows give {per_epoch * epochs} optimizer steps of "
-                           f"{batch} (at least {MIN_STEPS}; at most {MAX_EPOCHS} epochs)")
+    return float(epochs), f"planned: {per_epoch * epochs} steps for {rows} rows (at least {MIN_STEPS}, {MAX_EPOCHS} epochs at most)"
 
 
 def plan_learning_rate(spec: Spec, config: dict | None) -> tuple[float, str]:
-    """The method's 7B rate, times 4096 / hidden for matrices trained with Adam, divided by LoRA's update scale."""
+    """The method's 7B rate, times 4096 / hidden for matrices trained with Adam (muP: Yang et al. 2022, Tensor
+    Programs V, the Adam rate of hidden matrices scales as 1/width), divided by LoRA's update scale over 2 (Adam's
+    step on B is about lr per entry whatever alpha is, so the update of W grows with alpha / r)."""
     method = spec.method
     if spec.train.learning_rate is not None:
         return spec.train.learning_rate, "spec: train.learning_rate"
     base = method.default_learning_rate
     hidden = (config or {}).get("hidden_size")
     if not method.width_scaled_lr:
-        return base, (f"planned: {base:g}, {method.kind}'s default (it trains vectors or tokens, not matrices: "
-                      "no width rule)")
+        return base, f"planned: {method.kind}'s default (vectors or tokens, no width rule)"
     if not isinstance(hidden, int) or hidden <= 0:
-        return base, f"planned: {base:g}, {method.kind}'s default at 7B width (the model's width is unknown)"
+        return base, f"planned: {method.kind}'s 7B default (the model's width is unknown)"
     width = min(8.0, max(0.25, REFERENCE_WIDTH / hidden))
-    why = (f"planned: {method.kind}'s {base:g} at hidden {REFERENCE_WIDTH} x {width:.3g} for hidden {hidden} (Adam's "
-           "rate for hidden matrices scales as 1/width: muP, Yang et al. 2022)")
+    why = f"planned: {method.kind}'s {base:g} at hidden {REFERENCE_WIDTH} x {width:.3g} for hidden {hidden} (1/width, muP)"
     scale, value = method.update_scale(), base * width
     if scale is not None and scale != REFERENCE_SCALE:
         factor = min(4.0, max(0.25, REFERENCE_SCALE / scale))
         value *= factor
-        why += f", x {factor:.3g} for an update scale of {scale:.3g} instead of {REFERENCE_SCALE:g} (alpha / r)"
+        why += f" x {factor:.3g} for an update scale of {scale:.3g}, not {REFERENCE_SCALE:g}"
     value = float(f"{value:.2g}")
-    return value, why.replace("planned:", f"planned: {value:g} =", 1)
+    return value, why
 
 
 def plan_warmup(spec: Spec, total_steps: int | None) -> tuple[float, str]:
-    """5 % of the steps (the seeds' 5-10 %), at least 3 steps of a short run, 10 % at most."""
+    """5 % of the steps (the seeds' 5-10 %), at least 3 steps of a short run (Adam's first moment estimates
+    settle before the peak rate), 10 % at most."""
     t = spec.train
     if t.scheduler == "constant" and "scheduler" in t.model_fields_set:
         return 0.0, "derived: the constant schedule has no warmup"
     if "warmup" in t.model_fields_set:
         return t.warmup, "spec: train.warmup"
     if not total_steps:
-        return 0.05, "planned: 5 % of the steps (the seeds' 5-10 %)"
+        return 0.05, "planned: 5 % of the steps (seeds: 5-10 %)"
     value = round(min(0.1, max(0.05, 3 / total_steps)), 3)
-    return value, (f"planned: {value:.1%} of {total_steps} steps (the seeds' 5-10 %, at least 3 steps so Adam's first "
-                   "moment estimates settle before the peak rate)")
+    return value, f"planned: {value:.1%} of {total_steps} steps (seeds: 5-10 %; 3 steps at least)"
 
 
 def plan_scheduler(spec: Spec) -> tuple[str, str]:
     if "scheduler" in spec.train.model_fields_set:
         return spec.train.scheduler, "spec: train.scheduler"
-    return "cosine", "planned: cosine decay after warmup (the seeds' and TRL's SFT examples' schedule)"
+    return "cosine", "planned: cosine decay (the seeds' schedule)"
 
 
 def choose(spec: Spec, rows: int | None, tokens: TokenFacts | None, config: dict | None) -> Hyper:
