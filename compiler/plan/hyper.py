@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from ftc.compiler.spec import Spec
 from ftc.compiler.tokens import TokenFacts
@@ -38,7 +39,7 @@ class Hyper:
     """The chosen values, each with its reason (the OptimPlan's Settings are built from these)."""
 
     batch_size: tuple[int, str]
-    epochs: tuple[float, str]
+    epochs: tuple[float | None, str]
     learning_rate: tuple[float, str]
     warmup: tuple[float, str]
     scheduler: tuple[str, str]
@@ -84,7 +85,7 @@ def plan_epochs(spec: Spec, rows: int | None, batch: int) -> tuple[float, str]:
     return float(epochs), f"planned: {per_epoch * epochs} steps for {rows} rows (at least {MIN_STEPS}, {MAX_EPOCHS} epochs at most)"
 
 
-def plan_learning_rate(spec: Spec, config: dict | None) -> tuple[float, str]:
+def plan_learning_rate(spec: Spec, config: dict[str, Any] | None) -> tuple[float, str]:
     """The method's 7B rate, times 4096 / hidden for matrices trained with Adam (muP: Yang et al. 2022, Tensor
     Programs V, the Adam rate of hidden matrices scales as 1/width), divided by LoRA's update scale over 2 (Adam's
     step on B is about lr per entry whatever alpha is, so the update of W grows with alpha / r)."""
@@ -128,10 +129,14 @@ def plan_scheduler(spec: Spec) -> tuple[str, str]:
     return "cosine", "planned: cosine decay (the seeds' schedule)"
 
 
-def choose(spec: Spec, rows: int | None, tokens: TokenFacts | None, config: dict | None) -> Hyper:
+def choose(spec: Spec, rows: int | None, tokens: TokenFacts | None, config: dict[str, Any] | None) -> Hyper:
     """Every optimisation value the spec leaves out (rows: the training rows the plan counts, or None)."""
     batch = plan_batch(spec, rows, tokens)
-    epochs = plan_epochs(spec, rows, batch[0]) if spec.train.max_steps is None else (0.0, "")
-    steps = spec.train.max_steps or (math.ceil(math.ceil(rows / batch[0]) * epochs[0]) if rows else None)
+    if spec.train.max_steps is not None:
+        epochs: tuple[float | None, str] = (None, "spec: train.max_steps overrides epochs")
+        steps: int | None = spec.train.max_steps
+    else:
+        passes, why = plan_epochs(spec, rows, batch[0])
+        epochs, steps = (passes, why), math.ceil(math.ceil(rows / batch[0]) * passes) if rows else None
     return Hyper(batch_size=batch, epochs=epochs, learning_rate=plan_learning_rate(spec, config),
                  warmup=plan_warmup(spec, steps), scheduler=plan_scheduler(spec))
