@@ -281,6 +281,8 @@ def hardware_budget(spec: Spec, facts: Facts) -> Iterator[Finding]:
 def batch_divides(spec: Spec, facts: Facts) -> Iterator[Finding]:
     """micro-batch × accumulation × devices must equal the effective batch exactly."""
     t, world = spec.train, spec.hardware.world
+    if "batch_size" not in t.model_fields_set:
+        return  # the planner picks a multiple of devices x micro-batch (plan/hyper.py)
     if t.batch_size % world:
         yield "train.batch_size", (f"{t.batch_size} examples cannot be split evenly over {world} devices "
                                    f"(devices x nodes); use a multiple of {world}")

@@ -142,21 +142,25 @@ class TrainSpec(_Table):
     """`[train]`: the optimisation. Left-out values are chosen by the planner."""
 
     epochs: float | None = Field(None, gt=0, le=MAX_EPOCHS)
-    """Passes over the training rows (default 3 unless max_steps is set)."""
+    """Passes over the training rows. Left out (and no max_steps): planned, 3 or more so a small data set gets
+    at least 50 optimizer steps, 1 from 20,000 rows (plan.md gives the reason)."""
     max_steps: int | None = Field(None, gt=0, le=MAX_STEPS)
     """Optimizer steps, instead of epochs (setting both is an error)."""
     learning_rate: float | None = Field(None, gt=0, lt=1)
-    """Peak learning rate (default: the method's, e.g. 2e-4 for LoRA, 2e-5 for full)."""
+    """Peak learning rate. Left out: planned from the method's 7B rate (2e-4 for LoRA, 2e-5 for full) times
+    4096 / the model's hidden size for methods that train matrices, divided by LoRA's alpha / r over 2."""
     batch_size: int = Field(16, gt=0, le=MAX_BATCH)
-    """Effective batch: examples per optimizer step over all devices. Never changed by the planner."""
+    """Effective batch: examples per optimizer step over all devices. Left out: planned from the training rows
+    (a power of two from 4 to 32, about 24 steps per epoch); a value given here is never changed."""
     micro_batch_size: Annotated[int, Field(gt=0, le=MAX_BATCH)] | Literal["auto"] = "auto"
     """Examples per forward pass on one device; the rest is gradient accumulation."""
     gradient_checkpointing: bool | Literal["auto"] = "auto"
     """Recompute activations in the backward pass to save memory (slower)."""
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    """Learning-rate decay after warmup."""
+    """Learning-rate decay after warmup (left out: cosine)."""
     warmup: float = Field(0.05, ge=0, lt=1)
-    """Share of the steps spent warming the learning rate up (seeds: 5 to 10 %)."""
+    """Share of the steps spent warming the learning rate up (seeds: 5 to 10 %). Left out: 5 %, at least 3
+    steps of a short run, 10 % at most."""
     weight_decay: float = Field(0.0, ge=0, lt=1)
     """AdamW weight decay (seeds: 1e-4 to 1e-2 for full fine-tuning)."""
     max_grad_norm: float = Field(1.0, gt=0, le=1e6)

@@ -139,4 +139,4 @@ def test_the_constant_schedule_plans_no_warmup(workdir: Path) -> None:
     """transformers' constant schedule has no warmup: the plan says 0 and why, not the default share."""
     plan = compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B", train='scheduler = "constant"')).plan
     assert plan["warmup"] == 0.0 and "constant schedule has no warmup" in plan.settings["warmup"].why
-    assert compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B")).plan["warmup"] == 0.05
+    assert compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B")).plan["warmup"] == 0.1  # 6 steps: 10 %, the cap

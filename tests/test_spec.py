@@ -54,7 +54,7 @@ def good(**changes: str) -> str:
 def test_good_spec_compiles(workdir: Path) -> None:
     (workdir / "s.toml").write_text(good())
     result = compile_spec(workdir / "s.toml")
-    assert result.plan["micro_batch_size"] * result.plan["grad_accum"] == 16
+    assert result.plan["micro_batch_size"] * result.plan["grad_accum"] == result.plan["batch_size"]
     assert result.out_dir == Path("compiled/t")
 
 

@@ -127,6 +127,10 @@ class MethodBase(BaseModel):
     title: ClassVar[str]
     """What train.py's docstring calls the method."""
     default_learning_rate: ClassVar[float]
+    """The peak learning rate at the width of a 7B model (hidden 4096) for width-scaled methods, else at any width."""
+    width_scaled_lr: ClassVar[bool] = False
+    """Whether the planned learning rate scales as 1/width (matrices trained with Adam; muP): LoRA family, full,
+    freeze. Vectors and virtual tokens (IA3, prompts, adapters' gates) keep their default at any width."""
     trainer: ClassVar[Literal["sft", "hf"]] = "sft"
     """"sft": TRL's SFTTrainer; "hf": transformers' Trainer with a padding collator (PEFT's
     prompt-learning methods and LLaMA-Adapter, which SFTTrainer's batches break)."""
@@ -250,6 +254,10 @@ class MethodBase(BaseModel):
     def imports(cls) -> Imports:
         """What the method's template calls besides transformers, the trainer and quantization."""
         return Imports()
+
+    def update_scale(self) -> float | None:
+        """The multiplier of the trained update (LoRA's alpha / r), which the planned learning rate divides out."""
+        return None
 
     def load_dtype(self, precision: str) -> tuple[str, str] | None:
         """(dtype, why) when the method loads the weights in a dtype other than the precision's."""

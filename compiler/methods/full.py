@@ -38,6 +38,7 @@ class Full(MethodBase):
     template: ClassVar[str] = "full"
     title: ClassVar[str] = "full fine-tuning (every weight)"
     default_learning_rate: ClassVar[float] = 2e-5
+    width_scaled_lr: ClassVar[bool] = True
     """Seeds: full fine-tuning uses 1e-5 to 1e-4."""
     trains_base_weights: ClassVar[bool] = True
 
@@ -76,6 +77,7 @@ class Freeze(MethodBase):
     template: ClassVar[str] = "freeze"
     title: ClassVar[str] = "partial fine-tuning (chosen layers; the rest frozen)"
     default_learning_rate: ClassVar[float] = 5e-5
+    width_scaled_lr: ClassVar[bool] = True
     """Seeds: partial tuning uses a full fine-tuning rate, slightly higher since fewer weights move."""
 
     trains_base_weights: ClassVar[bool] = True
@@ -145,4 +147,5 @@ class LinearProbe(Freeze):
 
     title: ClassVar[str] = "linear probing (the output head only)"
     default_learning_rate: ClassVar[float] = 1e-3
+    width_scaled_lr: ClassVar[bool] = False  # the head alone: its default at any width
     """A single linear layer tolerates a high rate."""

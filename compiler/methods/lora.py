@@ -48,12 +48,16 @@ class Lora(MethodBase):
     template: ClassVar[str] = "lora"
     title: ClassVar[str] = "LoRA"
     default_learning_rate: ClassVar[float] = 2e-4
-    """Seeds: LoRA up to ~2e-4."""
+    """Seeds: LoRA up to ~2e-4 (on 7B models, alpha / r = 2)."""
+    width_scaled_lr: ClassVar[bool] = True
     mergeable: ClassVar[bool] = True
     peft: ClassVar[bool] = True
     peft_flags: ClassVar[dict[str, bool]] = {"use_dora": False, "use_rslora": False}
     int8_ok: ClassVar[bool] = True
     nf4_ok: ClassVar[bool] = True
+
+    def update_scale(self) -> float | None:
+        return self.alpha / self.r
 
     @model_validator(mode="after")
     def _quantization_supported(self) -> Lora:
@@ -169,6 +173,9 @@ class RsLora(Lora):
     """Method selector."""
     title: ClassVar[str] = "rsLoRA (rank-stabilized LoRA)"
     peft_flags: ClassVar[dict[str, bool]] = {"use_dora": False, "use_rslora": True}
+
+    def update_scale(self) -> float | None:
+        return self.alpha / self.r ** 0.5
 
 
 class Pissa(Lora):

@@ -17,6 +17,7 @@ from ftc.compiler.estimate import can_estimate
 from ftc.compiler.evalchecks import metrics_of
 from ftc.compiler.literal import lit
 from ftc.compiler.plan.budget import BatchChoice, by_strategy, choose_batch, gib
+from ftc.compiler.plan.hyper import Hyper, choose
 from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodSection, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
 from ftc.compiler.tokens import data_settings
@@ -233,7 +234,9 @@ def _train_key(spec: Spec, key: str) -> Setting[Any]:
     return Setting(getattr(spec.train, key), f"spec: train.{key}" if key in spec.train.model_fields_set else "default")
 
 
-def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int) -> tuple[OptimPlan, BatchChoice]:
+def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int,
+           hyper: Hyper) -> tuple[OptimPlan, BatchChoice]:
+    """spec carries hyper's batch size already (build_plan); hyper has the reasons."""
     t, world = spec.train, spec.hardware.world
     assert facts.model is not None
     _, steps_per_epoch = _steps(spec, facts)
@@ -242,25 +245,21 @@ def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int) -> tu
                                                                                              "spec: train.max_steps")
         total_steps: int | None = t.max_steps
     else:
-        epochs, max_steps = _given(t.epochs, "train.epochs", 3.0), Setting(-1, "derived: train by epochs")
+        epochs, max_steps = Setting(*hyper.epochs), Setting(-1, "derived: train by epochs")
         total_steps = math.ceil(steps_per_epoch * epochs.value) if steps_per_epoch else None
     per_device = t.batch_size // world
     config = facts.model.config if can_estimate(facts.model.config) else None
     choice = choose_batch(spec, config, hardware.load_dtype.value, hardware.budget_gib.value, per_device,
                           seq_len=seq_len)
     return OptimPlan(
-        learning_rate=_given(t.learning_rate, "train.learning_rate", spec.method.default_learning_rate,
-                             f"default: for {spec.method.kind}"),
-        epochs=epochs, max_steps=max_steps,
-        batch_size=_train_key(spec, "batch_size"),
+        learning_rate=Setting(*hyper.learning_rate), epochs=epochs, max_steps=max_steps,
+        batch_size=Setting(*hyper.batch_size),
         micro_batch_size=Setting(choice.micro, choice.why_micro),
         grad_accum=Setting(per_device // choice.micro,
                            f"derived: {t.batch_size} = {choice.micro} x {per_device // choice.micro} x {world} device(s)"),
         gradient_checkpointing=Setting(choice.checkpointing, choice.why_checkpointing),
         optimizer=Setting(choice.optimizer, choice.why_optimizer),
-        scheduler=_train_key(spec, "scheduler"),
-        warmup=Setting(0.0, "derived: the constant schedule has no warmup") if t.scheduler == "constant"
-        else _train_key(spec, "warmup"),
+        scheduler=Setting(*hyper.scheduler), warmup=Setting(*hyper.warmup),
         weight_decay=_train_key(spec, "weight_decay"),
         max_grad_norm=_train_key(spec, "max_grad_norm"),
         seed=_train_key(spec, "seed"),
@@ -304,6 +303,9 @@ def _summary(spec: Spec, optim: OptimPlan, hardware: HardwarePlan, choice: Batch
     lines = []
     if optim.total_steps.value:
         lines.append(f"steps: {optim.total_steps.value} optimizer steps of {t.batch_size} examples")
+    lines += [f"{name} {setting.value:g}: {setting.why.removeprefix('planned: ')}" for name, setting in
+              (("batch size", optim.batch_size), ("epochs", optim.epochs), ("learning rate", optim.learning_rate),
+               ("warmup", optim.warmup)) if setting.why.startswith("planned")]
     lines += [f"precision: {hardware.precision.value} ({hardware.precision.why.removeprefix('planned: ')})",
               f"batch: {micro} per step x {accum} accumulated x {world} device(s) = {t.batch_size}",
               f"gradient checkpointing: {'on' if choice.checkpointing else 'off'} "
@@ -358,11 +360,13 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     data = _data(spec, facts, Setting(max_length, why_max_length), notes)
     reasons += _data_reasons(spec, facts, why_seq_len)
     hardware = _hardware(spec)
-    optim, choice = _optim(spec, facts, hardware, seq_len)
+    config = facts.model.config if can_estimate(facts.model.config) else None
+    hyper = choose(spec, _steps(spec, facts)[0], facts.tokens, facts.model.config)
+    spec = spec.model_copy(update={"train": spec.train.model_copy(update={"batch_size": hyper.batch_size[0]})})
+    optim, choice = _optim(spec, facts, hardware, seq_len, hyper)
     hardware = _parallel(spec, facts, hardware, choice)
     reasons += _summary(spec, optim, hardware, choice)
     budget = hardware.budget_gib.value
-    config = facts.model.config if can_estimate(facts.model.config) else None
     table = by_strategy(spec, config, hardware.load_dtype.value, choice, spec.train.batch_size // spec.hardware.world,
                         seq_len)
     return Plan(name=name, template=spec.method.template, model=model, data=data, method=_method(spec, facts),

@@ -57,8 +57,8 @@ MICRO_BATCH_SIZE = 8                              # planned: the fastest divisor
 GRAD_ACCUM = 1                                    # derived: 64 = 8 x 1 x 8 device(s)
 GRADIENT_CHECKPOINTING = True                     # planned: without it no micro-batch fits the budget
 OPTIMIZER = 'adamw_torch_fused'                   # planned: fused AdamW on cuda (no foreach temporaries)
-SCHEDULER = 'cosine'                              # default
-WARMUP = 0.05                                     # default
+SCHEDULER = 'cosine'                              # planned: cosine decay (the seeds' schedule)
+WARMUP = 0.1                                      # planned: 10.0% of 1 steps (seeds: 5-10 %; 3 steps at least)
 WEIGHT_DECAY = 0.0                                # default
 MAX_GRAD_NORM = 1.0                               # default
 SEED = 42                                         # default

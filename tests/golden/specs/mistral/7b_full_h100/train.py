@@ -53,8 +53,8 @@ MICRO_BATCH_SIZE = 8                         # planned: the fastest divisor of 1
 GRAD_ACCUM = 2                               # derived: 16 = 8 x 2 x 1 device(s)
 GRADIENT_CHECKPOINTING = True                # spec: train.gradient_checkpointing
 OPTIMIZER = 'adamw_torch_fused'              # planned: fused AdamW on cuda (no foreach temporaries)
-SCHEDULER = 'cosine'                         # default
-WARMUP = 0.05                                # default
+SCHEDULER = 'cosine'                         # planned: cosine decay (the seeds' schedule)
+WARMUP = 0.1                                 # planned: 10.0% of 1 steps (seeds: 5-10 %; 3 steps at least)
 WEIGHT_DECAY = 0.0                           # default
 MAX_GRAD_NORM = 1.0                          # default
 SEED = 42                                    # default

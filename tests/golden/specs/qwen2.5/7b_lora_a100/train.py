@@ -53,15 +53,15 @@ TARGET_MODULES = 'all-linear'                  # spec: method.target_modules
 PRECISION = 'bf16'                             # planned: the A100 80GB computes in bf16 (range of fp32, no loss scaling)
 LOAD_DTYPE = 'bfloat16'                        # derived: precision
 # optimization
-LEARNING_RATE = 0.0002                         # default: for lora
+LEARNING_RATE = 0.00023                        # planned: lora's 0.0002 at hidden 4096 x 1.14 for hidden 3584 (1/width, muP)
 EPOCHS = 3.0                                   # spec: train.epochs
 BATCH_SIZE = 64                                # spec: train.batch_size
 MICRO_BATCH_SIZE = 64                          # planned: the fastest divisor of 64 whose estimated peak 57.49 GiB stays under 71.28 GiB (79.2 GiB less 10% margin)
 GRAD_ACCUM = 1                                 # derived: 64 = 64 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = True                  # planned: a larger micro-batch fits with it (faster overall)
 OPTIMIZER = 'adamw_torch_fused'                # planned: fused AdamW on cuda (no foreach temporaries)
-SCHEDULER = 'cosine'                           # default
-WARMUP = 0.05                                  # default
+SCHEDULER = 'cosine'                           # planned: cosine decay (the seeds' schedule)
+WARMUP = 0.1                                   # planned: 10.0% of 3 steps (seeds: 5-10 %; 3 steps at least)
 WEIGHT_DECAY = 0.0                             # default
 MAX_GRAD_NORM = 1.0                            # default
 SEED = 42                                      # default

@@ -60,15 +60,15 @@ ADAPTER_LAYERS = 8                    # spec: method.layers
 PRECISION = 'fp32'                    # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
 LOAD_DTYPE = 'float32'                # derived: precision
 # optimization
-LEARNING_RATE = 0.009                 # default: for llama_adapter
+LEARNING_RATE = 0.009                 # planned: llama_adapter's default (vectors or tokens, no width rule)
 EPOCHS = 2.0                          # spec: train.epochs
 BATCH_SIZE = 8                        # spec: train.batch_size
 MICRO_BATCH_SIZE = 8                  # planned: the fastest divisor of 8 (estimated peak 1.12 GiB; no budget set)
 GRAD_ACCUM = 1                        # derived: 8 = 8 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = False        # planned: the run fits without it (faster)
 OPTIMIZER = 'adamw_torch'             # planned: AdamW (fused kernels are for cuda)
-SCHEDULER = 'cosine'                  # default
-WARMUP = 0.05                         # default
+SCHEDULER = 'cosine'                  # planned: cosine decay (the seeds' schedule)
+WARMUP = 0.05                         # planned: 5.0% of 82 steps (seeds: 5-10 %; 3 steps at least)
 WEIGHT_DECAY = 0.0                    # default
 MAX_GRAD_NORM = 1.0                   # default
 SEED = 42                             # default
