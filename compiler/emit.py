@@ -200,6 +200,8 @@ def render_plan_md(plan: Plan, *, spec_path: str, flags: tuple[str, ...] = ()) -
         out += ["## Notes", ""] + [f"- {n}" for n in plan.notes] + [""]
     out += ["## Settings"]
     for section, title in SECTION_TITLES.items():
+        if section == "objective" and plan["objective"] == "sft":
+            continue  # an sft plan has no preference settings to show (plan.json keeps them)
         out += ["", f"### {title}", "", "| setting | value | why |", "|---|---|---|"]
         for entry in (e for e in plan.entries() if e.section == section):
             value = lit(entry.setting.value).replace("|", "\\|")
