@@ -38,6 +38,10 @@ def objective_findings(spec: Spec) -> Iterator[tuple[str, str]]:
         yield ("eval.metrics" if spec.eval.metrics else "eval.compare",
                "preference runs measure held-out preference accuracy (chosen more likely than rejected) before and "
                "after training on their own; the generation metrics are for sft; remove [eval] compare/metrics")
+    if spec.hardware.world > 1:
+        yield ("hardware.devices" if spec.hardware.devices > 1 else "hardware.nodes",
+               f"{t.objective} runs in one process for now: ftc's preference data stage is not yet shared between "
+               "processes (each would write RUN_DIR/data); set devices = 1 and nodes = 1")
     if spec.train.early_stopping_patience is not None:
         yield "train.early_stopping_patience", ("stops on the validation loss of sft; a preference objective's "
                                                 "eval loss is another quantity; remove early_stopping_patience")

@@ -113,6 +113,7 @@ def _spec(tmp_path: Path, tiny_model: Path, *, fmt: str = "preference", kind: st
     ({"train": 'reference = "copy"\n'}, "train.reference", "adapters disabled"),
     ({"objective": "orpo", "train": 'reference = "precomputed"\n'}, "train.reference", "ignores it"),
     ({"objective": "sft", "fmt": "completion", "train": "beta = 0.2\n"}, "train.beta", "ignores it"),
+    ({"train": "early_stopping_patience = 2\n"}, "train.early_stopping_patience", "preference"),
 ])
 def test_impossible_pairs_are_located_errors(changes: dict[str, str], key: str, words: str, tiny_model: Path,
                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,7 +166,7 @@ def test_dpo_trains_and_reloads_with_peft(tiny_model: Path, tmp_path: Path) -> N
 @pytest.mark.parametrize(("objective", "kind", "train"), [
     ("orpo", "lora", ""), ("kto", "lora", ""), ("simpo", "lora", ""), ("dpo", "dora", ""),
     ("dpo", "full", ""), ("dpo", "full", 'reference = "precomputed"\n'), ("kto", "lora", 'reference = "precomputed"\n'),
-    ("dpo", "lora", 'dpo_loss = "ipo"\n'),
+    ("dpo", "lora", 'dpo_loss = "ipo"\n'), ("dpo", "ia3", ""), ("dpo", "loraplus", ""),
 ])
 def test_each_objective_trains_and_reloads(objective: str, kind: str, train: str, tiny_model: Path,
                                            tmp_path: Path) -> None:
