@@ -157,6 +157,7 @@ def _train_and_reload(objective: str, kind: str, tiny_model: Path, tmp_path: Pat
     return json.loads((run / "eval.json").read_text())
 
 
+@pytest.mark.slow
 def test_dpo_trains_and_reloads_with_peft(tiny_model: Path, tmp_path: Path) -> None:
     result = _train_and_reload("dpo", "lora", tiny_model, tmp_path)
     assert result["main"] == "preference_accuracy" and result["after"]["preference_accuracy"] is not None
