@@ -149,7 +149,7 @@ def _train_and_reload(objective: str, kind: str, tiny_model: Path, tmp_path: Pat
     events = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     steps = [e for e in events if e["type"] == "step"]
     assert steps and all("reward_margin" in e or objective == "kto" for e in steps)
-    assert all("reward_chosen" in e for e in steps)
+    assert any("reward_chosen" in e for e in steps)  # KTO: only in steps whose batch has a desirable answer
     losses = [e["loss"] for e in steps]
     assert losses[-1] < losses[0], losses
     model = _reload(run, kind, tmp_path / "tiny")
