@@ -163,12 +163,14 @@ def test_dpo_trains_and_reloads_with_peft(tiny_model: Path, tmp_path: Path) -> N
     assert result["main"] == "preference_accuracy" and result["after"]["preference_accuracy"] is not None
 
 
+CASES = [("orpo", "lora", ""), ("kto", "lora", ""), ("simpo", "lora", ""), ("dpo", "dora", ""), ("dpo", "full", ""),
+         ("dpo", "full", 'reference = "precomputed"\n'), ("kto", "lora", 'reference = "precomputed"\n'),
+         ("dpo", "lora", 'dpo_loss = "ipo"\n'), ("dpo", "ia3", ""), ("dpo", "loraplus", "")]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(("objective", "kind", "train"), [
-    ("orpo", "lora", ""), ("kto", "lora", ""), ("simpo", "lora", ""), ("dpo", "dora", ""),
-    ("dpo", "full", ""), ("dpo", "full", 'reference = "precomputed"\n'), ("kto", "lora", 'reference = "precomputed"\n'),
-    ("dpo", "lora", 'dpo_loss = "ipo"\n'), ("dpo", "ia3", ""), ("dpo", "loraplus", ""),
-])
+@pytest.mark.parametrize(("objective", "kind", "train"), CASES,
+                         ids=["-".join([o, k] + t.split('"')[1:2]) for o, k, t in CASES])
 def test_each_objective_trains_and_reloads(objective: str, kind: str, train: str, tiny_model: Path,
                                            tmp_path: Path) -> None:
     _train_and_reload(objective, kind, tiny_model, tmp_path, train)
