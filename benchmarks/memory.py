@@ -55,11 +55,13 @@ class Case:
     strategy: str = ""  # several processes: 2 gloo processes under this strategy ("zero3-offload": + optimizer offload)
     device: str = "cpu"  # "cuda": benchmarks/memory_cuda.py
     devices: int = 2  # processes under `strategy` (ZeRO-3 + offload is valid on one GPU)
+    objective: str = ""  # a preference objective on preference rows ("dpo-precomputed": reference = "precomputed")
 
     @property
     def key(self) -> str:
         key = f"{self.model} {self.kind} mb{self.micro_batch} {'gc' if self.checkpointing else 'nogc'}"
         key = f"cuda {key}" if self.device == "cuda" else key
+        key = f"{key} {self.objective}" if self.objective else key
         return f"{key} {self.devices}x{self.strategy}" if self.strategy else key
 
 
@@ -80,6 +82,11 @@ def matrix() -> list[Case]:
     # refused on CPU (accelerate runs it as DDP there) and measured by memory_cuda.py on 2+ GPUs
     cases += [Case("tiny", k, 4, False, s) for k in ("lora", "full")
               for s in ("ddp", "zero2", "zero3", "zero3-offload")]
+    # preference objectives: doubled rows, the reference (adapters off, a copy, or precomputed), full logits
+    cases += [Case("tiny", k, 4, False, objective=o) for k, o in (
+        ("lora", "dpo"), ("full", "dpo"), ("full", "dpo-precomputed"), ("lora", "kto"), ("lora", "orpo"),
+        ("lora", "simpo"))]
+    cases += [Case("smollm2", "lora", 4, False, objective="dpo")]
     return cases
 
 
@@ -122,6 +129,26 @@ def _budget(case: Case) -> str:
     return "vram_gb = 80\n" if case.device == "cuda" else ""  # a cuda plan needs a budget; 80 GB fits every case
 
 
+def write_pairs(path: Path) -> Path:
+    """Preference rows whose chosen answers run past MAX_LENGTH (truncated to it) and whose rejected ones are
+    about 3/4 of it, so a padded micro-batch pads to MAX_LENGTH, the length the estimate assumes."""
+    words = "the quick brown fox jumps over the lazy dog red green blue cat bird fish one two three".split()
+    rng = random.Random(0)
+    rows = [{"prompt": " ".join(rng.choices(words, k=6)), "chosen": " ".join(rng.choices(words, k=400)),
+             "rejected": " ".join(rng.choices(words, k=rng.randint(60, 80)))} for _ in range(48)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _objective(case: Case, compare: int) -> tuple[str, str, str]:
+    """(data.format, [train] lines, [eval] lines) of a case: a preference objective measures its own accuracy."""
+    if not case.objective:
+        return "completion", "", f"compare = {compare}\n" + ("max_new_tokens = 8\n" if compare else "")
+    objective, _, reference = case.objective.partition("-")
+    return ("preference", f'objective = "{objective}"\n' + (f'reference = "{reference}"\n' if reference else ""),
+            "")
+
+
 def _hardware(case: Case) -> str:
     """The [hardware] lines and the effective batch of a case (several processes split it)."""
     if not case.strategy:
@@ -135,26 +162,25 @@ def write_spec(case: Case, base: str, data: Path, path: Path) -> Path:
     extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in METHOD_EXTRA.get(case.kind, {}).items())
     world = case.devices if case.strategy else 1
     compare = 0 if case.strategy.startswith(("fsdp", "zero3")) else 2  # sharded weights: no generation
+    data_format, train, evaluation = _objective(case, compare)
     path.write_text(f"""name = "bench"
 [model]
 base = "{base}"
 [data]
 source = "{data}"
-format = "completion"
+format = "{data_format}"
 validation = 0.1
 max_length = {MAX_LENGTH}
 [method]
 kind = "{case.kind}"
 {extra}[train]
-max_steps = {STEPS}
+{train}max_steps = {STEPS}
 batch_size = {case.micro_batch * world}
 micro_batch_size = {case.micro_batch}
 gradient_checkpointing = {str(case.checkpointing).lower()}
 [hardware]
 {_hardware(case)}[eval]
-compare = {compare}
-{"max_new_tokens = 8" if compare else ""}
-""", encoding="utf-8")
+{evaluation}""", encoding="utf-8")
     return path
 
 
@@ -176,7 +202,8 @@ def compile_case(case: Case, work: Path) -> tuple[Path, dict[str, Any]]:
 
     base = "smollm2-135m-instruct" if case.model == "smollm2" else str(build_model(case.model, work / case.model))
     folder = Path(tempfile.mkdtemp(prefix=case.key.replace(" ", "_") + ".", dir=work))
-    spec = write_spec(case, base, write_data(folder / "rows.jsonl"), folder / "spec.toml")
+    rows = (write_pairs if case.objective else write_data)(folder / "rows.jsonl")
+    spec = write_spec(case, base, rows, folder / "spec.toml")
     compiled = compile_spec(spec, folder / "compiled")
     compiled.write()
     return folder, json.loads((folder / "compiled" / "plan.json").read_text(encoding="utf-8"))

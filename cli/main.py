@@ -104,6 +104,8 @@ def _data(args: argparse.Namespace) -> int:
 
     assert result.facts.model is not None
     report_dir = result.out_dir / "data"
+    if result.plan["data_format"] == "preference":
+        return _preference_data(args, result, report_dir)
     try:
         prepared, tokenizer = run_stage(result.plan, data_settings(result.plan), result.facts.model.origin, report_dir)
     except DataError as exc:
@@ -112,6 +114,23 @@ def _data(args: argparse.Namespace) -> int:
         print(stats_json(prepared, report_dir))
     else:
         show(prepared, tokenizer, args.n, SafeConsole(), report_dir)
+    return 0
+
+
+def _preference_data(args: argparse.Namespace, result: Any, report_dir: Path) -> int:
+    from ftc.cli.console import SafeConsole
+    from ftc.cli.prefshow import preference_json, run_preference, show_preference
+    from ftc.compiler.emit import data_settings
+    from ftc.core.data.encode import DataError
+
+    try:
+        data, tokenizer = run_preference(result.plan, data_settings(result.plan), result.facts.model.origin, report_dir)
+    except DataError as exc:
+        raise DataProblem(f"{result.source.display}: {exc}") from None
+    if args.json:
+        print(preference_json(data, report_dir))
+    else:
+        show_preference(data, tokenizer, args.n, SafeConsole(), report_dir)
     return 0
 
 

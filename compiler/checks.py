@@ -22,6 +22,7 @@ from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, mod
 from ftc.compiler.limits import SHOWN_PROBLEMS
 from ftc.compiler.load import SpecSource
 from ftc.compiler.tokens import TokenFacts, measure_data
+from ftc.compiler.objectives import objective_findings
 from ftc.compiler.spec import FORMAT_FIELDS, REQUIRED_FIELDS, TEMPLATE_FIELDS, TURN_FIELDS, Spec
 from ftc.core.data.mapping import CONTENT_KEYS, DEFAULT_ROLES, ROLE_KEYS
 
@@ -255,6 +256,12 @@ def compare_needs_answers(spec: Spec, facts: Facts) -> Iterator[Finding]:
 def metrics_and_trackers(spec: Spec, facts: Facts) -> Iterator[Finding]:
     """Metrics have answers and data to measure, and their packages; trackers their packages."""
     yield from eval_findings(spec)
+
+
+@check
+def objective_fits(spec: Spec, facts: Facts) -> Iterator[Finding]:
+    """A preference objective has preference data and a method and run TRL's preference trainers can train."""
+    yield from objective_findings(spec)
 
 
 @check

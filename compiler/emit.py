@@ -26,8 +26,13 @@ from ftc.core.data.settings import DataSettings
 TEMPLATES = Path(ftc.templates.__file__).parent
 
 SECTION_TITLES = {"model": "model", "data": "data", "method": "method", "hardware": "hardware and precision",
-                  "optim": "optimization", "run": "run policy (a resumed run may change these)"}
+                  "optim": "optimization",
+                  "objective": "objective (preference tuning)", "run": "run policy (a resumed run may change these)"}
 """The headings of train.py's CONFIG groups, one per Plan section."""
+PREFERENCE_IMPORTS = {"dpo": "from trl import DPOConfig, DPOTrainer", "kto": "from trl import KTOConfig, KTOTrainer",
+                      "orpo": "from trl.experimental.orpo import ORPOConfig, ORPOTrainer",
+                      "simpo": "from trl.experimental.cpo import CPOConfig, CPOTrainer"}
+"""Each preference objective's TRL config and trainer (SimPO is CPOTrainer's loss_type="simpo")."""
 
 
 def data_settings(plan: Plan) -> DataSettings:
@@ -124,7 +129,10 @@ def _imports(plan: Plan) -> list[str]:
         lines.append(_import_line("peft", peft))
     lines += own.lines
     lines.append(_import_line("transformers", sorted(transformers, key=lambda n: (n[0].islower(), n))))
-    if method.trainer == "sft":
+    objective = plan["objective"]
+    if objective != "sft":
+        lines.append(PREFERENCE_IMPORTS[objective])
+    elif method.trainer == "sft":
         lines.append("from trl import SFTConfig, SFTTrainer")
     return lines
 
@@ -171,6 +179,7 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             quantized_device_map=device_map,
             multi=plan["strategy"] != "single",
             hub_data=plan["data_kind"] == "hub" or any(m["kind"] == "hub" for m in plan["mix"] or []),
+            preference=plan["objective"] != "sft",
             import_os=bool(plan["quantization"] and device_map and "os.environ" in device_map),
         )
     except jinja2.TemplateError as exc:
@@ -194,6 +203,8 @@ def render_plan_md(plan: Plan, *, spec_path: str, flags: tuple[str, ...] = ()) -
         out += ["## Notes", ""] + [f"- {n}" for n in plan.notes] + [""]
     out += ["## Settings"]
     for section, title in SECTION_TITLES.items():
+        if section == "objective" and plan["objective"] == "sft":
+            continue  # an sft plan has no preference settings to show (plan.json keeps them)
         out += ["", f"### {title}", "", "| setting | value | why |", "|---|---|---|"]
         for entry in (e for e in plan.entries() if e.section == section):
             value = lit(entry.setting.value).replace("|", "\\|")

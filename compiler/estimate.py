@@ -77,6 +77,9 @@ class RunShape:
     """How the loss is computed: "trl" is SFTTrainer's fused, tiled LM head (what train.py runs);
     "hf" is the model's own forward with labels (full logits, then cross-entropy)."""
     parallel: Parallel = Parallel()  # the strategy over several devices (estimate_shard); default one device
+    reference_copy: bool = False
+    """DPO/KTO with train.reference = copy: a frozen second model in the load dtype (no gradients, no states).
+    A preference objective's doubled rows (chosen and rejected) are in micro_batch already (shape_for)."""
 
     @cached_property
     def terms(self) -> ActivationTerms:
@@ -375,6 +378,9 @@ def estimate_memory(shape: RunShape) -> Memory:
     """The estimated peak of one optimizer step on one device, split by component."""
     d = dims(shape.config)
     frozen, trainable, reasons = _weights(shape, d)
+    if shape.reference_copy:
+        frozen += sum(parameter_counts(d).values()) * DTYPE_BYTES[shape.dtype]
+        reasons.append("reference: a frozen copy of the base (DPO/KTO), its forward without gradients")
     # bnb 8-bit AdamW: two uint8 states + an fp32 absmax per 256 values (optim/optimizer.py); AdamW:
     # exp_avg and exp_avg_sq in the parameter's dtype
     optimizer = (int(shape.method.trainable_parameters(d) * (2 + 2 * 4 / 256)) if "8bit" in shape.optimizer

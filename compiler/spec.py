@@ -14,12 +14,14 @@ from ftc.compiler.limits import (LIST_ITEMS, MAX_BATCH, MAX_EPOCHS, MAX_SEED, MA
                                  PathText, Revision, Text)
 from ftc.compiler.methods import KeyConflict, Method
 
-Format = Literal["chat", "instruction", "completion", "text"]
+Format = Literal["chat", "instruction", "completion", "text", "preference"]
 
 # Fields of each data format, required ones first. `[data.columns]` maps these to dataset columns.
 FORMAT_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("messages", "system", "role", "content"),
                                              "instruction": ("instruction", "output", "input", "system"),
-                                             "completion": ("prompt", "completion"), "text": ("text",)}
+                                             "completion": ("prompt", "completion"), "text": ("text",),
+                                             "preference": ("prompt", "chosen", "rejected", "completion", "label",
+                                                            "system")}
 # Fields that name keys inside each turn of a conversation, not dataset columns.
 TURN_FIELDS = ("role", "content")
 # Variables a `data.template` may use, per format.
@@ -28,7 +30,13 @@ TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {"instruction": ("instruction", "i
 Metric = Literal["loss", "perplexity", "exact_match", "accuracy", "bleu", "chrf", "rouge"]
 Tracker = Literal["tensorboard", "mlflow", "wandb", "trackio"]
 REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {"chat": ("messages",), "instruction": ("instruction", "output"),
-                                               "completion": ("prompt", "completion"), "text": ("text",)}
+                                               "completion": ("prompt", "completion"), "text": ("text",),
+                                               "preference": ("prompt",)}
+Objective = Literal["sft", "dpo", "orpo", "kto", "simpo"]
+# Each preference objective's beta when train.beta is left out (TRL's defaults; SimPO's from its paper).
+DEFAULT_BETA = {"dpo": 0.1, "orpo": 0.1, "kto": 0.1, "simpo": 2.0}
+# The objectives that compare the policy with a reference model (ORPO and SimPO need none).
+REFERENCE_OBJECTIVES = ("dpo", "kto")
 
 
 class _Table(BaseModel):
@@ -96,7 +104,9 @@ class DataSpec(_Table):
     """More sources mixed in with weights (see [[data.mix]])."""
     format: Format
     """`chat` (messages), `instruction` (instruction/input/output), `completion`
-    (prompt/completion) or `text` (raw text, every token trained)."""
+    (prompt/completion), `text` (raw text, every token trained) or `preference` (prompt/chosen/rejected
+    for train.objective dpo, orpo or simpo; prompt/completion/label, or pairs, for kto). A preference
+    prompt is text or a list of chat turns; chosen and rejected are text or one assistant turn."""
     columns: dict[Name, Name] = Field(default_factory=dict, max_length=LIST_ITEMS)
     """Format field = dataset column, for fields whose column has another name. A dotted name
     reaches into nested objects (`prompt = "meta.question"`). For chat data, `role` and `content`
@@ -182,6 +192,23 @@ class TrainSpec(_Table):
     early_stopping_patience: int | None = Field(None, ge=1, le=MAX_STEPS)
     """Stop when the validation loss has not improved for this many evaluations (off by default;
     needs validation data)."""
+    objective: Objective = "sft"
+    """What is optimised: `sft` (the answers' likelihood), or a preference objective on
+    `format = "preference"` data: `dpo` (Direct Preference Optimization, against a reference model),
+    `orpo` (odds-ratio preference plus SFT on the chosen answer, no reference), `kto` (Kahneman-Tversky,
+    unpaired good/bad answers, against a reference) or `simpo` (length-normalised margin, no reference)."""
+    beta: float | None = Field(None, gt=0, le=100)
+    """Preference strength (default: 0.1 for dpo, orpo and kto; 2.0 for simpo). DPO/KTO: how far the
+    policy may move from the reference; ORPO: the weight of the odds-ratio term (lambda)."""
+    dpo_loss: Literal["sigmoid", "ipo", "hinge", "robust"] = "sigmoid"
+    """The DPO loss variant (train.objective = "dpo"): the paper's `sigmoid`, `ipo`, `hinge` (SLiC) or
+    `robust` (label noise)."""
+    simpo_gamma: float = Field(0.5, ge=0, le=100)
+    """SimPO's target reward margin (train.objective = "simpo")."""
+    reference: Literal["auto", "copy", "precomputed"] = "auto"
+    """The reference model of dpo and kto: `auto` (adapter methods: the base with the adapters disabled,
+    no copy; full training: a frozen copy), `copy` (a frozen copy in memory) or `precomputed` (the
+    reference log-probabilities computed once before training; no second model while training)."""
     report_to: list[Tracker] = []
     """Experiment trackers the Trainer also logs to (TensorBoard event files in RUN_DIR/tensorboard,
     MLflow, Weights & Biases, Trackio); each needs its extra, e.g. `pip install 'ftc[tensorboard]'`."""
@@ -197,7 +224,20 @@ class TrainSpec(_Table):
         if self.scheduler == "constant" and "warmup" in self.model_fields_set and self.warmup:
             raise KeyConflict("train.warmup", "is ignored by train.scheduler = \"constant\" (transformers' constant "
                               "schedule has no warmup); use scheduler = \"linear\" or \"cosine\", or remove warmup")
+        if conflict := _objective_conflict(self):
+            raise KeyConflict(*conflict)
         return self
+
+
+def _objective_conflict(train: TrainSpec) -> tuple[str, str] | None:
+    """A preference key that the chosen objective ignores."""
+    used = {"beta": ("dpo", "orpo", "kto", "simpo"), "dpo_loss": ("dpo",), "simpo_gamma": ("simpo",),
+            "reference": REFERENCE_OBJECTIVES}
+    for key, objectives in used.items():
+        if key in train.model_fields_set and train.objective not in objectives:
+            return (f"train.{key}", f"is read by train.objective = {' or '.join(map(repr, objectives))}, but "
+                    f"train.objective = {train.objective!r} ignores it; remove it or change the objective")
+    return None
 
 
 class HardwareSpec(_Table):

@@ -100,7 +100,7 @@ class LightTokenizer:
             raise FactError("model.base", f"{directory}: the chat template must be a string (got "
                             f"{type(template).__name__}); repair tokenizer_config.json or chat_template.json")
         self.chat_template: str | None = template
-        eos = self.special["eos_token"]
+        eos = self.eos_token = self.special["eos_token"]
         self.eos_token_id = self._tokenizer.token_to_id(eos) if eos else None
         self._compiled: Any = None
 
@@ -267,6 +267,8 @@ def _measure(spec: Spec, model: ModelFacts, data: DataFacts,
     settings = replace(data_settings(spec, UNBOUNDED if d.max_length == "auto" else int(d.max_length)), validation=0.0)
     weights = {entry.source: entry.weight for entry in d.mix}
     (name, rows), *others = per_source
+    if d.format == "preference":
+        return _measure_pairs(tokenizer, settings, name, rows, directory, MEASURE_ROWS - budget)
     try:
         prepared = prepare_data(rows, tokenizer, settings, source=name,
                                 mix=[(n, r, weights.get(n, 1.0)) for n, r in others])
@@ -276,4 +278,22 @@ def _measure(spec: Spec, model: ModelFacts, data: DataFacts,
         return None, None
     lengths = sorted(e.encoding["length"] for e in prepared.train + prepared.validation)
     return TokenFacts(len(lengths), MEASURE_ROWS - budget, *(percentile(lengths, q) for q in (50, 90, 95, 99)),
+                      lengths[-1], f"{directory}/tokenizer.json", tuple(lengths)), None
+
+
+def _measure_pairs(tokenizer: Any, settings: DataSettings, name: str, rows: list[dict[str, Any]], directory: Path,
+                   rows_read: int) -> tuple[TokenFacts | None, tuple[str, str] | None]:
+    """The token lengths of preference data: each pair's two sequences (prompt + chosen, prompt + rejected)."""
+    from ftc.core.data.encode import DataError
+    from ftc.core.data.preference import prepare_preference
+    from ftc.core.data.stats import percentile
+
+    try:
+        data = prepare_preference(tokenizer, settings, source=name, kind=None, rows=rows)
+    except DataError as exc:
+        return None, ("data.source", str(exc))
+    except Exception:  # noqa: BLE001 - a chat template that fails outside transformers: the run will tell
+        return None, None
+    lengths = sorted(p.length(a) for p in data.train for a in p.answers)
+    return TokenFacts(len(data.train), rows_read, *(percentile(lengths, q) for q in (50, 90, 95, 99)),
                       lengths[-1], f"{directory}/tokenizer.json", tuple(lengths)), None

@@ -32,6 +32,9 @@ why, and `ftc run` decides from it alone:
   exit_code   the code the script exits with (75, 76, 77 resumable stop, 130 interrupted, 1 otherwise)
   message     what happened and what to do (for "crash", the exception; its traceback is in the log)
   step        the last completed step; failed_step (oom, nan), micro_batch_size (oom), last_good_step (nan)
+Step and eval events of a preference objective also carry TRL's rewards (averaged over the logging steps):
+reward_chosen, reward_rejected, reward_margin (chosen - rejected) and reward_accuracy (share of pairs whose
+chosen reward is higher).
 A status with state "stopped" carries `reason` and `checkpoint` (what a resume continues from). `ftc run`
 writes a "failed" status with error "crash" when the script died without one (killed, or a signal).
 
@@ -89,7 +92,7 @@ FIELD_TYPES: dict[str, tuple[Any, str]] = {
                      "exact_after", "trainable", "total", "last_good_step", "failed_step", "streak", "exit_code",
                      "best_step", "free_bytes", "needed_bytes"), _INT),
     **dict.fromkeys(("loss", "eval_loss", "learning_rate", "tokens_per_s", "epoch", "best_loss", "lr_scale",
-                     "grad_norm"), _REAL),
+                     "grad_norm", "reward_chosen", "reward_rejected", "reward_margin", "reward_accuracy"), _REAL),
     **dict.fromkeys(("message", "state", "path", "error", "reason", "kind", "output", "level", "spec", "resume",
                      "checkpoint"), _TEXT),
     "config": (lambda v: isinstance(v, dict), "an object"),
@@ -174,6 +177,10 @@ def describe(event: dict[str, Any]) -> str | None:
             parts.append(f"lr {event['learning_rate']:.2e}")
         if event.get("tokens_per_s"):
             parts.append(f"{event['tokens_per_s']:,.0f} tok/s")
+        if event.get("reward_margin") is not None:
+            parts.append(f"margin {event['reward_margin']:.3f}")
+        if event.get("reward_accuracy") is not None:
+            parts.append(f"pref acc {100 * event['reward_accuracy']:.0f} %")
         return "  ".join(parts)
     if kind == "eval":
         return f"step {event['step']}: validation loss {event['loss']:.4f}"

@@ -48,9 +48,21 @@ class EventsCallback(TrainerCallback):  # type: ignore[misc]
             self.events.write("step", step=step, total_steps=state.max_steps, epoch=round(state.epoch or 0, 4),
                               loss=logs["loss"], learning_rate=lr, grad_norm=logs.get("grad_norm"),
                               tokens_per_s=round(rate, 1) if rate else None, tokens_seen=tokens,
-                              memory_bytes=memory_in_use())
+                              memory_bytes=memory_in_use(), **preference_fields(logs))
         elif "eval_loss" in logs:
-            self.events.write("eval", step=step, loss=logs["eval_loss"], epoch=round(state.epoch or 0, 4))
+            self.events.write("eval", step=step, loss=logs["eval_loss"], epoch=round(state.epoch or 0, 4),
+                              **preference_fields(logs, "eval_"))
+
+
+PREFERENCE_LOGS = {"rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected",
+                   "rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy"}
+"""TRL's preference metrics (DPO, KTO, ORPO, CPO/SimPO log them) -> the step and eval events' fields."""
+
+
+def preference_fields(logs: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The rewards of the chosen and rejected answers, their margin and the share of pairs whose chosen
+    reward is higher, as averaged over the logging steps by TRL (empty for sft)."""
+    return {name: float(logs[prefix + key]) for key, name in PREFERENCE_LOGS.items() if prefix + key in logs}
 
 
 def memory_in_use() -> int | None:

@@ -41,7 +41,8 @@ HELP = """\
   [b]l[/b]        loss chart: linear / log scale
   [b]?[/b]        this help            [b]escape[/b]  close this help
 
-The loss chart shows training loss (cyan) and validation loss (magenta dots). Memory is the
+The loss chart shows training loss (cyan) and validation loss (magenta dots); a preference run's small
+right chart shows its reward margin and preference accuracy per logging step instead of tokens/s. Memory is the
 training process's GPU memory (NVML) or resident memory, against plan.json's estimate and budget.
 Warnings (out of memory and its retry, skipped NaN steps, rollbacks, resumes, early stopping, a
 full disk) are yellow in the log. After a resume the charts show the steps done again in place of
@@ -163,7 +164,13 @@ class MonitorScreen(Screen[None]):
             loss.set_series([chart.Series("train", state.train_loss, "cyan"),
                              chart.Series("validation", state.eval_loss, "bold magenta", marker=True)])
             self.query_one("#lr", Chart).set_series([chart.Series("lr", state.learning_rate, "green")])
-            self.query_one("#speed", Chart).set_series([chart.Series("tokens/s", state.tokens_per_s, "blue")])
+            speed = self.query_one("#speed", Chart)
+            if state.reward_margin:  # a preference run: its rewards matter more than its speed
+                speed.border_title = "preference: margin (yellow), accuracy (green)"
+                speed.set_series([chart.Series("margin", state.reward_margin, "yellow"),
+                                  chart.Series("accuracy", state.reward_accuracy, "green")])
+            else:
+                speed.set_series([chart.Series("tokens/s", state.tokens_per_s, "blue")])
             self.query_one("#checkpoints", Panel).show(checkpoints_text(state, self.run_dir))
             self.query_one("#plan", Panel).show(plan_text(self.plan))
         memory = self.query_one("#memory", Panel)

@@ -123,6 +123,9 @@ class RunState:
     eval_loss: list[tuple[int, float]] = field(default_factory=list)
     learning_rate: list[tuple[int, float]] = field(default_factory=list)
     tokens_per_s: list[tuple[int, float]] = field(default_factory=list)
+    reward_margin: list[tuple[int, float]] = field(default_factory=list)
+    """Preference objectives: TRL's chosen - rejected reward, and the share of pairs it ranks right."""
+    reward_accuracy: list[tuple[int, float]] = field(default_factory=list)
     checkpoints: list[tuple[int, str]] = field(default_factory=list)
     """(step, path) of the checkpoints the run keeps: without those it reported `removed` or a resume left behind."""
     warnings: list[str] = field(default_factory=list)
@@ -224,7 +227,8 @@ class RunState:
         if self.first_step is None and isinstance(when, (int, float)):
             self.first_step = (step, when)
         for name, series in (("loss", self.train_loss), ("learning_rate", self.learning_rate),
-                             ("tokens_per_s", self.tokens_per_s)):
+                             ("tokens_per_s", self.tokens_per_s), ("reward_margin", self.reward_margin),
+                             ("reward_accuracy", self.reward_accuracy)):
             if event.get(name) is not None:
                 series.append((step, float(event[name])))
         if event.get("epoch") is not None:
@@ -232,7 +236,7 @@ class RunState:
 
     def _rewind(self, step: int) -> None:
         """Forget the points at `step` and after: they are being done again."""
-        for name in ("train_loss", "learning_rate", "tokens_per_s", "eval_loss"):
+        for name in ("train_loss", "learning_rate", "tokens_per_s", "eval_loss", "reward_margin", "reward_accuracy"):
             points = getattr(self, name)
             if points and points[-1][0] >= step:
                 setattr(self, name, [point for point in points if point[0] < step])

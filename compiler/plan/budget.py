@@ -11,6 +11,7 @@ from ftc.compiler.estimate import Memory, RunShape, estimate_memory
 from ftc.compiler.estimate_shard import Parallel
 from ftc.compiler.strategy import AUTO_ORDER, OFFLOAD_LEVEL, candidates, incompatible
 from ftc.compiler.methods import MethodPlan
+from ftc.compiler.plan.objective import reference_of
 from ftc.compiler.spec import Spec
 
 # Keep the estimated peak this far under the budget: allocator fragmentation under variable
@@ -49,11 +50,18 @@ def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointin
     """The RunShape of the script this spec emits, for one candidate setting (`method`: another
     method resolved for the model, default the spec's)."""
     method = method or spec.method.resolve(config)
+    objective = spec.train.objective
+    # a paired preference step forwards chosen and rejected together: twice the rows (KTO's examples are
+    # unpaired: one sequence each, measured in benchmarks/README.md); DPO and KTO use TRL's fused
+    # head, ORPO and CPO/SimPO the model's full logits; the reference's no-grad forward ends before the
+    # policy's, so only a reference copy's weights add to the peak (reference_of: adapters_off, precomputed)
+    rows = micro if objective in ("sft", "kto") else 2 * micro
+    fused = method.method.trainer == "sft" and objective in ("sft", "dpo", "kto")
     return RunShape(
-        config=config, method=method, micro_batch=micro, seq_len=seq_len or spec.data.max_length,
+        config=config, method=method, micro_batch=rows, seq_len=seq_len or spec.data.max_length,
         gradient_checkpointing=checkpointing, dtype=dtype, optimizer=optimizer, device=spec.hardware.device,
-        padded=micro > 1, grad_accum=grad_accum, loss="trl" if method.method.trainer == "sft" else "hf",
-        parallel=parallel)
+        padded=rows > 1, grad_accum=grad_accum, loss="trl" if fused else "hf", parallel=parallel,
+        reference_copy=reference_of(spec) == "copy")
 
 
 def gib(n: float) -> str:

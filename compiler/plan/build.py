@@ -19,6 +19,7 @@ from ftc.compiler.literal import lit
 from ftc.compiler.plan.budget import BatchChoice, by_strategy, choose_batch, gib
 from ftc.compiler.plan.hyper import Hyper, choose
 from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodSection, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
+from ftc.compiler.plan.objective import objective_plan
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
 from ftc.compiler.tokens import data_settings
 
@@ -370,6 +371,6 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     table = by_strategy(spec, config, hardware.load_dtype.value, choice, spec.train.batch_size // spec.hardware.world,
                         seq_len)
     return Plan(name=name, template=spec.method.template, model=model, data=data, method=_method(spec, facts),
-                hardware=hardware, optim=optim, run=_run(spec, optim.total_steps.value), reasons=tuple(reasons),
-                notes=tuple(notes), memory=choice.memory, budget_bytes=int(budget * 2**30) if budget else None,
+                hardware=hardware, optim=optim, run=_run(spec, optim.total_steps.value), objective=objective_plan(spec),
+                reasons=tuple(reasons), notes=tuple(notes), memory=choice.memory, budget_bytes=int(budget * 2**30) if budget else None,
                 by_strategy=table)

@@ -156,6 +156,21 @@ class OptimPlan:
     total_steps: Setting[int | None] = meta(key=(7, "steps"))
 
 
+def _preference(plan: Plan) -> bool:
+    return plan.objective.objective.value != "sft"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectivePlan:
+    """What the trainer optimises: SFT, or a preference objective with its knobs (CONFIG holds them only then)."""
+
+    objective: Setting[str] = meta("OBJECTIVE", key=(18, "objective"), when=_preference)
+    beta: Setting[float | None] = meta("BETA", when=_preference)
+    loss_variant: Setting[str | None] = meta("LOSS_TYPE", when=_is_set("loss_variant", None))
+    simpo_gamma: Setting[float | None] = meta("SIMPO_GAMMA", when=_is_set("simpo_gamma", None))
+    reference: Setting[str | None] = meta("REFERENCE", when=_is_set("reference", None))
+
+
 @dataclass(frozen=True, kw_only=True)
 class RunPolicy:
     """What the run reports and keeps, and how it reacts to trouble; a resumed run may change these."""
@@ -177,7 +192,7 @@ class RunPolicy:
                                          when=_is_set("report_to", []), default=Setting([], ""))
 
 
-SECTIONS = ("model", "data", "method", "hardware", "optim", "run")
+SECTIONS = ("model", "data", "method", "hardware", "optim", "objective", "run")
 
 
 @dataclass(frozen=True)
@@ -202,6 +217,7 @@ class Plan:
     hardware: HardwarePlan
     optim: OptimPlan
     run: RunPolicy
+    objective: ObjectivePlan
     reasons: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
     memory: Memory | None = None

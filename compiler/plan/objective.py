@@ -1,0 +1,39 @@
+"""The plan's objective section: SFT, or a preference objective (DPO, ORPO, KTO, SimPO) with its knobs."""
+
+from __future__ import annotations
+
+from ftc.compiler.plan.types import ObjectivePlan, Setting
+from ftc.compiler.spec import DEFAULT_BETA, REFERENCE_OBJECTIVES, Spec
+
+
+def reference_of(spec: Spec) -> str | None:
+    """How dpo and kto get their reference log-probabilities: `adapters_off` (the base with the adapters
+    disabled), `copy` (a frozen second model) or `precomputed` (once, before training); None without one."""
+    t = spec.train
+    if t.objective not in REFERENCE_OBJECTIVES:
+        return None
+    if t.reference == "auto":
+        return "adapters_off" if spec.method.peft else "copy"
+    return t.reference
+
+
+def objective_plan(spec: Spec) -> ObjectivePlan:
+    t = spec.train
+    if t.objective == "sft":
+        off = Setting(None, "default: sft has none")
+        return ObjectivePlan(objective=Setting("sft", "default"), beta=off, loss_variant=off, simpo_gamma=off,
+                             reference=off)
+    given = "beta" in t.model_fields_set
+    beta = Setting(t.beta if given else DEFAULT_BETA[t.objective],
+                   "spec: train.beta" if given else f"default: for {t.objective}")
+    reference = reference_of(spec)
+    why_reference = {"adapters_off": "planned: the base with the adapters disabled (no copy in memory)",
+                     "copy": "planned: full training needs a frozen copy of the base" if t.reference == "auto"
+                     else "spec: train.reference", "precomputed": "spec: train.reference"}
+    return ObjectivePlan(
+        objective=Setting(t.objective, "spec: train.objective"), beta=beta,
+        loss_variant=Setting(t.dpo_loss if t.objective == "dpo" else None,
+                             "spec: train.dpo_loss" if "dpo_loss" in t.model_fields_set else "default"),
+        simpo_gamma=Setting(t.simpo_gamma if t.objective == "simpo" else None,
+                            "spec: train.simpo_gamma" if "simpo_gamma" in t.model_fields_set else "default"),
+        reference=Setting(reference, why_reference.get(reference or "", "derived: no reference model")))
