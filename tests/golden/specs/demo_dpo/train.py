@@ -63,8 +63,8 @@ MICRO_BATCH_SIZE = 4                       # planned: the fastest divisor of 4 (
 GRAD_ACCUM = 1                             # derived: 4 = 4 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = False             # planned: the run fits without it (faster)
 OPTIMIZER = 'adamw_torch'                  # planned: AdamW (fused kernels are for cuda)
-SCHEDULER = 'cosine'                       # default
-WARMUP = 0.05                              # default
+SCHEDULER = 'cosine'                       # planned: cosine decay (the seeds' schedule)
+WARMUP = 0.1                               # planned: 10.0% of 12 steps (seeds: 5-10 %; 3 steps at least)
 WEIGHT_DECAY = 0.0                         # default
 MAX_GRAD_NORM = 1.0                        # default
 SEED = 42                                  # default
