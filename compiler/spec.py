@@ -206,7 +206,7 @@ class TrainSpec(_Table):
     simpo_gamma: float = Field(0.5, ge=0, le=100)
     """SimPO's target reward margin (train.objective = "simpo")."""
     reference: Literal["auto", "copy", "precomputed"] = "auto"
-    """The reference model of dpo and kto: `auto` (adapter methods: the base with the adapters disabled,
+    """The reference model of dpo and kto: `auto` (adapter methods: the adapter as training starts, frozen,
     no copy; full training: a frozen copy), `copy` (a frozen copy in memory) or `precomputed` (the
     reference log-probabilities computed once before training; no second model while training)."""
     report_to: list[Tracker] = []

@@ -231,3 +231,32 @@ def test_each_continued_kind_starts_from_its_adapter_and_reloads(kind: str, tiny
     model = PeftModel.from_pretrained(base, b / "final")
     saved, loaded = _weights(b / "final"), get_peft_model_state_dict(model)
     assert saved.keys() == loaded.keys() and all(torch.equal(loaded[k], v) for k, v in saved.items())
+
+
+@pytest.mark.slow
+def test_sft_then_dpo_continues_the_sft_adapter_and_takes_it_as_reference(runs: Path) -> None:
+    """Two specs: run A (SFT, the fixture's), then DPO continuing A's adapter. TRL copies the adapter as it
+    starts into a frozen adapter "ref", so the first step's rewards are 0 (policy == reference); with the base
+    as reference they would not be, A's adapter having moved away from it. The result reloads with plain PEFT."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    write_jsonl(runs / "pairs.jsonl", [{"prompt": f"translate {w}", "chosen": w.upper(), "rejected": w}
+                                       for w in WORDS] * 4)
+    text = (f'name = "dpo"\n[model]\nbase = "tiny"\nadapter = "runs/a"\n[data]\nsource = "pairs.jsonl"\n'
+            f'format = "preference"\nvalidation = 0\nmax_length = 32\n[method]\n{LORA}[train]\nobjective = "dpo"\n'
+            'max_steps = 3\nbatch_size = 4\nlearning_rate = 0.01\nlogging_steps = 1\nwarmup = 0\n'
+            '[hardware]\ndevice = "cpu"\n')
+    run = _run(runs, "dpo", text)
+    steps = [e for e in map(json.loads, (run / "events.jsonl").read_text().splitlines()) if e["type"] == "step"]
+    assert len(steps) == 3 and abs(steps[0]["reward_margin"]) < 1e-6 and abs(steps[0]["reward_chosen"]) < 1e-6
+    assert any(abs(s["reward_margin"]) > 1e-4 for s in steps[1:])  # the policy moves off its reference
+    plan = json.loads((run / "plan.json").read_text())
+    assert "runs/a" in plan["provenance"]["reference"]
+    base = AutoModelForCausalLM.from_pretrained(str(runs / "tiny"))
+    model = PeftModel.from_pretrained(base, str(run / "final"))
+    saved = _weights(run / "final")
+    a = _weights(runs / "runs/a/final")
+    assert saved.keys() == a.keys() and any(not torch.equal(saved[k], a[k]) for k in saved)
+    assert sum(p.numel() for p in model.parameters()) > 0

@@ -54,7 +54,7 @@ def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointin
     # a paired preference step forwards chosen and rejected together: twice the rows (KTO's examples are
     # unpaired: one sequence each, measured in benchmarks/README.md); DPO and KTO use TRL's fused
     # head, ORPO and CPO/SimPO the model's full logits; the reference's no-grad forward ends before the
-    # policy's, so only a reference copy's weights add to the peak (reference_of: adapters_off, precomputed)
+    # policy's, so only a reference copy's weights add to the peak (reference_of: adapter_copy, precomputed)
     rows = micro if objective in ("sft", "kto") else 2 * micro
     fused = method.method.trainer == "sft" and objective in ("sft", "dpo", "kto")
     return RunShape(

@@ -7,13 +7,14 @@ from ftc.compiler.spec import DEFAULT_BETA, REFERENCE_OBJECTIVES, Spec
 
 
 def reference_of(spec: Spec) -> str | None:
-    """How dpo and kto get their reference log-probabilities: `adapters_off` (the base with the adapters
-    disabled), `copy` (a frozen second model) or `precomputed` (once, before training); None without one."""
+    """How dpo and kto get their reference log-probabilities: `adapter_copy` (TRL copies the adapter as it starts
+    into a frozen adapter "ref", dpo_trainer.py: the base itself for a new adapter, the continued one with
+    model.adapter), `copy` (a frozen second model) or `precomputed` (once, before training); None without one."""
     t = spec.train
     if t.objective not in REFERENCE_OBJECTIVES:
         return None
     if t.reference == "auto":
-        return "adapters_off" if spec.method.peft else "copy"
+        return "adapter_copy" if spec.method.peft else "copy"
     return t.reference
 
 
@@ -27,7 +28,9 @@ def objective_plan(spec: Spec) -> ObjectivePlan:
     beta = Setting(t.beta if given else DEFAULT_BETA[t.objective],
                    "spec: train.beta" if given else f"default: for {t.objective}")
     reference = reference_of(spec)
-    why_reference = {"adapters_off": "planned: the base with the adapters disabled (no copy in memory)",
+    why_reference = {"adapter_copy": ("planned: the adapter as training starts, frozen (TRL's adapter \"ref\"; the base "
+                                     "is not copied)" + (f": the continued adapter of {spec.model.adapter}" if
+                                     spec.model.adapter else ": a new adapter starts as the base itself")),
                      "copy": "planned: full training needs a frozen copy of the base" if t.reference == "auto"
                      else "spec: train.reference", "precomputed": "spec: train.reference"}
     return ObjectivePlan(

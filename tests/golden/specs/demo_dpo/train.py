@@ -72,7 +72,7 @@ SEED = 42                                  # default
 OBJECTIVE = 'dpo'                          # spec: train.objective
 BETA = 0.1                                 # spec: train.beta
 LOSS_TYPE = 'sigmoid'                      # default
-REFERENCE = 'adapters_off'                 # planned: the base with the adapters disabled (no copy in memory)
+REFERENCE = 'adapter_copy'                 # planned: the adapter as training starts, frozen (TRL's adapter "ref"; the base is not copied): a new adapter starts as the base itself
 # run policy (a resumed run may change these)
 LOGGING_STEPS = 1                          # planned: about 40 step events per run
 EVAL_STEPS = 12                            # spec: eval.steps
@@ -168,7 +168,7 @@ args = DPOConfig(
     max_length=MAX_LENGTH,  # prompt + answer, truncated keeping the start (ftc data counted the truncated pairs)
     beta=BETA,
     loss_type=[LOSS_TYPE],
-    # the reference is the base with the adapters disabled: no copy in memory
+    # the reference: the adapter as training starts, frozen (TRL adds it as adapter "ref"); the base is not copied
     seed=SEED,
     logging_steps=LOGGING_STEPS,
     eval_strategy="steps",
