@@ -1,8 +1,9 @@
 """Guess a dataset's format and column mapping from its column names and its first rows, for `ftc init`.
 
 Pure: rows in, a `Guess` out, every decision with the reason `ftc init` prints. The order of the
-rules: a column of conversations (OpenAI messages, ShareGPT conversations) -> chat; chosen/rejected
--> preference, trained on the chosen answers (ftc trains supervised fine-tuning only); an
+rules: a column of conversations (OpenAI messages, ShareGPT conversations) -> chat; a prompt and
+chosen/rejected -> preference, trained with DPO (chosen/rejected without a prompt column: supervised
+fine-tuning on the chosen answers, the preference format needing its prompt column); an
 instruction and an output column -> instruction (Alpaca); a prompt-like and an answer-like column
 (question/answer, query/response, src/tgt, ...) -> completion; one text column -> text; otherwise
 the first two text columns by position -> completion (said so, to be checked).
@@ -46,6 +47,8 @@ class Guess:
     warnings: list[str] = field(default_factory=list)
     kind: str = ""
     """What the data looks like in words ("OpenAI messages", "ShareGPT", "Alpaca", ...)."""
+    objective: str = ""
+    """train.objective when not supervised fine-tuning ("dpo" for preference pairs)."""
 
 
 def _norm(name: str) -> str:
@@ -131,21 +134,25 @@ def _preference(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Guess
     chosen, rejected = _find(columns, ("chosen",)), _find(columns, ("rejected",))
     if not chosen or not rejected:
         return None
+    prompt = _find(columns, PROMPT_NAMES, exclude=(chosen, rejected))
+    if prompt is not None:
+        guess = Guess("preference", kind="preference pairs (prompt/chosen/rejected)", objective="dpo")
+        guess.reasons.append("format preference: a prompt column and a chosen and a rejected answer; trained with "
+                             "DPO (train.objective; orpo, kto and simpo are the others)")
+        _map(guess, "prompt", prompt, "the prompt of each pair")
+        _map(guess, "chosen", chosen, "the preferred answer")
+        _map(guess, "rejected", rejected, "the answer it is preferred over")
+        return guess
     guess = Guess("completion", kind="preference (chosen/rejected)")
-    guess.warnings.append(f"preference data: ftc trains supervised fine-tuning, not DPO, so the spec trains on "
-                          f"the chosen answers ({chosen!r}); {rejected!r} is not used")
+    guess.warnings.append(f"preference data without a prompt column: format = \"preference\" (DPO and the other "
+                          f"objectives) needs each prompt in its own column, so this spec trains on the chosen "
+                          f"answers ({chosen!r}) by supervised fine-tuning; {rejected!r} is not used")
     values = _values(rows, chosen)
     if values and all(_is_conversation(v) for v in values):
         guess.format = "chat"
         return _chat(guess, rows, columns, chosen, "holds the chosen conversations")
-    prompt = _find(columns, PROMPT_NAMES, exclude=(chosen, rejected))
-    if prompt is None:
-        guess.format = "text"
-        _map(guess, "text", chosen, "the chosen text; no prompt column")
-        return guess
-    guess.reasons.append("format completion: a prompt column and the chosen answer")
-    _map(guess, "prompt", prompt, "the prompt of each pair")
-    _map(guess, "completion", chosen, "the preferred answer")
+    guess.format = "text"
+    _map(guess, "text", chosen, "the chosen text; no prompt column")
     return guess
 
 

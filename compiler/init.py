@@ -186,8 +186,11 @@ def render_spec(choices: Choices, command: str) -> str:
                                              if choices.model == DEFAULT_MODEL else ""), ""]
     out += _data_lines(choices)
     out += ["", "[method]", f"kind = {_s(choices.method)}   # "
-            + _c(_method_words(choices.method)), "", "[train]",
-            "# epochs = 3   # the planner's default: 3 passes over the training rows (or max_steps = N);",
-            "#              # the learning rate is the method's default", ""]
+            + _c(_method_words(choices.method)), "", "[train]"]
+    if choices.guess.objective:
+        out.append(f"objective = {_s(choices.guess.objective)}   # preference pairs: the chosen answer made more "
+                   "likely than the rejected one")
+    out += ["# epochs, batch_size, learning_rate, warmup: planned from the model, the method and the data when",
+            "# left out (ftc plan SPEC shows each value and why); epochs = N or max_steps = N sets the length", ""]
     out += _hardware(choices)
     return "\n".join(out) + "\n"

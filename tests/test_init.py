@@ -88,7 +88,7 @@ UNUSUAL: list[tuple[str, Any, str, dict[str, str]]] = [  # (file, writer of rows
     ("oasst.jsonl", lambda p: write_jsonl(p, [{"conversation": _turns(("prompter", w), ("bot", w.upper()))}
                                               for w in WORDS]), "chat", {"messages": "conversation"}),
     ("pref.jsonl", lambda p: write_jsonl(p, [{"prompt": w, "chosen": w.upper(), "rejected": w} for w in WORDS]),
-     "completion", {"completion": "chosen"}),
+     "preference", {}),
     ("pref_chat.jsonl", lambda p: write_jsonl(p, [{"chosen": _turns(("user", w), ("assistant", w.upper())),
                                                    "rejected": _turns(("user", w), ("assistant", w))} for w in WORDS]),
      "chat", {"messages": "chosen"}),
@@ -102,6 +102,8 @@ def test_unusual_data(name: str, write: Any, fmt: str, columns: dict[str, str], 
     assert spec["data"]["format"] == fmt and spec["data"].get("columns", {}) == columns
     if name == "oasst.jsonl":
         assert spec["data"]["roles"] == {"prompter": "user"}
+    assert spec["train"].get("objective") == ("dpo" if name == "pref.jsonl" else None)
+    assert spec["train"].get("objective") == ("dpo" if name == "pref.jsonl" else None)
 
 
 def test_flags_choose_instead_of_the_guess(tmp_path: Path) -> None:
