@@ -54,19 +54,19 @@ def _messages(convs: list[list[tuple[str, str]]], path: Path) -> Path:
     return path
 
 
-def make_job(name: str, work: Path, model: Path, steps: int | None) -> Job:
+def make_job(name: str, work: Path, model: Path, steps: int | None, device: str = "cpu") -> Job:
     rows = [json.loads(line) for line in (ROOT / "specs/data/yoda.jsonl").read_text().splitlines() if line.strip()]
     if name == "yoda":
         msgs = _messages([[(r["sentence"], r["yoda"])] for r in rows], work / "yoda-messages.jsonl")
         return Job("yoda", (ROOT / "specs/data/yoda.jsonl").resolve(), msgs, _pairs(rows, work / "yoda-pairs.jsonl"),
-                   model, steps or 40, 96)
+                   model, steps or 40, 96, device=device)
     rng = random.Random(0)  # the same conversations every run
     convs = []
     for _ in range(600):
         exchanges = min(8, 1 + int(rng.expovariate(1 / 2.0)))  # mostly 1-3 exchanges, a tail to 8
         convs.append([(r["sentence"], r["yoda"]) for r in rng.sample(rows, exchanges)])
     msgs = _messages(convs, work / "chat-messages.jsonl")
-    return Job("chat", msgs, msgs, None, model, steps or 16, 384)
+    return Job("chat", msgs, msgs, None, model, steps or 16, 384, device=device)
 
 
 def _steady(steps: list[dict]) -> dict:
@@ -81,7 +81,7 @@ def _steady(steps: list[dict]) -> dict:
 
 
 def run_one(tool: str, job: Job, work: Path, core: str) -> dict:
-    record: dict = {"tool": tool, "job": job.name, "steps_planned": job.steps}
+    record: dict = {"tool": tool, "job": job.name, "device": job.device, "steps_planned": job.steps}
     work.mkdir(parents=True)
     try:
         argv, cwd = TOOLS[tool](job, work)
@@ -90,7 +90,7 @@ def run_one(tool: str, job: Job, work: Path, core: str) -> dict:
     steps_file = work / "steps.jsonl"
     env = {**os.environ, "PYTHONPATH": str(HERE / "stephook"), "FTC_BENCH_STEPS": str(steps_file),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true"}
-    command = ["taskset", "-c", core, *argv]
+    command = argv if job.cuda else ["taskset", "-c", core, *argv]
     start = time.time()
     with (work / "log.txt").open("w") as log:
         child = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -113,9 +113,9 @@ def _bundled_model() -> Path:
 
 def report(records: list[dict]) -> str:
     out = []
-    for job in sorted({r["job"] for r in records}):
-        rows = [r for r in records if r["job"] == job]
-        out.append(f"\n### job `{job}`\n\n| tool | runs | tokens/s (each run) | s/step | tokens/step (padded) | "
+    for job, device in sorted({(r["job"], r.get("device", "cpu")) for r in records}):
+        rows = [r for r in records if r["job"] == job and r.get("device", "cpu") == device]
+        out.append(f"\n### job `{job}` on {device}\n\n| tool | runs | tokens/s (each run) | s/step | tokens/step (padded) | "
                    "first step s | process s | peak RSS MiB | load |\n|---|---:|---|---:|---:|---:|---:|---:|---:|")
         for tool in dict.fromkeys(r["tool"] for r in rows):
             mine = [r for r in rows if r["tool"] == tool]
@@ -139,6 +139,7 @@ def main() -> None:
     p.add_argument("--tools", default="ftc,ftc-padded,trl,trl-cli,unsloth,llamafactory,axolotl")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--steps", type=int, help="optimizer steps (default: 40 for yoda, 16 for chat)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the GPU section (see README)")
     p.add_argument("--core", default="1", help="the CPU list for taskset (default: core 1)")
     p.add_argument("--work", type=Path, help="keep every run's files here (default: a temporary folder)")
     p.add_argument("--report", action="store_true", help="print the tables of results/throughput.jsonl")
@@ -152,7 +153,7 @@ def main() -> None:
         sys.exit(f"--tools: unknown {unknown}; known: {', '.join(TOOLS)}")
     work = a.work or Path(tempfile.mkdtemp(prefix="ftc-throughput-"))
     work.mkdir(parents=True, exist_ok=True)
-    job = make_job(a.job, work, _bundled_model(), a.steps)
+    job = make_job(a.job, work, _bundled_model(), a.steps, a.device)
     session = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     print(f"uptime at start: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}", flush=True)
     records = []

@@ -35,6 +35,11 @@ class Job:
     steps: int
     max_length: int
     ftc: dict[str, str] = field(default_factory=dict)  # [data] keys of ftc's spec beyond the job's
+    device: str = "cpu"  # "cuda": the GPU section (bf16, no core pinning)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device == "cuda"
 
 
 def _venv(name: str, module: str) -> Path:
@@ -57,7 +62,7 @@ def ftc_spec(job: Job, work: Path, data_keys: dict[str, str], hardware: str = ""
             f'{extra}{fmt}'
             '[method]\nkind = "lora"\nr = 8\nalpha = 16\ndropout = 0.05\ntarget_modules = "all-linear"\n'
             f'[train]\nmax_steps = {job.steps}\nlearning_rate = 2e-3\nbatch_size = 8\n'
-            f'[hardware]\ndevice = "cpu"\n{hardware}\n')
+            f'[hardware]\ndevice = "{job.device}"\n{hardware}\n')
 
 
 def ftc(job: Job, work: Path, data_keys: dict[str, str] | None = None, hardware: str = "") -> tuple[list[str], Path]:
@@ -76,7 +81,7 @@ def trl_script(job: Job, work: Path, *flags: str) -> tuple[list[str], Path]:
     """The hand-written SFTTrainer script, in ftc's venv (the same TRL, transformers and PEFT)."""
     data = job.pairs or job.messages
     return [sys.executable, str(HERE / "trl_sft.py"), str(job.model), str(data), str(work / "out"),
-            "--steps", str(job.steps), "--max-length", str(job.max_length), *flags], work
+            "--steps", str(job.steps), "--max-length", str(job.max_length), "--device", job.device, *flags], work
 
 
 def trl_cli(job: Job, work: Path) -> tuple[list[str], Path]:
@@ -88,9 +93,10 @@ def trl_cli(job: Job, work: Path) -> tuple[list[str], Path]:
             "--output_dir", str(work / "out"), "--max_steps", str(job.steps), "--per_device_train_batch_size", "8",
             "--learning_rate", "2e-3", "--lr_scheduler_type", "cosine", "--warmup_steps", "0.05",
             "--max_length", str(job.max_length), "--use_peft", "--lora_r", "8", "--lora_alpha", "16",
-            "--lora_dropout", "0.05", "--lora_target_modules", "all-linear", "--use_cpu", "--bf16", "false",
+            "--lora_dropout", "0.05", "--lora_target_modules", "all-linear",
+            *(["--bf16", "true"] if job.cuda else ["--use_cpu", "--bf16", "false"]),
             "--save_strategy", "no", "--report_to", "none", "--logging_steps", "5", "--seed", "42",
-            "--dtype", "float32"], work
+            "--dtype", "bfloat16" if job.cuda else "float32"], work
 
 
 def unsloth(job: Job, work: Path) -> tuple[list[str], Path]:
@@ -113,8 +119,8 @@ def llamafactory(job: Job, work: Path) -> tuple[list[str], Path]:
               "dataset_dir": str(work / "data"), "template": "default", "cutoff_len": job.max_length,
               "output_dir": str(work / "out"), "per_device_train_batch_size": 8, "gradient_accumulation_steps": 1,
               "learning_rate": 2e-3, "max_steps": job.steps, "lr_scheduler_type": "cosine", "warmup_ratio": 0.05,
-              "logging_steps": 5, "save_strategy": "no", "report_to": "none", "bf16": False, "seed": 42,
-              "use_cpu": True, "overwrite_output_dir": True, "preprocessing_num_workers": 1,
+              "logging_steps": 5, "save_strategy": "no", "report_to": "none", "bf16": job.cuda, "seed": 42,
+              "use_cpu": not job.cuda, "overwrite_output_dir": True, "preprocessing_num_workers": 1,
               "dataloader_num_workers": 0}
     (work / "config.json").write_text(json.dumps(config, indent=1))
     return [str(python.parent / "llamafactory-cli"), "train", str(work / "config.json")], work
@@ -131,7 +137,7 @@ def axolotl(job: Job, work: Path) -> tuple[list[str], Path]:
               "micro_batch_size": 8, "gradient_accumulation_steps": 1, "max_steps": job.steps,
               "learning_rate": 2e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.05, "optimizer": "adamw_torch",
               "output_dir": str(work / "out"), "val_set_size": 0, "save_strategy": "no", "logging_steps": 5,
-              "bf16": False, "fp16": False, "tf32": False, "seed": 42, "sample_packing": False,
+              "bf16": job.cuda, "fp16": False, "tf32": False, "seed": 42, "sample_packing": False,
               "dataset_prepared_path": str(work / "prepared")}
     (work / "config.yml").write_text(json.dumps(config, indent=1))  # JSON is YAML
     return [str(python), "-m", "axolotl.cli.train", str(work / "config.yml")], work
