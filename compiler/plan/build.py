@@ -18,6 +18,7 @@ from ftc.compiler.evalchecks import metrics_of
 from ftc.compiler.literal import lit
 from ftc.compiler.plan.budget import BatchChoice, by_strategy, choose_batch, gib
 from ftc.compiler.plan.hyper import Hyper, choose
+from ftc.compiler.plan.speed import padding_free_choice
 from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodSection, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
 from ftc.compiler.plan.objective import objective_plan
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
@@ -365,6 +366,10 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     hyper = choose(spec, _steps(spec, facts)[0], facts.tokens, facts.model.config)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"batch_size": hyper.batch_size[0]})})
     optim, choice = _optim(spec, facts, hardware, seq_len, hyper)
+    free = padding_free_choice(spec, facts.tokens, facts.model.config, facts.model.params,
+                               optim.micro_batch_size.value, max_length)
+    data = replace(data, padding_free=free)
+    reasons.append(f"padding-free: {'on' if free.value else 'off'} ({free.why.split(': ', 1)[-1]})")
     hardware = _parallel(spec, facts, hardware, choice)
     reasons += _summary(spec, optim, hardware, choice)
     budget = hardware.budget_gib.value
