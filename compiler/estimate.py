@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.catalog_data import with_defaults
+from ftc.compiler.estimate_preference import FULL_LOGITS, full_logits_bytes
 from ftc.compiler.estimate_shard import Footprint, Parallel, shard
 
 if TYPE_CHECKING:  # the methods import this module's shapes; the estimate only asks their plans
@@ -80,6 +81,7 @@ class RunShape:
     reference_copy: bool = False
     """DPO/KTO with train.reference = copy: a frozen second model in the load dtype (no gradients, no states).
     A preference objective's doubled rows (chosen and rejected) are in micro_batch already (shape_for)."""
+    objective: str = "sft"  # train.objective: ORPO and SimPO read the full logits (estimate_preference)
 
     @cached_property
     def terms(self) -> ActivationTerms:
@@ -274,7 +276,7 @@ def _trained_block_per_token(shape: RunShape, d: Dims) -> int:
     # RMSNorm computes in fp32: pow() keeps the fp32 input, the weight's multiply keeps the
     # normalized value cast back to the dtype (the same fp32 tensor when e = 4), and the output is
     # kept as the projections' input. fp32: 4 + 4 + 4 bytes; bf16: 4 + 2 + 2.
-    norm = (4 + e + e) * d.h
+    norm = (4 + e + e) * d.h - (e * d.h if shape.terms.frozen_norms else 0)
     # SDPA (flash kernels on CUDA and CPU) keeps q, k, v, its output and a logsumexp per row; o_proj
     # keeps a contiguous copy of the output as its input. (Linear layers keep their input even when
     # their weight is frozen: measured, LoRA keeps what full fine-tuning keeps plus the adapters'.)
@@ -310,6 +312,9 @@ def _activations(shape: RunShape, d: Dims, logits: int) -> tuple[int, str]:
     e = _activation_bytes(shape)
     layer = _layer_activations(shape, d, tokens)
     embed_out = e * d.h * tokens  # embedding output (the first block's input)
+    if shape.terms.frozen_norms and not shape.gradient_checkpointing:  # (checkpointing makes it require grad)
+        # neither it nor the first norm's pow() input is kept (ActivationTerms.frozen_norms)
+        embed_out = -4 * d.h * tokens
     final_norm = (4 + e + e) * d.h * tokens  # the final RMSNorm, as in a block
     if not shape.terms.final_norm_trained:
         final_norm = 4 * d.h * tokens  # frozen: only pow()'s fp32 input (see _frozen_block_per_token)
@@ -343,6 +348,8 @@ def _logits(shape: RunShape, d: Dims) -> int:
     """
     e = DTYPE_BYTES[shape.dtype]
     if shape.loss == "hf":
+        if shape.objective in FULL_LOGITS:
+            return full_logits_bytes(shape, d, e)
         return _tokens(shape) * d.vocab * LOGITS_BYTES_PER_ENTRY
     positions = shape.micro_batch * max(1, shape.seq_len - 1)
     rows = min(positions, TRL_TOKEN_CHUNK)

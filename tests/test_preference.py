@@ -174,3 +174,44 @@ CASES = [("orpo", "lora", ""), ("kto", "lora", ""), ("simpo", "lora", ""), ("dpo
 def test_each_objective_trains_and_reloads(objective: str, kind: str, train: str, tiny_model: Path,
                                            tmp_path: Path) -> None:
     _train_and_reload(objective, kind, tiny_model, tmp_path, train)
+
+
+def test_trl_preference_configs_disable_dropout() -> None:
+    """The estimate counts no dropout for a preference objective (compiler/estimate_preference.py) because TRL's
+    preference trainers set every dropout to 0 by default; a TRL that stops doing so breaks that term."""
+    import dataclasses
+
+    from trl import DPOConfig, KTOConfig
+    from trl.experimental.cpo import CPOConfig
+    from trl.experimental.orpo import ORPOConfig
+
+    for config in (DPOConfig, KTOConfig, ORPOConfig, CPOConfig):
+        assert {f.name: f.default for f in dataclasses.fields(config)}["disable_dropout"] is True, config
+
+
+@pytest.mark.parametrize("objective", ["dpo", "kto", "sft"])
+def test_lora_dropout_counts_only_for_sft(objective: str, tiny_model: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """method.dropout changes an SFT estimate, not a preference one (train.py leaves TRL's disable_dropout on)."""
+    monkeypatch.chdir(tmp_path)
+    fmt, rows = ("completion", [{"prompt": "p", "completion": "c"}] * 8) if objective == "sft" else ("preference", None)
+    if objective == "kto":
+        rows = [{"prompt": f"q{i}", "completion": w, "label": i % 2 == 0} for i, w in enumerate(WORDS * 2)]
+    path = _spec(tmp_path, tiny_model, objective=objective, fmt=fmt, rows=rows)
+    text = path.read_text()
+
+    def memory(dropout: float) -> object:
+        path.write_text(text.replace('kind = "lora"\n', f'kind = "lora"\ndropout = {dropout}\n'))
+        result = compile_spec(path)
+        assert "disable_dropout" not in result.emitted.files["train.py"]
+        return result.plan.memory
+
+    assert (memory(0.0) == memory(0.2)) is (objective != "sft")
+
+
+def test_orpo_keeps_the_chosen_cross_entropy(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORPO's SFT term keeps one more log_softmax over the chosen rows than SimPO (cpo_alpha = 0)."""
+    monkeypatch.chdir(tmp_path)
+    orpo, simpo = (compile_spec(_spec(tmp_path, tiny_model, objective=o)).plan.memory for o in ("orpo", "simpo"))
+    assert orpo is not None and simpo is not None
+    assert orpo.activations == simpo.activations and orpo.logits > simpo.logits

@@ -63,6 +63,11 @@ class ActivationTerms:
     final_norm_trained: bool = False
     """The final RMSNorm keeps its normalized value too (measured for full and LoRA)."""
     per_token: int = 0  # bytes per token and block that the method's own modules keep
+    frozen_norms: bool = False
+    """The embedding and every RMSNorm weight are frozen and the norms' outputs are the linears' inputs: a
+    frozen weight's multiply keeps no normalized value, and the embedding output needs no gradient, so
+    neither it nor the first norm's fp32 input is kept (autograd saves a mul's operand only for the
+    other's gradient; measured: LoRA without dropout)."""
     prompt_tokens: int = 0  # virtual tokens prepended to every input (prompt, ptuning)
     prefix_tokens: int = 0  # virtual keys and values in every layer (prefix): an explicit mask
     head_trains: bool = False  # the loss's backward accumulates the head's fp32 weight gradient

@@ -90,7 +90,13 @@ class Lora(MethodBase):
         lora_A's r-wide output is kept by lora_B."""
         drop = 5 if self.dropout > 0 else (4 if e != 4 else 0)
         extra = sum(drop * i + 4 * self.r + self._per_output(o) for i, o in d.targeted(plan["target_modules"]).values())
-        return ActivationTerms(keeps_linear_inputs=True, final_norm_trained=True, per_token=extra)
+        # Without dropout lora_A keeps the norms' outputs themselves, and what a frozen base does not keep shows:
+        # ActivationTerms.frozen_norms (measured in fp32: PiSSA, and the preference trainers, which disable
+        # dropout). With dropout the measured 5 B per input were fitted with it included; not measured on a
+        # quantized base nor for DoRA, so those keep the fitted terms.
+        lean = self.dropout == 0 and self.quantization is None and not self.peft_flags["use_dora"]
+        return ActivationTerms(keeps_linear_inputs=True, final_norm_trained=not lean, per_token=extra,
+                               frozen_norms=lean)
 
     def _per_output(self, out_features: int) -> int:
         """Bytes per token and output feature of an adapted layer that the variant keeps besides LoRA's."""

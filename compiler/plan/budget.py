@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from ftc.core.errors import BudgetError
 from ftc.compiler.estimate import Memory, RunShape, estimate_memory
+from ftc.compiler.estimate_preference import without_dropout
 from ftc.compiler.estimate_shard import Parallel
 from ftc.compiler.strategy import AUTO_ORDER, OFFLOAD_LEVEL, candidates, incompatible
 from ftc.compiler.methods import MethodPlan
@@ -54,14 +55,16 @@ def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointin
     # a paired preference step forwards chosen and rejected together: twice the rows (KTO's examples are
     # unpaired: one sequence each, measured in benchmarks/README.md); DPO and KTO use TRL's fused
     # head, ORPO and CPO/SimPO the model's full logits; the reference's no-grad forward ends before the
-    # policy's, so only a reference copy's weights add to the peak (reference_of: adapter_copy, precomputed)
+    # policy's, so only a reference copy's weights add to the peak (reference_of: adapter_copy, precomputed);
+    # TRL's preference trainers turn dropout off (estimate_preference.without_dropout)
     rows = micro if objective in ("sft", "kto") else 2 * micro
     fused = method.method.trainer == "sft" and objective in ("sft", "dpo", "kto")
+    method = method if objective == "sft" else without_dropout(method)
     return RunShape(
         config=config, method=method, micro_batch=rows, seq_len=seq_len or spec.data.max_length,
         gradient_checkpointing=checkpointing, dtype=dtype, optimizer=optimizer, device=spec.hardware.device,
         padded=rows > 1, grad_accum=grad_accum, loss="trl" if fused else "hf", parallel=parallel,
-        reference_copy=reference_of(spec) == "copy")
+        reference_copy=reference_of(spec) == "copy", objective=objective)
 
 
 def gib(n: float) -> str:

@@ -59,7 +59,7 @@ LOAD_DTYPE = 'float32'                     # derived: precision
 LEARNING_RATE = 0.002                      # spec: train.learning_rate
 MAX_STEPS = 12                             # spec: train.max_steps
 BATCH_SIZE = 4                             # spec: train.batch_size
-MICRO_BATCH_SIZE = 4                       # planned: the fastest divisor of 4 (estimated peak 2.92 GiB; no budget set)
+MICRO_BATCH_SIZE = 4                       # planned: the fastest divisor of 4 (estimated peak 2.28 GiB; no budget set)
 GRAD_ACCUM = 1                             # derived: 4 = 4 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = False             # planned: the run fits without it (faster)
 OPTIMIZER = 'adamw_torch'                  # planned: AdamW (fused kernels are for cuda)

@@ -59,7 +59,7 @@ LOAD_DTYPE = 'float32'                # derived: precision
 LEARNING_RATE = 0.0028                # planned: pissa's 0.0002 at hidden 4096 x 7.11 for hidden 576 (1/width, muP) x 2 for an update scale of 1, not 2
 EPOCHS = 2.0                          # spec: train.epochs
 BATCH_SIZE = 8                        # spec: train.batch_size
-MICRO_BATCH_SIZE = 8                  # planned: the fastest divisor of 8 (estimated peak 2.78 GiB; no budget set)
+MICRO_BATCH_SIZE = 8                  # planned: the fastest divisor of 8 (estimated peak 2.68 GiB; no budget set)
 GRAD_ACCUM = 1                        # derived: 8 = 8 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = False        # planned: the run fits without it (faster)
 OPTIMIZER = 'adamw_torch'             # planned: AdamW (fused kernels are for cuda)
