@@ -27,9 +27,9 @@ def objective_findings(spec: Spec) -> Iterator[tuple[str, str]]:
                               "attention mask it builds (the same failure as SFTTrainer with prefix tuning), so it "
                               "cannot train; use lora (or dora, rslora, qlora, ia3, full) for a preference objective")
     if t.reference == "copy" and m.peft:
-        yield "train.reference", (f"{m.kind} trains adapters, so its reference is the base with the adapters "
-                                  "disabled, the same weights without a second copy in memory; remove reference "
-                                  "(auto) or set reference = \"precomputed\"")
+        yield "train.reference", (f"{m.kind} trains adapters, so its reference is the adapter as training starts, "
+                                  "frozen (TRL copies it as adapter \"ref\"), without a second copy of the base; "
+                                  "remove reference (auto) or set reference = \"precomputed\"")
     if d.packing or d.padding_free:
         key = "data.packing" if d.packing else "data.padding_free"
         yield key, (f"TRL's {TRAINERS[t.objective]} pads each chosen/rejected pair itself and packs nothing; "

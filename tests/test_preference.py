@@ -110,7 +110,7 @@ def _spec(tmp_path: Path, tiny_model: Path, *, fmt: str = "preference", kind: st
     ({"fmt": "completion"}, "train.objective", "data.format = \"preference\""),
     ({"objective": "sft"}, "data.format", "train.objective = \"dpo\""),
     ({"kind": "prefix"}, "method.kind", "virtual tokens"),
-    ({"train": 'reference = "copy"\n'}, "train.reference", "adapters disabled"),
+    ({"train": 'reference = "copy"\n'}, "train.reference", "a second copy of the base"),
     ({"objective": "orpo", "train": 'reference = "precomputed"\n'}, "train.reference", "ignores it"),
     ({"objective": "sft", "fmt": "completion", "train": "beta = 0.2\n"}, "train.beta", "ignores it"),
     ({"train": "early_stopping_patience = 2\n"}, "train.early_stopping_patience", "preference"),
@@ -123,6 +123,15 @@ def test_impossible_pairs_are_located_errors(changes: dict[str, str], key: str, 
         compile_spec(_spec(tmp_path, tiny_model, rows=rows, **changes))  # type: ignore[arg-type]
     found = [str(p) for p in info.value.problems]
     assert any(key in p and words in p for p in found), found
+
+
+def test_dropout_under_a_preference_objective_is_noted_as_not_applying(tiny_model: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = _spec(tmp_path, tiny_model)
+    path.write_text(path.read_text().replace('kind = "lora"\n', 'kind = "lora"\ndropout = 0.1\n'))
+    notes = compile_spec(path).plan.notes
+    assert any("method.dropout = 0.1 does not apply" in n for n in notes), notes
 
 
 def _reload(run: Path, kind: str, base: Path):  # type: ignore[no-untyped-def]
