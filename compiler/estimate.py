@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.catalog_data import with_defaults
-from ftc.compiler.estimate_preference import FULL_LOGITS, full_logits_bytes
+from ftc.compiler.estimate_logits import logits_bytes
 from ftc.compiler.estimate_shard import Footprint, Parallel, shard
 
 if TYPE_CHECKING:  # the methods import this module's shapes; the estimate only asks their plans
@@ -38,22 +38,8 @@ NF4_DQ_BYTES_PER_PARAM = 0.5 + 1 / 64 + 4 / (64 * 256)
 # LLM.int8 (Linear8bitLt, has_fp16_weights=False): int8 weight plus one fp32 scale per output row.
 INT8_BYTES_PER_PARAM = 1.0
 
-# Vocab-wide bytes per token at the start of backward: logits, fp32 copy, log-softmax, gradient
-# (measured on CPU for fp32 and bf16 alike: benchmarks/README.md).
-LOGITS_BYTES_PER_ENTRY = 12
-
 # bitsandbytes LLM.int8 state kept per input feature and token (measured, benchmarks/README.md).
 INT8_STATE_BYTES_PER_INPUT = 2.5
-# TRL's fused LM head tiles (trl 1.16 trl/kernels/chunked_logprob.py TOKEN_CHUNK_SIZE and
-# trainer/utils.py _CHUNKED_LOGPROB_CHUNK_SIZE). Its projection buffer `mm_buf` is always
-# TRL_VOCAB_CHUNK wide, even for a smaller vocabulary (64 MiB at 508 positions and a 4,096 vocab:
-# the tiny models' constant miss, benchmarks/README.md).
-TRL_TOKEN_CHUNK = 4096
-TRL_VOCAB_CHUNK = 32768
-# Bytes per entry of one tile (positions x min(vocab, chunk)) that the CPU backward's torch ops keep
-# beside mm_buf (trl _backward_tile): 7 fp32 tiles (2 x mul, 2 x sub, 2 x empty_strided, exp) and
-# the bool target mask. Measured on the emitted scripts (benchmarks/memory.py): 7 x 4 + 1.
-TRL_CPU_BYTES_PER_TILE_ENTRY = 29
 
 
 @dataclass(frozen=True)
@@ -335,31 +321,6 @@ def _activations(shape: RunShape, d: Dims, logits: int) -> tuple[int, str]:
     return d.layers * layer + embed_out + final_norm, f"activations: {d.layers} blocks x {layer / 2**20:,.1f} MiB"
 
 
-def _logits(shape: RunShape, d: Dims) -> int:
-    """Vocab-wide memory of the loss.
-
-    "hf": the logits, their fp32 upcast (a copy unless already fp32), the log-softmax that
-    cross_entropy keeps and the gradient being formed (transformers loss_utils.ForCausalLMLoss).
-
-    "trl": TRL's fused LM head never builds the whole logits, only tiles (see the TRL_* constants);
-    with Triton (CUDA) the fold runs in place (estimated, not yet measured on a GPU: mm_buf plus one
-    fp32 tile). The backward also accumulates an fp32 gradient of the hidden states, and of the
-    head's weight when it trains (full fine-tuning).
-    """
-    e = DTYPE_BYTES[shape.dtype]
-    if shape.loss == "hf":
-        if shape.objective in FULL_LOGITS:
-            return full_logits_bytes(shape, d, e)
-        return _tokens(shape) * d.vocab * LOGITS_BYTES_PER_ENTRY
-    positions = shape.micro_batch * max(1, shape.seq_len - 1)
-    rows = min(positions, TRL_TOKEN_CHUNK)
-    tile = rows * min(d.vocab, TRL_VOCAB_CHUNK)
-    per_entry = TRL_CPU_BYTES_PER_TILE_ENTRY if shape.device == "cpu" else 4
-    buffer = rows * TRL_VOCAB_CHUNK * e  # mm_buf, in the compute dtype
-    head_grad = d.vocab * d.h * 4 if shape.terms.head_trains else 0
-    return buffer + tile * per_entry + positions * d.h * 4 + head_grad
-
-
 def _optimizer_step_temporaries(shape: RunShape, d: Dims, grads: int) -> int:
     """Extra bytes while AdamW updates: the single-tensor loop (CPU) allocates sqrt(v) and the
     division for one parameter at a time, so twice the largest trainable tensor; the fused kernel
@@ -397,7 +358,7 @@ def estimate_memory(shape: RunShape) -> Memory:
     states = shard(_footprint(shape, d, frozen, trainable, optimizer), parallel)
     frozen, trainable, grads, optimizer = states.frozen, states.trainable, states.gradients, states.optimizer
     reasons += [states.why] if shape.parallel.strategy != "single" else []
-    logits = _logits(shape, d)
+    logits = logits_bytes(shape, d, DTYPE_BYTES[shape.dtype], _tokens(shape))
     activations, why = _activations(shape, d, logits)
     overhead = CUDA_CONTEXT_BYTES if shape.device == "cuda" else 0
     # Two candidate peaks: the start of backward (activations + logits live, gradients only if

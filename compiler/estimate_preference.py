@@ -1,6 +1,6 @@
 """What a preference objective changes in the estimate (compiler/estimate.py), read off TRL 1.16's trainers.
 
-DPO and KTO run the policy through TRL's fused LM head (estimate._logits "trl"); ORPO and SimPO (CPO's
+DPO and KTO run the policy through TRL's fused LM head (estimate_logits.logits_bytes, "trl"); ORPO and SimPO (CPO's
 trainer) take the model's full logits of the concatenated chosen + rejected rows (shape_for doubles the rows).
 Every TRL preference trainer sets each nn.Dropout's p to 0 as it starts (`disable_dropout = True` by default:
 trl/trainer/dpo_config.py, kto_config.py, experimental/orpo/orpo_config.py, experimental/cpo/cpo_config.py;
