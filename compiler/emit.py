@@ -21,6 +21,7 @@ from ftc.compiler.literal import lit
 from ftc.compiler.methods import METHODS
 from ftc.compiler.plan import Plan
 from ftc.compiler.plan.budget import SAFETY_MARGIN
+from ftc.core.data import cache
 from ftc.core.data.settings import DataSettings
 
 TEMPLATES = Path(ftc.templates.__file__).parent
@@ -178,7 +179,7 @@ def render_script(plan: Plan, *, spec_path: str, spec_sha256: str, version: str,
             run_name=plan.name,
             quantized_device_map=device_map,
             multi=plan["strategy"] != "single",
-            hub_data=plan["data_kind"] == "hub" or any(m["kind"] == "hub" for m in plan["mix"] or []),
+            hub_data=not cache.holds(plan["data_kind"], plan["mix"] or []),
             preference=plan["objective"] != "sft",
             import_os=bool(plan["quantization"] and device_map and "os.environ" in device_map),
         )

@@ -69,6 +69,11 @@ def stage_key(data: str, tokenizer: Any, settings: Any, options: dict[str, Any])
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
+def holds(kind: str | None, mix: Sequence[dict[str, Any]]) -> bool:
+    """Whether the data stage keeps its result here: not for hub data, whose bytes are not on disk to fingerprint."""
+    return kind != "hub" and all(m["kind"] != "hub" for m in mix)
+
+
 def writable() -> bool:
     """Whether entries can be written here (the folder exists or can be made, and takes a file)."""
     folder = data_cache()

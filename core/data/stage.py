@@ -124,7 +124,7 @@ def prepare_sources(tokenizer: Any, settings: DataSettings, *, source: str, kind
                             validation_source=validation or "validation", mix=mixed, micro_batch_size=micro_batch_size,
                             packing=packing, padding_free=padding_free)
 
-    if kind == "hub" or any(m["kind"] == "hub" for m in mix):
+    if not cache.holds(kind, mix):
         prepared = compute()
     else:
         from ftc.core.data.files import fingerprint
