@@ -46,6 +46,23 @@ def test_stage_maps_text_and_chat_and_counts_drops(tiny_tokenizer) -> None:  # t
     assert data.stats["splits"]["train"]["sequences"] == 4  # two per pair: the doubled sequences
 
 
+def test_prompt_turns_are_read_as_conversations_are(tiny_tokenizer) -> None:  # type: ignore[no-untyped-def]
+    """Prompt turns follow the SFT stage's one turn reader (core/data/mapping.chat_turn): ShareGPT keys, roles in
+    any case, [data.roles]; a role nobody mapped is a located error naming it and its rows, as for SFT data."""
+    tok = _tokenizer(tiny_tokenizer)
+    rows = [{"prompt": [{"from": "Human", "value": "pick cat"}], "chosen": "CAT", "rejected": "tac"},
+            {"prompt": [{"from": "narrator", "value": "pick dog"}], "chosen": "DOG", "rejected": "god"},
+            {"prompt": [{"speaker": "user"}], "chosen": "A", "rejected": "B"}]
+    with pytest.raises(DataError, match=r"roles that cannot be mapped.*'narrator' \(rows 2\).*\[data.roles\]"):
+        prepare_preference(tok, _settings(), source="rows", kind=None, rows=rows)
+    data = prepare_preference(tok, data_settings("preference", max_length=64, roles={"narrator": "user"},
+                                                 columns={f: f for f in ("prompt", "chosen", "rejected")}),
+                              source="rows", kind=None, rows=rows)
+    assert [p.messages for p in data.train] == [[{"role": "user", "content": "pick cat"}],
+                                                [{"role": "user", "content": "pick dog"}]]
+    assert "prompt turn 1 has no role or content key" in data.dropped[0]["detail"]
+
+
 def test_kto_rows_and_no_pairs_left(tiny_tokenizer) -> None:  # type: ignore[no-untyped-def]
     tok = _tokenizer(tiny_tokenizer)
     rows = [{"prompt": "pick red", "completion": "RED", "label": True},

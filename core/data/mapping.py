@@ -82,6 +82,32 @@ def as_text(value: Any, what: str) -> str:
     raise _Drop("malformed", f"{what} is {kind}, not text")
 
 
+def chat_turn(turn: Any, number: int, settings: DataSettings, roles: dict[str, str], what: str = "turn") -> dict[str, str]:
+    """One turn of a conversation ({"role"/"from": ..., "content"/"value"/"text": ...}, or the keys data.columns
+    names) as {"role", "content"}: _Drop when it is malformed or empty, _UnknownRole when its role is not mapped."""
+    if not isinstance(turn, dict):
+        raise _Drop("malformed", f"{what} {number} is a {type(turn).__name__}, not an object")
+    role_key = settings.columns.get("role") or next((k for k in ROLE_KEYS if k in turn), None)
+    content_key = settings.columns.get("content") or next((k for k in CONTENT_KEYS if k in turn), None)
+    if role_key is None or role_key not in turn or content_key is None or content_key not in turn:
+        raise _Drop("malformed", f"{what} {number} has no role or content key (keys: {', '.join(map(str, turn))}); "
+                    "set data.columns.role and data.columns.content")
+    name, content = turn[role_key], turn[content_key]
+    role = (roles.get(name) or roles.get(name.lower())) if isinstance(name, str) else None
+    if role is None:
+        raise _UnknownRole(str(name))
+    if content is None:
+        raise _Drop("empty", f"{what} {number}'s content is empty")
+    return {"role": role, "content": as_text(content, f"{what} {number}'s content")}
+
+
+def unknown_roles(source: Source, unknown: dict[str, list[int]]) -> DataError:
+    """The error for rows whose turns name roles that are not mapped (role -> row numbers)."""
+    found = "; ".join(f"{role!r} (rows {source.rows_text(numbers)})" for role, numbers in unknown.items())
+    return DataError(f"{source.name}: roles that cannot be mapped to system/user/assistant: {found}; map them in "
+                     f"[data.roles], e.g. {json.dumps(next(iter(unknown)))} = \"user\"")
+
+
 def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -> list[dict[str, str]]:
     column = settings.columns.get("messages", "messages")
     turns = _field(row, column)
@@ -99,22 +125,7 @@ def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -
         system = _text(row, system_column, "system", required=False)
         if system.strip():
             messages.append({"role": "system", "content": system})
-    for number, turn in enumerate(turns, start=1):
-        if not isinstance(turn, dict):
-            raise _Drop("malformed", f"turn {number} is a {type(turn).__name__}, not an object")
-        role_key = settings.columns.get("role") or next((k for k in ROLE_KEYS if k in turn), None)
-        content_key = settings.columns.get("content") or next((k for k in CONTENT_KEYS if k in turn), None)
-        if role_key is None or role_key not in turn or content_key is None or content_key not in turn:
-            raise _Drop("malformed", f"turn {number} has no role or content key (keys: {', '.join(turn)}); "
-                        "set data.columns.role and data.columns.content")
-        name, content = turn[role_key], turn[content_key]
-        role = (roles.get(name) or roles.get(name.lower())) if isinstance(name, str) else None
-        if role is None:
-            raise _UnknownRole(str(name))
-        if content is None:
-            raise _Drop("empty", f"turn {number}'s content is empty")
-        content = as_text(content, f"turn {number}'s content")
-        messages.append({"role": role, "content": content})
+    messages += [chat_turn(turn, number, settings, roles) for number, turn in enumerate(turns, start=1)]
     if not any(m["role"] == "assistant" for m in messages):
         raise _Drop("malformed", "no assistant turn")
     if messages[-1]["role"] != "assistant":  # a question left unanswered: trained up to the last answer
@@ -205,8 +216,5 @@ def map_rows(sources: list[Source], index: int, settings: DataSettings, dropped:
             raise DataError(f"{source.label(number)}: data.template cannot render it ({type(exc).__name__}: "
                             f"{exc}); fix the template or the row") from None
     if unknown:
-        found = "; ".join(f"{role!r} (rows {source.rows_text(numbers)})" for role, numbers in unknown.items())
-        example = next(iter(unknown))
-        raise DataError(f"{source.name}: roles that cannot be mapped to system/user/assistant: {found}; map them in "
-                        f"[data.roles], e.g. {json.dumps(example)} = \"user\"")
+        raise unknown_roles(source, unknown)
     return kept

@@ -20,7 +20,7 @@ from typing import Any
 
 from ftc.core.data.encode import DataError
 from ftc.core.data.load import Source, drop_row, load_rows, rows_list
-from ftc.core.data.mapping import DEFAULT_ROLES, _Drop, _field, as_text
+from ftc.core.data.mapping import DEFAULT_ROLES, _Drop, _field, _UnknownRole, _text, as_text, chat_turn, unknown_roles
 from ftc.core.data.settings import DataSettings
 from ftc.core.data.split import hold_out
 
@@ -62,24 +62,11 @@ def _prompt_turns(row: dict[str, Any], settings: DataSettings) -> list[dict[str,
     c = settings.columns
     value = _field(row, c.get("prompt", "prompt"))
     turns: list[dict[str, str]] = []
-    if system_column := c.get("system"):
-        try:
-            system = _field(row, system_column)
-        except _Drop:
-            system = None
-        if system:
-            turns.append({"role": "system", "content": as_text(system, "system")})
+    if (system_column := c.get("system")) and (system := _text(row, system_column, "system", required=False)).strip():
+        turns.append({"role": "system", "content": system})
     if isinstance(value, list):
         roles = DEFAULT_ROLES | settings.roles
-        for number, turn in enumerate(value, start=1):
-            if not isinstance(turn, dict):
-                raise _Drop("malformed", f"prompt turn {number} is a {type(turn).__name__}, not an object")
-            name = turn.get("role", turn.get("from"))
-            content = turn.get("content", turn.get("value"))
-            role = roles.get(name) if isinstance(name, str) else None
-            if role is None or content is None:
-                raise _Drop("malformed", f"prompt turn {number} has no known role or no content")
-            turns.append({"role": role, "content": as_text(content, f"prompt turn {number}")})
+        turns += [chat_turn(turn, number, settings, roles, "prompt turn") for number, turn in enumerate(value, start=1)]
     else:
         text = as_text(value, "prompt") if value is not None else ""
         if not text.strip():
@@ -204,6 +191,7 @@ def prepare_preference(tokenizer: Any, settings: DataSettings, *, source: str, k
     dropped: list[dict[str, Any]] = []
     kept: list[Pair] = []
     seen: set[str] = set()
+    unknown: dict[str, list[int]] = {}
     for number, row in enumerate(src.rows, start=1):
         try:
             pair = to_pair(tokenizer, row, number, settings)
@@ -213,8 +201,13 @@ def prepare_preference(tokenizer: Any, settings: DataSettings, *, source: str, k
         except _Drop as drop:
             drop_row(dropped, src, number, drop.reason, drop.detail)
             continue
+        except _UnknownRole as exc:
+            unknown.setdefault(exc.role, []).append(number)
+            continue
         seen.add(key)
         kept.append(pair)
+    if unknown:
+        raise unknown_roles(src, unknown)
     if not kept:
         first = f"; first problem, row {dropped[0]['row']}: {dropped[0]['detail']}" if dropped else ""
         raise DataError(f"{source}: no preference pair is left to train on ({len(src.rows)} rows read){first}")
