@@ -20,7 +20,7 @@ from ftc.compiler.plan.budget import BatchChoice, by_strategy, choose_batch, gib
 from ftc.compiler.plan.hyper import Hyper, choose
 from ftc.compiler.plan.speed import padding_free_choice
 from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodSection, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
-from ftc.compiler.plan.objective import objective_plan
+from ftc.compiler.plan.objective import objective_notes, objective_plan
 from ftc.compiler.spec import FORMAT_FIELDS, Spec
 from ftc.compiler.tokens import data_settings
 
@@ -370,11 +370,7 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
                                optim.micro_batch_size.value, max_length)
     data = replace(data, padding_free=free)
     reasons.append(f"padding-free: {'on' if free.value else 'off'} ({free.why.split(': ', 1)[-1]})")
-    dropout = getattr(spec.method, "dropout", 0) if "dropout" in spec.method.model_fields_set else 0
-    if spec.train.objective != "sft" and dropout:
-        notes.append(f"method.dropout = {dropout} does not apply: TRL's preference trainers switch "
-                     "dropout off (disable_dropout = True, their default), so chosen, rejected and the reference "
-                     "see the same network; the estimate follows")
+    notes += objective_notes(spec)
     hardware = _parallel(spec, facts, hardware, choice)
     reasons += _summary(spec, optim, hardware, choice)
     budget = hardware.budget_gib.value

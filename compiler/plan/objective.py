@@ -18,6 +18,16 @@ def reference_of(spec: Spec) -> str | None:
     return t.reference
 
 
+def objective_notes(spec: Spec) -> list[str]:
+    """What the spec asks for that the objective overrides (for plan.md's notes)."""
+    dropout = getattr(spec.method, "dropout", 0) if "dropout" in spec.method.model_fields_set else 0
+    if spec.train.objective == "sft" or not dropout:
+        return []
+    return [f"method.dropout = {dropout} does not apply: TRL's preference trainers switch dropout off "
+            "(disable_dropout = True, their default), so chosen, rejected and the reference see the same network; "
+            "the estimate follows"]
+
+
 def objective_plan(spec: Spec) -> ObjectivePlan:
     t = spec.train
     if t.objective == "sft":
