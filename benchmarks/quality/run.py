@@ -6,7 +6,7 @@ eval.json (held-out exact match after training, on the task's 24 held-out rows) 
 (training time: from the "running" status to the last step event; model loading and the before/after
 generation are not training). Writes benchmarks/results/quality.jsonl (one line per run) and prints the table.
 
-    nice -n 10 .venv/bin/python benchmarks/quality/run.py [task ...]
+    nice -n 10 .venv/bin/python benchmarks/quality/run.py [task ...] [--variants tuned,defaults,prior]
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ def run_one(task: str, variant: str) -> dict[str, object]:
             "learning_rate": plan["learning_rate"], "warmup": plan["warmup"], "total_steps": plan["total_steps"]}
 
 
-def main(tasks: list[str]) -> None:
+def main(tasks: list[str], variants: list[str]) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for i, task in enumerate(tasks):
-        for variant in (("tuned", "defaults") if i % 2 == 0 else ("defaults", "tuned")):
+        for variant in (variants if i % 2 == 0 else variants[::-1]):
             row = run_one(task, variant)
             with RESULTS.open("a") as out:
                 out.write(json.dumps(row) + "\n")
@@ -59,4 +59,9 @@ def main(tasks: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or list(TASKS))
+    args = sys.argv[1:]
+    chosen = ["tuned", "defaults"]
+    if "--variants" in args:  # e.g. --variants prior: the pre-issue-17 defaults, to see the tasks tell values apart
+        at = args.index("--variants")
+        chosen, args = args[at + 1].split(","), args[:at] + args[at + 2:]
+    main(args or list(TASKS), chosen)
