@@ -1,4 +1,5 @@
-"""The NaN policy: a step whose gradients are NaN/inf is skipped (no weight update); after `nan_patience` in a row (at
+"""The NaN policy: a step whose gradients are NaN/inf is skipped (no weight update; under DeepSpeed ZeRO the engine
+skips it itself and the policy reads its outcome); after `nan_patience` in a row (at
 once for on_nan = "stop") training ends with a diagnosis that names the step's rows, asking `ftc run` to roll back to
 the last good checkpoint with a lower learning rate (on_nan = "rollback", at most MAX_ROLLBACKS times) or stopping."""
 
