@@ -66,7 +66,8 @@ def compile_spec(path: str | Path, out_dir: str | Path | None = None,
         if not exc.key:
             raise
         file, line = source.where(exc.key)  # the key whose budget is exceeded, where the spec sets it
-        raise BudgetError(f"{file}:{line}: {exc.key}: {exc}" if line else f"{file}: {exc.key}: {exc}", exc.key) from None
+        where = f"{file}:{line}" if line else file
+        raise BudgetError(f"{where}: {exc.key}: {exc}", exc.key) from None
     assert facts.model is not None
     emitted = emit(plan, spec_path=source.display, spec_text=source.text, version=VERSION, origin=facts.model.origin,
                    flags=tuple(o.flag for o in overrides))

@@ -235,7 +235,8 @@ def test_zero3_builds_the_training_arguments_before_the_model(tmp_path: Path, mo
         assert ('deepspeed.init_distributed(dist_backend="gloo")' in script) is init
         assert ("import deepspeed\n" in script) is init
         compile(script, "train.py", "exec")
-    script = compile_spec(_spec(tmp_path, 'gpu = "A100 80GB"\ndevices = 2\nstrategy = "zero2"')).emitted.files["train.py"]
+    zero2 = _spec(tmp_path, 'gpu = "A100 80GB"\ndevices = 2\nstrategy = "zero2"')
+    script = compile_spec(zero2).emitted.files["train.py"]
     assert script.index("ForCausalLM.from_pretrained(") < script.index("deepspeed=str(")
 
 
@@ -267,7 +268,8 @@ def test_cpu_ram_gb_moves_the_planner_to_zero3_or_refuses_with_what_fits(tmp_pat
 
     monkeypatch.chdir(tmp_path)
     model = build_tiny_model(tmp_path / "llama-8b-config")  # its tokenizer; the config is Llama-3.1-8B's, saved bf16
-    (model / "config.json").write_text(json.dumps({**find_model(LLAMA_8B), "torch_dtype": "bfloat16"}))  # type: ignore[dict-item]
+    config = {**(find_model(LLAMA_8B) or {}), "torch_dtype": "bfloat16"}
+    (model / "config.json").write_text(json.dumps(config))
     hardware = 'gpu = "A100 80GB"\nprecision = "fp16"\ndevices = 8\ncpu_ram_gb = 64'
     base = str(model)
     result = compile_spec(_spec(tmp_path, hardware, base=base))

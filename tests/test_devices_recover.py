@@ -90,7 +90,8 @@ def _finite(run: Path) -> bool:
     import torch
     from safetensors.torch import load_file
 
-    return all(bool(torch.isfinite(t).all()) for t in load_file(str(run / "final" / "adapter_model.safetensors")).values())
+    tensors = load_file(str(run / "final" / "adapter_model.safetensors"))
+    return all(bool(torch.isfinite(t).all()) for t in tensors.values())
 
 
 @pytest.mark.slow
