@@ -1,5 +1,6 @@
-"""The multi-device checks: a strategy the world size and the method can run, offload it supports, and
-the launch settings that belong together (each refusal names its upstream issue; compiler/strategy.py)."""
+"""The multi-device checks: a strategy the world size and the method can run, and offload it supports (each
+refusal names its upstream issue; compiler/strategy.py). hardware.cpu_ram_gb is checked by the planner
+(plan/budget.py host_peak), against the estimated host RAM while loading and while training."""
 
 from __future__ import annotations
 
@@ -29,11 +30,3 @@ def strategy_fits_method(spec: Spec, facts: Facts) -> Iterator[Finding]:
         if all(incompatible(spec, s, hw.offload) for s in ("zero2", "zero3", "fsdp")):
             yield "hardware.offload", incompatible(spec, "zero3", hw.offload) or "no strategy offloads for this method"
 
-
-@check
-def host_ram_named(spec: Spec, facts: Facts) -> Iterator[Finding]:
-    """cpu_ram_gb checks what offload moves to the host; without offload there is nothing to check."""
-    hw = spec.hardware
-    if hw.cpu_ram_gb is not None and hw.offload == "none":
-        yield "hardware.cpu_ram_gb", ("checks the host RAM that offload needs, but offload = \"none\"; set offload "
-                                      "or remove cpu_ram_gb")

@@ -16,6 +16,7 @@ from ftc.compiler.emit import Emitted, emit
 from ftc.compiler.load import SpecSource, load_spec
 from ftc.compiler.overrides import Override, with_provenance
 from ftc.compiler.plan import Plan, build_plan
+from ftc.core.errors import BudgetError
 from ftc.core.paths import check_output_dir
 
 try:
@@ -59,7 +60,14 @@ def compile_spec(path: str | Path, out_dir: str | Path | None = None,
         check_output_dir(out_dir, "--out")
     source = load_spec(path, overrides)
     facts = run_checks(source)
-    plan = with_provenance(build_plan(source.spec, facts, source.name), overrides)
+    try:
+        plan = with_provenance(build_plan(source.spec, facts, source.name), overrides)
+    except BudgetError as exc:
+        if not exc.key:
+            raise
+        file, line = source.where(exc.key)  # the key whose budget is exceeded, where the spec sets it
+        where = f"{file}:{line}" if line else file
+        raise BudgetError(f"{where}: {exc.key}: {exc}", exc.key) from None
     assert facts.model is not None
     emitted = emit(plan, spec_path=source.display, spec_text=source.text, version=VERSION, origin=facts.model.origin,
                    flags=tuple(o.flag for o in overrides))

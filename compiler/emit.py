@@ -126,6 +126,8 @@ def _imports(plan: Plan) -> list[str]:
         transformers += ["DataCollatorForSeq2Seq", "Trainer", "TrainingArguments"]
     transformers += ["PrinterCallback", "set_seed"]
     lines = ["import torch"]
+    if plan["strategy"] == "zero3" and plan["device"] == "cpu":
+        lines = ["import deepspeed", *lines]  # its communication starts before the model loads (train.py.j2)
     if peft:
         lines.append(_import_line("peft", peft))
     lines += own.lines

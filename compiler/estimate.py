@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ftc.compiler.catalog import LINEAR_MODULES
 from ftc.compiler.catalog_data import with_defaults
 from ftc.compiler.estimate_logits import logits_bytes
-from ftc.compiler.estimate_shard import Footprint, Parallel, shard
+from ftc.compiler.estimate_shard import Footprint, Loading, Parallel, loading, shard
 
 if TYPE_CHECKING:  # the methods import this module's shapes; the estimate only asks their plans
     from ftc.compiler.methods.base import ActivationTerms, MethodPlan
@@ -89,16 +89,17 @@ class Memory:
     reasons: tuple[str, ...] = field(default=())
     buffers: int = 0  # gathered layers and communication buckets (several devices)
     host: int = 0  # host RAM one process needs for what is offloaded; not part of the device's total
+    loading: Loading = Loading(0, 0, 0, "")  # host RAM while the model loads, before training; not in the total
 
     @property
     def total(self) -> int:
         return self.as_dict()["total"]
 
     def as_dict(self) -> dict[str, int]:
-        """The device's components (every field but peak_phase, reasons and host, in order; buffers only
-        when there are some) and their total."""
+        """The device's components (every field but peak_phase, reasons, host and loading, in order; buffers
+        only when there are some) and their total."""
         parts = {name: value for name, value in asdict(self).items()
-                 if name not in ("peak_phase", "reasons", "host") and (name != "buffers" or value)}
+                 if name not in ("peak_phase", "reasons", "host", "loading") and (name != "buffers" or value)}
         return {**parts, "total": sum(parts.values())}
 
 
@@ -204,6 +205,12 @@ def _checkpoint_kept(shape: RunShape) -> bool:
     # to fp32 by prepare_model_for_kbit_training, which releases the views.
     upcast = shape.method.quantization is not None and shape.dtype != "float32"
     return shape.device == "cpu" and saved in (None, shape.dtype) and not upcast
+
+
+def _saved_dtype(shape: RunShape) -> str:
+    """The dtype config.json says the checkpoint was saved in (else the load dtype)."""
+    saved = str(shape.config.get("dtype") or shape.config.get("torch_dtype") or shape.dtype).removeprefix("torch.")
+    return saved if saved in DTYPE_BYTES else shape.dtype
 
 
 def _activation_bytes(shape: RunShape) -> int:
@@ -355,7 +362,11 @@ def estimate_memory(shape: RunShape) -> Memory:
                  else 2 * trainable)
     # on a CPU the "device" is host RAM already: offload moves nothing out of it (measured: 2 x gloo ZeRO-3)
     parallel = replace(shape.parallel, offload="none") if shape.device == "cpu" else shape.parallel
-    states = shard(_footprint(shape, d, frozen, trainable, optimizer), parallel)
+    footprint = _footprint(shape, d, frozen, trainable, optimizer)
+    states = shard(footprint, parallel)
+    saved = _saved_dtype(shape)
+    load = loading(footprint, shape.parallel, sum(parameter_counts(d).values()) * DTYPE_BYTES[saved],
+                   device=shape.device, quantized=shape.method.quantization is not None, converted=saved != shape.dtype)
     frozen, trainable, grads, optimizer = states.frozen, states.trainable, states.gradients, states.optimizer
     reasons += [states.why] if shape.parallel.strategy != "single" else []
     logits = logits_bytes(shape, d, DTYPE_BYTES[shape.dtype], _tokens(shape))
@@ -367,7 +378,7 @@ def estimate_memory(shape: RunShape) -> Memory:
     accumulated = grads if shape.grad_accum > 1 else 0
     if activations + logits + accumulated >= grads + temporaries:
         return Memory(frozen, trainable, accumulated, optimizer, activations, logits, overhead, "start of backward",
-                      (*reasons, why), states.buffers, states.host)
+                      (*reasons, why), states.buffers, states.host, load)
     # the optimizer step: every gradient, the states and the update's temporaries
     return Memory(frozen, trainable, grads, optimizer + temporaries, 0, 0, overhead, "optimizer step",
-                  (*reasons, why), states.buffers, states.host)
+                  (*reasons, why), states.buffers, states.host, load)

@@ -34,6 +34,18 @@ Sources of each term:
   whole from its forward through backward; it upcasts trained low-precision weights to fp32 when mixed
   precision is on ("FSDP upcast of low precision parameters to fp32"), so their gradients and moments
   are fp32 too.
+- Loading (host RAM before training starts): transformers 5 from_pretrained builds the model on the host
+  unless a device_map places it (ftc sets one only for quantized bases). safetensors 0.8 memory-maps the
+  checkpoint file (safe_open: one file-sized storage, page cache shared by a node's processes) and a weight
+  loaded in its stored dtype is a view of it; a converted one is a private copy (measured: the tiny model's
+  7.0 MiB file is one mapped block in every process, and the weights views of it). So under DDP, ZeRO-2 and
+  FSDP2 (fsdp_cpu_ram_efficient_loading off) every process reads the whole checkpoint and, when the dtype
+  changes, holds a whole private copy. train.py builds ZeRO-3's TrainingArguments before the model, so
+  from_pretrained runs inside deepspeed.zero.Init (modeling_utils.py get_init_context): each process allocates
+  only its partition, on its device (on the host under offload_param or on a CPU), and rank 0 alone reads the
+  checkpoint (map_location "cpu"; the others "meta": modeling_utils.py _load_pretrained_model) and scatters it
+  module by module, each module gathered on every process while it is filled (integrations/deepspeed.py
+  _load_state_dict_into_zero3_model). Quantized bases skip zero.Init (is_quantized).
 - Offload: FSDP's CPUOffloadPolicy moves weights, gradients and optimizer states together (there is no
   optimizer-only offload in FSDP); DeepSpeed offload_optimizer moves the fp32 partition, the states and
   the fp32 gradient partition; offload_param (ZeRO-3 only) the 16-bit weight partition too.
@@ -99,6 +111,44 @@ class Sharded:
     buffers: int  # gathered units, prefetch and communication buckets
     host: int  # bytes one process keeps in host RAM (offload)
     why: str
+
+
+@dataclass(frozen=True)
+class Loading:
+    """Host RAM while from_pretrained builds the model: the checkpoint's mapped pages (page cache, shared by the
+    processes of a node that read it) and the private bytes of rank 0's process and of each other process."""
+
+    checkpoint: int
+    first: int
+    each: int
+    why: str
+    every_node: bool = True  # every node reads the checkpoint (False: rank 0 alone, under zero.Init)
+
+    def node(self, devices: int, first: bool = True) -> int:
+        """The host RAM of one node's `devices` processes; node 0 (`first`) holds rank 0."""
+        read = self.checkpoint if first or self.every_node else 0
+        return read + (self.first + (devices - 1) * self.each if first else devices * self.each)
+
+
+def loading(f: Footprint, p: Parallel, checkpoint: int, *, device: str, quantized: bool, converted: bool) -> Loading:
+    """Host RAM while loading (see the module docstring): `checkpoint` is the checkpoint's bytes as stored;
+    `converted`: the weights are loaded in another dtype than they were saved in (private copies)."""
+    if p.strategy != "zero3" or quantized:
+        if quantized and device == "cuda":
+            return Loading(checkpoint, 0, 0, "every process reads the checkpoint; the quantized base goes straight "
+                           "onto its device (device_map)")
+        private = f.frozen + f.trainable if converted else 0
+        copy = "a whole converted copy each" if converted else "its weights views of the mapped file"
+        return Loading(checkpoint, private, private, f"every process maps the whole checkpoint, {copy}")
+    n = max(1, p.world)
+    # a process's partition (on the host under offload_param), and on a CPU the module being filled, gathered
+    # whole on every process (the largest: the embeddings or the head; a GPU gathers it on the device)
+    gathered = max(f.embed_bytes, f.tail_bytes) if device == "cpu" else 0
+    on_host = device == "cpu" or p.offload == "all"
+    each = (f.frozen + f.trainable) // n + gathered if on_host else 0
+    where = "in host RAM" if on_host else "on its device"
+    return Loading(checkpoint, each, each, f"zero.Init: each process builds only its 1/{n} partition {where}; "
+                   "rank 0 alone reads the checkpoint to scatter it", every_node=False)
 
 
 def shard(f: Footprint, p: Parallel) -> Sharded:

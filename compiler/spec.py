@@ -261,7 +261,9 @@ class HardwareSpec(_Table):
     """What moves to host RAM to fit: `optimizer` (ZeRO-2/3: optimizer states and their fp32 copies) or
     `all` (ZeRO-3 and FSDP: the weights too); slower, since the host computes or streams them."""
     cpu_ram_gb: float | None = Field(None, gt=0)
-    """Host RAM per node in GiB, to check what offload moves there (unchecked when left out)."""
+    """Host RAM per node in GiB, to check the estimated peak there: while the model loads (every process
+    builds it whole, except under ZeRO-3's zero.Init) and while training (what offload moves there; on `cpu`
+    the processes themselves). Unchecked when left out."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Compute precision; auto picks bf16 where the GPU supports it, fp16 otherwise, fp32 on CPU."""
 

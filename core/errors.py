@@ -52,9 +52,14 @@ class SpecError(FtcError):
 
 
 class BudgetError(FtcError):
-    """No setting fits the hardware budget; the message says by how much and what would fit."""
+    """No setting fits the hardware budget; the message says by how much and what would fit. `key`: the spec
+    key whose budget is exceeded, when one alone is (compile_spec then prefixes the message with its file:line)."""
 
     exit_code = 2
+
+    def __init__(self, message: str, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class TemplateError(FtcError):

@@ -92,8 +92,9 @@ class Checkpoints(TrainerCallback):  # type: ignore[misc]
         last = ckpt.latest(self.run_dir)
         if last is not None:
             needed = ckpt.folder_bytes(last.path)
-        else:  # weights + two AdamW moments of what trains, in fp32
-            needed = 3 * 4 * sum(p.numel() for p in model.parameters() if p.requires_grad) if model is not None else 0
+        else:  # weights + two AdamW moments of what trains, in fp32 (a ZeRO-3 parameter: its whole ds_numel)
+            trained = [p for p in model.parameters() if p.requires_grad] if model is not None else []
+            needed = 3 * 4 * sum(getattr(p, "ds_numel", None) or p.numel() for p in trained)
         needed = int(needed * DISK_MARGIN) + (64 << 20)
         if free >= needed:
             return

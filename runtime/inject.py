@@ -24,6 +24,7 @@ class FaultInjection(TrainerCallback):  # type: ignore[misc]
 
     def __init__(self, events: PrintingLog, faults: Faults, checkpoints: Checkpoints) -> None:
         self.events, self.faults, self.checkpoints = events, faults, checkpoints
+        self._nan_hook: Any = None
 
     def _fires(self, kind: str, step: int) -> bool:
         if not self.faults.take(kind, step):
@@ -31,7 +32,7 @@ class FaultInjection(TrainerCallback):  # type: ignore[misc]
         self.events.write("fault", f"injected fault {kind}@{step} (FTC_INJECT)", kind=kind, step=step)
         return True
 
-    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+    def on_step_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         step = state.global_step + 1
         if self._fires("oom", step):
             raise torch.OutOfMemoryError(f"CUDA out of memory at step {step} (injected by FTC_INJECT)")
@@ -40,8 +41,17 @@ class FaultInjection(TrainerCallback):  # type: ignore[misc]
         for kind in ("sigterm", "sigint"):
             if self._fires(kind, step):
                 os.kill(os.getpid(), getattr(signal, kind.upper()))
+        if getattr(args, "deepspeed", None) and model is not None and self._fires("nan", step):
+            # DeepSpeed takes the gradients into its engine during backward and steps there: the NaN goes into
+            # one trained parameter's gradient as autograd computes it, in every micro-batch of the step
+            first = next(p for p in model.parameters() if p.requires_grad)
+            self._nan_hook = first.register_hook(lambda grad: torch.full_like(grad, float("nan")))
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        if self._nan_hook is not None:  # DeepSpeed has stepped (or skipped) with the NaN gradients
+            self._nan_hook.remove()
+            self._nan_hook = None
+            return
         params = [p for p in model.parameters() if p.grad is not None] if model is not None else []
         if params and self._fires("nan", state.global_step + 1):
             params[0].grad.fill_(float("nan"))  # as a NaN loss gives

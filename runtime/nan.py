@@ -1,9 +1,11 @@
-"""The NaN policy: a step whose gradients are NaN/inf is skipped (no weight update); after `nan_patience` in a row (at
+"""The NaN policy: a step whose gradients are NaN/inf is skipped (no weight update; under DeepSpeed ZeRO the engine
+skips it itself and the policy reads its outcome); after `nan_patience` in a row (at
 once for on_nan = "stop") training ends with a diagnosis that names the step's rows, asking `ftc run` to roll back to
 the last good checkpoint with a lower learning rate (on_nan = "rollback", at most MAX_ROLLBACKS times) or stopping."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,21 +66,39 @@ class NanPolicy(TrainerCallback):  # type: ignore[misc]
             self._step_batches, self._batches = self._batches[:n], self._batches[n:]
         self._tokens_at_step = state.num_input_tokens_seen or 0
 
-    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-        step = state.global_step + 1
+    def _non_finite(self, model: Any) -> bool | None:
+        """Whether this step's gradients were NaN/inf on any process (None: no gradients to judge). A skipped
+        step is skipped here: the gradients are dropped, so AdamW leaves the parameters alone."""
+        engine = getattr(self.trainer, "deepspeed", None)
+        if engine is not None:
+            # DeepSpeed keeps the gradients in its engine and has stepped already, inside backward (accelerate's
+            # DeepSpeedEngineWrapper.backward calls engine.step()). ZeRO-2/3 skip an update whose global gradient
+            # norm is not finite themselves (zero/stage_1_and_2.py, stage3.py step: overflow -> gradients
+            # dropped, norm = inf; the norm and the flag are all-reduced): read the outcome
+            norm = engine.get_global_grad_norm()
+            bad = not engine.was_step_applied() or (norm is not None and not math.isfinite(float(norm)))
+            return ranks.agree(bad)[0]
         params = [p for p in model.parameters() if p.grad is not None] if model is not None else []
         if not params:
-            return
+            return None
         # an FSDP2 gradient is a DTensor: each process checks its own shard; under several processes one
         # rank's NaN must skip the step on every rank, or the others update and the replicas part ways
         local = [getattr(p.grad, "_local_tensor", p.grad) for p in params]
         (bad,) = ranks.agree(not bool(torch.stack([torch.isfinite(g).all() for g in local]).all()))
+        if bad:
+            for p in params:
+                p.grad = None
+        return bad
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+        step = state.global_step + 1
+        bad = self._non_finite(model)
+        if bad is None:
+            return
         if not bad:
             self.nan_streak = 0
             self.last_good_step = step
             return
-        for p in params:  # AdamW leaves parameters without a gradient untouched: the step is skipped
-            p.grad = None
         self.nan_streak += 1
         rollbacks = self.rollbacks  # done by ftc run before this attempt (overrides.json)
         # fp16's loss scaler overflows on purpose while it calibrates (and skips those steps itself): only
@@ -115,6 +135,9 @@ class NanPolicy(TrainerCallback):  # type: ignore[misc]
         exact = seen == sum(len(f.get("input_ids", ())) for f in features)
         bad = []
         model = self.trainer.model
+        if any(hasattr(p, "ds_tensor") for p in model.parameters()):  # ZeRO-3: every forward gathers from all
+            return (f"The step trained on rows {_rows(rows)} of the training split (no per-row check under ZeRO-3: "
+                    "a forward on one process alone would wait for the others' weight partitions).")
         collator = self.trainer.data_collator
         was_training = model.training
         model.eval()

@@ -92,10 +92,11 @@ class PrintingLog:
 
 
 def count_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameters; 4-bit weights count as their unpacked size."""
+    """(trainable, total) parameters; 4-bit weights count as their unpacked size, a ZeRO-3 parameter (built
+    partitioned by zero.Init, its own tensor empty) as its whole size (ds_numel)."""
     trainable = total = 0
     for param in model.parameters():
-        n = param.numel()
+        n = getattr(param, "ds_numel", None) or param.numel()
         if param.__class__.__name__ == "Params4bit":
             n *= 2  # two 4-bit values per stored byte
         total += n

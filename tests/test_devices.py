@@ -111,6 +111,7 @@ def _shape(parallel: Parallel) -> RunShape:
 
     config = find_model(LLAMA_8B)
     assert config is not None
+    config = {**config, "torch_dtype": "bfloat16"}  # as its config.json says
     return RunShape(config=config, method=Full().resolve(config), micro_batch=1, seq_len=512,
                     gradient_checkpointing=True, dtype="bfloat16", device="cuda", optimizer="adamw_torch_fused",
                     parallel=parallel)
@@ -220,3 +221,75 @@ def test_ddp_puts_a_quantized_base_on_each_process_gpu(tmp_path: Path, monkeypat
     assert result.plan["strategy"] == "ddp" and "import os\n" in script
     assert 'device_map={"": int(os.environ.get("LOCAL_RANK", 0))}' in script and "QUANT_STORAGE" not in script
     compile(script, "train.py", "exec")
+
+
+def test_zero3_builds_the_training_arguments_before_the_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers runs from_pretrained inside deepspeed.zero.Init only while a ZeRO-3 HfDeepSpeedConfig is alive
+    (is_deepspeed_zero3_enabled): TrainingArguments(deepspeed=...) must come first; on CPU DeepSpeed's own comm
+    too (TrainingArguments starts only torch.distributed there). Other strategies keep the usual order."""
+    monkeypatch.chdir(tmp_path)
+    for hardware, init in (('device = "cpu"\ndevices = 2\nstrategy = "zero3"', True),
+                           ('gpu = "A100 80GB"\ndevices = 2\nstrategy = "zero3"', False)):
+        script = compile_spec(_spec(tmp_path, hardware)).emitted.files["train.py"]
+        assert script.index("deepspeed=str(") < script.index("ForCausalLM.from_pretrained(") < script.index("Trainer(")
+        assert ('deepspeed.init_distributed(dist_backend="gloo")' in script) is init
+        assert ("import deepspeed\n" in script) is init
+        compile(script, "train.py", "exec")
+    zero2 = _spec(tmp_path, 'gpu = "A100 80GB"\ndevices = 2\nstrategy = "zero2"')
+    script = compile_spec(zero2).emitted.files["train.py"]
+    assert script.index("ForCausalLM.from_pretrained(") < script.index("deepspeed=str(")
+
+
+def test_host_ram_while_loading_is_estimated_per_strategy() -> None:
+    """The checkpoint (bf16 as saved) is memory-mapped; weights in its dtype are views of it, converted ones
+    private copies in every process; under ZeRO-3's zero.Init rank 0 alone reads it, and each process holds
+    only its partition, on the device (on the host with weight offload)."""
+    from dataclasses import replace
+
+    def load(parallel: Parallel, dtype: str = "bfloat16"):  # type: ignore[no-untyped-def]
+        return estimate_memory(replace(_shape(parallel), dtype=dtype)).loading
+
+    ddp, fp16 = load(Parallel("ddp", 8)), load(Parallel("ddp", 8), "float16")  # the catalog: saved bf16
+    assert ddp.checkpoint > 14 * 2**30 and ddp.each == 0 and ddp.node(8) == ddp.node(8, first=False) == ddp.checkpoint
+    assert fp16.each == fp16.checkpoint and fp16.node(8) == 9 * fp16.checkpoint  # a converted copy per process
+    zero3 = load(Parallel("zero3", 8), "float16")
+    assert zero3.each == 0 and zero3.node(8) == zero3.checkpoint and zero3.node(8, first=False) == 0
+    offload = load(Parallel("zero3", 8, "all"))
+    assert offload.each == pytest.approx(offload.checkpoint / 8, rel=0.01)  # weight offload: partitions on the host
+    assert offload.node(8) == offload.checkpoint + 8 * offload.each
+
+
+def test_cpu_ram_gb_moves_the_planner_to_zero3_or_refuses_with_what_fits(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """8 processes each converting Llama-8B (saved bf16) to fp16 hold 8 whole copies (+ the mapped file) and do not
+    fit a 64 GiB node; zero.Init does (rank 0 reads the checkpoint, partitions go to the GPUs), so "auto" plans
+    ZeRO-3. An explicit ZeRO-2 is refused at hardware.cpu_ram_gb's line, naming what would fit."""
+    from helpers import build_tiny_model
+
+    monkeypatch.chdir(tmp_path)
+    model = build_tiny_model(tmp_path / "llama-8b-config")  # its tokenizer; the config is Llama-3.1-8B's, saved bf16
+    config = {**(find_model(LLAMA_8B) or {}), "torch_dtype": "bfloat16"}
+    (model / "config.json").write_text(json.dumps(config))
+    hardware = 'gpu = "A100 80GB"\nprecision = "fp16"\ndevices = 8\ncpu_ram_gb = 64'
+    base = str(model)
+    result = compile_spec(_spec(tmp_path, hardware, base=base))
+    assert result.plan["strategy"] == "zero3"
+    assert any(r.startswith("host RAM while loading: zero.Init") for r in result.plan.reasons)
+    assert compile_spec(_spec(tmp_path, hardware.replace("= 64", "= 256"), base=base)).plan["strategy"] == "ddp"
+    with pytest.raises(BudgetError) as info:
+        compile_spec(_spec(tmp_path, hardware + '\nstrategy = "zero2"', base=base))
+    message = str(info.value)
+    assert message.startswith("s.toml:15: hardware.cpu_ram_gb: 64 GiB per node") and "ZeRO-2 over 8" in message
+    assert 'what would fit: strategy = "zero3" (zero.Init' in message and "GiB (hardware.cpu_ram_gb)" in message
+
+
+def test_offload_beyond_cpu_ram_gb_is_refused_with_more_nodes_or_no_offload(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = _spec(tmp_path, 'gpu = "A100 80GB"\ndevices = 8\nstrategy = "zero3"\noffload = "optimizer"\ncpu_ram_gb = 64',
+                 'kind = "full"')
+    with pytest.raises(BudgetError) as info:
+        compile_spec(path)
+    message = str(info.value)
+    assert "hardware.cpu_ram_gb" in message and "while training:" in message and "offload keeps there" in message
+    assert 'offload = "none"' in message and "nodes = " in message

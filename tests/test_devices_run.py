@@ -68,6 +68,12 @@ def _run(folder: Path, model: Path, devices: int, extra: str = "", steps: int = 
     return _losses(folder / "run"), folder / "run"
 
 
+def _params(run: Path) -> tuple[int, int]:
+    event = next(json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()
+                 if json.loads(line)["type"] == "params")
+    return event["trainable"], event["total"]
+
+
 def _shapes(run: Path) -> dict[str, list[int]]:
     from safetensors import safe_open
 
@@ -98,6 +104,8 @@ def test_two_processes_end_where_one_does(extra: str, one_process: tuple[list[fl
     assert (run / "ranks" / "1" / "data" / "stats.json").is_file()  # rank 1 ran the data stage itself
     assert (run / "final" / "adapter_model.safetensors").is_file()
     assert _shapes(run) == _shapes(one_run)  # every adapter tensor whole: no empty or 1/2-size slice
+    # ZeRO-3 builds the model partitioned (zero.Init: a parameter's own tensor is empty); counted whole (ds_numel)
+    assert _params(run) == _params(one_run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["checkpoint-2", "checkpoint-4"]
 
 

@@ -4,12 +4,12 @@ fits the budget (compiler/estimate.py), and, when nothing fits, what would."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ftc.core.errors import BudgetError
 from ftc.compiler.estimate import Memory, RunShape, estimate_memory
 from ftc.compiler.estimate_preference import without_dropout
-from ftc.compiler.estimate_shard import Parallel
+from ftc.compiler.estimate_shard import Loading, Parallel
 from ftc.compiler.strategy import AUTO_ORDER, OFFLOAD_LEVEL, candidates, incompatible
 from ftc.compiler.methods import MethodPlan
 from ftc.compiler.plan.objective import reference_of
@@ -105,6 +105,7 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
     optimizers = [optimizer] + (["adamw_bnb_8bit"] if device == "cuda" else [])
     tried = [(p, why, o) for p, why in strategies for o in optimizers if not ("8bit" in o and p.strategy != "single")]
     candidates_: list[tuple[float, int, bool, Memory]] = []
+    host_short: list[tuple[Parallel, Memory]] = []  # fits the device budget, not hardware.cpu_ram_gb
     for parallel, why_strategy, optimizer in tried:
         candidates_ = []
         for micro in micros:
@@ -114,10 +115,16 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
                 memory = estimate_memory(shape)
                 tokens = micro * (seq_len or int(spec.data.max_length))
                 candidates_.append((_throughput(device, tokens, gc), micro, gc, memory))
-        fitting = [c for c in candidates_ if (limit is None or c[3].total <= limit) and _host_fits(spec, c[3])]
+        on_device = [c for c in candidates_ if limit is None or c[3].total <= limit]
+        fitting = [c for c in on_device if host_peak(spec, c[3]) <= host_limit(spec)]
         if fitting:
             break
+        host_short += [(parallel, min(on_device, key=lambda c: host_peak(spec, c[3]))[3])] if on_device else []
     else:
+        if host_short:
+            raise BudgetError(_host_message(spec, host_short, limit, lambda p: shape_for(
+                spec, config, micro=1, checkpointing=flags[-1], dtype=dtype, optimizer=optimizer, grad_accum=per_device,
+                seq_len=seq_len, parallel=p)), "hardware.cpu_ram_gb")
         raise BudgetError(_no_fit_message(spec, config, dtype, budget_gib, candidates_, forced or forced_gc,
                                           tried[-1][0]))
     _, micro, gc, memory = max(fitting, key=lambda c: (c[0], -c[3].total))
@@ -161,10 +168,53 @@ def by_strategy(spec: Spec, config: dict[str, object] | None, dtype: str, choice
                  for p, _ in options)
 
 
-def _host_fits(spec: Spec, memory: Memory) -> bool:
-    """What offload keeps in host RAM, for every process of a node, under hardware.cpu_ram_gb (with the margin)."""
+def host_peak(spec: Spec, memory: Memory) -> int:
+    """Node 0's host RAM at its peak: while the model loads (estimate_shard.loading) or while training, what
+    offload keeps there (on a CPU the processes' whole peak too: their device is host RAM)."""
+    hw = spec.hardware
+    training = memory.host + (memory.total if hw.device == "cpu" else 0)
+    return max(memory.loading.node(hw.devices), training * hw.devices)
+
+
+def host_limit(spec: Spec) -> float:
+    """hardware.cpu_ram_gb less the safety margin, in bytes (no limit when it is not given)."""
     ram = spec.hardware.cpu_ram_gb
-    return ram is None or memory.host * spec.hardware.devices <= ram * 2**30 * (1 - SAFETY_MARGIN)
+    return float("inf") if ram is None else ram * 2**30 * (1 - SAFETY_MARGIN)
+
+
+def _host_message(spec: Spec, short: list[tuple[Parallel, Memory]], device_limit: float | None,
+                  shape: Callable[[Parallel], RunShape]) -> str:
+    """hardware.cpu_ram_gb is too small for every strategy that fits the devices: by how much, and what would fit
+    (host and device both)."""
+    hw, limit = spec.hardware, host_limit(spec)
+    parallel, memory = min(short, key=lambda pm: host_peak(spec, pm[1]))
+    load = memory.loading
+    lines = [f"{hw.cpu_ram_gb:g} GiB per node ({gib(limit)} less the {SAFETY_MARGIN:.0%} margin) does not hold the "
+             f"host RAM of {parallel.label}: an estimated {gib(host_peak(spec, memory))} on node 0",
+             f"  while loading: {gib(load.node(hw.devices))} ({load.why})",
+             f"  while training: {gib(host_peak(spec, replace(memory, loading=Loading(0, 0, 0, ''))))} (what offload "
+             "keeps there" + (", and the processes themselves on a CPU" if hw.device == "cpu" else "") + ")"]
+    options = []
+    if parallel.strategy != "zero3" and incompatible(spec, "zero3", parallel.offload) is None:
+        zero3 = estimate_memory(shape(replace(parallel, strategy="zero3")))
+        if host_peak(spec, zero3) <= limit and (device_limit is None or zero3.total <= device_limit):
+            options.append(f"strategy = \"zero3\" (zero.Init loads each process's partition only: estimated "
+                           f"{gib(host_peak(spec, zero3))} on node 0)")
+    if parallel.offload != "none":
+        kept = estimate_memory(shape(replace(parallel, offload="none")))
+        if host_peak(spec, kept) <= limit and (device_limit is None or kept.total <= device_limit):
+            options.append(f"offload = \"none\" (estimated {gib(host_peak(spec, kept))} on node 0, "
+                           f"{gib(kept.total)} per device)")
+    if parallel.strategy == "zero3":  # the partitions shrink with the world size; rank 0's checkpoint does not
+        for nodes in range(hw.nodes + 1, 65):
+            more = estimate_memory(shape(replace(parallel, world=hw.devices * nodes)))
+            if host_peak(spec, more) <= limit and (device_limit is None or more.total <= device_limit):
+                options.append(f"nodes = {nodes} (estimated {gib(host_peak(spec, more))} on node 0; batch_size a "
+                               f"multiple of {hw.devices * nodes})")
+                break
+    options.append(f"nodes with at least {host_peak(spec, memory) / (1 - SAFETY_MARGIN) / 2**30:,.1f} GiB "
+                   "(hardware.cpu_ram_gb)")
+    return "\n".join([*lines, "  what would fit: " + "; or ".join(options)])
 
 
 def _why_optimizer(optimizer: str) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 from ftc.compiler.catalog import find_gpu
 from ftc.compiler.checks import Facts
 from ftc.compiler.estimate import can_estimate
+from ftc.compiler.estimate_shard import Loading
 from ftc.compiler.evalchecks import metrics_of
 from ftc.compiler.literal import lit
 from ftc.compiler.plan.budget import BatchChoice, by_strategy, choose_batch, gib
@@ -317,12 +318,8 @@ def _summary(spec: Spec, optim: OptimPlan, hardware: HardwarePlan, choice: Batch
     if choice.memory is not None and choice.memory.host:
         lines.append(f"host RAM: an estimated {gib(choice.memory.host)} per process for what is offloaded, "
                      f"{gib(choice.memory.host * spec.hardware.devices)} per node")
-    if choice.memory is not None and choice.parallel.strategy == "zero3" and choice.parallel.offload != "all":
-        # train.py loads the model before TrainingArguments exists, so transformers' zero.Init path
-        # (is_deepspeed_zero3_enabled in from_pretrained) is not taken: every process holds it whole first
-        whole = (choice.memory.weights + choice.memory.trainable) * world
-        lines.append(f"host RAM while loading: every process loads the whole model ({gib(whole)}) before ZeRO-3 "
-                     f"partitions it, {gib(whole * spec.hardware.devices)} per node")
+    if choice.memory is not None and (world > 1 or spec.hardware.cpu_ram_gb):
+        lines.append(_loading_line(spec, choice.memory.loading))
     if choice.memory is not None:
         per = " per device" if world > 1 else ""
         lines.append(f"memory: estimated peak {gib(choice.memory.total)}{per} at the {choice.memory.peak_phase}"
@@ -330,6 +327,18 @@ def _summary(spec: Spec, optim: OptimPlan, hardware: HardwarePlan, choice: Batch
                      + ", ".join(f"{k} {gib(v)}" for k, v in choice.memory.as_dict().items() if v and k != "total")
                      + ")")
     return lines
+
+
+def _loading_line(spec: Spec, load: Loading) -> str:
+    """plan.md's host RAM while from_pretrained builds the model (estimate_shard.loading)."""
+    hw = spec.hardware
+    private = ("nothing private" if not load.first and not load.each else f"{gib(load.each)} private per process"
+               if load.first == load.each else f"{gib(load.first)} private for rank 0, {gib(load.each)} for each other")
+    nodes = f"{gib(load.node(hw.devices))} on node 0" + (f", {gib(load.node(hw.devices, first=False))} on each "
+                                                        "other node" if hw.nodes > 1 else "")
+    checked = f" (hardware.cpu_ram_gb = {hw.cpu_ram_gb:g})" if hw.cpu_ram_gb else ""
+    return (f"host RAM while loading: {load.why}: the checkpoint's {gib(load.checkpoint)} mapped (page cache) + "
+            f"{private}; {nodes}{checked}")
 
 
 def _data_reasons(spec: Spec, facts: Facts, why_seq_len: str) -> list[str]:

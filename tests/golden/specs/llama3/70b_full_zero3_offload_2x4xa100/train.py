@@ -129,15 +129,9 @@ report(data, events)  # examples, tokens and trained tokens per split; dropped r
 train_data, eval_data = data.dataset("train"), data.dataset("validation")
 
 # ---------------------------------------------------------------------------- model
-model = AutoModelForCausalLM.from_pretrained(
-    MODEL_PATH, revision=REVISION, dtype=getattr(torch, LOAD_DTYPE), trust_remote_code=TRUST_REMOTE_CODE
-)
-
-# ---------------------------------------------------------------------------- method
-# Full fine-tuning: every weight is trained.
-report_parameters(model, events)
-
-# ---------------------------------------------------------------------------- train
+# ZeRO-3 builds the model already partitioned (deepspeed.zero.Init), so the training arguments come first: they
+# register the DeepSpeed config that from_pretrained reads (transformers' HfDeepSpeedConfig, alive while `args` is).
+# Each process then holds only its 1/world share of every weight; rank 0 alone reads the checkpoint to hand them out.
 args = SFTConfig(
     output_dir=str(RUN_DIR / "checkpoints.partial"),  # each checkpoint moves, once whole, into checkpoints/
     num_train_epochs=EPOCHS,
@@ -165,6 +159,15 @@ args = SFTConfig(
     report_to="none",
     disable_tqdm=True,  # progress is reported through events.jsonl
 )
+model = AutoModelForCausalLM.from_pretrained(
+    MODEL_PATH, revision=REVISION, dtype=getattr(torch, LOAD_DTYPE), trust_remote_code=TRUST_REMOTE_CODE
+)
+
+# ---------------------------------------------------------------------------- method
+# Full fine-tuning: every weight is trained.
+report_parameters(model, events)
+
+# ---------------------------------------------------------------------------- train
 # events, Ctrl-C/SIGTERM/stop requests, the NaN policy, early stopping, checkpoints (see ftc.runtime.guard)
 callbacks = run_callbacks(events, RUN_DIR, CONFIG, resume=RESUME, keep=KEEP_CHECKPOINTS, on_nan=ON_NAN,
                           nan_patience=NAN_PATIENCE)
