@@ -142,10 +142,12 @@ def main() -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the GPU section (see README)")
     p.add_argument("--core", default="1", help="the CPU list for taskset (default: core 1)")
     p.add_argument("--work", type=Path, help="keep every run's files here (default: a temporary folder)")
-    p.add_argument("--report", action="store_true", help="print the tables of results/throughput.jsonl")
+    p.add_argument("--report", action="store_true", help="print the tables of the results file")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="the results file (default: results/throughput.jsonl; a smoke run writes elsewhere)")
     a = p.parse_args()
     if a.report:
-        print(report([json.loads(line) for line in RESULTS.read_text().splitlines()]))
+        print(report([json.loads(line) for line in a.results.read_text().splitlines()]))
         return
     tools = a.tools.split(",")
     unknown = [t for t in tools if t not in TOOLS]
@@ -161,7 +163,7 @@ def main() -> None:
         for tool in tools:
             record = {"session": session, "round": round_, **run_one(tool, job, work / f"{tool}-{round_}", a.core)}
             records.append(record)
-            with RESULTS.open("a") as f:
+            with a.results.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps({k: v for k, v in record.items() if k not in ("log_tail", "command")}), flush=True)
     print(report(records))

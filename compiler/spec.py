@@ -263,7 +263,8 @@ class HardwareSpec(_Table):
     cpu_ram_gb: float | None = Field(None, gt=0)
     """Host RAM per node in GiB, to check what offload moves there (unchecked when left out)."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    """Compute precision; auto picks bf16 where the GPU supports it, fp16 otherwise, fp32 on CPU."""
+    """Compute precision; auto picks bf16 where the GPU supports it, fp16 otherwise; on CPU bf16 where the
+    CPU multiplies it natively (AMX, AVX-512 BF16) and the base is frozen, fp32 otherwise."""
 
     @model_validator(mode="before")
     @classmethod

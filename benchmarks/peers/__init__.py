@@ -147,7 +147,7 @@ TOOLS = {
     "ftc": lambda job, work: ftc(job, work),  # the planner's choices
     "ftc-padded": lambda job, work: ftc(job, work, {"padding_free": "false"}),  # the unoptimised path
     "ftc-packed": lambda job, work: ftc(job, work, {"packing": "true"}),
-    "ftc-bf16": lambda job, work: ftc(job, work, {}, 'precision = "bf16"'),  # bf16 autocast on this CPU
+    "ftc-fp32": lambda job, work: ftc(job, work, {}, 'precision = "fp32"'),  # the plan on a CPU without native bf16
     "trl": lambda job, work: trl_script(job, work),
     "trl-padding-free": lambda job, work: trl_script(job, work, "--padding-free"),
     "trl-cli": trl_cli,
