@@ -87,6 +87,8 @@ def run_one(tool: str, job: Job, work: Path, core: str) -> dict:
         argv, cwd = TOOLS[tool](job, work)
     except Unavailable as exc:
         return {**record, "unavailable": str(exc)}
+    if (plan := work / "compiled" / "plan.json").exists():  # ftc's tools: what the planner chose, on record
+        record["precision"] = json.loads(plan.read_text())["settings"]["precision"]
     steps_file = work / "steps.jsonl"
     env = {**os.environ, "PYTHONPATH": str(HERE / "stephook"), "FTC_BENCH_STEPS": str(steps_file),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true"}
@@ -126,7 +128,9 @@ def report(records: list[dict]) -> str:
                 continue
             med = lambda key: statistics.median(r[key] for r in ok)  # noqa: E731
             each = ", ".join(f"{r['tokens_per_s']:.0f}" for r in ok)
-            out.append(f"| {tool} | {len(ok)} | **{med('tokens_per_s'):.0f}** ({each}) | {med('s_per_step'):.2f} | "
+            precisions = sorted({r["precision"] for r in ok if "precision" in r})  # ftc's: as planned
+            name = f"{tool} ({', '.join(precisions)})" if precisions else tool
+            out.append(f"| {name} | {len(ok)} | **{med('tokens_per_s'):.0f}** ({each}) | {med('s_per_step'):.2f} | "
                        f"{med('tokens_per_step'):.0f} ({med('positions_per_step'):.0f}) | {med('first_step_s'):.1f} | "
                        f"{med('wall_s'):.1f} | {max(r['peak_rss_mib'] for r in ok):,.0f} | "
                        f"{min(r['load'] for r in ok):.1f}-{max(r['load'] for r in ok):.1f} |")

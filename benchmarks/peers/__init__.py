@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -85,11 +86,13 @@ def trl_script(job: Job, work: Path, *flags: str) -> tuple[list[str], Path]:
 
 
 def trl_cli(job: Job, work: Path) -> tuple[list[str], Path]:
-    """`trl sft` from its own venv, the options its docs give for LoRA."""
+    """`trl sft` from its own venv, the options its docs give for LoRA. TRL 1.16's CLI is the `trl` script
+    (no `python -m trl.cli`), and it takes no data_files: the rows go alone into a folder it loads."""
     python = _venv("trl", "trl")
-    data = job.pairs or job.messages
-    return [str(python), "-m", "trl.cli", "sft", "--model_name_or_path", str(job.model),
-            "--dataset_name", "json", "--dataset_config", str(data.parent), "--data_files", str(data),
+    data = work / "data"
+    data.mkdir(exist_ok=True)
+    shutil.copyfile(job.pairs or job.messages, data / "train.jsonl")
+    return [str(python.parent / "trl"), "sft", "--model_name_or_path", str(job.model), "--dataset_name", str(data),
             "--output_dir", str(work / "out"), "--max_steps", str(job.steps), "--per_device_train_batch_size", "8",
             "--learning_rate", "2e-3", "--lr_scheduler_type", "cosine", "--warmup_steps", "0.05",
             "--max_length", str(job.max_length), "--use_peft", "--lora_r", "8", "--lora_alpha", "16",
