@@ -89,6 +89,9 @@ def matrix() -> list[Case]:
         ("lora", "dpo"), ("full", "dpo"), ("full", "dpo-precomputed"), ("lora", "kto"), ("lora", "orpo"),
         ("lora", "simpo"))]
     cases += [Case("smollm2", "lora", 4, False, objective="dpo")]
+    # bf16 as planned on a CPU with native bf16 (frozen bases; QLoRA's embeddings, head and norms in bf16)
+    cases += [Case("tiny", k, 4, gc, precision="bf16") for k in ("lora", "qlora", "ia3") for gc in (False, True)]
+    cases += [Case("smollm2", k, 2, False, precision="bf16") for k in ("lora", "qlora")]
     return cases
 
 

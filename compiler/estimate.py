@@ -199,8 +199,10 @@ def _checkpoint_kept(shape: RunShape) -> bool:
     some weights are replaced after loading (quantized linears; PiSSA's residual weights) the ones
     that stay (embeddings, norms) keep the whole checkpoint alive. Measured on the emitted scripts
     (transformers 5.24, benchmarks/README.md): tiny lora8 and pissa keep the 6.8 MiB fp32 file."""
-    saved = shape.config.get("dtype") or shape.config.get("torch_dtype")
-    return shape.device == "cpu" and saved in (None, shape.dtype)
+    # a config without a dtype: fp32, as the bundled model's safetensors cache is written (core/bundled.py;
+    # measured: SmolLM2 qlora in bf16 keeps no file buffer)
+    saved = shape.config.get("dtype") or shape.config.get("torch_dtype") or "float32"
+    return shape.device == "cpu" and saved == shape.dtype
 
 
 def _activation_bytes(shape: RunShape) -> int:
