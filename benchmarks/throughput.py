@@ -123,8 +123,11 @@ def report(records: list[dict]) -> str:
             mine = [r for r in rows if r["tool"] == tool]
             ok = [r for r in mine if "tokens_per_s" in r and not r.get("exit")]
             if not ok:
-                why = mine[-1].get("unavailable") or f"exit {mine[-1].get('exit')}: see log_tail in the record"
-                out.append(f"| {tool} | 0 | did not run: {why[:200]} | | | | | | |")
+                last = mine[-1]
+                why = ("did not run: " + (last.get("unavailable") or f"exit {last['exit']}: see log_tail in the record")
+                       if last.get("unavailable") or last["exit"]
+                       else f"ran {last['steps']} steps, too few for a steady state (4+)")
+                out.append(f"| {tool} | 0 | {why[:220]} | | | | | | |")
                 continue
             med = lambda key: statistics.median(r[key] for r in ok)  # noqa: E731
             each = ", ".join(f"{r['tokens_per_s']:.0f}" for r in ok)

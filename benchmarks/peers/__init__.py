@@ -125,8 +125,9 @@ def llamafactory(job: Job, work: Path) -> tuple[list[str], Path]:
               "logging_steps": 5, "save_strategy": "no", "report_to": "none", "bf16": job.cuda, "seed": 42,
               "use_cpu": not job.cuda, "overwrite_output_dir": True, "preprocessing_num_workers": 1,
               "dataloader_num_workers": 0}
-    (work / "config.json").write_text(json.dumps(config, indent=1))
-    return [str(python.parent / "llamafactory-cli"), "train", str(work / "config.json")], work
+    # a .yaml name: LLaMA-Factory 0.9.5 reads a .json config with json.load(Path) and fails; JSON is YAML
+    (work / "config.yaml").write_text(json.dumps(config, indent=1))
+    return [str(python.parent / "llamafactory-cli"), "train", str(work / "config.yaml")], work
 
 
 def axolotl(job: Job, work: Path) -> tuple[list[str], Path]:
@@ -141,7 +142,9 @@ def axolotl(job: Job, work: Path) -> tuple[list[str], Path]:
               "learning_rate": 2e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.05, "optimizer": "adamw_torch",
               "output_dir": str(work / "out"), "val_set_size": 0, "save_strategy": "no", "logging_steps": 5,
               "bf16": job.cuda, "fp16": False, "tf32": False, "seed": 42, "sample_packing": False,
-              "dataset_prepared_path": str(work / "prepared")}
+              "dataset_prepared_path": str(work / "prepared"),
+              # axolotl 0.19 turns its Triton LoRA kernels on for LoRA by itself; they need CUDA
+              **({} if job.cuda else {f"lora_{part}_kernel": False for part in ("mlp", "qkv", "o", "embedding")})}
     (work / "config.yml").write_text(json.dumps(config, indent=1))  # JSON is YAML
     return [str(python), "-m", "axolotl.cli.train", str(work / "config.yml")], work
 
