@@ -56,12 +56,14 @@ class Case:
     device: str = "cpu"  # "cuda": benchmarks/memory_cuda.py
     devices: int = 2  # processes under `strategy` (ZeRO-3 + offload is valid on one GPU)
     objective: str = ""  # a preference objective on preference rows ("dpo-precomputed": reference = "precomputed")
+    precision: str = ""  # hardware.precision; "": fp32 on CPU (as the CPU cases were measured), the planner's on CUDA
 
     @property
     def key(self) -> str:
         key = f"{self.model} {self.kind} mb{self.micro_batch} {'gc' if self.checkpointing else 'nogc'}"
         key = f"cuda {key}" if self.device == "cuda" else key
         key = f"{key} {self.objective}" if self.objective else key
+        key = f"{key} {self.precision}" if self.precision else key
         return f"{key} {self.devices}x{self.strategy}" if self.strategy else key
 
 
@@ -87,6 +89,9 @@ def matrix() -> list[Case]:
         ("lora", "dpo"), ("full", "dpo"), ("full", "dpo-precomputed"), ("lora", "kto"), ("lora", "orpo"),
         ("lora", "simpo"))]
     cases += [Case("smollm2", "lora", 4, False, objective="dpo")]
+    # bf16 as planned on a CPU with native bf16 (frozen bases; QLoRA's embeddings, head and norms in bf16)
+    cases += [Case("tiny", k, 4, gc, precision="bf16") for k in ("lora", "qlora", "ia3") for gc in (False, True)]
+    cases += [Case("smollm2", k, 2, False, precision="bf16") for k in ("lora", "qlora")]
     return cases
 
 
@@ -150,11 +155,13 @@ def _objective(case: Case, compare: int) -> tuple[str, str, str]:
 
 
 def _hardware(case: Case) -> str:
-    """The [hardware] lines and the effective batch of a case (several processes split it)."""
+    """The [hardware] lines of a case: the precision pinned on CPU, where the planner reads the machine's flags."""
+    precision = case.precision or ("fp32" if case.device == "cpu" else "")
+    device = f'device = "{case.device}"\n' + (f'precision = "{precision}"\n' if precision else "") + _budget(case)
     if not case.strategy:
-        return f'device = "{case.device}"\n' + _budget(case)
+        return device
     strategy, _, offload = case.strategy.partition("-")
-    return (f'device = "{case.device}"\n{_budget(case)}devices = {case.devices}\nstrategy = "{strategy}"\n'
+    return (f'{device}devices = {case.devices}\nstrategy = "{strategy}"\n'
             + ('offload = "optimizer"\n' if offload else ""))
 
 

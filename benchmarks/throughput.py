@@ -87,6 +87,8 @@ def run_one(tool: str, job: Job, work: Path, core: str) -> dict:
         argv, cwd = TOOLS[tool](job, work)
     except Unavailable as exc:
         return {**record, "unavailable": str(exc)}
+    if (plan := work / "compiled" / "plan.json").exists():  # ftc's tools: what the planner chose, on record
+        record["precision"] = json.loads(plan.read_text())["settings"]["precision"]
     steps_file = work / "steps.jsonl"
     env = {**os.environ, "PYTHONPATH": str(HERE / "stephook"), "FTC_BENCH_STEPS": str(steps_file),
            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "WANDB_DISABLED": "true"}
@@ -121,12 +123,17 @@ def report(records: list[dict]) -> str:
             mine = [r for r in rows if r["tool"] == tool]
             ok = [r for r in mine if "tokens_per_s" in r and not r.get("exit")]
             if not ok:
-                why = mine[-1].get("unavailable") or f"exit {mine[-1].get('exit')}: see log_tail in the record"
-                out.append(f"| {tool} | 0 | did not run: {why[:200]} | | | | | | |")
+                last = mine[-1]
+                why = ("did not run: " + (last.get("unavailable") or f"exit {last['exit']}: see log_tail in the record")
+                       if last.get("unavailable") or last["exit"]
+                       else f"ran {last['steps']} steps, too few for a steady state (4+)")
+                out.append(f"| {tool} | 0 | {why[:220]} | | | | | | |")
                 continue
             med = lambda key: statistics.median(r[key] for r in ok)  # noqa: E731
             each = ", ".join(f"{r['tokens_per_s']:.0f}" for r in ok)
-            out.append(f"| {tool} | {len(ok)} | **{med('tokens_per_s'):.0f}** ({each}) | {med('s_per_step'):.2f} | "
+            precisions = sorted({r["precision"] for r in ok if "precision" in r})  # ftc's: as planned
+            name = f"{tool} ({', '.join(precisions)})" if precisions else tool
+            out.append(f"| {name} | {len(ok)} | **{med('tokens_per_s'):.0f}** ({each}) | {med('s_per_step'):.2f} | "
                        f"{med('tokens_per_step'):.0f} ({med('positions_per_step'):.0f}) | {med('first_step_s'):.1f} | "
                        f"{med('wall_s'):.1f} | {max(r['peak_rss_mib'] for r in ok):,.0f} | "
                        f"{min(r['load'] for r in ok):.1f}-{max(r['load'] for r in ok):.1f} |")
@@ -142,10 +149,12 @@ def main() -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the GPU section (see README)")
     p.add_argument("--core", default="1", help="the CPU list for taskset (default: core 1)")
     p.add_argument("--work", type=Path, help="keep every run's files here (default: a temporary folder)")
-    p.add_argument("--report", action="store_true", help="print the tables of results/throughput.jsonl")
+    p.add_argument("--report", action="store_true", help="print the tables of the results file")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="the results file (default: results/throughput.jsonl; a smoke run writes elsewhere)")
     a = p.parse_args()
     if a.report:
-        print(report([json.loads(line) for line in RESULTS.read_text().splitlines()]))
+        print(report([json.loads(line) for line in a.results.read_text().splitlines()]))
         return
     tools = a.tools.split(",")
     unknown = [t for t in tools if t not in TOOLS]
@@ -161,7 +170,7 @@ def main() -> None:
         for tool in tools:
             record = {"session": session, "round": round_, **run_one(tool, job, work / f"{tool}-{round_}", a.core)}
             records.append(record)
-            with RESULTS.open("a") as f:
+            with a.results.open("a") as f:
                 f.write(json.dumps(record) + "\n")
             print(json.dumps({k: v for k, v in record.items() if k not in ("log_tail", "command")}), flush=True)
     print(report(records))

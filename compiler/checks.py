@@ -19,6 +19,7 @@ from ftc.compiler.catalog import GPUS, find_gpu
 from ftc.compiler.evalchecks import eval_findings
 from ftc.core.errors import Problem, SpecError
 from ftc.compiler.facts import DataFacts, FactError, ModelFacts, data_facts, model_facts
+from ftc.compiler.host import HostFacts, host_facts
 from ftc.compiler.limits import SHOWN_PROBLEMS
 from ftc.compiler.load import SpecSource
 from ftc.compiler.tokens import TokenFacts, measure_data
@@ -40,6 +41,8 @@ class Facts:
     """Token lengths of the data's first rows, measured with the model's tokenizer (None: not on this machine)."""
     adapter: AdapterFacts | None = None
     """The adapter `model.adapter` continues (compiler/adapter.py)."""
+    host: HostFacts = HostFacts()
+    """The compiling machine's CPU flags (compiler/host.py); the default knows none."""
 
 
 Finding = tuple[str, str]
@@ -339,7 +342,7 @@ def _facts(spec: Spec) -> tuple[Facts, list[Finding]]:
         tokens, problem = measure_data(spec, model, data, tuple(mix))
         if problem:  # the data stage itself, run on the first rows with the model's tokenizer
             findings.append(problem)
-    return Facts(model, data, validation, tuple(mix), tokens, adapter), findings
+    return Facts(model, data, validation, tuple(mix), tokens, adapter, host_facts()), findings
 
 
 def run_checks(source: SpecSource) -> Facts:

@@ -117,8 +117,6 @@ def _imports(plan: Plan) -> list[str]:
     peft = list(own.peft)
     if plan.model.adapter is not None:  # the method's config loads the adapter's weights instead of new ones
         peft = [name for name in peft if name != "get_peft_model"] + ["PeftModel"]
-    if plan["quantization"]:
-        peft.append("prepare_model_for_kbit_training")
     transformers = ["AutoModelForCausalLM", "AutoTokenizer"]
     if plan["quantization"]:
         transformers.append("BitsAndBytesConfig")

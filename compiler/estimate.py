@@ -184,14 +184,14 @@ def _weights(shape: RunShape, d: Dims) -> tuple[int, int, list[str]]:
                                                f"{trained / 1e6:,.2f}M adapter parameters in fp32"]
     per = {"nf4": NF4_DQ_BYTES_PER_PARAM if shape.method.get("double_quant", True) else NF4_BYTES_PER_PARAM,
            "int8": INT8_BYTES_PER_PARAM}[shape.method.quantization]
-    # prepare_model_for_kbit_training upcasts every non-quantized parameter (embeddings, head,
-    # norms) to fp32 (peft utils/other.py).
+    # the embeddings, head and norms stay in the compute dtype (templates/methods/_load_base.py.j2
+    # does not call prepare_model_for_kbit_training, which would copy them to fp32)
     rest = counts["embed"] + counts["head"] + counts["norm"]
-    frozen = int(counts["linear"] * per) + (total * e if _checkpoint_kept(shape) else rest * 4)
+    frozen = int(counts["linear"] * per) + (total * e if _checkpoint_kept(shape) else rest * e)
     if shape.method.quantization == "int8":
         frozen += d.layers * sum(o for _, o in d.linears().values()) * 4  # SCB: fp32 scale per row
     return frozen, adapter, [f"weights: {counts['linear'] / 1e6:,.0f}M quantized at {per:.3f} B, "
-                          f"{rest / 1e6:,.0f}M embedding/head/norm parameters upcast to fp32"]
+                          f"{rest / 1e6:,.0f}M embedding/head/norm parameters x {e} B"]
 
 
 def _checkpoint_kept(shape: RunShape) -> bool:
@@ -200,11 +200,10 @@ def _checkpoint_kept(shape: RunShape) -> bool:
     some weights are replaced after loading (quantized linears; PiSSA's residual weights) the ones
     that stay (embeddings, norms) keep the whole checkpoint alive. Measured on the emitted scripts
     (transformers 5.24, benchmarks/README.md): tiny lora8 and pissa keep the 6.8 MiB fp32 file."""
-    saved = shape.config.get("dtype") or shape.config.get("torch_dtype")
-    # (Assumed, not measured:) a quantized base loaded in bf16/fp16 has its remaining weights copied
-    # to fp32 by prepare_model_for_kbit_training, which releases the views.
-    upcast = shape.method.quantization is not None and shape.dtype != "float32"
-    return shape.device == "cpu" and saved in (None, shape.dtype) and not upcast
+    # a config without a dtype: fp32, as the bundled model's safetensors cache is written (core/bundled.py;
+    # measured: SmolLM2 qlora in bf16 keeps no file buffer)
+    saved = shape.config.get("dtype") or shape.config.get("torch_dtype") or "float32"
+    return shape.device == "cpu" and saved == shape.dtype
 
 
 def _saved_dtype(shape: RunShape) -> str:
@@ -214,10 +213,9 @@ def _saved_dtype(shape: RunShape) -> str:
 
 
 def _activation_bytes(shape: RunShape) -> int:
-    """Bytes per element of the hidden states. A quantized base runs them in fp32 whatever the
-    compute dtype: prepare_model_for_kbit_training upcasts the norm weights to fp32, and each
-    RMSNorm's `weight * x` then promotes its output (measured: qlora bf16 = lora fp32)."""
-    return 4 if shape.method.quantization else DTYPE_BYTES[shape.dtype]
+    """Bytes per element of the hidden states: the load dtype's, quantized bases included (their
+    norms and embeddings stay in the compute dtype, and bitsandbytes returns the input's dtype)."""
+    return DTYPE_BYTES[shape.dtype]
 
 
 def _frozen_block_per_token(shape: RunShape, d: Dims) -> int:
@@ -342,11 +340,11 @@ def _footprint(shape: RunShape, d: Dims, frozen: int, trainable: int, optimizer:
     """One process's model states, with the unit sizes sharding strategies gather (estimate_shard)."""
     e, q, counts = DTYPE_BYTES[shape.dtype], shape.method.quantization, parameter_counts(d)
     stored = {"nf4": NF4_DQ_BYTES_PER_PARAM, "int8": INT8_BYTES_PER_PARAM}[q] if q else e
-    kept = 4 if q else e  # prepare_model_for_kbit_training upcasts the rest (see _weights)
     block, k = counts["linear"] // d.layers, shape.method.trainable_parameters(d)
-    return Footprint(frozen, trainable, k, optimizer, e, int(block * stored) + 2 * d.h * kept,
+    # the norms, embeddings and head stay in the compute dtype, quantized bases included (see _weights)
+    return Footprint(frozen, trainable, k, optimizer, e, int(block * stored) + 2 * d.h * e,
                      min(k, block + 2 * d.h) if shape.method.trains_base_weights else k // d.layers,
-                     ((counts["head"] or counts["embed"]) + d.h) * kept, counts["embed"] * kept, d.h)
+                     ((counts["head"] or counts["embed"]) + d.h) * e, counts["embed"] * e, d.h)
 
 
 def estimate_memory(shape: RunShape) -> Memory:

@@ -265,7 +265,8 @@ class HardwareSpec(_Table):
     builds it whole, except under ZeRO-3's zero.Init) and while training (what offload moves there; on `cpu`
     the processes themselves). Unchecked when left out."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    """Compute precision; auto picks bf16 where the GPU supports it, fp16 otherwise, fp32 on CPU."""
+    """Compute precision; auto picks bf16 where the GPU supports it, fp16 otherwise; on CPU bf16 where the
+    CPU multiplies it natively (AMX, AVX-512 BF16) and the base is frozen, fp32 otherwise."""
 
     @model_validator(mode="before")
     @classmethod

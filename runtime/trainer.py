@@ -105,12 +105,23 @@ def count_parameters(model: Any) -> tuple[int, int]:
     return trainable, total
 
 
+def parameter_dtypes(model: Any) -> dict[str, dict[str, int]]:
+    """Parameters by dtype, trainable and frozen apart ({"trainable": {"float32": n}, "frozen": {...}}):
+    what the planned precision left in each dtype (4-bit weights show as their uint8 storage)."""
+    by: dict[str, dict[str, int]] = {"trainable": {}, "frozen": {}}
+    for param in model.parameters():
+        part = by["trainable" if param.requires_grad else "frozen"]
+        dtype = str(param.dtype).removeprefix("torch.")
+        part[dtype] = part.get(dtype, 0) + param.numel()
+    return by
+
+
 def report_parameters(model: Any, events: EventLog) -> None:
     trainable, total = count_parameters(model)
     share = 100 * trainable / total if total else 0.0
     message = f"trainable parameters: {trainable:,} of {total:,} ({share:.3f} %)"
     print(message, flush=True)
-    events.write("params", message, trainable=trainable, total=total)
+    events.write("params", message, trainable=trainable, total=total, dtypes=parameter_dtypes(model))
 
 
 def generate_answers(model: Any, tokenizer: Any, conversations: list[list[dict[str, str]]],

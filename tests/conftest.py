@@ -27,3 +27,14 @@ def _data_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["FTC_DATA_CACHE"] = str(tmp_path_factory.mktemp("data-cache"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _cpu_flags() -> None:
+    """Plans must not depend on the machine the suite runs on: the CPU is pinned to one without native
+    bf16 (compiler/host.py), inherited by the `ftc` subprocesses too; tests of the bf16 choice set it."""
+    import os
+
+    from ftc.compiler.host import CPU_FLAGS_ENV
+
+    os.environ[CPU_FLAGS_ENV] = ""

@@ -140,3 +140,16 @@ def test_the_constant_schedule_plans_no_warmup(workdir: Path) -> None:
     plan = compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B", train='scheduler = "constant"')).plan
     assert plan["warmup"] == 0.0 and "constant schedule has no warmup" in plan.settings["warmup"].why
     assert compile_text(workdir, spec_text("Qwen/Qwen2.5-0.5B")).plan["warmup"] == 0.1  # 6 steps: 10 %, the cap
+
+
+def test_qlora_weights_keep_embeddings_and_head_in_the_compute_dtype(workdir: Path) -> None:
+    """QLoRA in bf16: the 4-bit linears plus the embeddings, head and norms at 2 B each, not the 4 B of
+    prepare_model_for_kbit_training's fp32 copies (for Llama-3.1-8B ~2 GiB the run does not hold)."""
+    from ftc.compiler.estimate import NF4_DQ_BYTES_PER_PARAM, dims, parameter_counts
+
+    result = compile_text(workdir, spec_text("meta-llama/Llama-3.1-8B", "qlora"))
+    assert result.plan["precision"] == "bf16" and result.plan.memory is not None
+    counts = parameter_counts(dims(result.facts.model.config))  # type: ignore[union-attr,arg-type]
+    rest = counts["embed"] + counts["head"] + counts["norm"]
+    assert result.plan.memory.weights == int(counts["linear"] * NF4_DQ_BYTES_PER_PARAM) + 2 * rest
+    assert 2 * rest > 1.9 * 2**30

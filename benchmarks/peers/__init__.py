@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -85,11 +86,13 @@ def trl_script(job: Job, work: Path, *flags: str) -> tuple[list[str], Path]:
 
 
 def trl_cli(job: Job, work: Path) -> tuple[list[str], Path]:
-    """`trl sft` from its own venv, the options its docs give for LoRA."""
+    """`trl sft` from its own venv, the options its docs give for LoRA. TRL 1.16's CLI is the `trl` script
+    (no `python -m trl.cli`), and it takes no data_files: the rows go alone into a folder it loads."""
     python = _venv("trl", "trl")
-    data = job.pairs or job.messages
-    return [str(python), "-m", "trl.cli", "sft", "--model_name_or_path", str(job.model),
-            "--dataset_name", "json", "--dataset_config", str(data.parent), "--data_files", str(data),
+    data = work / "data"
+    data.mkdir(exist_ok=True)
+    shutil.copyfile(job.pairs or job.messages, data / "train.jsonl")
+    return [str(python.parent / "trl"), "sft", "--model_name_or_path", str(job.model), "--dataset_name", str(data),
             "--output_dir", str(work / "out"), "--max_steps", str(job.steps), "--per_device_train_batch_size", "8",
             "--learning_rate", "2e-3", "--lr_scheduler_type", "cosine", "--warmup_steps", "0.05",
             "--max_length", str(job.max_length), "--use_peft", "--lora_r", "8", "--lora_alpha", "16",
@@ -122,8 +125,9 @@ def llamafactory(job: Job, work: Path) -> tuple[list[str], Path]:
               "logging_steps": 5, "save_strategy": "no", "report_to": "none", "bf16": job.cuda, "seed": 42,
               "use_cpu": not job.cuda, "overwrite_output_dir": True, "preprocessing_num_workers": 1,
               "dataloader_num_workers": 0}
-    (work / "config.json").write_text(json.dumps(config, indent=1))
-    return [str(python.parent / "llamafactory-cli"), "train", str(work / "config.json")], work
+    # a .yaml name: LLaMA-Factory 0.9.5 reads a .json config with json.load(Path) and fails; JSON is YAML
+    (work / "config.yaml").write_text(json.dumps(config, indent=1))
+    return [str(python.parent / "llamafactory-cli"), "train", str(work / "config.yaml")], work
 
 
 def axolotl(job: Job, work: Path) -> tuple[list[str], Path]:
@@ -138,7 +142,9 @@ def axolotl(job: Job, work: Path) -> tuple[list[str], Path]:
               "learning_rate": 2e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.05, "optimizer": "adamw_torch",
               "output_dir": str(work / "out"), "val_set_size": 0, "save_strategy": "no", "logging_steps": 5,
               "bf16": job.cuda, "fp16": False, "tf32": False, "seed": 42, "sample_packing": False,
-              "dataset_prepared_path": str(work / "prepared")}
+              "dataset_prepared_path": str(work / "prepared"),
+              # axolotl 0.19 turns its Triton LoRA kernels on for LoRA by itself; they need CUDA
+              **({} if job.cuda else {f"lora_{part}_kernel": False for part in ("mlp", "qkv", "o", "embedding")})}
     (work / "config.yml").write_text(json.dumps(config, indent=1))  # JSON is YAML
     return [str(python), "-m", "axolotl.cli.train", str(work / "config.yml")], work
 
@@ -147,7 +153,7 @@ TOOLS = {
     "ftc": lambda job, work: ftc(job, work),  # the planner's choices
     "ftc-padded": lambda job, work: ftc(job, work, {"padding_free": "false"}),  # the unoptimised path
     "ftc-packed": lambda job, work: ftc(job, work, {"packing": "true"}),
-    "ftc-bf16": lambda job, work: ftc(job, work, {}, 'precision = "bf16"'),  # bf16 autocast on this CPU
+    "ftc-fp32": lambda job, work: ftc(job, work, {}, 'precision = "fp32"'),  # the plan on a CPU without native bf16
     "trl": lambda job, work: trl_script(job, work),
     "trl-padding-free": lambda job, work: trl_script(job, work, "--padding-free"),
     "trl-cli": trl_cli,

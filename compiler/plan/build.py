@@ -16,9 +16,11 @@ from ftc.compiler.checks import Facts
 from ftc.compiler.estimate import can_estimate
 from ftc.compiler.estimate_shard import Loading
 from ftc.compiler.evalchecks import metrics_of
+from ftc.compiler.host import HostFacts
 from ftc.compiler.literal import lit
 from ftc.compiler.plan.budget import BatchChoice, by_strategy, choose_batch, gib
 from ftc.compiler.plan.hyper import Hyper, choose
+from ftc.compiler.plan.precision import precision_choice
 from ftc.compiler.plan.speed import padding_free_choice
 from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodSection, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
 from ftc.compiler.plan.objective import objective_notes, objective_plan
@@ -28,20 +30,6 @@ from ftc.compiler.tokens import data_settings
 
 def _given(spec_value: Any, key: str, default: Any, default_why: str = "default") -> Setting:
     return Setting(spec_value, f"spec: {key}") if spec_value is not None else Setting(default, default_why)
-
-
-def _precision(spec: Spec) -> tuple[str, str]:
-    hw = spec.hardware
-    if hw.precision != "auto":
-        return hw.precision, "spec: hardware.precision"
-    if hw.device == "cpu":
-        return "fp32", "planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported"
-    gpu = find_gpu(hw.gpu) if hw.gpu else None
-    if gpu is not None:
-        if gpu.bf16:
-            return "bf16", f"planned: the {gpu.name} computes in bf16 (range of fp32, no loss scaling)"
-        return "fp16", f"planned: the {gpu.name} has no bf16; fp16 with loss scaling"
-    return "bf16", "planned: bf16, assuming an Ampere or newer GPU; set precision = \"fp16\" for T4/V100"
 
 
 def resolve_max_length(spec: Spec, facts: Facts) -> tuple[int, str]:
@@ -195,9 +183,9 @@ def _method(spec: Spec, facts: Facts) -> MethodSection:
                          config_names={key: name for key in knobs if (name := method.config_name(key))})
 
 
-def _hardware(spec: Spec) -> HardwarePlan:
+def _hardware(spec: Spec, host: HostFacts) -> HardwarePlan:
     hw = spec.hardware
-    precision, why = _precision(spec)
+    precision, why = precision_choice(spec, host)
     load_dtype = Setting({"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision], "derived: precision")
     if (own := spec.method.load_dtype(precision)) is not None:
         load_dtype = Setting(*own)
@@ -370,7 +358,7 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     model = _model(spec, facts, reasons, notes)
     data = _data(spec, facts, Setting(max_length, why_max_length), notes)
     reasons += _data_reasons(spec, facts, why_seq_len)
-    hardware = _hardware(spec)
+    hardware = _hardware(spec, facts.host)
     config = facts.model.config if can_estimate(facts.model.config) else None
     hyper = choose(spec, _steps(spec, facts)[0], facts.tokens, facts.model.config)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"batch_size": hyper.batch_size[0]})})

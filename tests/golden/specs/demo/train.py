@@ -52,7 +52,7 @@ LORA_ALPHA = 16.0                     # spec: method.alpha
 LORA_DROPOUT = 0.05                   # spec: method.dropout
 TARGET_MODULES = 'all-linear'         # spec: method.target_modules
 # hardware and precision
-PRECISION = 'fp32'                    # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
+PRECISION = 'fp32'                    # planned: this CPU has no native bf16 matmul (neither amx_bf16 nor avx512_bf16 in FTC_CPU_FLAGS): bf16 would be emulated, slower than fp32; fp16 is not supported on CPU
 LOAD_DTYPE = 'float32'                # derived: precision
 # optimization
 LEARNING_RATE = 0.002                 # spec: train.learning_rate

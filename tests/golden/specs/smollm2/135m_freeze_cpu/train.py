@@ -51,7 +51,7 @@ TRAIN_LAYERS = 4                      # spec: method.layers
 TRAIN_MODULES = ['mlp']               # spec: method.modules
 TRAIN_HEAD = False                    # default
 # hardware and precision
-PRECISION = 'fp32'                    # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
+PRECISION = 'fp32'                    # planned: this CPU has no native bf16 matmul (neither amx_bf16 nor avx512_bf16 in FTC_CPU_FLAGS): bf16 would be emulated, slower than fp32; fp16 is not supported on CPU
 LOAD_DTYPE = 'float32'                # derived: precision
 # optimization
 LEARNING_RATE = 0.00036               # planned: freeze's 5e-05 at hidden 4096 x 7.11 for hidden 576 (1/width, muP)

@@ -50,7 +50,7 @@ PACKING = False                       # default: off
 FEEDFORWARD_MODULES = ['down_proj']   # derived: PEFT's IA3 feed-forward modules for llama blocks
 TARGET_MODULES = ['k_proj', 'v_proj', 'down_proj']  # derived: PEFT's IA3 targets for llama blocks
 # hardware and precision
-PRECISION = 'fp32'                    # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
+PRECISION = 'fp32'                    # planned: this CPU has no native bf16 matmul (neither amx_bf16 nor avx512_bf16 in FTC_CPU_FLAGS): bf16 would be emulated, slower than fp32; fp16 is not supported on CPU
 LOAD_DTYPE = 'float32'                # derived: precision
 # optimization
 LEARNING_RATE = 0.003                 # planned: ia3's default (vectors or tokens, no width rule)

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from peft import LoraConfig, get_peft_model
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -58,7 +58,7 @@ LORA_DROPOUT = 0.05                            # default
 TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj']  # spec: method.target_modules
 INT8_THRESHOLD = 6.0                           # default
 # hardware and precision
-PRECISION = 'fp32'                             # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
+PRECISION = 'fp32'                             # planned: this CPU has no native bf16 matmul (neither amx_bf16 nor avx512_bf16 in FTC_CPU_FLAGS): bf16 would be emulated, slower than fp32; fp16 is not supported on CPU
 LOAD_DTYPE = 'float32'                         # derived: precision
 # optimization
 LEARNING_RATE = 0.0014                         # planned: lora8's 0.0002 at hidden 4096 x 7.11 for hidden 576 (1/width, muP)
@@ -143,8 +143,10 @@ model = AutoModelForCausalLM.from_pretrained(
 )
 
 # ---------------------------------------------------------------------------- method
-# The base stays 8-bit and frozen; norms are upcast to fp32 and inputs require grads.
-model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=GRADIENT_CHECKPOINTING)
+# The base stays 8-bit and frozen (the adapters below freeze it). Its embeddings, head and
+# norms stay in LOAD_DTYPE: PEFT's prepare_model_for_kbit_training, which copies them all to fp32, is
+# not called (norms compute their statistics in fp32 themselves); checkpointing makes the inputs
+# require grad itself (transformers' activation_checkpointing_enable).
 lora = LoraConfig(
     r=LORA_R,
     lora_alpha=LORA_ALPHA,

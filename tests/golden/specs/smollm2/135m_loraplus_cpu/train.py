@@ -54,7 +54,7 @@ LORA_DROPOUT = 0.05                   # default
 TARGET_MODULES = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj']  # derived: every linear layer of a llama block
 LORAPLUS_RATIO = 16.0                 # spec: method.ratio
 # hardware and precision
-PRECISION = 'fp32'                    # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
+PRECISION = 'fp32'                    # planned: this CPU has no native bf16 matmul (neither amx_bf16 nor avx512_bf16 in FTC_CPU_FLAGS): bf16 would be emulated, slower than fp32; fp16 is not supported on CPU
 LOAD_DTYPE = 'float32'                # derived: precision
 # optimization
 LEARNING_RATE = 0.0014                # planned: loraplus's 0.0002 at hidden 4096 x 7.11 for hidden 576 (1/width, muP)

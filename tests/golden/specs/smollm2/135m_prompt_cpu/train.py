@@ -57,7 +57,7 @@ PACKING = False                       # default: off
 VIRTUAL_TOKENS = 20                   # spec: method.virtual_tokens
 PROMPT_INIT_TEXT = 'Rewrite the sentence in the word order Yoda speaks in.'  # spec: method.init_text
 # hardware and precision
-PRECISION = 'fp32'                    # planned: cpu trains in fp32; bf16 on CPU is slow and fp16 unsupported
+PRECISION = 'fp32'                    # planned: this CPU has no native bf16 matmul (neither amx_bf16 nor avx512_bf16 in FTC_CPU_FLAGS): bf16 would be emulated, slower than fp32; fp16 is not supported on CPU
 LOAD_DTYPE = 'float32'                # derived: precision
 # optimization
 LEARNING_RATE = 0.03                  # planned: prompt's default (vectors or tokens, no width rule)
