@@ -1,0 +1,145 @@
+"""`learning_rate = "auto"`: the learning-rate range test's bounds and the rule that picks a rate from its curve.
+
+The test (Smith 2015, "Cyclical Learning Rates for Training Neural Networks", sec. 3.3; fastai's `lr_find`)
+trains the emitted script for a few optimizer steps on the first batches of the training data, the learning
+rate rising geometrically from LOW x the planned rate to HIGH x it, and records the loss of each step. It stops
+early when the loss diverges (DIVERGE x the lowest loss seen, or not finite) or its time budget is spent.
+The run is the compiled train.py itself (ftc.runtime.lrrange sets the rates; ftc.cli.lrfind runs it): the model,
+method, precision and batch are the plan's. This module is pure: it turns the curve into a rate and a reason.
+
+The pick: the rate at the lowest smoothed loss, divided by 10 (fastai's `minimum` suggestion: the lowest loss is
+already at the edge of instability; a tenth of it is safely below), kept within CLAMP of the planned rate.
+The steepest descent (fastai's `steep`) is reported beside it. On the bundled SmolLM2 with LoRA the steepest
+point sits at the first steps, where any rate teaches the answer format, so it is not used (measured:
+benchmarks/quality/README.md, "learning_rate = auto").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+LOW, HIGH = 0.1, 30.0
+"""The sweep's bounds, as multiples of the planned rate: a decade under it to where adapters diverge."""
+MAX_STEPS = 20
+"""Optimizer steps of the sweep at most (fastai uses 100 on a GPU; a CPU compile can afford ~20)."""
+MIN_STEPS = 8
+"""Fewest steps the sweep is spread over, when the budget would allow fewer (see ftc.runtime.lrrange)."""
+BUDGET_S = 60.0
+"""Seconds of training steps the test may take (loading the model and the data comes on top)."""
+TIMEOUT_S = 300.0
+"""Seconds the whole test run may take, start-up included, before it is stopped."""
+DIVERGE = 4.0
+"""The loss is diverging once it exceeds this multiple of the lowest loss seen (fastai: 4)."""
+SMOOTHING = 0.6
+"""Weight of the past in the loss's moving average (bias-corrected, as fastai; 0.98 suits 100 steps, 0.6 ~20)."""
+CLAMP = 4.0
+"""The chosen rate stays within the planned rate / CLAMP and x CLAMP."""
+FEWEST_POINTS = 4
+"""Fewest steps a curve needs to be read."""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """What the runtime callback is told (as FTC_LR_RANGE): the rates and the stopping rules."""
+
+    low: float
+    high: float
+    steps: int = MAX_STEPS
+    min_steps: int = MIN_STEPS
+    budget_s: float = BUDGET_S
+    diverge: float = DIVERGE
+
+    @classmethod
+    def around(cls, planned: float) -> Sweep:
+        return cls(low=float(f"{planned * LOW:.3g}"), high=float(f"{planned * HIGH:.3g}"))
+
+
+@dataclass(frozen=True)
+class Curve:
+    """The measured curve: (learning rate, training loss) per step, why it stopped, and how long it took."""
+
+    points: tuple[tuple[float, float], ...]
+    stopped: str
+    """"diverged", "budget" (time spent) or "done" (every step run)."""
+    seconds: float
+    planned_steps: int
+    """Steps the sweep was spread over (MAX_STEPS, fewer when a step is too slow for the budget)."""
+
+
+@dataclass(frozen=True)
+class Pick:
+    value: float
+    why: str
+
+
+class RangeTestError(ValueError):
+    """The curve cannot be read (diverged at once, too few steps); the message says why and what to do."""
+
+
+def smoothed(losses: list[float], beta: float = SMOOTHING) -> list[float]:
+    """Exponential moving average with bias correction (the first value is the first loss)."""
+    out, avg = [], 0.0
+    for i, loss in enumerate(losses, start=1):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta**i))
+    return out
+
+
+def _steepest(lrs: list[float], smooth: list[float]) -> float:
+    """The rate where the smoothed loss falls fastest per log-rate step (central differences)."""
+    slopes = [(smooth[i + 1] - smooth[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1]) for i in range(1, len(lrs) - 1)]
+    return lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.2g}"
+
+
+def check_curve(curve: Curve) -> list[tuple[float, float]]:
+    """The finite points of the curve; RangeTestError when it cannot be read."""
+    points = list(curve.points)
+    first = points[0] if points else None
+    if first is not None and (not math.isfinite(first[1]) or (len(points) > 1 and (
+            not math.isfinite(points[1][1]) or points[1][1] > DIVERGE * first[1]))):
+        raise RangeTestError(f"the range test diverged from its first steps (loss {first[1]:.4g} at "
+                             f"{_fmt(first[0])}, then {points[1][1] if len(points) > 1 else float('nan'):.4g}): even "
+                             "a tenth of the planned rate is unstable; set a float learning_rate well below "
+                             f"{_fmt(first[0])}, or look at the data (ftc data) and train.max_grad_norm")
+    finite = [p for p in points if math.isfinite(p[1])]
+    if len(finite) < FEWEST_POINTS:
+        raise RangeTestError(f"the range test ran {len(finite)} step(s) in {curve.seconds:.0f} s (budget "
+                             f"{BUDGET_S:.0f} s), fewer than the {FEWEST_POINTS} it needs; this machine is too slow "
+                             "for the plan's batch: set a float learning_rate, or a smaller train.batch_size")
+    return finite
+
+
+def pick(curve: Curve, planned: float) -> Pick:
+    """The rate the curve suggests (lowest smoothed loss / 10, within CLAMP of `planned`) with its reason."""
+    points = check_curve(curve)
+    lrs, losses = [p[0] for p in points], [p[1] for p in points]
+    smooth = smoothed(losses)
+    best = min(range(len(smooth)), key=smooth.__getitem__)
+    suggested = lrs[best] / 10
+    value = float(_fmt(min(planned * CLAMP, max(planned / CLAMP, suggested))))
+    bound = "" if value == float(_fmt(suggested)) else f", held to {_fmt(planned)} {'x' if value > planned else '/'} {CLAMP:g}"
+    steep = _steepest(lrs, smooth) if len(lrs) >= 3 else lrs[0]
+    why = (f"measured: range test (Smith 2015) over {len(points)} of {curve.planned_steps} steps, "
+           f"{_fmt(lrs[0])} to {_fmt(lrs[-1])} ({_stopped(curve)}, {curve.seconds:.0f} s, budget {BUDGET_S:.0f} s); "
+           f"smoothed loss {smooth[0]:.3g} -> lowest {smooth[best]:.3g} at {_fmt(lrs[best])}: "
+           f"{_fmt(suggested)} (a tenth of it){bound}; steepest descent at {_fmt(steep)}; "
+           f"the rule's rate is {_fmt(planned)}")
+    return Pick(value, why)
+
+
+def _stopped(curve: Curve) -> str:
+    return {"diverged": f"stopped: loss over {DIVERGE:g}x its lowest", "budget": "stopped: time budget spent",
+            "done": "every step run"}.get(curve.stopped, curve.stopped)
+
+
+def summary(curve: Curve) -> str:
+    """The curve, one `rate: loss (smoothed)` per step, for plan.md (a last, non-finite loss shown as is)."""
+    finite = [p for p in curve.points if math.isfinite(p[1])]
+    cells = [f"{_fmt(lr)}: {loss:.3g} ({s:.3g})" for (lr, loss), s in zip(finite, smoothed([p[1] for p in finite]))]
+    cells += [f"{_fmt(lr)}: {loss}" for lr, loss in curve.points[len(finite):]]
+    return "learning-rate range test, rate: loss (smoothed): " + ", ".join(cells)
