@@ -59,13 +59,13 @@ def run_range_test(spec: str | Path, overrides: tuple[Override, ...], planned: f
             except subprocess.TimeoutExpired:
                 code = None
         events = _events(Path(tmp) / "run" / "events.jsonl")
-        tail = "\n".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-6:])
+        tail = " | ".join(log.read_text(encoding="utf-8", errors="replace").splitlines()[-3:])
     steps = [e for e in events if e.get("type") == "step"]
     end = next((e for e in events if e.get("type") == "lr_range"), None)
     if end is None:
         why = f"did not end within {timeout:.0f} s" if code is None else f"failed (exit code {code})"
         raise RangeTestError(f"the range test run {why} after {len(steps)} step(s); set a float learning_rate, or "
-                             f"fix what the end of its log says:\n{tail}")
+                             f"fix what the end of its log says: {tail}")
     points = [(float(e["learning_rate"]), float(e["loss"])) for e in steps]  # type: ignore[arg-type]
     if end.get("nonfinite") and points:  # the Trainer logged the blown-up step's loss as the mean before it
         points[-1] = (points[-1][0], math.inf)

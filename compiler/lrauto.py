@@ -109,7 +109,7 @@ def measured_plan(source: SpecSource, facts: Facts, plan: Plan, overrides: tuple
     SpecError at train.learning_rate when the test cannot run or its curve cannot be read."""
     def refuse(message: str) -> SpecError:
         return SpecError([Problem(*source.where("train.learning_rate"), "train.learning_rate",
-                                  f"\"auto\" {message}")])
+                                  f"\"auto\"{'' if message.startswith(':') else ' '}{message}")])
 
     if refusal := _refusal(source, facts):
         raise refuse(refusal)
@@ -129,11 +129,11 @@ def measured_plan(source: SpecSource, facts: Facts, plan: Plan, overrides: tuple
             curve = range_test(str(source.path), overrides, planned, int(plan["batch_size"]),
                                int(plan["micro_batch_size"]), sweep)
         except RangeTestError as exc:
-            raise refuse(str(exc)) from None
+            raise refuse(f": {exc}") from None
         _write(key, curve)
     try:
         chosen = pick(curve, planned)
     except RangeTestError as exc:
-        raise refuse(str(exc)) from None
+        raise refuse(f": {exc}") from None
     rebuilt = build(source.spec, facts, source.name, measured_lr=(chosen.value, chosen.why))
     return dataclasses.replace(rebuilt, notes=(*rebuilt.notes, summary(curve)))

@@ -4,9 +4,9 @@ see ftc.compiler.lrrange): added to a run's callbacks only when the variable is 
 Each optimizer step trains at the next rate of a geometric sweep from `low` to `high` (every parameter group
 scaled alike, so LoRA+'s ratio between groups stays); the step events record the rate and the loss. After the
 first step the sweep is spread over as many steps as the time budget allows (`steps` at most, `min_steps` at
-least). Training stops when the loss diverges (not finite, or over `diverge` x the lowest seen), when the budget
-is spent, or after the last step; a `lr_range` event says which (and whether the last step's gradients were
-not finite: its loss is then reported as inf)."""
+least). Training stops when the loss diverges (not finite, or its smoothed value, ftc.core.lrcurve's, over
+`diverge` x the lowest), when the budget is spent, or after the last step; a `lr_range` event says which, and
+whether the last step's gradients were not finite (its loss is then reported as inf)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from ftc.core.lrcurve import Smoother
 from ftc.runtime.trainer import PrintingLog
 
 ENV = "FTC_LR_RANGE"
@@ -47,6 +48,7 @@ class LrRangeTest(TrainerCallback):  # type: ignore[misc]
         self.steps = int(asked["steps"])
         self.base: list[float] | None = None
         self.best = math.inf
+        self.smoother = Smoother()
         self.start = self.step_start = 0.0
         self.nonfinite = False
 
@@ -84,7 +86,7 @@ class LrRangeTest(TrainerCallback):  # type: ignore[misc]
         loss = (logs or {}).get("loss")
         if loss is None:
             return
-        loss = float(loss)
+        loss = self.smoother.add(float(loss))
         self.best = min(self.best, loss) if math.isfinite(loss) else self.best
         elapsed = time.perf_counter() - self.start
         stopped = None
