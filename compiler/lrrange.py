@@ -8,12 +8,15 @@ spent.
 The run is the compiled train.py itself (ftc.runtime.lrrange sets the rates; ftc.cli.lrfind runs it): the model,
 method, precision and batch are the plan's. This module is pure: it turns the curve into a rate and a reason.
 
-The pick: the rate at the lowest smoothed loss, divided by 10 (fastai's `minimum` suggestion: the lowest loss is
-already at the edge of instability; a tenth of it is safely below), kept within CLAMP of the planned rate.
-The steepest descent (fastai's `steep`) is reported beside it, not used: on a fine-tuning task the loss falls
-fastest in the first steps, where any rate teaches the answer format (measured on the bundled SmolLM2, LoRA,
-quality task `dates`: steepest at 5.2e-4, lowest smoothed loss at 1.1e-2 -> 1.1e-3; the rule gives 1.4e-3, the
-hand-tuned run 2e-3; benchmarks/quality/README.md).
+The pick: a tenth of the rate at which the loss diverged (Smith's reading of the curve: the largest usable rate
+is where the loss stops falling and turns up; a tenth of it is safely below), kept within CLAMP of the planned
+rate. A sweep that never diverged gives a tenth of the rate at its lowest smoothed loss, a lower bound. On a
+fine-tuning task the loss falls from learning as much as from the rate, all through the sweep, so the lowest
+point (fastai's `minimum` / 10) and the steepest descent (fastai's `steep`) land where batch noise puts them;
+both are reported beside the pick, not used. Measured on the bundled SmolLM2, LoRA r8 (the rule's rate 1.4e-3,
+the hand-tuned 2e-3), over three curves (dates at 14 and at 20 steps, topic at 14): divergence / 10 gives
+1.7e-3 .. 2.3e-3 (a spread of 1.3x), the lowest point / 10 6.9e-4 .. 1.1e-3 (1.6x), the steepest descent
+3.4e-4 .. 1.3e-3 (3.7x); benchmarks/quality/README.md, "learning_rate = auto".
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ class RangeTestError(ValueError):
     """The curve cannot be read (diverged at once, too few steps); the message says why and what to do."""
 
 
-def _steepest(lrs: list[float], smooth: list[float]) -> float:
+def steepest(lrs: list[float], smooth: list[float]) -> float:
     """The rate where the smoothed loss falls fastest per log-rate step (central differences)."""
     slopes = [(smooth[i + 1] - smooth[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1]) for i in range(1, len(lrs) - 1)]
     return lrs[1 + min(range(len(slopes)), key=slopes.__getitem__)]
@@ -108,22 +111,26 @@ def check_curve(curve: Curve) -> list[tuple[float, float]]:
 
 
 def pick(curve: Curve, planned: float) -> Pick:
-    """The rate the curve suggests (lowest smoothed loss / 10, within CLAMP of `planned`) with its reason."""
+    """The rate the curve suggests, within CLAMP of `planned`, with its reason: a tenth of the rate the loss
+    diverged at; without divergence, a tenth of the rate at the lowest smoothed loss (a lower bound)."""
     points = check_curve(curve)
     lrs, losses = [p[0] for p in points], [p[1] for p in points]
     smooth = smoothed(losses)
     best = min(range(len(smooth)), key=smooth.__getitem__)
-    suggested = lrs[best] / 10
+    steep = steepest(lrs, smooth) if len(lrs) >= 3 else lrs[0]
+    if curve.stopped == "diverged":
+        edge = curve.points[-1][0]  # the step whose loss diverged (kept when it was not finite)
+        suggested, how = edge / 10, f"diverged at {_fmt(edge)}: a tenth of it"
+    else:
+        suggested, how = lrs[best] / 10, "no divergence: a tenth of the lowest point's rate, a lower bound"
     value = float(_fmt(min(planned * CLAMP, max(planned / CLAMP, suggested))))
-    bound = "" if value == float(_fmt(suggested)) else f", held to {_fmt(planned)} {'x' if value > planned else '/'} {CLAMP:g}"
-    steep = _steepest(lrs, smooth) if len(lrs) >= 3 else lrs[0]
-    if best == len(lrs) - 1 and curve.stopped != "diverged":
-        bound += "; the loss still fell at the last step, so this is a lower bound"
+    if value != float(_fmt(suggested)):
+        how += f" ({_fmt(suggested)}), held to {_fmt(planned)} {'x' if value > planned else '/'} {CLAMP:g}"
     why = (f"measured: range test (Smith 2015) over {len(points)} of {curve.planned_steps} steps, "
-           f"{_fmt(lrs[0])} to {_fmt(lrs[-1])} ({_stopped(curve)}, {curve.seconds:.0f} s, budget {BUDGET_S:.0f} s); "
-           f"smoothed loss {smooth[0]:.3g} -> lowest {smooth[best]:.3g} at {_fmt(lrs[best])}: "
-           f"{_fmt(suggested)} (a tenth of it){bound}; steepest descent at {_fmt(steep)}; "
-           f"the rule's rate is {_fmt(planned)}")
+           f"{_fmt(lrs[0])} to {_fmt(curve.points[-1][0])} ({_stopped(curve)}, {curve.seconds:.0f} s, budget "
+           f"{BUDGET_S:.0f} s); {how}; smoothed loss {smooth[0]:.3g} -> lowest {smooth[best]:.3g} at "
+           f"{_fmt(lrs[best])} (a tenth: {_fmt(lrs[best] / 10)}), steepest descent at {_fmt(steep)}; the rule's "
+           f"rate is {_fmt(planned)}")
     return Pick(value, why)
 
 

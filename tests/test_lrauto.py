@@ -32,14 +32,25 @@ def test_the_smoothed_loss_starts_at_the_first_loss_and_follows_a_constant() -> 
     assert smoothed([4.0, 0.0])[1] == pytest.approx(4.0 * 0.6 / 1.6)
 
 
-def test_the_pick_is_a_tenth_of_the_rate_at_the_lowest_smoothed_loss() -> None:
+def test_the_pick_is_a_tenth_of_the_rate_the_loss_diverged_at() -> None:
     losses = [3.0, 2.9, 2.6, 2.0, 1.4, 1.0, 0.8, 0.7, 0.9, 1.8, 4.0]  # a valley, then divergence
     c = curve(losses, stopped="diverged")
-    smooth = smoothed(losses)
-    best = min(range(len(smooth)), key=smooth.__getitem__)
+    edge = c.points[-1][0]
+    chosen = pick(c, planned=edge / 10)
+    assert chosen.value == pytest.approx(edge / 10, rel=0.01)
+    assert f"diverged at {edge:.2g}: a tenth of it" in chosen.why and "steepest descent" in chosen.why
+    assert "loss over 4x" in chosen.why
+    inf = Curve((*c.points[:-1], (edge, math.inf)), "diverged", 30.0, len(losses))  # a blown-up last step
+    assert pick(inf, edge / 10).value == chosen.value
+
+
+def test_without_divergence_the_pick_is_a_tenth_of_the_lowest_point_a_lower_bound() -> None:
+    losses = [3.0, 2.5, 2.0, 1.5, 1.2, 1.1, 1.0, 1.05]
+    c = curve(losses, stopped="budget")
+    best = min(range(len(losses)), key=smoothed(losses).__getitem__)
     chosen = pick(c, planned=c.points[best][0] / 10)
-    assert chosen.value == pytest.approx(c.points[best][0] / 10, rel=0.01)
-    assert "lowest" in chosen.why and "steepest descent" in chosen.why and "loss over 4x" in chosen.why
+    assert chosen.value == pytest.approx(c.points[best][0] / 10, rel=0.01) and "a lower bound" in chosen.why
+    assert "time budget spent" in chosen.why
 
 
 @pytest.mark.parametrize("planned", [1e-5, 1.0])
