@@ -168,3 +168,12 @@ def test_what_if_plans_for_other_hardware_use_the_rule_for_auto() -> None:
     spec = Path(__file__).resolve().parent.parent / "specs" / "mistral" / "7b_full_h100.toml"
     rows = what_if(spec, parse_gpus("H100"), [1], parse_overrides(["train.learning_rate=auto"]))
     assert rows[0].fits and "learning_rate" not in (rows[0].note or "")
+
+
+def test_auto_needs_local_data(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "h.toml").write_text(f'[model]\nbase = "{tiny_model}"\n[data]\nsource = "someone/some-data"\n'
+                                     'format = "completion"\nmax_length = 64\n[method]\nkind = "lora"\n'
+                                     '[train]\nlearning_rate = "auto"\n[hardware]\ndevice = "cpu"\n')
+    with pytest.raises(SpecError, match="h.toml:10: train.learning_rate: \"auto\" needs the training data as local"):
+        compile_spec(tmp_path / "h.toml", range_test=run_range_test)
