@@ -45,7 +45,7 @@ def run_range_test(spec: str | Path, overrides: tuple[Override, ...], planned: f
     from ftc.compiler.compile import compile_spec
 
     print(f"learning_rate = \"auto\": a range test of {sweep.low:.2g} to {sweep.high:.2g} over {sweep.steps} steps at "
-          f"most ({sweep.budget_s:.0f} s of steps) with the compiled script; the curve is cached", file=sys.stderr,
+          f"most ({sweep.budget_s:.0f} s of steps), running the compiled script", file=sys.stderr,
           flush=True)
     with tempfile.TemporaryDirectory(prefix="ftc-lrfind-") as tmp:
         result = compile_spec(spec, Path(tmp) / "compiled", (*overrides, *_flags(planned, batch, micro, sweep.steps)))
