@@ -17,9 +17,10 @@ its lowest point would have given 3.6e-4, a quarter of the rule's rate, from a c
 fine-tuning task the loss falls from learning as much as from the rate, all through the sweep, so the lowest
 point (fastai's `minimum` / 10) and the steepest descent (fastai's `steep`) land where batch noise puts them;
 both are reported beside the pick, not used. Measured on the bundled SmolLM2, LoRA r8 (the rule's rate 1.4e-3,
-the hand-tuned 2e-3), over three curves (dates at 14 and at 20 steps, topic at 14): divergence / 10 gives
-1.7e-3 .. 2.3e-3 (a spread of 1.3x), the lowest point / 10 6.9e-4 .. 1.1e-3 (1.6x), the steepest descent
-3.4e-4 .. 1.3e-3 (3.7x); benchmarks/quality/README.md, "learning_rate = auto".
+the hand-tuned 2e-3), five curves of the quality tasks (dates at 14 and 20 steps; topic, polite, codeword at 14):
+divergence / 10 gives 1.7e-3 .. 4.2e-3 over the four tasks (2.5x) and 1.35x between dates' two sweeps; the
+lowest point / 10 4.7e-4 .. 1.7e-3 (3.6x; 1.6x on dates); the steepest descent 3.4e-4 .. 1.9e-3 (5.6x; 1.5x);
+benchmarks/quality/README.md, "learning_rate = auto".
 """
 
 from __future__ import annotations
