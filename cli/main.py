@@ -26,9 +26,10 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 
 
 def _compile(args: argparse.Namespace) -> int:
+    from ftc.cli.lrfind import run_range_test
     from ftc.compiler.compile import compile_spec
 
-    result = compile_spec(args.spec, args.out, _overrides(args))
+    result = compile_spec(args.spec, args.out, _overrides(args), range_test=run_range_test)
     out = result.out_dir
     if args.check:
         stale = result.stale_files()
@@ -52,13 +53,14 @@ def _compile(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     import json
 
+    from ftc.cli.lrfind import run_range_test
     from ftc.compiler.compile import compile_spec
 
     if args.gpus or args.devices:
         from ftc.cli.whatif import show_what_if
 
         return show_what_if(args, _overrides(args))
-    result = compile_spec(args.spec, overrides=_overrides(args))
+    result = compile_spec(args.spec, overrides=_overrides(args), range_test=run_range_test)
     plan = result.plan
     if args.json:  # plan.json's core: settings, memory, budget, reasons (+ name, provenance, notes)
         print(json.dumps(plan.to_json(), indent=2))
@@ -95,10 +97,11 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _data(args: argparse.Namespace) -> int:
     from ftc.cli.console import SafeConsole
+    from ftc.cli.lrfind import run_range_test
     from ftc.compiler.compile import compile_spec
     from ftc.compiler.emit import data_settings
 
-    result = compile_spec(args.spec, args.out, _overrides(args))
+    result = compile_spec(args.spec, args.out, _overrides(args), range_test=run_range_test)
     from ftc.core.data.encode import DataError
     from ftc.cli.datashow import run_stage, show, stats_json
 

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ftc.cli.lrfind import run_range_test
 from ftc.compiler.compile import compile_spec
 from ftc.compiler.overrides import Override, parse_overrides
 from ftc.core.errors import RunError
@@ -46,7 +47,7 @@ def probe(spec: str, overrides: tuple[Override, ...], steps: int = 4, timeout: f
     if steps < 2:
         raise RunError("--probe-steps must be at least 2 (the first step is warm-up)")
     with tempfile.TemporaryDirectory(prefix="ftc-probe-") as tmp:
-        result = compile_spec(spec, Path(tmp) / "compiled", (*overrides, *_flags(steps)))
+        result = compile_spec(spec, Path(tmp) / "compiled", (*overrides, *_flags(steps)), range_test=run_range_test)
         result.write()
         run_dir = Path(tmp) / "run"
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ftc.cli.console import SafeConsole
+from ftc.cli.lrfind import run_range_test
 from ftc.compiler.compile import CompileResult, compile_spec
 from ftc.compiler.overrides import Override
 from ftc.core.errors import RunError
@@ -66,7 +67,7 @@ def run_spec(spec: str, *, run_dir: str | None = None, build_dir: str | None = N
         faults.parse(os.environ.get(faults.ENV, ""))
     except ValueError as exc:
         raise RunError(str(exc)) from None
-    result = compile_spec(spec, build_dir, overrides)
+    result = compile_spec(spec, build_dir, overrides, range_test=run_range_test)
     launch.check_node(result.plan.to_json()["settings"], node)
     changed = result.write()
     console.print(f"compiled {result.source.display} -> {result.out_dir}/ "

@@ -14,6 +14,7 @@ from pathlib import Path
 from ftc.compiler.checks import Facts, run_checks
 from ftc.compiler.emit import Emitted, emit
 from ftc.compiler.load import SpecSource, load_spec
+from ftc.compiler.lrauto import RangeTest, measured_plan
 from ftc.compiler.overrides import Override, with_provenance
 from ftc.compiler.plan import Plan, build_plan
 from ftc.core.errors import BudgetError
@@ -54,20 +55,25 @@ class CompileResult:
 
 
 def compile_spec(path: str | Path, out_dir: str | Path | None = None,
-                 overrides: tuple[Override, ...] = ()) -> CompileResult:
-    """Compile a spec file, with `--set` overrides over it; raises SpecError (all problems at once) for a bad spec."""
+                 overrides: tuple[Override, ...] = (), range_test: RangeTest | None = None) -> CompileResult:
+    """Compile a spec file, with `--set` overrides over it; raises SpecError (all problems at once) for a bad spec.
+    `range_test` runs the learning-rate range test of `learning_rate = "auto"` when its curve is not cached
+    (ftc.cli.lrfind.run_range_test; without it such a spec compiles only from the cache)."""
     if out_dir is not None:  # refused before the work, not when writing
         check_output_dir(out_dir, "--out")
     source = load_spec(path, overrides)
     facts = run_checks(source)
     try:
-        plan = with_provenance(build_plan(source.spec, facts, source.name), overrides)
+        plan = build_plan(source.spec, facts, source.name)
+        if source.spec.train.learning_rate == "auto":
+            plan = measured_plan(source, facts, plan, overrides, range_test, build_plan)
     except BudgetError as exc:
         if not exc.key:
             raise
         file, line = source.where(exc.key)  # the key whose budget is exceeded, where the spec sets it
         where = f"{file}:{line}" if line else file
         raise BudgetError(f"{where}: {exc.key}: {exc}", exc.key) from None
+    plan = with_provenance(plan, overrides)
     assert facts.model is not None
     emitted = emit(plan, spec_path=source.display, spec_text=source.text, version=VERSION, origin=facts.model.origin,
                    flags=tuple(o.flag for o in overrides))

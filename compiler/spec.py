@@ -156,9 +156,11 @@ class TrainSpec(_Table):
     at least 50 optimizer steps, 1 from 20,000 rows (plan.md gives the reason)."""
     max_steps: int | None = Field(None, gt=0, le=MAX_STEPS)
     """Optimizer steps, instead of epochs (setting both is an error)."""
-    learning_rate: float | None = Field(None, gt=0, lt=1)
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] | Literal["auto"] | None = None
     """Peak learning rate. Left out: planned from the method's 7B rate (2e-4 for LoRA, 2e-5 for full) times
-    4096 / the model's hidden size for methods that train matrices, divided by LoRA's alpha / r over 2."""
+    4096 / the model's hidden size for methods that train matrices, divided by LoRA's alpha / r over 2.
+    `"auto"`: measured at compile time by a short learning-rate range test (Smith 2015) on the first
+    batches, around that planned rate; cached, and stated in plan.md with the curve."""
     batch_size: int = Field(16, gt=0, le=MAX_BATCH)
     """Effective batch: examples per optimizer step over all devices. Left out: planned from the training rows
     (a power of two from 4 to 32, about 24 steps per epoch); a value given here is never changed."""

@@ -184,26 +184,37 @@ def read_rows(files: tuple[str, ...], loader: str | None, limit: int = MEASURE_R
     return read_paths(files, loader, limit)
 
 
+def data_description(spec: Spec, model: ModelFacts, data: DataFacts,
+                     mix: tuple[DataFacts, ...]) -> dict[str, Any] | None:
+    """What the data stage's result on the first rows depends on: the data stage's and this module's code, the
+    data settings and seed, the files' and the tokenizer's fingerprints (None: tokenizer or files not here)."""
+    from ftc.core.data.cache import code_version, hashes_file
+    from ftc.core.data.files import fingerprint
+
+    directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
+    sources = [f for f in (data, *mix) if f.kind == "files"]
+    if directory is None or not sources:
+        return None
+    tokenizer_files = [str(p) for p in sorted(directory.glob("*")) if p.name.startswith(("tokenizer", "chat_template",
+                                                                                          "special_tokens"))]
+    code = [code_version(), hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]  # this module too
+    return {"version": code, "rows": MEASURE_ROWS, "spec": spec.data.model_dump(mode="json"),
+            "seed": spec.train.seed, "sources": [[s.source, s.loader, list(s.files)] for s in sources],
+            "data": fingerprint([f for s in sources for f in s.files], hashes_file()),
+            "tokenizer": [str(directory), fingerprint(tokenizer_files, hashes_file())]}
+
+
 def measure_data(spec: Spec, model: ModelFacts, data: DataFacts,
                  mix: tuple[DataFacts, ...]) -> tuple[TokenFacts | None, tuple[str, str] | None]:
     """`_measure`, remembered in the data cache by the files' and the tokenizer's fingerprints and the
     settings, so compiling again (a second `ftc data`, `ftc run` after it) does not encode the rows again."""
     import dataclasses
 
-    from ftc.core.data.cache import code_version, data_cache, hashes_file
-    from ftc.core.data.files import fingerprint
+    from ftc.core.data.cache import data_cache
 
-    directory = tokenizer_dir(spec.model.base, model.origin, spec.model.revision)
-    sources = [f for f in (data, *mix) if f.kind == "files"]
-    if directory is None or not sources:
+    described = data_description(spec, model, data, mix)
+    if described is None:
         return None, None
-    tokenizer_files = [str(p) for p in sorted(directory.glob("*")) if p.name.startswith(("tokenizer", "chat_template",
-                                                                                          "special_tokens"))]
-    code = [code_version(), hashlib.sha256(Path(__file__).read_bytes()).hexdigest()]  # this module too
-    described = {"version": code, "rows": MEASURE_ROWS, "spec": spec.data.model_dump(mode="json"),
-                 "seed": spec.train.seed, "sources": [[s.source, s.loader, list(s.files)] for s in sources],
-                 "data": fingerprint([f for s in sources for f in s.files], hashes_file()),
-                 "tokenizer": [str(directory), fingerprint(tokenizer_files, hashes_file())]}
     path = data_cache() / "measured" / (hashlib.sha256(json.dumps(described, sort_keys=True, default=str)
                                                        .encode()).hexdigest()[:32] + ".json")
     try:

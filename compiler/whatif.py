@@ -97,6 +97,8 @@ def plan_for(path: str | Path, gpu: Gpu, devices: int, overrides: tuple[Override
     hardware = (Override(("hardware", "device"), "cuda", flag), Override(("hardware", "gpu"), gpu.name, flag),
                 Override(("hardware", "vram_gb"), REMOVE, flag), Override(("hardware", "devices"), devices, f"--devices {devices}"))
     spec = load_spec(path, overrides).spec
+    if spec.train.learning_rate == "auto":  # measured on the machine that trains; memory and time do not depend on it
+        hardware += (Override(("train", "learning_rate"), REMOVE, "--gpus: the rule's rate for \"auto\""),)
     method = spec.method.model_dump(exclude_unset=True) | {"kind": spec.method.kind}
     tries = [("kept", ()), *((change, (Override(("method",), table, f"--gpus: {change}"),))
                              for change, table in _alternatives(method, spec.method.kind))]

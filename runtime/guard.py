@@ -1,5 +1,6 @@
 """What keeps a run recoverable: the Trainer callbacks of a run, one small callback per job (events, stop requests, NaN
-policy, early stop, checkpoints, and fault injection when FTC_INJECT asks), and the outcome wrapper that ends the script
+policy, early stop, checkpoints, fault injection when FTC_INJECT asks, the learning-rate range test when
+FTC_LR_RANGE asks), and the outcome wrapper that ends the script
 (ftc.runtime.outcome). Imported only by training scripts."""
 
 from __future__ import annotations
@@ -36,6 +37,14 @@ def run_callbacks(events: EventLog, run_dir: str | os.PathLike[str], config: dic
     early_stop = EarlyStop(log, patience, resumed)
     checkpoints = Checkpoints(log, run_dir, config, resume=resume, keep=keep, early_stop=early_stop)
     callbacks: list[TrainerCallback] = [EventsCallback(events), StopRequests(log, Path(run_dir))]
+    if os.environ.get("FTC_LR_RANGE"):  # ftc compile's learning-rate range test (learning_rate = "auto")
+        from ftc.runtime.lrrange import LrRangeTest, sweep
+
+        try:
+            asked = sweep()
+        except ValueError as exc:
+            raise GuardError(str(exc)) from None
+        callbacks.insert(0, LrRangeTest(log, asked or {}))
     if pending.pending:
         from ftc.runtime.inject import FaultInjection
 

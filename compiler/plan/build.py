@@ -296,7 +296,7 @@ def _summary(spec: Spec, optim: OptimPlan, hardware: HardwarePlan, choice: Batch
         lines.append(f"steps: {optim.total_steps.value} optimizer steps of {t.batch_size} examples")
     lines += [f"{name} {setting.value:g}: {setting.why.removeprefix('planned: ')}" for name, setting in
               (("batch size", optim.batch_size), ("epochs", optim.epochs), ("learning rate", optim.learning_rate),
-               ("warmup", optim.warmup)) if setting.why.startswith("planned")]
+               ("warmup", optim.warmup)) if setting.why.startswith(("planned", "measured"))]
     lines += [f"precision: {hardware.precision.value} ({hardware.precision.why.removeprefix('planned: ')})",
               f"batch: {micro} per step x {accum} accumulated x {world} device(s) = {t.batch_size}",
               f"gradient checkpointing: {'on' if choice.checkpointing else 'off'} "
@@ -346,8 +346,8 @@ def _data_reasons(spec: Spec, facts: Facts, why_seq_len: str) -> list[str]:
     return lines
 
 
-def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
-    """The fully resolved plan for a checked spec: one builder per section."""
+def build_plan(spec: Spec, facts: Facts, name: str, measured_lr: tuple[float, str] | None = None) -> Plan:
+    """The fully resolved plan for a checked spec: one builder per section (measured_lr: ftc.compiler.lrauto's)."""
     assert facts.model is not None and facts.data is not None  # run_checks raised otherwise
     max_length, why_max_length = resolve_max_length(spec, facts)
     if spec.data.max_length != max_length:  # the rest of the plan reads the resolved number
@@ -360,7 +360,7 @@ def build_plan(spec: Spec, facts: Facts, name: str) -> Plan:
     reasons += _data_reasons(spec, facts, why_seq_len)
     hardware = _hardware(spec, facts.host)
     config = facts.model.config if can_estimate(facts.model.config) else None
-    hyper = choose(spec, _steps(spec, facts)[0], facts.tokens, facts.model.config)
+    hyper = choose(spec, _steps(spec, facts)[0], facts.tokens, facts.model.config, measured_lr)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"batch_size": hyper.batch_size[0]})})
     optim, choice = _optim(spec, facts, hardware, seq_len, hyper)
     free = padding_free_choice(spec, facts.tokens, facts.model.config, facts.model.params,

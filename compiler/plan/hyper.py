@@ -85,12 +85,16 @@ def plan_epochs(spec: Spec, rows: int | None, batch: int) -> tuple[float, str]:
     return float(epochs), f"planned: {per_epoch * epochs} steps for {rows} rows (at least {MIN_STEPS}, {MAX_EPOCHS} epochs at most)"
 
 
-def plan_learning_rate(spec: Spec, config: dict[str, Any] | None) -> tuple[float, str]:
+def plan_learning_rate(spec: Spec, config: dict[str, Any] | None,
+                       measured: tuple[float, str] | None = None) -> tuple[float, str]:
     """The method's 7B rate, times 4096 / hidden for matrices trained with Adam (muP: Yang et al. 2022, Tensor
     Programs V, the Adam rate of hidden matrices scales as 1/width), divided by LoRA's update scale over 2 (Adam's
-    step on B is about lr per entry whatever alpha is, so the update of W grows with alpha / r)."""
+    step on B is about lr per entry whatever alpha is, so the update of W grows with alpha / r).
+    `learning_rate = "auto"`: `measured` (the range test's pick, ftc.compiler.lrauto), else this rule."""
     method = spec.method
-    if spec.train.learning_rate is not None:
+    if spec.train.learning_rate == "auto" and measured is not None:
+        return measured
+    if isinstance(spec.train.learning_rate, float):
         return spec.train.learning_rate, "spec: train.learning_rate"
     base = method.default_learning_rate
     hidden = (config or {}).get("hidden_size")
@@ -129,8 +133,10 @@ def plan_scheduler(spec: Spec) -> tuple[str, str]:
     return "cosine", "planned: cosine decay (the seeds' schedule)"
 
 
-def choose(spec: Spec, rows: int | None, tokens: TokenFacts | None, config: dict[str, Any] | None) -> Hyper:
-    """Every optimisation value the spec leaves out (rows: the training rows the plan counts, or None)."""
+def choose(spec: Spec, rows: int | None, tokens: TokenFacts | None, config: dict[str, Any] | None,
+           measured_lr: tuple[float, str] | None = None) -> Hyper:
+    """Every optimisation value the spec leaves out (rows: the training rows the plan counts, or None;
+    measured_lr: the range test's rate for `learning_rate = "auto"`)."""
     batch = plan_batch(spec, rows, tokens)
     if spec.train.max_steps is not None:
         epochs: tuple[float | None, str] = (None, "spec: train.max_steps overrides epochs")
@@ -138,5 +144,5 @@ def choose(spec: Spec, rows: int | None, tokens: TokenFacts | None, config: dict
     else:
         passes, why = plan_epochs(spec, rows, batch[0])
         epochs, steps = (passes, why), math.ceil(math.ceil(rows / batch[0]) * passes) if rows else None
-    return Hyper(batch_size=batch, epochs=epochs, learning_rate=plan_learning_rate(spec, config),
+    return Hyper(batch_size=batch, epochs=epochs, learning_rate=plan_learning_rate(spec, config, measured_lr),
                  warmup=plan_warmup(spec, steps), scheduler=plan_scheduler(spec))
