@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +63,84 @@ def tokenizer_key(tokenizer: Any) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def stage_key(data: str, tokenizer: Any, settings: Any, options: dict[str, Any]) -> str:
-    described = {"version": code_version(), "data": data, "tokenizer": tokenizer_key(tokenizer),
+TOKENIZER_FILES = ("tokenizer*", "chat_template*", "special_tokens*", "added_tokens*", "vocab*", "merges*", "*.model",
+                   "*.tiktoken", "config.json", "*.py")  # what AutoTokenizer.from_pretrained reads from a directory
+
+
+class Deferred:
+    """A tokenizer from a local directory, loaded only when the stage needs it (a cache miss, or tokens to
+    show): a hit keys it by the files it is loaded from (`tokenizer_id`), so it is never loaded then."""
+
+    def __init__(self, directory: Path, load: Callable[[], Any]) -> None:
+        self.directory, self._load, self._tokenizer = directory, load, None
+
+    def get(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = self._load()
+        return self._tokenizer
+
+
+def loaded(tokenizer: Any) -> Any:
+    """The tokenizer itself (a Deferred one loaded now)."""
+    return tokenizer.get() if isinstance(tokenizer, Deferred) else tokenizer
+
+
+def _files_key(directory: Path, chat: bool) -> str:
+    """What a tokenizer loaded from `directory` is made of: its files' bytes, the versions of the libraries that
+    read them, and whether ChatML is added to it (`chat`: ensure_chat_template, which train.py and `ftc data`
+    apply to chat-shaped data without data.template)."""
+    from importlib.metadata import version
+
+    from ftc.core.data.files import fingerprint
+
+    files = sorted({str(p) for pattern in TOKENIZER_FILES for p in directory.glob(pattern) if p.is_file()})
+    described = [fingerprint(files, hashes_file()), version("transformers"), version("tokenizers"), chat]
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()
+
+
+def tokenizer_id(tokenizer: Any, chat: bool) -> str:
+    """The tokenizer's part of the stage key: `tokenizer_key` of the loaded tokenizer. A loaded tokenizer
+    from a local directory remembers its key beside the data cache under its files' key (`_files_key`); a
+    Deferred one takes the remembered key when its files are unchanged, without loading. A loaded
+    tokenizer always computes its own key, so what trains is never keyed from memory."""
+    if isinstance(tokenizer, Deferred):
+        directory: Path | None = tokenizer.directory
+    else:
+        named = Path(str(getattr(tokenizer, "name_or_path", "") or "")).expanduser()
+        directory = named if str(named) not in ("", ".") and named.is_dir() else None
+    memo = data_cache() / "tokenizers.json"
+    files = _files_key(directory, chat) if directory is not None else None
+    known = _read_json(memo)
+    if isinstance(tokenizer, Deferred) and files in known:
+        return str(known[files])
+    content = tokenizer_key(loaded(tokenizer))
+    if files is not None and known.get(files) != content:
+        _write_json(memo, known | {files: content})
+    return content
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write atomically (a reader sees the old file or the new one); a read-only cache keeps nothing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(value), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError:
+        pass
+
+
+def stage_key(data: str, tokenizer: str, settings: Any, options: dict[str, Any]) -> str:
+    """The entry's key; `tokenizer` is `tokenizer_id`'s."""
+    described = {"version": code_version(), "data": data, "tokenizer": tokenizer,
                  "settings": dataclasses.asdict(settings), "options": options}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -137,36 +213,47 @@ def save(folder: Path, prepared: Any) -> None:
 
 
 class Stored(Sequence):  # type: ignore[type-arg]
-    """A split read back from the cache: a sequence of Encoded, each built when asked for."""
+    """A split read back from the cache: a sequence of Encoded, each built when asked for, over the
+    memory-mapped Arrow file (pyarrow only: `datasets` is imported when the trainer asks for a Dataset)."""
 
-    def __init__(self, table: Any) -> None:
-        self.table = table
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+
+        self.path = path
+        with pa.ipc.open_stream(pa.memory_map(str(path))) as reader:
+            self.table = reader.read_all()  # zero-copy: the buffers stay in the mapped file
 
     def __len__(self) -> int:
-        return len(self.table)
+        return int(self.table.num_rows)
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         from ftc.core.data.encode import Encoded
 
-        row = self.table[index]
+        row = self.table.slice(range(len(self))[index], 1).to_pylist()[0]
         encoding = {name: row[name] for name in COLUMNS[4:]}
         return Encoded(row["row"], json.loads(row["example"]), encoding, row["split"], row["source"])
+
+    def dataset(self) -> Any:
+        """The split as a memory-mapped `datasets.Dataset` (every column)."""
+        from datasets import Dataset
+
+        return Dataset.from_file(str(self.path))
 
 
 def load(folder: Path) -> dict[str, Any] | None:
     """The entry's parts (train, validation: Stored; weighted order, stats, dropped), None when absent."""
     if not (folder / "meta.json").is_file():
         return None
-    from datasets import Dataset
+    import pyarrow as pa
 
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        splits = {split: Stored(Dataset.from_file(str(folder / f"{split}.arrow"))) for split in ("train", "validation")}
+        splits = {split: Stored(folder / f"{split}.arrow") for split in ("train", "validation")}
         with (folder / "dropped.jsonl").open(encoding="utf-8") as handle:
             dropped = [json.loads(line) for line in handle]
-    except (OSError, ValueError):  # a damaged entry is computed again
+    except (OSError, ValueError, pa.ArrowException):  # a damaged entry is computed again
         shutil.rmtree(folder, ignore_errors=True)
         return None
     return splits | {"stats": meta["stats"], "weighted": meta["weighted"], "dropped": dropped}

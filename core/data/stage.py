@@ -52,9 +52,12 @@ class Prepared:
 
         stored = self.train if split == "train" else self.validation
         if isinstance(stored, Stored):  # from the cache: the memory-mapped Arrow table itself
-            table = stored.table if split != "train" or self.weighted_order is None else \
-                stored.table.select(self.weighted_order)
-            return table.select_columns(["input_ids", "labels"]) if len(table) else None
+            if not len(stored):
+                return None
+            table = stored.dataset()
+            if split == "train" and self.weighted_order is not None:
+                table = table.select(self.weighted_order)
+            return table.select_columns(["input_ids", "labels"])
         items = (self.weighted_train or self.train) if split == "train" else self.validation
         if not items:
             return None
@@ -112,14 +115,15 @@ def prepare_sources(tokenizer: Any, settings: DataSettings, *, source: str, kind
                     report_dir: Path | None = None, micro_batch_size: int = 1, packing: bool = False,
                     padding_free: bool = False) -> Prepared:
     """Read the sources (ftc.core.data.read) and run `prepare_data`, or take its result from the data
-    cache when the data's bytes, the tokenizer and every setting are the same (cache.py)."""
+    cache when the data's bytes, the tokenizer and every setting are the same (cache.py). `tokenizer`
+    may be a cache.Deferred one, loaded only on a miss."""
     options = {"sources": [source, kind, split, validation_loader, list(mix)], "micro_batch_size": micro_batch_size,
                "packing": packing, "padding_free": padding_free}
     validation = settings.validation if isinstance(settings.validation, str) else None
 
     def compute() -> Prepared:
         mixed = [(m["source"], load_rows(m["source"], m["kind"]), m["weight"]) for m in mix]
-        return prepare_data(load_rows(source, kind, split=split), tokenizer, settings, source=source,
+        return prepare_data(load_rows(source, kind, split=split), cache.loaded(tokenizer), settings, source=source,
                             validation_rows=load_rows(validation, validation_loader) if validation else None,
                             validation_source=validation or "validation", mix=mixed, micro_batch_size=micro_batch_size,
                             packing=packing, padding_free=padding_free)
@@ -130,7 +134,8 @@ def prepare_sources(tokenizer: Any, settings: DataSettings, *, source: str, kind
         from ftc.core.data.files import fingerprint
 
         data = fingerprint([source, validation, *(m["source"] for m in mix)], cache.hashes_file())
-        key = cache.stage_key(data, tokenizer, settings, options)
+        chat = settings.format != "text" and not settings.template  # ChatML added when the tokenizer has no template
+        key = cache.stage_key(data, cache.tokenizer_id(tokenizer, chat), settings, options)
         with cache.locked(key) as folder:
             stored = cache.load(folder) if folder is not None else None
             if stored is None:
