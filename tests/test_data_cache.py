@@ -167,3 +167,47 @@ def test_a_files_row_count_is_counted_once_per_version_of_the_file(tmp_path: Pat
     assert counts == [1]
     write(path, ROWS * 3)
     assert facts.data_facts(str(path)).rows == 3 * len(ROWS) and counts == [1, 1]
+
+
+@pytest.mark.parametrize("case", ["share", "mix", "source", "near", "procs"])
+def test_streaming_into_the_cache_gives_what_the_stage_gives_in_memory(tmp_path: Path, tiny_tokenizer: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      case: str) -> None:
+    from ftc.core.data import flow
+
+    monkeypatch.setattr(flow, "BLOCK", 7)  # many blocks, chunks across them
+    monkeypatch.setattr(parallel, "CHUNK", 5)
+    rows = ROWS + ROWS[:5] + [{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]},
+                              {"conversations": [{"from": "human", "value": "long " * 30}, {"from": "gpt", "value": "A"}]}]
+    path = write(tmp_path / "d.jsonl", rows)
+    extra = write(tmp_path / "e.jsonl", ROWS[10:30] + [{"conversations": [{"from": "gpt", "value": "RED."}]}])
+    held = write(tmp_path / "v.jsonl", ROWS[:3] + [{"conversations": [{"from": "human", "value": "v"},
+                                                                      {"from": "gpt", "value": "V"}]}])
+    options: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"validation": 0.2}
+    memory: dict[str, Any] = {}
+    if case == "mix":
+        options["mix"] = [{"source": str(extra), "kind": "json", "weight": 1.5}]
+        memory["mix"] = [(str(extra), load_rows(str(extra), "json"), 1.5)]
+    if case == "source":
+        overrides["validation"] = str(held)
+        options["validation_loader"] = "json"
+        memory |= {"validation_rows": load_rows(str(held), "json"), "validation_source": str(held)}
+    if case == "near":
+        overrides["near_dedup"] = 0.8
+    if case == "procs":
+        monkeypatch.setattr(parallel, "PARALLEL_MIN", 10)
+        monkeypatch.setenv("FTC_DATA_PROCS", "2")
+    settings = data_settings("chat", 21, columns={"messages": "conversations"}, untrained="drop", **overrides)
+    streamed = prepare_sources(tiny_tokenizer, settings, source=str(path), kind="json", micro_batch_size=2, **options)
+    listed = prepare_data(load_rows(str(path), "json"), tiny_tokenizer, settings, source=str(path), micro_batch_size=2,
+                          **memory)
+    from ftc.core.data.cache import Stored
+
+    assert streamed.cached is None and isinstance(streamed.train, Stored)  # memory-mapped, not lists
+    assert json.loads(json.dumps(listed.stats)) == streamed.stats
+    assert json.loads(json.dumps(listed.dropped, default=str)) == streamed.dropped
+    for split in ("train", "validation"):
+        assert streamed.dataset(split).to_dict() == listed.dataset(split).to_dict()
+    assert [e.example for e in streamed.validation] == [e.example for e in listed.validation]
+    assert {e.split for e in streamed.validation} == {"validation"}

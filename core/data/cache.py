@@ -177,39 +177,85 @@ def locked(key: str) -> Iterator[Path | None]:
         yield folder
 
 
-def _write_split(path: Path, items: Sequence[Any]) -> None:
+def _schema() -> Any:
     import pyarrow as pa
 
-    schema = pa.schema([("source", pa.string()), ("row", pa.int64()), ("split", pa.string()),
-                        ("example", pa.string()), ("input_ids", pa.list_(pa.int32())),
-                        ("labels", pa.list_(pa.int32())), ("length", pa.int64()), ("truncated", pa.bool_()),
-                        ("trained_tokens", pa.int64())])
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for start in range(0, len(items), 10_000):
-            part = items[start:start + 10_000]
-            columns = {"source": [e.source for e in part], "row": [e.row for e in part],
-                       "split": [e.split for e in part],
-                       "example": [json.dumps(e.example, ensure_ascii=False) for e in part]}
-            columns |= {name: [e.encoding[name] for e in part] for name in COLUMNS[4:]}
-            writer.write_batch(pa.record_batch(columns, schema=schema))
+    return pa.schema([("source", pa.string()), ("row", pa.int64()), ("split", pa.string()), ("example", pa.string()),
+                      ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("length", pa.int64()),
+                      ("truncated", pa.bool_()), ("trained_tokens", pa.int64())])
 
 
-def save(folder: Path, prepared: Any) -> None:
-    """Write `prepared` as the entry `folder` (whole or not at all)."""
-    partial = folder.with_name(folder.name + f".{os.getpid()}.partial")
+class Writer:
+    """Encoded examples appended to an Arrow stream file as they come (one record batch per call)."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+
+        self.path, self.schema = path, _schema()
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+
+    def __call__(self, items: Sequence[Any]) -> None:
+        import pyarrow as pa
+
+        if not items:
+            return
+        columns = {"source": [e.source for e in items], "row": [e.row for e in items], "split": [e.split for e in items],
+                   "example": [json.dumps(e.example, ensure_ascii=False) for e in items]}
+        columns |= {name: [e.encoding[name] for e in items] for name in COLUMNS[4:]}
+        self._writer.write_batch(pa.record_batch(columns, schema=self.schema))
+
+    def batch(self, batch: Any) -> None:
+        """Append an Arrow record batch of this schema."""
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._sink.close()
+
+
+def split_file(source: Path, targets: dict[str, tuple[Path, Sequence[int]]]) -> None:
+    """Write the rows of the Arrow file `source` at each target's positions (ascending) to its file, as the
+    split named by its key. One pass, reading a batch at a time (not memory-mapped: the pages read are not
+    kept in this process), so memory holds one batch."""
+    import numpy as np
+    import pyarrow as pa
+
+    writers = {split: Writer(path) for split, (path, _) in targets.items()}
+    wanted = {split: np.asarray(positions, dtype=np.int64) for split, (_, positions) in targets.items()}
     try:
-        partial.mkdir(parents=True)
-        for split in ("train", "validation"):
-            _write_split(partial / f"{split}.arrow", getattr(prepared, split))
-        positions = {id(e): i for i, e in enumerate(prepared.train)}
-        order = [positions[id(e)] for e in prepared.weighted_train] if prepared.weighted_train else None
-        (partial / "meta.json").write_text(json.dumps({"stats": prepared.stats, "weighted": order}), encoding="utf-8")
-        with (partial / "dropped.jsonl").open("w", encoding="utf-8") as handle:
-            for item in prepared.dropped:
-                handle.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
-        os.replace(partial, folder)
-    except OSError:  # a full or read-only disk: the stage's result is still used, just not kept
-        shutil.rmtree(partial, ignore_errors=True)
+        start = 0
+        with pa.OSFile(str(source)) as handle, pa.ipc.open_stream(handle) as reader:
+            column = reader.schema.get_field_index("split")
+            for batch in reader:
+                end = start + batch.num_rows
+                for split, positions in wanted.items():
+                    mine = positions[np.searchsorted(positions, start):np.searchsorted(positions, end)] - start
+                    if len(mine):
+                        part = batch.take(pa.array(mine))
+                        part = part.set_column(column, "split", pa.array([split] * len(part), type=pa.string()))
+                        writers[split].batch(part)
+                start = end
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+
+def finish(partial: Path, folder: Path, meta: dict[str, Any], dropped: Sequence[dict[str, Any]]) -> None:
+    """Complete the entry written in `partial` (train.arrow and validation.arrow there) and move it to `folder`."""
+    (partial / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    with (partial / "dropped.jsonl").open("w", encoding="utf-8") as handle:
+        for item in dropped:
+            handle.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
+    os.replace(partial, folder)
+
+
+def partial_folder(folder: Path) -> Path:
+    """A new folder to write the entry `folder` in (renamed whole by `finish`)."""
+    partial = folder.with_name(folder.name + f".{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
 
 
 class Stored(Sequence):  # type: ignore[type-arg]

@@ -228,6 +228,12 @@ def encode_all(tokenizer: Any, items: list[Item], settings: DataSettings, source
     from ftc.core.data.parallel import map_chunks
 
     encodings = map_chunks(lambda chunk: encode_many(tokenizer, [item[2] for item in chunk], settings), items)
+    return encoded_items(items, encodings, sources)
+
+
+def encoded_items(items: Sequence[Item], encodings: Sequence[Any], sources: list[Source]) -> list[Encoded]:
+    """The items with their encodings (ftc.core.data.batch.encode_many's); an exception in an item's place
+    stops the stage, naming its row."""
     encoded: list[Encoded] = []
     for (index, number, example), encoding in zip(items, encodings):
         source = sources[index]
