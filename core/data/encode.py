@@ -192,12 +192,13 @@ def _text(tokenizer: Any, ids: list[int], max_length: int) -> dict[str, Any]:
 
 def _truncate(input_ids: list[int], labels: list[int], max_length: int) -> dict[str, Any]:
     length = len(input_ids)
+    kept = labels[:max_length]
     return {
         "input_ids": input_ids[:max_length],
-        "labels": labels[:max_length],
+        "labels": kept,
         "length": length,
         "truncated": length > max_length,
-        "trained_tokens": sum(1 for label in labels[:max_length] if label != IGNORE),
+        "trained_tokens": len(kept) - kept.count(IGNORE),
     }
 
 
