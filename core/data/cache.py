@@ -5,9 +5,15 @@ An entry is keyed by everything that determines the result: the data's fingerpri
 bytes, files.py), the tokenizer (its vocabulary, rules, chat template and special tokens), the
 DataSettings and the stage's own options (micro-batch size, packing, mixing weights). It holds the
 encoded examples as Arrow files (memory-mapped when read back), the training order of a mix, the
-statistics and the dropped rows. Writers take a lock on the entry, so ranks starting together
-compute it once; an entry is written to a temporary folder and renamed whole. Hub datasets are not
-cached (their bytes are not fingerprinted here).
+statistics and the dropped rows. The first run streams the examples into the entry as they are
+encoded (`Writer`), then writes the splits in one pass (`split_file`). Writers take a lock on the
+entry, so ranks starting together compute it once; an entry is written to a temporary folder and
+renamed whole. Hub datasets are not cached (their bytes are not fingerprinted here).
+
+A hit needs no tokenizer: a tokenizer loaded from a local directory remembers its key (tokenizers.json
+beside the entries) under the key of its files' bytes and the libraries' versions, so `ftc data` finds
+the entry from the files alone (`Deferred`) and loads neither transformers nor the tokenizer; train.py,
+which has its tokenizer loaded, always computes the key from the tokenizer itself.
 """
 
 from __future__ import annotations
@@ -185,6 +191,22 @@ def _schema() -> Any:
                       ("truncated", pa.bool_()), ("trained_tokens", pa.int64())])
 
 
+def _token_lists(lists: Sequence[list[int]]) -> Any:
+    """An Arrow list<int32> array of token lists, built from one flat buffer (pyarrow's conversion of
+    nested Python lists inspects every element: ~10x slower)."""
+    from array import array
+
+    import numpy as np
+    import pyarrow as pa
+
+    flat = array("i")
+    for values in lists:
+        flat.extend(values)
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum([len(values) for values in lists], out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.frombuffer(flat, dtype=np.int32)))
+
+
 class Writer:
     """Encoded examples appended to an Arrow stream file as they come (one record batch per call)."""
 
@@ -202,7 +224,8 @@ class Writer:
             return
         columns = {"source": [e.source for e in items], "row": [e.row for e in items], "split": [e.split for e in items],
                    "example": [json.dumps(e.example, ensure_ascii=False) for e in items]}
-        columns |= {name: [e.encoding[name] for e in items] for name in COLUMNS[4:]}
+        columns |= {name: _token_lists([e.encoding[name] for e in items]) for name in ("input_ids", "labels")}
+        columns |= {name: [e.encoding[name] for e in items] for name in COLUMNS[6:]}
         self._writer.write_batch(pa.record_batch(columns, schema=self.schema))
 
     def batch(self, batch: Any) -> None:

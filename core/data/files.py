@@ -6,7 +6,8 @@ the sha256 of the files' bytes; the hash of each file is remembered beside the d
 size and modification time, so a second start, a resume or another rank re-hashes only files
 whose size or time changed (an edit changes the time; a changed byte is then noticed). As in git's
 index, a file modified in the last RACY_NS is hashed again each time (an edit within the same
-clock tick would keep its time).
+clock tick would keep its time). `remembered` keeps other facts of a file the same way (the compiler's
+row count of a data file).
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ nested deeper than MAX_DEPTH, a CSV row with more cells than its header, a field
 CSV_FIELD_LIMIT, text that is not UTF-8 (a UTF-8 BOM and UTF-16 with a BOM are read; latin-1 and
 other encodings are refused with a conversion hint), a corrupt or truncated Parquet file, and a
 path that is not a regular file (a FIFO or a device is never opened, so nothing hangs).
+
+`read_files` returns a source's rows as a list (Rows); `Streamed` reads them as they are iterated (the
+data stage's first run over file data, which never holds them all).
 """
 
 from __future__ import annotations

@@ -1,12 +1,17 @@
 """The data stage: rows -> examples -> cleaned -> encoded -> split, with every drop accounted for.
 
-`train.py` and `ftc data` both call `prepare_data`, so what `ftc data` shows is what trains. Steps,
-in order, one module each (its docstring says more; each drop is counted by reason and written to
-`dropped.jsonl`): `mapping` (rows onto the format), `clean` (duplicates), `encode` (tokens and
-labels; then `clean`'s length filters), `split` (the held-out share, mixing weights), `stats`.
+`train.py` and `ftc data` both call `prepare_sources`, so what `ftc data` shows is what trains. Steps,
+one module each (its docstring says more; each drop is counted by reason and written to
+`dropped.jsonl`): `mapping` (rows onto the format), `clean` (duplicates), `encode` and `batch` (tokens
+and labels; then `clean`'s length filters), `split` (the held-out share, mixing weights), `stats`.
+`flow` runs the first three a block of rows at a time and hands each encoded chunk to a sink: for
+file data, the data cache's Arrow file (cache.py), so the first run holds a few blocks, the examples'
+dedup keys and compact columns of numbers (stats.Columns), never every row or encoding, and the
+trainer gets the memory-mapped table; `prepare_data` (rows given in memory: the compile-time
+measurement, hub data, an unwritable cache) keeps them in lists. Both run `_stage`.
 
-Torch-free; `datasets` is imported only to load rows (`load`) and to hand the result to the trainer.
-This module is the stage's front: train.py and `ftc data` import what they call from here.
+Torch-free; `datasets` is imported only to load saved/hub rows (`load`) and to hand the result to the
+trainer. This module is the stage's front: train.py and `ftc data` import what they call from here.
 """
 
 from __future__ import annotations
