@@ -1,7 +1,8 @@
 """`ftc data`: the data stage of a spec, run exactly as train.py runs it, shown before training.
 
 Renders examples as the model sees them (trained tokens highlighted, masked tokens dimmed) and
-the stage's statistics. Imports transformers (for the tokenizer) but never torch's training stack.
+the stage's statistics. Imports transformers (for the tokenizer) but never torch's training stack, and
+only when the stage misses the data cache or examples are shown (`--json` from the cache loads neither).
 """
 
 from __future__ import annotations
