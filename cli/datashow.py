@@ -1,7 +1,8 @@
 """`ftc data`: the data stage of a spec, run exactly as train.py runs it, shown before training.
 
 Renders examples as the model sees them (trained tokens highlighted, masked tokens dimmed) and
-the stage's statistics. Imports transformers (for the tokenizer) but never torch's training stack.
+the stage's statistics. Imports transformers (for the tokenizer) but never torch's training stack, and
+only when the stage misses the data cache or examples are shown (`--json` from the cache loads neither).
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ from ftc.core.data.stage import DROP_REASONS, DataSettings, Encoded, Prepared, p
 TRAINED_STYLE, MASKED_STYLE = "bold green", "dim"
 
 
+def tokenizer_path(base: str, origin: str) -> str | Path:
+    """Where train.py loads the tokenizer from (the bundled model's cache is created on first use, as in a run)."""
+    if origin != "bundled":
+        return base
+    from ftc.core.bundled import model_path
+
+    return model_path(base, log=lambda line: print(line, file=sys.stderr))  # stdout may be --json
+
+
 def load_tokenizer(base: str, origin: str, revision: str | None, trust_remote_code: bool) -> Any:
-    """The tokenizer train.py loads (the bundled model's cache is created on first use, as in a run)."""
+    """The tokenizer train.py loads."""
     from transformers import AutoTokenizer
 
-    path: str | Path = base
-    if origin == "bundled":
-        from ftc.core.bundled import model_path
-
-        path = model_path(base, log=lambda line: print(line, file=sys.stderr))  # stdout may be --json
+    path = tokenizer_path(base, origin)
     try:
         return AutoTokenizer.from_pretrained(str(path), revision=revision, trust_remote_code=trust_remote_code)
     except Exception as exc:  # noqa: BLE001 - tokenizers raises plain Exception for a damaged tokenizer.json
@@ -36,10 +42,18 @@ def load_tokenizer(base: str, origin: str, revision: str | None, trust_remote_co
 
 def run_stage(plan: Any, settings: DataSettings, origin: str, report_dir: Path) -> tuple[Prepared, Any]:
     """Load, map, clean, encode and split the plan's data with the plan's DataSettings, as train.py does
-    (from the data cache when nothing changed)."""
-    tokenizer = load_tokenizer(plan["base_model"], origin, plan["revision"], plan["trust_remote_code"])
-    if plan["data_format"] != "text" and not plan["template"]:
-        ensure_chat_template(tokenizer)
+    (from the data cache when nothing changed: then a tokenizer in a local directory is not even loaded,
+    cache.Deferred). The tokenizer returned may be a Deferred one (cache.loaded gives the tokenizer)."""
+    from ftc.core.data.cache import Deferred
+
+    def load() -> Any:
+        tokenizer = load_tokenizer(plan["base_model"], origin, plan["revision"], plan["trust_remote_code"])
+        if plan["data_format"] != "text" and not plan["template"]:
+            ensure_chat_template(tokenizer)
+        return tokenizer
+
+    path = Path(tokenizer_path(plan["base_model"], origin)).expanduser()
+    tokenizer = Deferred(path, load) if origin != "hub" and path.is_dir() else load()
     files = plan["data_kind"] == "files"
     loader = plan.settings.get("validation_loader")  # only with a validation source
     prepared = prepare_sources(tokenizer, settings, source=plan["data_files"] if files else plan["data_source"],
@@ -54,8 +68,10 @@ def render_example(tokenizer: Any, item: Encoded) -> Any:
     """The example's tokens as text: runs of trained tokens highlighted, masked ones dimmed."""
     from rich.text import Text
 
+    from ftc.core.data.cache import loaded
     from ftc.core.text import printable  # the data's own control characters are shown escaped
 
+    tokenizer = loaded(tokenizer)
     text = Text()
     ids, labels = item.encoding["input_ids"], item.encoding["labels"]
     start = 0

@@ -194,10 +194,22 @@ FACT_ROWS = 100  # rows whose columns are collected (the first ones)
 def _file_facts(path: Path, loader: str) -> tuple[list[str], int, dict[str, Any] | None]:
     """Columns of the first rows (read by the data stage's own reader, so its errors are the run's),
     the row count and the first row."""
-    from ftc.core.data.read import encoding_of, lines, read_file
+    from ftc.core.data.read import read_file
 
     first = [row for _, row in read_file(str(path), loader, FACT_ROWS)]
     columns = list(dict.fromkeys(key for row in first for key in row))
+    rows = first_rows = len(first)
+    if len(first) == FACT_ROWS:  # counted once per version of the file (files.remembered)
+        from ftc.core.data.cache import data_cache
+        from ftc.core.data.files import remembered
+
+        rows = int(remembered(str(path), data_cache() / "rows.json", lambda: _count_rows(path, loader)))
+    return columns, rows, (first[0] if first_rows and path.suffix != ".parquet" else None)
+
+
+def _count_rows(path: Path, loader: str) -> int:
+    from ftc.core.data.read import encoding_of, lines, read_file
+
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq  # pyarrow comes with datasets; read_file has checked the file
 
@@ -210,8 +222,8 @@ def _file_facts(path: Path, loader: str) -> tuple[list[str], int, dict[str, Any]
     elif path.suffix == ".txt":
         rows = sum(1 for _ in lines(str(path)))
     else:  # .json is parsed whole anyway; .csv cells may hold line breaks
-        rows = len(first) if len(first) < FACT_ROWS else sum(1 for _ in read_file(str(path), loader))
-    return columns, rows, (first[0] if first and path.suffix != ".parquet" else None)
+        rows = sum(1 for _ in read_file(str(path), loader))
+    return rows
 
 
 def data_facts(source: str) -> DataFacts:

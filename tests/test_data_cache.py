@@ -122,3 +122,92 @@ def test_ranks_share_data_through_the_cache_only_where_it_can_be_written(tmp_pat
     (tmp_path / "a-file").write_text("not a folder")
     monkeypatch.setenv("FTC_DATA_CACHE", str(tmp_path / "a-file" / "cache"))
     assert not shared_by_cache()  # train.py then hands local rank 0's result over as a file (runtime/ranks.py)
+
+
+def test_a_cache_hit_does_not_load_the_tokenizer_and_changed_tokenizer_files_miss(tmp_path: Path,
+                                                                                  tiny_model: Path) -> None:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from ftc.core.data.cache import Deferred
+
+    shutil.copytree(tiny_model, tmp_path / "tok")
+    path = write(tmp_path / "d.jsonl", ROWS)
+    loads: list[int] = []
+
+    def load() -> Any:
+        loads.append(1)
+        return AutoTokenizer.from_pretrained(tmp_path / "tok")
+
+    first = prepare(path, AutoTokenizer.from_pretrained(tmp_path / "tok"), tmp_path)  # as train.py: loaded
+    again = prepare(path, Deferred(tmp_path / "tok", load), tmp_path)  # as `ftc data`: loaded only if needed
+    assert first.cached is None and again.cached is not None and not loads
+    assert again.dataset("train").to_dict() == first.dataset("train").to_dict()
+    template = next((tmp_path / "tok").glob("chat_template.jinja"), None)
+    if template is not None:
+        template.write_text(template.read_text() + "{{ '' }}")
+    else:
+        config = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
+        config["chat_template"] += "{{ '' }}"
+        (tmp_path / "tok" / "tokenizer_config.json").write_text(json.dumps(config))
+    changed = prepare(path, Deferred(tmp_path / "tok", load), tmp_path)  # another template: loaded, and a miss
+    assert loads == [1] and changed.cached is None
+
+
+def test_a_files_row_count_is_counted_once_per_version_of_the_file(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftc.compiler import facts
+
+    path = write(tmp_path / "d.jsonl", ROWS * 2)
+    counts: list[int] = []
+    count = facts._count_rows
+    monkeypatch.setattr(facts, "_count_rows", lambda *a: counts.append(1) or count(*a))
+    assert facts.data_facts(str(path)).rows == facts.data_facts(str(path)).rows == 2 * len(ROWS)
+    assert counts == [1]
+    write(path, ROWS * 3)
+    assert facts.data_facts(str(path)).rows == 3 * len(ROWS) and counts == [1, 1]
+
+
+@pytest.mark.parametrize("case", ["share", "mix", "source", "near", "procs"])
+def test_streaming_into_the_cache_gives_what_the_stage_gives_in_memory(tmp_path: Path, tiny_tokenizer: Any,
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      case: str) -> None:
+    from ftc.core.data import flow
+
+    monkeypatch.setattr(flow, "BLOCK", 7)  # many blocks, chunks across them
+    monkeypatch.setattr(parallel, "CHUNK", 5)
+    rows = ROWS + ROWS[:5] + [{"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": ""}]},
+                              {"conversations": [{"from": "human", "value": "long " * 30}, {"from": "gpt", "value": "A"}]}]
+    path = write(tmp_path / "d.jsonl", rows)
+    extra = write(tmp_path / "e.jsonl", ROWS[10:30] + [{"conversations": [{"from": "gpt", "value": "RED."}]}])
+    held = write(tmp_path / "v.jsonl", ROWS[:3] + [{"conversations": [{"from": "human", "value": "v"},
+                                                                      {"from": "gpt", "value": "V"}]}])
+    options: dict[str, Any] = {}
+    overrides: dict[str, Any] = {"validation": 0.2}
+    memory: dict[str, Any] = {}
+    if case == "mix":
+        options["mix"] = [{"source": str(extra), "kind": "json", "weight": 1.5}]
+        memory["mix"] = [(str(extra), load_rows(str(extra), "json"), 1.5)]
+    if case == "source":
+        overrides["validation"] = str(held)
+        options["validation_loader"] = "json"
+        memory |= {"validation_rows": load_rows(str(held), "json"), "validation_source": str(held)}
+    if case == "near":
+        overrides["near_dedup"] = 0.8
+    if case == "procs":
+        monkeypatch.setattr(parallel, "PARALLEL_MIN", 10)
+        monkeypatch.setenv("FTC_DATA_PROCS", "2")
+    settings = data_settings("chat", 21, columns={"messages": "conversations"}, untrained="drop", **overrides)
+    streamed = prepare_sources(tiny_tokenizer, settings, source=str(path), kind="json", micro_batch_size=2, **options)
+    listed = prepare_data(load_rows(str(path), "json"), tiny_tokenizer, settings, source=str(path), micro_batch_size=2,
+                          **memory)
+    from ftc.core.data.cache import Stored
+
+    assert streamed.cached is None and isinstance(streamed.train, Stored)  # memory-mapped, not lists
+    assert json.loads(json.dumps(listed.stats)) == streamed.stats
+    assert json.loads(json.dumps(listed.dropped, default=str)) == streamed.dropped
+    for split in ("train", "validation"):
+        assert streamed.dataset(split).to_dict() == listed.dataset(split).to_dict()
+    assert [e.example for e in streamed.validation] == [e.example for e in listed.validation]
+    assert {e.split for e in streamed.validation} == {"validation"}

@@ -144,3 +144,21 @@ def test_a_template_that_fails_on_one_row_is_named_there(tiny_tokenizer: Any) ->
     out = encode_many(tokenizer, chats[:3] + [bad] + chats[3:], settings)
     assert len(out) == 4 and "no boom" in str(out[3])
     assert out[:3] == [reference_chat(tokenizer, e["messages"], 64) for e in chats[:3]]
+
+
+def test_the_direct_paths_are_taken_and_give_way_where_transformers_would_differ(tiny_tokenizer: Any) -> None:
+    from ftc.core.data import batch
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    calls: list[int] = []
+    own = tokenizer.apply_chat_template
+    tokenizer.apply_chat_template = lambda *a, **k: calls.append(1) or own(*a, **k)  # type: ignore[method-assign]
+    chats = conversations(count=8)
+    settings = data_settings("chat", 512)
+    expected = [reference_chat(tiny_tokenizer, chat, 512) for chat in chats]
+    assert encode_many(tokenizer, [{"messages": c} for c in chats], settings) == expected and not calls
+    reasoning = [chats[0][:-1] + [chats[0][-1] | {"thinking": "hm"}]]  # transformers copies it as reasoning_content
+    assert batch._render_all(tokenizer, reasoning, False) == own(reasoning, tokenize=False) and calls == [1]
+    tokenizer.backend_tokenizer.enable_truncation(8)  # left set on the backend: the tokenizer's own call resets it
+    assert batch._encode(tokenizer, ["a b c"], False) is None
+    assert encode_many(tokenizer, [{"messages": c} for c in chats], settings) == expected

@@ -59,7 +59,41 @@ def _batch(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
 
 
 def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
+    encodings = _encode(tokenizer, texts, special)
+    if encodings is not None:
+        return [e.ids for e in encodings]
     return list(tokenizer(texts, add_special_tokens=special)["input_ids"])
+
+
+def _encode(tokenizer: Any, texts: list[str], special: bool) -> list[Any] | None:
+    """The `tokenizers` Encodings transformers' fast tokenizer computes for `tokenizer(texts)` (its own Rust
+    call, without converting each result to Python lists); None when the backend is not in the state that
+    call would put it in (truncation or padding set, special tokens split): then the tokenizer is called."""
+    backend = getattr(tokenizer, "_tokenizer", None)
+    if backend is None or not hasattr(backend, "encode_batch") or backend.truncation is not None \
+            or backend.padding is not None or backend.encode_special_tokens != bool(tokenizer.split_special_tokens):
+        return None
+    return list(backend.encode_batch(texts, add_special_tokens=special))
+
+
+def _render_all(tokenizer: Any, conversations: list[list[dict[str, str]]], generation: bool) -> list[str]:
+    """tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=generation): the
+    template transformers compiles, rendered with the arguments transformers gives it, without its
+    per-conversation copying, which changes nothing for messages of plain strings (its normalisation drops
+    None values, rebuilds plain types and copies reasoning fields: there are none)."""
+    try:
+        from transformers.utils.chat_template_utils import _REASONING_FIELDS, _compile_jinja_template, \
+            _plain_template_data
+    except ImportError:  # another transformers: its own call
+        return list(tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=generation))
+    plain = all(type(m) is dict and all(type(k) is str and type(v) is str and k not in _REASONING_FIELDS
+                                        for k, v in m.items()) for c in conversations for m in c)
+    if not plain:
+        return list(tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=generation))
+    template = _compile_jinja_template(tokenizer.get_chat_template())
+    arguments = _plain_template_data(dict(tokenizer.special_tokens_map))
+    return [template.render(messages=c, tools=None, documents=None, add_generation_prompt=generation, **arguments)
+            for c in conversations]
 
 
 def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings) -> dict[int, Any]:
@@ -78,8 +112,7 @@ def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
     for generation in (False, True):
         wanted = [(p, r) for p, renders in needed.items() for r in renders if r[1] == generation]
         if wanted:
-            texts = tokenizer.apply_chat_template([list(examples[p]["messages"][:r[0]]) for p, r in wanted],
-                                                  tokenize=False, add_generation_prompt=generation)
+            texts = _render_all(tokenizer, [list(examples[p]["messages"][:r[0]]) for p, r in wanted], generation)
             for (p, r), text in zip(wanted, texts):
                 rendered[p][r] = text
     spans: dict[int, list[tuple[int, int]]] = {}
@@ -91,8 +124,13 @@ def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
     order = list(spans)
     if order:
         whole = [rendered[p][(len(examples[p]["messages"]), False)] for p in order]
-        encoding = tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
-        for p, ids, offsets in zip(order, encoding["input_ids"], encoding["offset_mapping"]):
+        encodings = _encode(tokenizer, whole, False)
+        if encodings is not None:
+            pairs = [(e.ids, e.offsets) for e in encodings]
+        else:
+            encoding = tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
+            pairs = list(zip(encoding["input_ids"], encoding["offset_mapping"]))
+        for p, (ids, offsets) in zip(order, pairs):
             ids = list(ids)
             done[p] = _truncate(ids, _labels(ids, offsets, spans[p]), settings.max_length)
     return done

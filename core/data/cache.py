@@ -5,9 +5,15 @@ An entry is keyed by everything that determines the result: the data's fingerpri
 bytes, files.py), the tokenizer (its vocabulary, rules, chat template and special tokens), the
 DataSettings and the stage's own options (micro-batch size, packing, mixing weights). It holds the
 encoded examples as Arrow files (memory-mapped when read back), the training order of a mix, the
-statistics and the dropped rows. Writers take a lock on the entry, so ranks starting together
-compute it once; an entry is written to a temporary folder and renamed whole. Hub datasets are not
-cached (their bytes are not fingerprinted here).
+statistics and the dropped rows. The first run streams the examples into the entry as they are
+encoded (`Writer`), then writes the splits in one pass (`split_file`). Writers take a lock on the
+entry, so ranks starting together compute it once; an entry is written to a temporary folder and
+renamed whole. Hub datasets are not cached (their bytes are not fingerprinted here).
+
+A hit needs no tokenizer: a tokenizer loaded from a local directory remembers its key (tokenizers.json
+beside the entries) under the key of its files' bytes and the libraries' versions, so `ftc data` finds
+the entry from the files alone (`Deferred`) and loads neither transformers nor the tokenizer; train.py,
+which has its tokenizer loaded, always computes the key from the tokenizer itself.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +69,84 @@ def tokenizer_key(tokenizer: Any) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
-def stage_key(data: str, tokenizer: Any, settings: Any, options: dict[str, Any]) -> str:
-    described = {"version": code_version(), "data": data, "tokenizer": tokenizer_key(tokenizer),
+TOKENIZER_FILES = ("tokenizer*", "chat_template*", "special_tokens*", "added_tokens*", "vocab*", "merges*", "*.model",
+                   "*.tiktoken", "config.json", "*.py")  # what AutoTokenizer.from_pretrained reads from a directory
+
+
+class Deferred:
+    """A tokenizer from a local directory, loaded only when the stage needs it (a cache miss, or tokens to
+    show): a hit keys it by the files it is loaded from (`tokenizer_id`), so it is never loaded then."""
+
+    def __init__(self, directory: Path, load: Callable[[], Any]) -> None:
+        self.directory, self._load, self._tokenizer = directory, load, None
+
+    def get(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = self._load()
+        return self._tokenizer
+
+
+def loaded(tokenizer: Any) -> Any:
+    """The tokenizer itself (a Deferred one loaded now)."""
+    return tokenizer.get() if isinstance(tokenizer, Deferred) else tokenizer
+
+
+def _files_key(directory: Path, chat: bool) -> str:
+    """What a tokenizer loaded from `directory` is made of: its files' bytes, the versions of the libraries that
+    read them, and whether ChatML is added to it (`chat`: ensure_chat_template, which train.py and `ftc data`
+    apply to chat-shaped data without data.template)."""
+    from importlib.metadata import version
+
+    from ftc.core.data.files import fingerprint
+
+    files = sorted({str(p) for pattern in TOKENIZER_FILES for p in directory.glob(pattern) if p.is_file()})
+    described = [fingerprint(files, hashes_file()), version("transformers"), version("tokenizers"), chat]
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()
+
+
+def tokenizer_id(tokenizer: Any, chat: bool) -> str:
+    """The tokenizer's part of the stage key: `tokenizer_key` of the loaded tokenizer. A loaded tokenizer
+    from a local directory remembers its key beside the data cache under its files' key (`_files_key`); a
+    Deferred one takes the remembered key when its files are unchanged, without loading. A loaded
+    tokenizer always computes its own key, so what trains is never keyed from memory."""
+    if isinstance(tokenizer, Deferred):
+        directory: Path | None = tokenizer.directory
+    else:
+        named = Path(str(getattr(tokenizer, "name_or_path", "") or "")).expanduser()
+        directory = named if str(named) not in ("", ".") and named.is_dir() else None
+    memo = data_cache() / "tokenizers.json"
+    files = _files_key(directory, chat) if directory is not None else None
+    known = _read_json(memo)
+    if isinstance(tokenizer, Deferred) and files in known:
+        return str(known[files])
+    content = tokenizer_key(loaded(tokenizer))
+    if files is not None and known.get(files) != content:
+        _write_json(memo, known | {files: content})
+    return content
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    """Write atomically (a reader sees the old file or the new one); a read-only cache keeps nothing."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps(value), encoding="utf-8")
+        os.replace(partial, path)
+    except OSError:
+        pass
+
+
+def stage_key(data: str, tokenizer: str, settings: Any, options: dict[str, Any]) -> str:
+    """The entry's key; `tokenizer` is `tokenizer_id`'s."""
+    described = {"version": code_version(), "data": data, "tokenizer": tokenizer,
                  "settings": dataclasses.asdict(settings), "options": options}
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -101,72 +183,146 @@ def locked(key: str) -> Iterator[Path | None]:
         yield folder
 
 
-def _write_split(path: Path, items: Sequence[Any]) -> None:
+def _schema() -> Any:
     import pyarrow as pa
 
-    schema = pa.schema([("source", pa.string()), ("row", pa.int64()), ("split", pa.string()),
-                        ("example", pa.string()), ("input_ids", pa.list_(pa.int32())),
-                        ("labels", pa.list_(pa.int32())), ("length", pa.int64()), ("truncated", pa.bool_()),
-                        ("trained_tokens", pa.int64())])
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-        for start in range(0, len(items), 10_000):
-            part = items[start:start + 10_000]
-            columns = {"source": [e.source for e in part], "row": [e.row for e in part],
-                       "split": [e.split for e in part],
-                       "example": [json.dumps(e.example, ensure_ascii=False) for e in part]}
-            columns |= {name: [e.encoding[name] for e in part] for name in COLUMNS[4:]}
-            writer.write_batch(pa.record_batch(columns, schema=schema))
+    return pa.schema([("source", pa.string()), ("row", pa.int64()), ("split", pa.string()), ("example", pa.string()),
+                      ("input_ids", pa.list_(pa.int32())), ("labels", pa.list_(pa.int32())), ("length", pa.int64()),
+                      ("truncated", pa.bool_()), ("trained_tokens", pa.int64())])
 
 
-def save(folder: Path, prepared: Any) -> None:
-    """Write `prepared` as the entry `folder` (whole or not at all)."""
-    partial = folder.with_name(folder.name + f".{os.getpid()}.partial")
+def _token_lists(lists: Sequence[list[int]]) -> Any:
+    """An Arrow list<int32> array of token lists, built from one flat buffer (pyarrow's conversion of
+    nested Python lists inspects every element: ~10x slower)."""
+    from array import array
+
+    import numpy as np
+    import pyarrow as pa
+
+    flat = array("i")
+    for values in lists:
+        flat.extend(values)
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum([len(values) for values in lists], out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(np.frombuffer(flat, dtype=np.int32)))
+
+
+class Writer:
+    """Encoded examples appended to an Arrow stream file as they come (one record batch per call)."""
+
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+
+        self.path, self.schema = path, _schema()
+        self._sink = pa.OSFile(str(path), "wb")
+        self._writer = pa.ipc.new_stream(self._sink, self.schema)
+
+    def __call__(self, items: Sequence[Any]) -> None:
+        import pyarrow as pa
+
+        if not items:
+            return
+        columns = {"source": [e.source for e in items], "row": [e.row for e in items], "split": [e.split for e in items],
+                   "example": [json.dumps(e.example, ensure_ascii=False) for e in items]}
+        columns |= {name: _token_lists([e.encoding[name] for e in items]) for name in ("input_ids", "labels")}
+        columns |= {name: [e.encoding[name] for e in items] for name in COLUMNS[6:]}
+        self._writer.write_batch(pa.record_batch(columns, schema=self.schema))
+
+    def batch(self, batch: Any) -> None:
+        """Append an Arrow record batch of this schema."""
+        self._writer.write_batch(batch)
+
+    def close(self) -> None:
+        self._writer.close()
+        self._sink.close()
+
+
+def split_file(source: Path, targets: dict[str, tuple[Path, Sequence[int]]]) -> None:
+    """Write the rows of the Arrow file `source` at each target's positions (ascending) to its file, as the
+    split named by its key. One pass, reading a batch at a time (not memory-mapped: the pages read are not
+    kept in this process), so memory holds one batch."""
+    import numpy as np
+    import pyarrow as pa
+
+    writers = {split: Writer(path) for split, (path, _) in targets.items()}
+    wanted = {split: np.asarray(positions, dtype=np.int64) for split, (_, positions) in targets.items()}
     try:
-        partial.mkdir(parents=True)
-        for split in ("train", "validation"):
-            _write_split(partial / f"{split}.arrow", getattr(prepared, split))
-        positions = {id(e): i for i, e in enumerate(prepared.train)}
-        order = [positions[id(e)] for e in prepared.weighted_train] if prepared.weighted_train else None
-        (partial / "meta.json").write_text(json.dumps({"stats": prepared.stats, "weighted": order}), encoding="utf-8")
-        with (partial / "dropped.jsonl").open("w", encoding="utf-8") as handle:
-            for item in prepared.dropped:
-                handle.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
-        os.replace(partial, folder)
-    except OSError:  # a full or read-only disk: the stage's result is still used, just not kept
-        shutil.rmtree(partial, ignore_errors=True)
+        start = 0
+        with pa.OSFile(str(source)) as handle, pa.ipc.open_stream(handle) as reader:
+            column = reader.schema.get_field_index("split")
+            for batch in reader:
+                end = start + batch.num_rows
+                for split, positions in wanted.items():
+                    mine = positions[np.searchsorted(positions, start):np.searchsorted(positions, end)] - start
+                    if len(mine):
+                        part = batch.take(pa.array(mine))
+                        part = part.set_column(column, "split", pa.array([split] * len(part), type=pa.string()))
+                        writers[split].batch(part)
+                start = end
+    finally:
+        for writer in writers.values():
+            writer.close()
+
+
+def finish(partial: Path, folder: Path, meta: dict[str, Any], dropped: Sequence[dict[str, Any]]) -> None:
+    """Complete the entry written in `partial` (train.arrow and validation.arrow there) and move it to `folder`."""
+    (partial / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    with (partial / "dropped.jsonl").open("w", encoding="utf-8") as handle:
+        for item in dropped:
+            handle.write(json.dumps(item, ensure_ascii=False, default=str) + "\n")
+    os.replace(partial, folder)
+
+
+def partial_folder(folder: Path) -> Path:
+    """A new folder to write the entry `folder` in (renamed whole by `finish`)."""
+    partial = folder.with_name(folder.name + f".{os.getpid()}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    return partial
 
 
 class Stored(Sequence):  # type: ignore[type-arg]
-    """A split read back from the cache: a sequence of Encoded, each built when asked for."""
+    """A split read back from the cache: a sequence of Encoded, each built when asked for, over the
+    memory-mapped Arrow file (pyarrow only: `datasets` is imported when the trainer asks for a Dataset)."""
 
-    def __init__(self, table: Any) -> None:
-        self.table = table
+    def __init__(self, path: Path) -> None:
+        import pyarrow as pa
+
+        self.path = path
+        with pa.ipc.open_stream(pa.memory_map(str(path))) as reader:
+            self.table = reader.read_all()  # zero-copy: the buffers stay in the mapped file
 
     def __len__(self) -> int:
-        return len(self.table)
+        return int(self.table.num_rows)
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         from ftc.core.data.encode import Encoded
 
-        row = self.table[index]
+        row = self.table.slice(range(len(self))[index], 1).to_pylist()[0]
         encoding = {name: row[name] for name in COLUMNS[4:]}
         return Encoded(row["row"], json.loads(row["example"]), encoding, row["split"], row["source"])
+
+    def dataset(self) -> Any:
+        """The split as a memory-mapped `datasets.Dataset` (every column)."""
+        from datasets import Dataset
+
+        return Dataset.from_file(str(self.path))
 
 
 def load(folder: Path) -> dict[str, Any] | None:
     """The entry's parts (train, validation: Stored; weighted order, stats, dropped), None when absent."""
     if not (folder / "meta.json").is_file():
         return None
-    from datasets import Dataset
+    import pyarrow as pa
 
     try:
         meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        splits = {split: Stored(Dataset.from_file(str(folder / f"{split}.arrow"))) for split in ("train", "validation")}
+        splits = {split: Stored(folder / f"{split}.arrow") for split in ("train", "validation")}
         with (folder / "dropped.jsonl").open(encoding="utf-8") as handle:
             dropped = [json.loads(line) for line in handle]
-    except (OSError, ValueError):  # a damaged entry is computed again
+    except (OSError, ValueError, pa.ArrowException):  # a damaged entry is computed again
         shutil.rmtree(folder, ignore_errors=True)
         return None
     return splits | {"stats": meta["stats"], "weighted": meta["weighted"], "dropped": dropped}

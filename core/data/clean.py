@@ -67,63 +67,91 @@ def near_duplicates(texts: Sequence[str], threshold: float) -> dict[int, tuple[i
     return found
 
 
-def key(example: dict[str, Any]) -> str:
-    """An example's identity for exact dedup: the hash of its mapped form (so column order and
-    extra columns do not matter)."""
-    return hashlib.sha256(json.dumps(example, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+def key(example: dict[str, Any]) -> bytes:
+    """An example's identity for exact dedup: 16 bytes of the hash of its mapped form (so column order
+    and extra columns do not matter)."""
+    return hashlib.sha256(json.dumps(example, sort_keys=True, ensure_ascii=False).encode()).digest()[:16]
 
 
-def dedup(items: list[Item], settings: DataSettings, sources: list[Source], dropped: list[dict[str, Any]],
-          seen: dict[str, tuple[int, int]] | None = None) -> list[Item]:
-    """Exact duplicates (and near ones when asked) after the first; `seen`: examples of another split,
-    whose repeats are dropped whatever the settings (validation rows that are also training rows)."""
-    kept: list[Item] = []
-    first: dict[str, tuple[int, int]] = {}
-    for index, number, example in items:
-        example_key = key(example)
-        if seen is not None and example_key in seen:
-            drop_row(dropped, sources[index], number, "in_training_data",
-                     f"the same example is training {where(sources, *seen[example_key], of=-1)}")
-        elif settings.dedup and example_key in first:
-            drop_row(dropped, sources[index], number, "duplicate",
-                     f"the same example as {where(sources, *first[example_key], of=index)}")
-        else:
-            first.setdefault(example_key, (index, number))
-            kept.append((index, number, example))
-    if settings.near_dedup is not None and len(kept) > 1:
-        repeats = near_duplicates([example_text(e) for _, _, e in kept], settings.near_dedup)
-        for position, (earlier, similarity) in sorted(repeats.items()):
-            index, number, _ = kept[position]
-            drop_row(dropped, sources[index], number, "near_duplicate",
-                     f"{similarity:.2f} similar to {where(sources, *kept[earlier][:2], of=index)}")
-        kept = [item for position, item in enumerate(kept) if position not in repeats]
-    return kept
+Data = dict[tuple[int, int], Any]  # (source index, row number) -> the row as read, for the records of dropped rows
+
+
+class Dedup:
+    """Exact duplicates after the first, over the chunks of every source in order (a chunk at a time:
+    only the keys of the examples are kept); `seen`: examples of another split, whose repeats are
+    dropped whatever the settings (validation rows that are also training rows)."""
+
+    def __init__(self, settings: DataSettings, sources: list[Source], dropped: list[dict[str, Any]],
+                 seen: dict[bytes, tuple[int, int]] | None = None) -> None:
+        self.settings, self.sources, self.dropped, self.seen = settings, sources, dropped, seen
+        self.first: dict[bytes, tuple[int, int]] = {}
+
+    def __call__(self, items: list[Item], data: Data | None = None) -> list[Item]:
+        kept: list[Item] = []
+        for index, number, example in items:
+            example_key = key(example)
+            row = data.get((index, number)) if data is not None else None
+            if self.seen is not None and example_key in self.seen:
+                drop_row(self.dropped, self.sources[index], number, "in_training_data",
+                         f"the same example is training {where(self.sources, *self.seen[example_key], of=-1)}", row)
+            elif self.settings.dedup and example_key in self.first:
+                drop_row(self.dropped, self.sources[index], number, "duplicate",
+                         f"the same example as {where(self.sources, *self.first[example_key], of=index)}", row)
+            else:
+                self.first.setdefault(example_key, (index, number))
+                kept.append((index, number, example))
+        return kept
+
+
+def near_dedup(kept: list[Item], settings: DataSettings, sources: list[Source], dropped: list[dict[str, Any]],
+               data: Data | None = None) -> list[Item]:
+    """`kept` without the examples at least data.clean.near_dedup similar to an earlier one (all at once:
+    every example's text is held while they are compared)."""
+    if settings.near_dedup is None or len(kept) < 2:
+        return kept
+    repeats = near_duplicates([example_text(e) for _, _, e in kept], settings.near_dedup)
+    for position, (earlier, similarity) in sorted(repeats.items()):
+        index, number, _ = kept[position]
+        drop_row(dropped, sources[index], number, "near_duplicate",
+                 f"{similarity:.2f} similar to {where(sources, *kept[earlier][:2], of=index)}",
+                 data.get((index, number)) if data is not None else None)
+    return [item for position, item in enumerate(kept) if position not in repeats]
 
 
 def length_filter(encoded: list[Encoded], settings: DataSettings, sources: list[Source],
-                  dropped: list[dict[str, Any]]) -> list[Encoded]:
-    """The encoded examples within data.clean's token bounds that train at least one token; with
-    data.clean.untrained = "error", examples with no trained token stop the stage, naming their rows."""
+                  dropped: list[dict[str, Any]], data: Data | None = None,
+                  untrained: dict[str, list[int]] | None = None) -> list[Encoded]:
+    """The encoded examples within data.clean's token bounds that train at least one token. With
+    data.clean.untrained = "error", examples with no trained token stop the stage, naming their rows: at
+    the end of this call, or, given `untrained` (a chunk at a time), when the caller calls `check_untrained`."""
     by_name = {source.name: source for source in sources}
+    positions = {source.name: i for i, source in enumerate(sources)}
     kept: list[Encoded] = []
-    untrained: dict[str, list[int]] = {}
+    found: dict[str, list[int]] = {} if untrained is None else untrained
     for item in encoded:
         source, number, encoding = by_name[item.source], item.row, item.encoding
+        row = data.get((positions[item.source], number)) if data is not None else None
         if encoding["length"] < settings.min_tokens:
             drop_row(dropped, source, number, "too_short",
-                     f"{encoding['length']} tokens < data.clean.min_tokens = {settings.min_tokens}")
+                     f"{encoding['length']} tokens < data.clean.min_tokens = {settings.min_tokens}", row)
         elif settings.max_tokens is not None and encoding["length"] > settings.max_tokens:
             drop_row(dropped, source, number, "too_long",
-                     f"{encoding['length']} tokens > data.clean.max_tokens = {settings.max_tokens}")
+                     f"{encoding['length']} tokens > data.clean.max_tokens = {settings.max_tokens}", row)
         elif encoding["trained_tokens"] == 0:
-            untrained.setdefault(source.name, []).append(number)
+            found.setdefault(source.name, []).append(number)
             drop_row(dropped, source, number, "untrained",
-                     "no trained token (the answer was truncated away or is empty)")
+                     "no trained token (the answer was truncated away or is empty)", row)
         else:
             kept.append(item)
+    if untrained is None:
+        check_untrained(found, settings, sources)
+    return kept
+
+
+def check_untrained(untrained: dict[str, list[int]], settings: DataSettings, sources: list[Source]) -> None:
     if untrained and settings.untrained == "error":
+        by_name = {source.name: source for source in sources}
         found = "; ".join(f"{name}: {len(rows)} example(s) with no trained token (rows {by_name[name].rows_text(rows)})"
                           for name, rows in untrained.items())
         raise DataError(f"{found}: the answer was truncated away or is empty; raise data.max_length, or set "
                         "data.clean.untrained = \"drop\" to drop them")
-    return kept

@@ -192,12 +192,13 @@ def _text(tokenizer: Any, ids: list[int], max_length: int) -> dict[str, Any]:
 
 def _truncate(input_ids: list[int], labels: list[int], max_length: int) -> dict[str, Any]:
     length = len(input_ids)
+    kept = labels[:max_length]
     return {
         "input_ids": input_ids[:max_length],
-        "labels": labels[:max_length],
+        "labels": kept,
         "length": length,
         "truncated": length > max_length,
-        "trained_tokens": sum(1 for label in labels[:max_length] if label != IGNORE),
+        "trained_tokens": len(kept) - kept.count(IGNORE),
     }
 
 
@@ -228,6 +229,12 @@ def encode_all(tokenizer: Any, items: list[Item], settings: DataSettings, source
     from ftc.core.data.parallel import map_chunks
 
     encodings = map_chunks(lambda chunk: encode_many(tokenizer, [item[2] for item in chunk], settings), items)
+    return encoded_items(items, encodings, sources)
+
+
+def encoded_items(items: Sequence[Item], encodings: Sequence[Any], sources: list[Source]) -> list[Encoded]:
+    """The items with their encodings (ftc.core.data.batch.encode_many's); an exception in an item's place
+    stops the stage, naming its row."""
     encoded: list[Encoded] = []
     for (index, number, example), encoding in zip(items, encodings):
         source = sources[index]

@@ -6,7 +6,8 @@ the sha256 of the files' bytes; the hash of each file is remembered beside the d
 size and modification time, so a second start, a resume or another rank re-hashes only files
 whose size or time changed (an edit changes the time; a changed byte is then noticed). As in git's
 index, a file modified in the last RACY_NS is hashed again each time (an edit within the same
-clock tick would keep its time).
+clock tick would keep its time). `remembered` keeps other facts of a file the same way (the compiler's
+row count of a data file).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,32 +67,66 @@ def source_files(where: str) -> list[str]:
     return expand(where)
 
 
-def _file_hash(path: str, known: dict[str, Any]) -> str:
-    """sha256 of a file's bytes, from `known` when its size and modification time are unchanged."""
+def _known(path: str, known: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    """compute() of a file, from `known` when its size and modification time are unchanged (and kept there)."""
     status = os.stat(path)
     key = os.path.abspath(path)
     entry = known.get(key)
-    if entry and entry[0] == status.st_size and entry[1] == status.st_mtime_ns:
-        return str(entry[2])
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    if isinstance(entry, list) and len(entry) == 3 and entry[:2] == [status.st_size, status.st_mtime_ns]:
+        return entry[2]
+    value = compute()
     if time.time_ns() - status.st_mtime_ns > RACY_NS:  # a file written just now may change again in the
-        known[key] = [status.st_size, status.st_mtime_ns, digest.hexdigest()]  # same clock tick: not kept
-    return digest.hexdigest()
+        known[key] = [status.st_size, status.st_mtime_ns, value]  # same clock tick: not kept
+    return value
+
+
+def _file_hash(path: str, known: dict[str, Any]) -> str:
+    """sha256 of a file's bytes, from `known` when its size and modification time are unchanged."""
+    def digest() -> str:
+        hashed = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                hashed.update(block)
+        return hashed.hexdigest()
+
+    return str(_known(path, known, digest))
+
+
+def remembered(path: str, memo: Path, compute: Callable[[], Any]) -> Any:
+    """compute() of the file `path` (a JSON value, e.g. its row count), remembered in the JSON file `memo`
+    with the file's size and modification time, as its hash is (see the module docstring)."""
+    known = _load(memo)
+    before = dict(known)
+    value = _known(path, known, compute)
+    if known != before:
+        _save(memo, known)
+    return value
+
+
+def _load(memo: Path | None) -> dict[str, Any]:
+    if memo is None or not memo.is_file():
+        return {}
+    try:
+        loaded = json.loads(memo.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _save(memo: Path, known: dict[str, Any]) -> None:
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        partial = memo.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(known), encoding="utf-8")
+        os.replace(partial, memo)
+    except OSError:  # a read-only cache: computed again next time
+        pass
 
 
 def fingerprint(sources: list[str | None], hashes: Path | None = None) -> str:
     """sha256 over the sources' files (name and bytes; a hub id counts by its name). `hashes`: the
     JSON file remembering each file's hash with its size and time (see the module docstring)."""
-    known: dict[str, Any] = {}
-    if hashes is not None and hashes.is_file():
-        try:
-            loaded = json.loads(hashes.read_text(encoding="utf-8"))
-            known = loaded if isinstance(loaded, dict) else {}
-        except (OSError, ValueError):
-            known = {}
+    known = _load(hashes)
     before = dict(known)
     digest = hashlib.sha256()
     for where in sources:
@@ -102,11 +138,5 @@ def fingerprint(sources: list[str | None], hashes: Path | None = None) -> str:
         for path in sorted(paths):
             digest.update(os.path.basename(path).encode() + b"\0" + _file_hash(path, known).encode() + b"\0")
     if hashes is not None and known != before:
-        try:
-            hashes.parent.mkdir(parents=True, exist_ok=True)
-            partial = hashes.with_suffix(f".{os.getpid()}.partial")
-            partial.write_text(json.dumps(known), encoding="utf-8")
-            os.replace(partial, hashes)
-        except OSError:  # a read-only cache: the hash is computed again next time
-            pass
+        _save(hashes, known)
     return digest.hexdigest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from ftc.core.data.encode import DataError
@@ -101,13 +102,6 @@ def chat_turn(turn: Any, number: int, settings: DataSettings, roles: dict[str, s
     return {"role": role, "content": as_text(content, f"{what} {number}'s content")}
 
 
-def unknown_roles(source: Source, unknown: dict[str, list[int]]) -> DataError:
-    """The error for rows whose turns name roles that are not mapped (role -> row numbers)."""
-    found = "; ".join(f"{role!r} (rows {source.rows_text(numbers)})" for role, numbers in unknown.items())
-    return DataError(f"{source.name}: roles that cannot be mapped to system/user/assistant: {found}; map them in "
-                     f"[data.roles], e.g. {json.dumps(next(iter(unknown)))} = \"user\"")
-
-
 def _turns(row: dict[str, Any], settings: DataSettings, roles: dict[str, str]) -> list[dict[str, str]]:
     column = settings.columns.get("messages", "messages")
     turns = _field(row, column)
@@ -195,13 +189,17 @@ def example_text(example: dict[str, Any]) -> str:
     return str(example["text"])
 
 
-def map_rows(sources: list[Source], index: int, settings: DataSettings, dropped: list[dict[str, Any]]) -> list[Item]:
-    """The examples of `sources[index]`; its malformed and empty rows go to `dropped`."""
+def map_rows(sources: list[Source], index: int, settings: DataSettings, dropped: list[dict[str, Any]],
+             rows: Iterable[tuple[int, dict[str, Any]]] | None = None,
+             unknown: dict[str, list[int]] | None = None) -> list[Item]:
+    """The examples of `sources[index]`, or of `rows` ((number, row) pairs of it: a chunk); its malformed
+    and empty rows go to `dropped`. Rows with roles that cannot be mapped stop the stage (`unknown_roles`)
+    once the source is mapped; given `unknown`, they are collected there and the caller raises at its end."""
     roles = {**DEFAULT_ROLES, **settings.roles}
     source = sources[index]
     kept: list[Item] = []
-    unknown: dict[str, list[int]] = {}
-    for number, row in enumerate(source.rows, start=1):
+    found: dict[str, list[int]] = {} if unknown is None else unknown
+    for number, row in (source.numbered() if rows is None else rows):
         _CHANGED.update(converted=0, trimmed=0)
         try:
             kept.append((index, number, to_example(row, settings, roles)))
@@ -209,12 +207,21 @@ def map_rows(sources: list[Source], index: int, settings: DataSettings, dropped:
                 if count:
                     source.changed.setdefault(change, []).append(number)
         except _Drop as drop:
-            drop_row(dropped, source, number, drop.reason, drop.detail)
+            drop_row(dropped, source, number, drop.reason, drop.detail, row)
         except _UnknownRole as exc:
-            unknown.setdefault(exc.role, []).append(number)
+            found.setdefault(exc.role, []).append(number)
         except Exception as exc:  # noqa: BLE001 - a template error names the row instead of a traceback
             raise DataError(f"{source.label(number)}: data.template cannot render it ({type(exc).__name__}: "
                             f"{exc}); fix the template or the row") from None
-    if unknown:
-        raise unknown_roles(source, unknown)
+    if unknown is None:
+        unknown_roles(source, found)
     return kept
+
+
+def unknown_roles(source: Source, unknown: dict[str, list[int]]) -> None:
+    """Stop the stage when rows of `source` use roles that cannot be mapped, naming the rows."""
+    if unknown:
+        found = "; ".join(f"{role!r} (rows {source.rows_text(numbers)})" for role, numbers in unknown.items())
+        example = next(iter(unknown))
+        raise DataError(f"{source.name}: roles that cannot be mapped to system/user/assistant: {found}; map them in "
+                        f"[data.roles], e.g. {json.dumps(example)} = \"user\"")

@@ -206,8 +206,7 @@ def prepare_preference(tokenizer: Any, settings: DataSettings, *, source: str, k
             continue
         seen.add(key)
         kept.append(pair)
-    if unknown:
-        raise unknown_roles(src, unknown)
+    unknown_roles(src, unknown)
     if not kept:
         first = f"; first problem, row {dropped[0]['row']}: {dropped[0]['detail']}" if dropped else ""
         raise DataError(f"{source}: no preference pair is left to train on ({len(src.rows)} rows read){first}")

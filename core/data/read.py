@@ -12,6 +12,9 @@ nested deeper than MAX_DEPTH, a CSV row with more cells than its header, a field
 CSV_FIELD_LIMIT, text that is not UTF-8 (a UTF-8 BOM and UTF-16 with a BOM are read; latin-1 and
 other encodings are refused with a conversion hint), a corrupt or truncated Parquet file, and a
 path that is not a regular file (a FIFO or a device is never opened, so nothing hangs).
+
+`read_files` returns a source's rows as a list (Rows); `Streamed` reads them as they are iterated (the
+data stage's first run over file data, which never holds them all).
 """
 
 from __future__ import annotations
@@ -34,20 +37,55 @@ CSV_FIELD_LIMIT = 64 << 20  # characters in one CSV cell
 LINE_FORMATS = (".jsonl", ".csv", ".txt")  # rows named by their line; .json and .parquet by their position
 
 
-class Rows(list):  # type: ignore[type-arg]
-    """The rows of a source (a list of dicts), with where each came from: `places` holds, per file,
-    (file, index of its first row here, the row numbers in that file)."""
+class Places:
+    """Where a source's rows came from: per file, (file, index of its first row in the source, the row
+    numbers in that file); `count` rows in all (rows without a file, e.g. a saved dataset's, count too)."""
 
-    def __init__(self, rows: Iterable[dict[str, Any]] = (), places: list[tuple[str, int, array]] | None = None):
-        super().__init__(rows)
-        self.places: list[tuple[str, int, array]] = places or []
+    def __init__(self) -> None:
+        self.files: list[tuple[str, int, array]] = []
+        self.count = 0
+
+    def add(self, file: str | None, number: int) -> None:
+        if file is not None:
+            if not self.files or self.files[-1][0] != file:
+                self.files.append((file, self.count, array("q")))
+            self.files[-1][2].append(number)
+        self.count += 1
 
     def place(self, number: int) -> tuple[str | None, int]:
         """(file, row in that file) of the source's row `number` (1-based); (None, number) when unknown."""
-        for file, start, numbers in reversed(self.places):
+        for file, start, numbers in reversed(self.files):
             if number - 1 >= start:
                 return file, numbers[number - 1 - start]
         return None, number
+
+
+class Rows(list):  # type: ignore[type-arg]
+    """The rows of a source (a list of dicts), with where each came from (`places`)."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]] = (), places: Places | None = None):
+        super().__init__(rows)
+        self.places = places or Places()
+
+    def place(self, number: int) -> tuple[str | None, int]:
+        """(file, row in that file) of row `number` (1-based); (None, number) when unknown."""
+        return self.places.place(number)
+
+
+class Streamed:
+    """The rows of a source's files, read when iterated (never all in memory): (file, row number in the
+    file, row), in order. See the module docstring for what is refused."""
+
+    def __init__(self, source: str, loader: str | None) -> None:
+        self.files = expand(source)
+        if not self.files:
+            raise DataError(f"{source}: no data file found (the pattern matches nothing)")
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[tuple[str, int, dict[str, Any]]]:
+        for file in self.files:
+            for number, row in read_file(file, self.loader):
+                yield file, number, row
 
 
 def check_regular(path: str) -> None:
@@ -75,12 +113,9 @@ def read_paths(files: Iterable[str], loader: str | None, limit: int | None = Non
     for file in files:
         if limit is not None and len(rows) >= limit:
             break
-        numbers = array("q")
-        start = len(rows)
         for number, row in read_file(file, loader, None if limit is None else limit - len(rows)):
             rows.append(row)
-            numbers.append(number)
-        rows.places.append((file, start, numbers))
+            rows.places.add(file, number)
     return rows
 
 

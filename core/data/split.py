@@ -9,31 +9,41 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
+from typing import TypeVar
 
-from ftc.core.data.encode import DataError, Encoded
+from ftc.core.data.encode import DataError
 from ftc.core.data.settings import DataSettings
 
+T = TypeVar("T")
 
-def hold_out(encoded: list[Encoded], settings: DataSettings, source: str) -> tuple[list[Encoded], list[Encoded]]:
-    """(train, validation): data.validation's share of the examples held out, drawn with the run's seed."""
+
+def held_out(count: int, settings: DataSettings, source: str) -> set[int]:
+    """Positions (among `count` kept examples) of data.validation's held-out share, drawn with the run's seed."""
     if not settings.validation:
-        return encoded, []
-    order = list(range(len(encoded)))
+        return set()
+    order = list(range(count))
     random.Random(settings.seed).shuffle(order)
-    count = math.ceil(len(encoded) * float(settings.validation))
-    if count >= len(encoded):
-        raise DataError(f"{source}: {len(encoded)} example(s) left after cleaning; too few to hold "
+    held = math.ceil(count * float(settings.validation))
+    if held >= count:
+        raise DataError(f"{source}: {count} example(s) left after cleaning; too few to hold "
                         f"{settings.validation:.0%} out for validation; add rows or lower data.validation")
-    held_out = set(order[:count])
-    return [e for i, e in enumerate(encoded) if i not in held_out], [e for i, e in enumerate(encoded) if i in held_out]
+    return set(order[:held])
 
 
-def weighted(train: list[Encoded], weights: dict[str, float], seed: int) -> list[Encoded]:
-    """Each source's training examples `weight` times: whole copies, then a seeded share of the rest."""
+def hold_out(encoded: list[T], settings: DataSettings, source: str) -> tuple[list[T], list[T]]:
+    """(train, validation): data.validation's share of the examples held out (held_out)."""
+    held = held_out(len(encoded), settings, source)
+    return [e for i, e in enumerate(encoded) if i not in held], [e for i, e in enumerate(encoded) if i in held]
+
+
+def weighted(sources: Sequence[int], weights: Sequence[float], seed: int) -> list[int]:
+    """The training order of a mix, as positions: `sources[p]` is the source (its index in `weights`) of
+    training example p; each source's examples `weight` times: whole copies, then a seeded share of the rest."""
     rng = random.Random(seed)
-    out: list[Encoded] = []
-    for name, weight in weights.items():
-        mine = [e for e in train if e.source == name]
+    out: list[int] = []
+    for index, weight in enumerate(weights):
+        mine = [p for p, s in enumerate(sources) if s == index]
         whole, part = int(weight), weight - int(weight)
         out += mine * whole
         if part:

@@ -1,31 +1,36 @@
 """The data stage: rows -> examples -> cleaned -> encoded -> split, with every drop accounted for.
 
-`train.py` and `ftc data` both call `prepare_data`, so what `ftc data` shows is what trains. Steps,
-in order, one module each (its docstring says more; each drop is counted by reason and written to
-`dropped.jsonl`): `mapping` (rows onto the format), `clean` (duplicates), `encode` (tokens and
-labels; then `clean`'s length filters), `split` (the held-out share, mixing weights), `stats`.
+`train.py` and `ftc data` both call `prepare_sources`, so what `ftc data` shows is what trains. Steps,
+one module each (its docstring says more; each drop is counted by reason and written to
+`dropped.jsonl`): `mapping` (rows onto the format), `clean` (duplicates), `encode` and `batch` (tokens
+and labels; then `clean`'s length filters), `split` (the held-out share, mixing weights), `stats`.
+`flow` runs the first three a block of rows at a time and hands each encoded chunk to a sink: for
+file data, the data cache's Arrow file (cache.py), so the first run holds a few blocks, the examples'
+dedup keys and compact columns of numbers (stats.Columns), never every row or encoding, and the
+trainer gets the memory-mapped table; `prepare_data` (rows given in memory: the compile-time
+measurement, hub data, an unwritable cache) keeps them in lists. Both run `_stage`.
 
-Torch-free; `datasets` is imported only to load rows (`load`) and to hand the result to the trainer.
-This module is the stage's front: train.py and `ftc data` import what they call from here.
+Torch-free; `datasets` is imported only to load saved/hub rows (`load`) and to hand the result to the
+trainer. This module is the stage's front: train.py and `ftc data` import what they call from here.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftc.core.data import cache
+from ftc.core.data import cache, flow
 from ftc.core.data.cache import Stored
-from ftc.core.data.clean import dedup, key, length_filter
-from ftc.core.data.encode import DataError, Encoded, encode_all, encode_example
-from ftc.core.data.load import DROP_REASONS, Source, load_rows, rows_list
-from ftc.core.data.mapping import map_rows
+from ftc.core.data.encode import DataError, Encoded, encode_example
+from ftc.core.data.load import DROP_REASONS, Source, load_rows, open_rows, rows_list
 from ftc.core.data.settings import DataSettings
-from ftc.core.data.split import hold_out, weighted
-from ftc.core.data.stats import changed_stats, report, source_stats, statistics, write_report
+from ftc.core.data.split import held_out, weighted
+from ftc.core.data.stats import Columns, changed_stats, report, source_stats, statistics, write_report
 
 __all__ = ["DROP_REASONS", "DataSettings", "Encoded", "Prepared", "check_saved_tokenizer", "load_rows",
            "prepare_data", "prepare_sources", "report", "shared_by_cache"]
@@ -52,9 +57,12 @@ class Prepared:
 
         stored = self.train if split == "train" else self.validation
         if isinstance(stored, Stored):  # from the cache: the memory-mapped Arrow table itself
-            table = stored.table if split != "train" or self.weighted_order is None else \
-                stored.table.select(self.weighted_order)
-            return table.select_columns(["input_ids", "labels"]) if len(table) else None
+            if not len(stored):
+                return None
+            table = stored.dataset()
+            if split == "train" and self.weighted_order is not None:
+                table = table.select(self.weighted_order)
+            return table.select_columns(["input_ids", "labels"])
         items = (self.weighted_train or self.train) if split == "train" else self.validation
         if not items:
             return None
@@ -67,62 +75,176 @@ class Prepared:
         return [e.example["messages"] for e in items if "messages" in e.example]
 
 
+@dataclass
+class _Result:
+    """What `_stage` decided: `kept` holds the training sources' kept examples (a sink), `held` a
+    validation source's; positions in `kept` of the training and validation examples; the training order
+    of a mix (positions among the training examples)."""
+
+    kept: Any
+    held: Any
+    train: list[int]
+    validation: list[int]
+    order: list[int] | None
+    stats: dict[str, Any]
+    dropped: list[dict[str, Any]]
+
+
+class _Memory:
+    """A sink holding the kept examples in a list (prepare_data)."""
+
+    def __init__(self, index: dict[str, int]) -> None:
+        self.items: list[Encoded] = []
+        self.columns, self.index = Columns(), index
+
+    def __call__(self, kept: list[Encoded]) -> None:
+        self.items += kept
+        self.columns.add(kept, self.index)
+
+
+class _Arrow(_Memory):
+    """A sink writing the kept examples to an Arrow file as they come (the cache entry being written)."""
+
+    def __init__(self, path: Path, index: dict[str, int]) -> None:
+        super().__init__(index)
+        self.write = cache.Writer(path)
+
+    def __call__(self, kept: list[Encoded]) -> None:
+        self.write(kept)
+        self.columns.add(kept, self.index)
+
+
+def _stage(sources: list[Source], held: Source | None, tokenizer: Any, settings: DataSettings,
+           sink: Callable[[str, dict[str, int]], Any], micro_batch_size: int, packing: bool,
+           padding_free: bool) -> _Result:
+    """The stage over `sources` (and a validation source `held`), its kept examples handed to sinks made by
+    `sink(name, source positions)`; the split, the weights and the statistics from their compact columns."""
+    if len({s.name for s in sources}) < len(sources):
+        raise DataError(f"the same source is listed twice ({', '.join(s.name for s in sources)}); use weight "
+                        "to repeat a source")
+    dropped: list[dict[str, Any]] = []
+    index = {s.name: i for i, s in enumerate(sources + ([held] if held is not None else []))}
+    kept, keys = sink("kept", index), ({} if held is not None else None)
+    flow.run(sources, range(len(sources)), tokenizer, settings, dropped, kept, keys=keys)
+    rows_read, count = sum(s.count for s in sources), len(kept.columns)
+    if not count:
+        reasons = Counter(d["reason"] for d in dropped)
+        raise DataError(f"{sources[0].name}: no example is left to train on ({rows_read} rows read; dropped: "
+                        + (", ".join(f"{n} {r}" for r, n in reasons.items()) or "none") + ")"
+                        + (f"; first problem, row {dropped[0]['row']}: {dropped[0]['detail']}" if dropped else ""))
+    validation_sink, train, validation = None, list(range(count)), []
+    if held is not None:
+        validation_sink = sink("held", index)
+        flow.run(sources + [held], [len(sources)], tokenizer, settings, dropped, validation_sink, seen=keys)
+        rows_read += held.count
+        if not len(validation_sink.columns):
+            raise DataError(f"{held.name}: no validation example is left ({held.count} rows read; the rest were "
+                            "dropped or are also training rows); use other rows for data.validation")
+        held_columns = validation_sink.columns
+    else:
+        out = held_out(count, settings, sources[0].name)
+        train, validation = [p for p in train if p not in out], sorted(out)
+        held_columns = kept.columns.take(validation)
+    train_columns = kept.columns.take(train)
+    order = weighted(train_columns["source"].tolist(), [s.weight for s in sources], settings.seed) \
+        if len(sources) > 1 else None
+    trained = train_columns.take(order) if order is not None else train_columns
+    stats = statistics(trained, held_columns, dropped, rows_read, settings, micro_batch_size, packing, padding_free)
+    if order is not None:
+        stats["sources"] = source_stats(sources, train_columns, trained)
+    stats["changed"] = changed_stats(sources)
+    return _Result(kept, validation_sink, train, validation, order, stats, dropped)
+
+
+def _held(settings: DataSettings, rows: Any, name: str) -> Source | None:
+    """The validation source (data.validation names one), None when a share is held out instead."""
+    if isinstance(settings.validation, str) or rows is not None:
+        return Source(name, rows if rows is not None else [])
+    return None
+
+
 def prepare_data(rows: Any, tokenizer: Any, settings: DataSettings, *, source: str = "data",
                  validation_rows: Any = None, validation_source: str = "validation",
                  mix: Sequence[tuple[str, Any, float]] = (), report_dir: Path | None = None,
                  micro_batch_size: int = 1, packing: bool = False, padding_free: bool = False) -> Prepared:
-    """Map, clean, encode and split `rows` (and the `mix` sources: (name, rows, weight)); write
-    dropped.jsonl and stats.json to `report_dir`."""
-    dropped: list[dict[str, Any]] = []
+    """Map, clean, encode and split `rows` (and the `mix` sources: (name, rows, weight)), every example
+    held in memory; write dropped.jsonl and stats.json to `report_dir`."""
     sources = [Source(source, rows_list(rows))] + [Source(name, rows_list(r), w) for name, r, w in mix]
-    if len({s.name for s in sources}) < len(sources):
-        raise DataError(f"the same source is listed twice ({', '.join(s.name for s in sources)}); use weight "
-                        "to repeat a source")
-    items = [item for index in range(len(sources)) for item in map_rows(sources, index, settings, dropped)]
-    items = dedup(items, settings, sources, dropped)
-    encoded = length_filter(encode_all(tokenizer, items, settings, sources), settings, sources, dropped)
-    rows_read = sum(len(s.rows) for s in sources)
-    if not encoded:
-        reasons = Counter(d["reason"] for d in dropped)
-        raise DataError(f"{source}: no example is left to train on ({rows_read} rows read; dropped: "
-                        + (", ".join(f"{n} {r}" for r, n in reasons.items()) or "none") + ")"
-                        + (f"; first problem, row {dropped[0]['row']}: {dropped[0]['detail']}" if dropped else ""))
-    if isinstance(settings.validation, str) or validation_rows is not None:
-        held = Source(validation_source, rows_list(validation_rows if validation_rows is not None else []))
-        train, validation = encoded, _second_source(tokenizer, settings, sources, encoded, held, dropped)
-        rows_read += len(held.rows)
-    else:
-        train, validation = hold_out(encoded, settings, source)
+    held = _held(settings, rows_list(validation_rows) if validation_rows is not None else None, validation_source)
+    result = _stage(sources, held, tokenizer, settings, lambda name, index: _Memory(index), micro_batch_size,
+                    packing, padding_free)
+    items = result.kept.items
+    train = [items[p] for p in result.train]
+    validation = result.held.items if result.held is not None else [items[p] for p in result.validation]
     for item in validation:
         item.split = "validation"
-    weighted_train = weighted(train, {s.name: s.weight for s in sources}, settings.seed) if mix else []
-    stats = statistics(weighted_train or train, validation, dropped, rows_read, settings, micro_batch_size, packing,
-                       padding_free)
-    if mix:
-        stats["sources"] = source_stats(sources, train, weighted_train)
-    stats["changed"] = changed_stats(sources)
-    prepared = Prepared(train, validation, dropped, stats, weighted_train)
+    weighted_train = [train[p] for p in result.order] if result.order is not None else []
+    prepared = Prepared(train, validation, result.dropped, result.stats, weighted_train)
     if report_dir is not None:
         write_report(prepared, Path(report_dir))
     return prepared
+
+
+def _into_cache(folder: Path, sources: list[Source], held: Source | None, tokenizer: Any, settings: DataSettings,
+                **options: Any) -> bool:
+    """Run the stage with its examples streamed into the cache entry `folder` (False: the disk refused it)."""
+    partial = cache.partial_folder(folder)
+    sinks: list[_Arrow] = []
+
+    def sink(name: str, index: dict[str, int]) -> _Arrow:
+        sinks.append(_Arrow(partial / f"{name}.arrow", index))
+        return sinks[-1]
+
+    try:
+        try:
+            result = _stage(sources, held, tokenizer, settings, sink, **options)
+        finally:
+            for made in sinks:
+                made.write.close()
+        if result.held is not None:  # every kept example trains; the validation source's are held
+            os.replace(partial / "kept.arrow", partial / "train.arrow")
+            cache.split_file(partial / "held.arrow", {"validation": (partial / "validation.arrow",
+                                                                     range(len(result.held.columns)))})
+        else:
+            cache.split_file(partial / "kept.arrow", {"train": (partial / "train.arrow", result.train),
+                                                      "validation": (partial / "validation.arrow", result.validation)})
+        for name in ("kept.arrow", "held.arrow"):
+            (partial / name).unlink(missing_ok=True)
+        cache.finish(partial, folder, {"stats": result.stats, "weighted": result.order}, result.dropped)
+        return True
+    except OSError:  # a full or read-only disk: computed again in memory, just not kept
+        shutil.rmtree(partial, ignore_errors=True)
+        return False
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
 
 
 def prepare_sources(tokenizer: Any, settings: DataSettings, *, source: str, kind: str | None, split: str = "train",
                     validation_loader: str | None = None, mix: Sequence[dict[str, Any]] = (),
                     report_dir: Path | None = None, micro_batch_size: int = 1, packing: bool = False,
                     padding_free: bool = False) -> Prepared:
-    """Read the sources (ftc.core.data.read) and run `prepare_data`, or take its result from the data
-    cache when the data's bytes, the tokenizer and every setting are the same (cache.py)."""
+    """Read the sources (ftc.core.data.read) and run the stage, streaming its examples into the data cache
+    (cache.py) and handing the trainer the memory-mapped result; or take the cache's entry when the data's
+    bytes, the tokenizer and every setting are the same. Hub data, or a cache that cannot be written, run
+    `prepare_data` in memory. `tokenizer` may be a cache.Deferred one, loaded only on a miss."""
     options = {"sources": [source, kind, split, validation_loader, list(mix)], "micro_batch_size": micro_batch_size,
                "packing": packing, "padding_free": padding_free}
+    stage_options = {"micro_batch_size": micro_batch_size, "packing": packing, "padding_free": padding_free}
     validation = settings.validation if isinstance(settings.validation, str) else None
 
     def compute() -> Prepared:
         mixed = [(m["source"], load_rows(m["source"], m["kind"]), m["weight"]) for m in mix]
-        return prepare_data(load_rows(source, kind, split=split), tokenizer, settings, source=source,
+        return prepare_data(load_rows(source, kind, split=split), cache.loaded(tokenizer), settings, source=source,
                             validation_rows=load_rows(validation, validation_loader) if validation else None,
-                            validation_source=validation or "validation", mix=mixed, micro_batch_size=micro_batch_size,
-                            packing=packing, padding_free=padding_free)
+                            validation_source=validation or "validation", mix=mixed, **stage_options)
+
+    def streamed(folder: Path) -> bool:
+        sources = [Source(source, open_rows(source, kind, split))] + \
+            [Source(m["source"], open_rows(m["source"], m["kind"]), m["weight"]) for m in mix]
+        held = _held(settings, open_rows(validation, validation_loader) if validation else None,
+                     validation or "validation")
+        return _into_cache(folder, sources, held, cache.loaded(tokenizer), settings, **stage_options)
 
     if not cache.holds(kind, mix):
         prepared = compute()
@@ -130,13 +252,17 @@ def prepare_sources(tokenizer: Any, settings: DataSettings, *, source: str, kind
         from ftc.core.data.files import fingerprint
 
         data = fingerprint([source, validation, *(m["source"] for m in mix)], cache.hashes_file())
-        key = cache.stage_key(data, tokenizer, settings, options)
+        chat = settings.format != "text" and not settings.template  # ChatML added when the tokenizer has no template
+        key = cache.stage_key(data, cache.tokenizer_id(tokenizer, chat), settings, options)
         with cache.locked(key) as folder:
             stored = cache.load(folder) if folder is not None else None
-            if stored is None:
+            if stored is None and folder is not None and streamed(folder):
+                fresh = cache.load(folder)
+                prepared = compute() if fresh is None else \
+                    Prepared(fresh["train"], fresh["validation"], fresh["dropped"], fresh["stats"],
+                             weighted_order=fresh["weighted"])
+            elif stored is None:
                 prepared = compute()
-                if folder is not None:
-                    cache.save(folder, prepared)
             else:
                 prepared = Prepared(stored["train"], stored["validation"], stored["dropped"], stored["stats"],
                                     weighted_order=stored["weighted"], cached=str(folder))
@@ -150,22 +276,6 @@ def shared_by_cache() -> bool:
     written, so under its lock the first one builds the entry and the others wait, then open it (hub data is
     never cached: train.py hands it over as a file, ftc.runtime.ranks)."""
     return cache.writable()
-
-
-def _second_source(tokenizer: Any, settings: DataSettings, sources: list[Source], encoded: list[Encoded],
-                   held: Source, dropped: list[dict[str, Any]]) -> list[Encoded]:
-    """The validation examples of a second source, prepared like the training rows; its examples
-    that are also training examples are dropped whatever the settings (in_training_data)."""
-    everything = sources + [held]
-    seen = {key(e.example): (next(i for i, s in enumerate(sources) if s.name == e.source), e.row)
-            for e in encoded}
-    v_items = map_rows(everything, len(sources), settings, dropped)
-    v_items = dedup(v_items, settings, everything, dropped, seen=seen)
-    validation = length_filter(encode_all(tokenizer, v_items, settings, everything), settings, [held], dropped)
-    if not validation:
-        raise DataError(f"{held.name}: no validation example is left ({len(held.rows)} rows read; the "
-                        "rest were dropped or are also training rows); use other rows for data.validation")
-    return validation
 
 
 def check_saved_tokenizer(path: Path, prepared: Prepared, settings: DataSettings, events: Any) -> bool:

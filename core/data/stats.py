@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,25 +24,64 @@ if TYPE_CHECKING:  # stage.py imports this module
 
 def percentile(sorted_values: Sequence[int], q: float) -> int:
     """Nearest-rank percentile of sorted values (0 when empty)."""
-    if not sorted_values:
+    if len(sorted_values) == 0:
         return 0
     rank = max(1, math.ceil(q / 100 * len(sorted_values)))
     return int(sorted_values[rank - 1])
 
 
-def _split_stats(items: list[Encoded]) -> dict[str, Any]:
-    lengths = sorted(len(e.encoding["input_ids"]) for e in items)
-    full = sorted(e.encoding["length"] for e in items)
-    tokens = sum(lengths)
-    trained = sum(e.encoding["trained_tokens"] for e in items)
+class Columns:
+    """What the statistics, the split and the mixing weights need of each kept example, in order, as
+    compact arrays (no token lists): its source (index in the stage's sources), row number, tokens kept,
+    length before truncation, trained tokens, whether it was truncated."""
+
+    FIELDS = ("source", "row", "tokens", "length", "trained", "truncated")
+
+    def __init__(self, arrays: dict[str, Any] | None = None) -> None:
+        self.arrays = arrays or {name: array("q") for name in self.FIELDS}
+
+    def add(self, encoded: Sequence[Encoded], index: dict[str, int]) -> None:
+        """Append examples; `index`: their source's position by name."""
+        a = self.arrays
+        for e in encoded:
+            encoding = e.encoding
+            a["source"].append(index[e.source])
+            a["row"].append(e.row)
+            a["tokens"].append(len(encoding["input_ids"]))
+            a["length"].append(encoding["length"])
+            a["trained"].append(encoding["trained_tokens"])
+            a["truncated"].append(bool(encoding["truncated"]))
+
+    def __len__(self) -> int:
+        return len(self.arrays["row"])
+
+    def __getitem__(self, name: str) -> Any:
+        import numpy as np
+
+        return np.frombuffer(self.arrays[name], dtype=np.int64).copy() if len(self) else np.zeros(0, dtype=np.int64)
+
+    def take(self, positions: Sequence[int]) -> Columns:
+        """These examples, in this order."""
+        import numpy as np
+
+        where = np.asarray(positions, dtype=np.int64)
+        return Columns({name: array("q", self[name][where].tobytes()) for name in self.FIELDS})
+
+
+def _split_stats(items: Columns) -> dict[str, Any]:
+    import numpy as np
+
+    lengths, full, truncated = items["tokens"], np.sort(items["length"]), items["truncated"].astype(bool)
+    tokens = int(lengths.sum())
+    trained = int(items["trained"].sum())
     return {
         "examples": len(items),
         "tokens": tokens,
         "trained_tokens": trained,
         "trained_share": round(trained / tokens, 4) if tokens else 0.0,
-        "truncated": sum(1 for e in items if e.encoding["truncated"]),
-        "truncated_rows": [e.row for e in items if e.encoding["truncated"]][:20],
-        "length": {f"p{q}": percentile(full, q) for q in (50, 90, 95, 99)} | {"max": full[-1] if full else 0},
+        "truncated": int(truncated.sum()),
+        "truncated_rows": items["row"][truncated][:20].tolist(),
+        "length": {f"p{q}": percentile(full, q) for q in (50, 90, 95, 99)} | {"max": int(full[-1]) if len(full) else 0},
     }
 
 
@@ -66,12 +106,13 @@ def packed_rows(lengths: Sequence[int], max_length: int) -> int:
     return len(bins)
 
 
-def statistics(train: list[Encoded], validation: list[Encoded], dropped: list[dict[str, Any]], rows_read: int,
+def statistics(train: Columns, validation: Columns, dropped: list[dict[str, Any]], rows_read: int,
                settings: DataSettings, micro_batch_size: int, packing: bool,
                padding_free: bool = False) -> dict[str, Any]:
-    """The numbers `ftc data --json` prints and train.py reports in its `data` event."""
+    """The numbers `ftc data --json` prints and train.py reports in its `data` event (`train`: as it trains,
+    a mix weighted)."""
     reasons = Counter(d["reason"] for d in dropped)
-    lengths = [len(e.encoding["input_ids"]) for e in train]
+    lengths = train["tokens"].tolist()
     pads = padding(lengths, micro_batch_size, settings.seed)
     stats: dict[str, Any] = {
         "rows_read": rows_read,
@@ -91,12 +132,12 @@ def statistics(train: list[Encoded], validation: list[Encoded], dropped: list[di
     return stats
 
 
-def source_stats(sources: list[Source], train: list[Encoded], weighted: list[Encoded]) -> dict[str, Any]:
+def source_stats(sources: list[Source], train: Columns, weighted: Columns) -> dict[str, Any]:
     """Per mixed source: rows read, weight, training examples once and as weighted."""
-    return {s.name: {"rows_read": len(s.rows), "weight": s.weight,
-                     "train_examples": sum(1 for e in train if e.source == s.name),
-                     "weighted_examples": sum(1 for e in weighted if e.source == s.name)}
-            for s in sources}
+    once, repeated = train["source"].tolist(), weighted["source"].tolist()
+    return {s.name: {"rows_read": s.count, "weight": s.weight, "train_examples": once.count(i),
+                     "weighted_examples": repeated.count(i)}
+            for i, s in enumerate(sources)}
 
 
 CHANGES = {"converted": "numbers or booleans read as text", "trimmed": "conversations cut after their last answer"}
