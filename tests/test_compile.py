@@ -96,12 +96,11 @@ def test_spec_strings_cannot_inject_code(hostile: str, tmp_path: Path, monkeypat
 
 
 def test_compile_never_imports_torch() -> None:
-    code = ("import sys, time; t = time.perf_counter(); from ftc.cli.main import main; "
+    code = ("import sys; from ftc.cli.main import main; "
             "code = main(['compile', 'specs/demo.toml', '--check']); "
             "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'numpy') if m in sys.modules); "
-            "import json; print(json.dumps([heavy, time.perf_counter() - t]))")
+            "import json; print(json.dumps(heavy))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                          env=dict(os.environ, HF_HUB_OFFLINE="1"))
-    heavy, seconds = json.loads(out.stdout.strip().splitlines()[-1])
-    assert heavy == [], out.stdout
-    assert float(seconds) < 5  # a loose bound: the point is no torch import (~9 s here), not speed
+    heavy = json.loads(out.stdout.strip().splitlines()[-1])
+    assert heavy == [], out.stdout  # what compiling imports, not how long it takes (a loaded machine fails any bound)
