@@ -23,10 +23,12 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,7 +82,7 @@ def _steady(steps: list[dict]) -> dict:
             "tokens_per_step": tokens / len(tail), "positions_per_step": sum(s["positions"] for s in tail) / len(tail)}
 
 
-def run_one(tool: str, job: Job, work: Path, core: str) -> dict:
+def run_one(tool: str, job: Job, work: Path, core: str, timeout: float) -> dict:
     record: dict = {"tool": tool, "job": job.name, "device": job.device, "steps_planned": job.steps}
     work.mkdir(parents=True)
     try:
@@ -96,8 +98,14 @@ def run_one(tool: str, job: Job, work: Path, core: str) -> dict:
     start = time.time()
     with (work / "log.txt").open("w") as log:
         child = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
+        # a tool that hangs after failing (axolotl 0.19 did, after a CUDA-only kernel's error) is stopped
+        timer = threading.Timer(timeout, os.kill, (child.pid, signal.SIGKILL))
+        timer.start()
         _, status, usage = os.wait4(child.pid, 0)
+        timer.cancel()
     end = time.time()
+    if end - start >= timeout:
+        record["timed_out_s"] = timeout
     steps = [json.loads(line) for line in steps_file.read_text().splitlines()] if steps_file.exists() else []
     record.update(command=" ".join(command), exit=os.waitstatus_to_exitcode(status), wall_s=end - start,
                   peak_rss_mib=usage.ru_maxrss / 1024, steps=len(steps), **_steady(steps),
@@ -149,6 +157,7 @@ def main() -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: the GPU section (see README)")
     p.add_argument("--core", default="1", help="the CPU list for taskset (default: core 1)")
     p.add_argument("--work", type=Path, help="keep every run's files here (default: a temporary folder)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds one tool's run may take (default 1800)")
     p.add_argument("--report", action="store_true", help="print the tables of the results file")
     p.add_argument("--results", type=Path, default=RESULTS,
                    help="the results file (default: results/throughput.jsonl; a smoke run writes elsewhere)")
@@ -168,7 +177,8 @@ def main() -> None:
     records = []
     for round_ in range(1, a.rounds + 1):
         for tool in tools:
-            record = {"session": session, "round": round_, **run_one(tool, job, work / f"{tool}-{round_}", a.core)}
+            run = run_one(tool, job, work / f"{tool}-{round_}", a.core, a.timeout)
+            record = {"session": session, "round": round_, **run}
             records.append(record)
             with a.results.open("a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -57,6 +57,8 @@ def workdir(tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     ("avx512_bf16", 'kind = "full"', "", "fp32", "float32", "planned: this CPU multiplies bf16 natively "
      f"(avx512_bf16 in {CPU_FLAGS_ENV}), but full trains the base weights"),
     ("avx512_bf16", 'kind = "freeze"', "", "fp32", "float32", "planned: this CPU multiplies bf16 natively"),
+    ("avx512_bf16", 'kind = "llama_adapter"\nlayers = 1', "", "fp32", "float32", "planned: this CPU multiplies "
+     f"bf16 natively (avx512_bf16 in {CPU_FLAGS_ENV}), but llama_adapter trains weights PEFT makes in the base's"),
     ("avx2 fma", 'kind = "lora"', "", "fp32", "float32", "planned: this CPU has no native bf16 matmul"),
     ("avx512_bf16", 'kind = "lora"', 'precision = "fp32"\n', "fp32", "float32", "spec: hardware.precision"),
 ])

@@ -127,6 +127,8 @@ class LlamaAdapter(MethodBase):
     title: ClassVar[str] = "LLaMA-Adapter (gated adaption prompts)"
     default_learning_rate: ClassVar[float] = 9e-3
     """The LLaMA-Adapter paper uses 9e-3."""
+    trains_in_load_dtype: ClassVar[bool] = True
+    """PEFT makes the adaption prompts and gates in the base's dtype (measured: bf16 under a bf16 base)."""
     trainer: ClassVar[Literal["sft", "hf"]] = "hf"
     peft: ClassVar[bool] = True
     config_names: ClassVar[dict[str, str]] = {"layers": "ADAPTER_LAYERS"}

@@ -149,6 +149,8 @@ class MethodBase(BaseModel):
     """Why not, when it does not (the message of a refused `gradient_checkpointing = true`)."""
     trains_base_weights: ClassVar[bool] = False
     """The trained weights are the model's own, in the load dtype (else PEFT's fp32 adapters)."""
+    trains_in_load_dtype: ClassVar[bool] = False
+    """The trained weights are in the load dtype: the model's own, or adapters PEFT does not cast to fp32."""
     rewrites_base_weights: ClassVar[bool] = False
     """The method replaces the base's linear weights after loading (the estimate's checkpoint buffer)."""
     fallbacks: ClassVar[tuple[str, ...]] = ("lora", "qlora")

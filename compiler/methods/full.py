@@ -41,6 +41,7 @@ class Full(MethodBase):
     width_scaled_lr: ClassVar[bool] = True
     """Seeds: full fine-tuning uses 1e-5 to 1e-4."""
     trains_base_weights: ClassVar[bool] = True
+    trains_in_load_dtype: ClassVar[bool] = True
 
     def trainable_parameters(self, plan: MethodPlan, d: Dims) -> int:
         return sum(parameter_counts(d).values())
@@ -81,6 +82,7 @@ class Freeze(MethodBase):
     """Seeds: partial tuning uses a full fine-tuning rate, slightly higher since fewer weights move."""
 
     trains_base_weights: ClassVar[bool] = True
+    trains_in_load_dtype: ClassVar[bool] = True
     config_names: ClassVar[dict[str, str]] = {"layers": "TRAIN_LAYERS"}
 
     @model_validator(mode="after")

@@ -2,7 +2,8 @@
 
 On a CPU with AMX or AVX-512 BF16 a frozen base trains in bf16 (weights in bf16, bf16 autocast, the
 adapters PEFT adds in fp32: the emitted TrainingArguments' bf16=True with use_cpu=True); a method
-that trains the base weights keeps them in fp32, where AdamW's small steps do not round away.
+whose trained weights would be bf16 too (full, freeze, linear_probe: the base's own; llama_adapter:
+PEFT makes its prompts in the base's dtype) trains in fp32, where AdamW's small steps do not round away.
 """
 
 from __future__ import annotations
@@ -31,16 +32,17 @@ def precision_choice(spec: Spec, host: HostFacts) -> tuple[str, str]:
 
 
 def _cpu_precision(spec: Spec, host: HostFacts) -> tuple[str, str]:
-    """bf16 where the CPU multiplies it natively and the method keeps the base frozen, else fp32.
+    """bf16 where the CPU multiplies it natively and the trained weights stay fp32 (PEFT's adapters), else fp32.
     A CPU spec is compiled on the machine that trains it (ftc run compiles and runs), so its flags decide."""
     flag = host.bf16_matmul
     if flag is None:
         return "fp32", (f"planned: this CPU has no native bf16 matmul (neither amx_bf16 nor avx512_bf16 in "
                         f"{host.source}): bf16 would be emulated, slower than fp32; fp16 is not supported on CPU")
     found = f"{flag} in {host.source}"
-    if spec.method.trains_base_weights:
-        return "fp32", (f"planned: this CPU multiplies bf16 natively ({found}), but {spec.method.kind} "
-                        "trains the base weights, and in bf16 AdamW's steps below 1/256 of a weight round away "
+    if spec.method.trains_in_load_dtype:
+        trains = "the base weights" if spec.method.trains_base_weights else "weights PEFT makes in the base's dtype"
+        return "fp32", (f"planned: this CPU multiplies bf16 natively ({found}), but {spec.method.kind} trains "
+                        f"{trains}, and in bf16 AdamW's steps below 1/256 of a weight round away "
                         "(lr 2e-5 on a weight of 0.02): fp32; set precision = \"bf16\" to train them in bf16 anyway")
     return "bf16", (f"planned: this CPU multiplies bf16 natively ({found}): the frozen base in bf16 under "
                     f"bf16 autocast, the trained weights in fp32 ({CPU_BF16_MEASURED})")
