@@ -1,8 +1,10 @@
 """Step timer for benchmarks/throughput.py, loaded into every measured process through PYTHONPATH.
 
-It edits nothing the tool runs: two global torch hooks only observe. A forward hook on the causal
-LM (the model with its head, outside any PEFT wrapper) counts the tokens a training forward sees
-(the attention mask's ones, or every position of a padding-free row), and an optimizer step hook
+It edits nothing the tool runs: two global torch hooks only observe. A forward hook on the decoder
+backbone (the model's `embed_tokens` holder, e.g. LlamaModel, which its causal LM calls as a module
+whichever wrapper calls the causal LM: PEFT's tuner calls `model.forward` directly, so a hook on the
+causal LM itself saw no forward under LLaMA-Factory and Axolotl) counts the tokens a training forward
+sees (the attention mask's ones, or every position of a padding-free row), and an optimizer step hook
 writes one line per optimizer step: wall-clock time and the tokens since the previous step.
 Every tool measured here (ftc's train.py, TRL, Unsloth, LLaMA-Factory, Axolotl) trains a
 transformers model with a torch optimizer, so the same two hooks time them all alike.
@@ -24,9 +26,8 @@ def _install() -> None:
     out = open(_PATH, "a", buffering=1)  # noqa: SIM115 - open for the life of the process
 
     def on_forward(module, args, kwargs, output):  # noqa: ARG001 - the hook's signature
-        name = type(module).__name__
-        if not (module.training and torch.is_grad_enabled() and name.endswith("ForCausalLM")
-                and not name.startswith("Peft")):
+        if not (module.training and torch.is_grad_enabled() and hasattr(module, "embed_tokens")
+                and not type(module).__name__.startswith("Peft")):
             return
         ids = kwargs.get("input_ids", args[0] if args else None)
         if not isinstance(ids, torch.Tensor):
