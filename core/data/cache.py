@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ftc.core.bundled import cache_root
+from ftc.core.data.files import read_memo, write_memo
 
 STAGE_VERSION = "1"  # raised whenever the stage's output for the same inputs changes
 
@@ -116,32 +117,13 @@ def tokenizer_id(tokenizer: Any, chat: bool) -> str:
         directory = named if str(named) not in ("", ".") and named.is_dir() else None
     memo = data_cache() / "tokenizers.json"
     files = _files_key(directory, chat) if directory is not None else None
-    known = _read_json(memo)
+    known = read_memo(memo)
     if isinstance(tokenizer, Deferred) and files in known:
         return str(known[files])
     content = tokenizer_key(loaded(tokenizer))
     if files is not None and known.get(files) != content:
-        _write_json(memo, known | {files: content})
+        write_memo(memo, known | {files: content})
     return content
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> None:
-    """Write atomically (a reader sees the old file or the new one); a read-only cache keeps nothing."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps(value), encoding="utf-8")
-        os.replace(partial, path)
-    except OSError:
-        pass
 
 
 def stage_key(data: str, tokenizer: str, settings: Any, options: dict[str, Any]) -> str:

@@ -95,15 +95,16 @@ def _file_hash(path: str, known: dict[str, Any]) -> str:
 def remembered(path: str, memo: Path, compute: Callable[[], Any]) -> Any:
     """compute() of the file `path` (a JSON value, e.g. its row count), remembered in the JSON file `memo`
     with the file's size and modification time, as its hash is (see the module docstring)."""
-    known = _load(memo)
+    known = read_memo(memo)
     before = dict(known)
     value = _known(path, known, compute)
     if known != before:
-        _save(memo, known)
+        write_memo(memo, known)
     return value
 
 
-def _load(memo: Path | None) -> dict[str, Any]:
+def read_memo(memo: Path | None) -> dict[str, Any]:
+    """A JSON object remembered in `memo` ({} when absent, unreadable or not an object)."""
     if memo is None or not memo.is_file():
         return {}
     try:
@@ -113,7 +114,8 @@ def _load(memo: Path | None) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _save(memo: Path, known: dict[str, Any]) -> None:
+def write_memo(memo: Path, known: dict[str, Any]) -> None:
+    """Write `memo` atomically (a reader sees the old file or the new one); a read-only cache keeps nothing."""
     try:
         memo.parent.mkdir(parents=True, exist_ok=True)
         partial = memo.with_suffix(f".{os.getpid()}.partial")
@@ -126,7 +128,7 @@ def _save(memo: Path, known: dict[str, Any]) -> None:
 def fingerprint(sources: list[str | None], hashes: Path | None = None) -> str:
     """sha256 over the sources' files (name and bytes; a hub id counts by its name). `hashes`: the
     JSON file remembering each file's hash with its size and time (see the module docstring)."""
-    known = _load(hashes)
+    known = read_memo(hashes)
     before = dict(known)
     digest = hashlib.sha256()
     for where in sources:
@@ -138,5 +140,5 @@ def fingerprint(sources: list[str | None], hashes: Path | None = None) -> str:
         for path in sorted(paths):
             digest.update(os.path.basename(path).encode() + b"\0" + _file_hash(path, known).encode() + b"\0")
     if hashes is not None and known != before:
-        _save(hashes, known)
+        write_memo(hashes, known)
     return digest.hexdigest()
