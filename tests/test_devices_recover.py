@@ -65,23 +65,27 @@ def test_nan_gradients_on_one_rank_skip_the_step_on_both(tiny_model: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_one_rank_out_of_memory_retries_both_with_half_the_micro_batch(tiny_model: Path, tmp_path: Path,
+@pytest.mark.parametrize("strategy", ["ddp", "zero3"])
+def test_one_rank_out_of_memory_retries_both_with_half_the_micro_batch(strategy: str, tiny_model: Path, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Out of memory on rank 1 at step 3: `ftc run` retries both ranks from checkpoint 2 with micro-batch 1 x 4
-    (the same effective batch) and every step ends within 1 % of the uninterrupted 1-process run."""
+    (the same effective batch) and every step ends within 1 % of the uninterrupted 1-process run. Under ZeRO-3
+    (+ zero.Init) checkpoint 2 is DeepSpeed's own partitioned checkpoint, resumed at the same world size."""
+    if strategy == "zero3":
+        pytest.importorskip("deepspeed")
     reference, _ = _run(tmp_path / "one", tiny_model, 1)
     folder = tmp_path / "two"
-    _write(folder, tiny_model, 2)
+    _write(folder, tiny_model, 2, f'strategy = "{strategy}"\n')
     monkeypatch.setenv("FTC_INJECT", "oom@3")
     monkeypatch.setenv("FTC_INJECT_RANK", "1")
-    done = run_ftc("run", "s.toml", "--run-dir", "run", "--no-tui", cwd=folder, timeout=1200)
+    done = run_ftc("run", "s.toml", "--run-dir", "run", "--no-tui", cwd=folder, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     events = _events(folder / "run" / "events.jsonl")
     retry = next(e for e in events if e["type"] == "retry")
     assert (retry["reason"], retry["micro_batch_size"], retry["grad_accum"]) == ("oom", 1, 4)
     assert retry["resume"].endswith("checkpoint-2")
     losses = {e["step"]: e["loss"] for e in events if e["type"] == "step"}  # the retried steps last
-    assert max(losses) == 4 and _losses(folder / "run")
+    assert max(losses) == 4 and (strategy != "ddp" or _losses(folder / "run"))
     for step, one in enumerate(reference, start=1):
         assert abs(losses[step] - one) <= 0.01 * abs(one), (losses, reference)
 
@@ -133,25 +137,3 @@ def test_nan_stop_under_zero3_stops_both_ranks_with_a_diagnosis(tiny_model: Path
     assert "no per-row check under ZeRO-3" in status["message"]
 
 
-@pytest.mark.slow
-def test_one_rank_out_of_memory_under_zero3_retries_both(tiny_model: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Out of memory on rank 1 at step 3 under ZeRO-3 (+ zero.Init): `ftc run` retries both ranks from
-    checkpoint 2 (DeepSpeed's own partitioned checkpoint, same world size) with micro-batch 1 x 4, and every step
-    ends within 1 % of the uninterrupted 1-process run."""
-    pytest.importorskip("deepspeed")
-    reference, _ = _run(tmp_path / "one", tiny_model, 1)
-    folder = tmp_path / "two"
-    _write(folder, tiny_model, 2, 'strategy = "zero3"\n')
-    monkeypatch.setenv("FTC_INJECT", "oom@3")
-    monkeypatch.setenv("FTC_INJECT_RANK", "1")
-    done = run_ftc("run", "s.toml", "--run-dir", "run", "--no-tui", cwd=folder, timeout=1800)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    events = _events(folder / "run" / "events.jsonl")
-    retry = next(e for e in events if e["type"] == "retry")
-    assert (retry["reason"], retry["micro_batch_size"], retry["grad_accum"]) == ("oom", 1, 4)
-    assert retry["resume"].endswith("checkpoint-2")
-    losses = {e["step"]: e["loss"] for e in events if e["type"] == "step"}  # the retried steps last
-    assert max(losses) == 4
-    for step, one in enumerate(reference, start=1):
-        assert abs(losses[step] - one) <= 0.01 * abs(one), (losses, reference)
