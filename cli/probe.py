@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ftc.cli.lrfind import run_range_test
 from ftc.compiler.compile import compile_spec
-from ftc.compiler.overrides import Override, parse_overrides
+from ftc.compiler.overrides import REMOVE, Override, parse_overrides
 from ftc.core.errors import RunError
 
 
@@ -30,8 +30,13 @@ class Probe:
 
 def _flags(steps: int) -> tuple[Override, ...]:
     never = steps * 1000  # no checkpoint or evaluation inside the probe
+    # what only makes sense beside what the probe turns off goes too (epochs beside max_steps; the answer length,
+    # the generated-answer metrics and their gate beside compare = 0), as for the range test (cli/lrfind.py)
+    values = {("train", "epochs"): REMOVE, ("eval", "max_new_tokens"): REMOVE, ("eval", "metrics"): [],
+              ("eval", "fail_if_worse"): REMOVE}
+    gone = tuple(Override(key, value, f"(probe) {'.'.join(key)}") for key, value in values.items())
     return parse_overrides([f"train.max_steps={steps}", "train.logging_steps=1", f"train.save_steps={never}",
-                            f"eval.steps={never}", "eval.compare=0"])
+                            f"eval.steps={never}", "eval.compare=0"]) + gone
 
 
 def _steps(events_path: Path) -> list[dict[str, object]]:
