@@ -21,15 +21,23 @@ from ftc.compiler.lrrange import TIMEOUT_S, Curve, RangeTestError, Sweep
 from ftc.compiler.overrides import REMOVE, Override
 
 
+def short_run(steps: int, why: str) -> tuple[Override, ...]:
+    """Overrides that make the spec's script a few timed steps and nothing else (no checkpoint, evaluation or
+    generation inside), dropping what only makes sense beside those (epochs beside max_steps; the answer length,
+    the generated-answer metrics and their gate beside compare = 0); used by the range test and the probe."""
+    never = steps * 1000
+    values = {("train", "max_steps"): steps, ("train", "epochs"): REMOVE, ("train", "logging_steps"): 1,
+              ("train", "save_steps"): never, ("eval", "steps"): never, ("eval", "compare"): 0,
+              ("eval", "metrics"): [], ("eval", "fail_if_worse"): REMOVE, ("eval", "max_new_tokens"): REMOVE}
+    return tuple(Override(key, value, f"({why}) {'.'.join(key)}") for key, value in values.items())
+
+
 def _flags(planned: float, batch: int, micro: int, steps: int) -> tuple[Override, ...]:
-    never = steps * 1000  # no checkpoint or evaluation inside the test
-    values = {("train", "learning_rate"): planned, ("train", "max_steps"): steps, ("train", "epochs"): REMOVE,
-              ("train", "batch_size"): batch, ("train", "micro_batch_size"): micro, ("train", "scheduler"): "constant",
-              ("train", "warmup"): 0.0, ("train", "logging_steps"): 1, ("train", "save_steps"): never,
-              ("train", "early_stopping_patience"): REMOVE, ("eval", "steps"): never, ("eval", "compare"): 0,
-              ("eval", "metrics"): [], ("eval", "fail_if_worse"): REMOVE,
-              ("eval", "max_new_tokens"): REMOVE}
-    return tuple(Override(key, value, f"(range test) {'.'.join(key)}") for key, value in values.items())
+    values = {("train", "learning_rate"): planned, ("train", "batch_size"): batch,
+              ("train", "micro_batch_size"): micro, ("train", "scheduler"): "constant", ("train", "warmup"): 0.0,
+              ("train", "early_stopping_patience"): REMOVE}
+    return short_run(steps, "range test") + tuple(Override(key, value, f"(range test) {'.'.join(key)}")
+                                                  for key, value in values.items())
 
 
 def _events(path: Path) -> list[dict[str, object]]:

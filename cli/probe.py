@@ -13,9 +13,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ftc.cli.lrfind import run_range_test
+from ftc.cli.lrfind import run_range_test, short_run
 from ftc.compiler.compile import compile_spec
-from ftc.compiler.overrides import REMOVE, Override, parse_overrides
+from ftc.compiler.overrides import Override
 from ftc.core.errors import RunError
 
 
@@ -26,17 +26,6 @@ class Probe:
     seconds_per_step: float
     steps: int
     tokens_per_s: float | None
-
-
-def _flags(steps: int) -> tuple[Override, ...]:
-    never = steps * 1000  # no checkpoint or evaluation inside the probe
-    # what only makes sense beside what the probe turns off goes too (epochs beside max_steps; the answer length,
-    # the generated-answer metrics and their gate beside compare = 0), as for the range test (cli/lrfind.py)
-    values = {("train", "epochs"): REMOVE, ("eval", "max_new_tokens"): REMOVE, ("eval", "metrics"): [],
-              ("eval", "fail_if_worse"): REMOVE}
-    gone = tuple(Override(key, value, f"(probe) {'.'.join(key)}") for key, value in values.items())
-    return parse_overrides([f"train.max_steps={steps}", "train.logging_steps=1", f"train.save_steps={never}",
-                            f"eval.steps={never}", "eval.compare=0"]) + gone
 
 
 def _steps(events_path: Path) -> list[dict[str, object]]:
@@ -52,7 +41,7 @@ def probe(spec: str, overrides: tuple[Override, ...], steps: int = 4, timeout: f
     if steps < 2:
         raise RunError("--probe-steps must be at least 2 (the first step is warm-up)")
     with tempfile.TemporaryDirectory(prefix="ftc-probe-") as tmp:
-        result = compile_spec(spec, Path(tmp) / "compiled", (*overrides, *_flags(steps)), range_test=run_range_test)
+        result = compile_spec(spec, Path(tmp) / "compiled", (*overrides, *short_run(steps, "probe")), range_test=run_range_test)
         result.write()
         run_dir = Path(tmp) / "run"
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers import write_jsonl
 
-from ftc.cli.probe import _flags
+from ftc.cli.lrfind import short_run
 from ftc.compiler import compile_spec
 
 
@@ -20,6 +20,6 @@ def test_the_probe_compiles_a_spec_with_epochs_and_generated_answer_metrics(tiny
     spec.write_text(f'[model]\nbase = "{tiny_model}"\n[data]\nsource = "d.jsonl"\nformat = "completion"\n'
                     'max_length = 64\nvalidation = 0.1\n[method]\nkind = "lora"\n[train]\nepochs = 3\n'
                     '[hardware]\ndevice = "cpu"\n[eval]\ncompare = 4\nmax_new_tokens = 8\nmetrics = ["exact_match"]\n')
-    plan = compile_spec(spec, overrides=_flags(4)).plan
+    plan = compile_spec(spec, overrides=short_run(4, "probe")).plan
     assert plan["max_steps"] == 4
     assert compile_spec(spec).plan["max_steps"] == -1  # without the probe's flags the spec plans its epochs
