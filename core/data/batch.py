@@ -16,6 +16,7 @@ from typing import Any
 from ftc.core.data.encode import DataError, Render, _check, _labels, _prompt, _renders, _spans, _text, _truncate, \
     encode_example
 from ftc.core.data.settings import DataSettings
+from ftc.core.data.skeleton import Skeletons, opacity
 from ftc.core.sandbox import MAX_SECONDS, deadline
 
 
@@ -76,38 +77,80 @@ def _encode(tokenizer: Any, texts: list[str], special: bool) -> list[Any] | None
     return list(backend.encode_batch(texts, add_special_tokens=special))
 
 
+def _plain(messages: list[dict[str, str]]) -> bool:
+    """Messages of plain strings, which transformers' normalisation would not change (it drops None values,
+    rebuilds plain types and copies reasoning fields)."""
+    from transformers.utils.chat_template_utils import _REASONING_FIELDS
+
+    return all(type(m) is dict and all(type(k) is str and type(v) is str and k not in _REASONING_FIELDS
+                                       for k, v in m.items()) for m in messages)
+
+
+def _template(tokenizer: Any) -> tuple[Any, dict[str, Any]] | None:
+    """The template transformers compiles and the arguments it renders it with (None: another transformers)."""
+    try:
+        from transformers.utils.chat_template_utils import _compile_jinja_template, _plain_template_data
+    except ImportError:
+        return None
+    return _compile_jinja_template(tokenizer.get_chat_template()), _plain_template_data(dict(tokenizer.special_tokens_map))
+
+
 def _render_all(tokenizer: Any, conversations: list[list[dict[str, str]]], generation: bool) -> list[str]:
     """tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=generation): the
     template transformers compiles, rendered with the arguments transformers gives it, without its
-    per-conversation copying, which changes nothing for messages of plain strings (its normalisation drops
-    None values, rebuilds plain types and copies reasoning fields: there are none)."""
-    try:
-        from transformers.utils.chat_template_utils import _REASONING_FIELDS, _compile_jinja_template, \
-            _plain_template_data
-    except ImportError:  # another transformers: its own call
+    per-conversation copying, which changes nothing for messages of plain strings (`_plain`)."""
+    compiled = _template(tokenizer)
+    if compiled is None or not all(_plain(c) for c in conversations):
         return list(tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=generation))
-    plain = all(type(m) is dict and all(type(k) is str and type(v) is str and k not in _REASONING_FIELDS
-                                        for k, v in m.items()) for c in conversations for m in c)
-    if not plain:
-        return list(tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=generation))
-    template = _compile_jinja_template(tokenizer.get_chat_template())
-    arguments = _plain_template_data(dict(tokenizer.special_tokens_map))
+    template, arguments = compiled
     return [template.render(messages=c, tools=None, documents=None, add_generation_prompt=generation, **arguments)
             for c in conversations]
 
 
+_SKELETONS: dict[tuple[str, str, str], Skeletons | None] = {}
+
+
+def _skeletons(tokenizer: Any, train_on: str) -> Skeletons | None:
+    """The shapes of the tokenizer's template (ftc.core.data.skeleton); None when it is not content-opaque."""
+    compiled = _template(tokenizer)
+    if compiled is None:
+        return None
+    template, arguments = compiled
+    key = (tokenizer.get_chat_template(), repr(sorted(arguments.items())), train_on)
+    if key not in _SKELETONS:
+        if len(_SKELETONS) >= 16:
+            _SKELETONS.clear()
+        trims = opacity(template.environment, key[0])
+        _SKELETONS[key] = None if trims is None else Skeletons(
+            lambda messages, generation: template.render(messages=messages, tools=None, documents=None,
+                                                         add_generation_prompt=generation, **arguments),
+            trims, train_on)
+    return _SKELETONS[key]
+
+
 def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings) -> dict[int, Any]:
-    """The encodings of the chunk's conversations by position (a DataError in the place of one that has none)."""
+    """The encodings of the chunk's conversations by position (a DataError in the place of one that has none):
+    a conversation whose shape the template renders content-opaquely from its skeleton (ftc.core.data.skeleton),
+    the others by rendering each prefix `_spans` needs."""
     train_on = settings.train_on
+    skeletons = _skeletons(tokenizer, train_on)
     needed: dict[int, list[Render]] = {}
     done: dict[int, Any] = {}
+    whole: dict[int, str] = {}
+    spans: dict[int, list[tuple[int, int]]] = {}
     for p, example in enumerate(examples):
         if "messages" in example:
+            messages = example["messages"]
             try:
-                _check(example["messages"], train_on)
-                needed[p] = _renders(example["messages"], train_on)
+                _check(messages, train_on)
             except DataError as exc:
                 done[p] = exc
+                continue
+            fast = skeletons.encode(messages) if skeletons is not None and _plain(messages) else None
+            if fast is None:
+                needed[p] = _renders(messages, train_on)
+            else:
+                whole[p], spans[p] = fast
     rendered: dict[int, dict[Render, str]] = {p: {} for p in needed}
     for generation in (False, True):
         wanted = [(p, r) for p, renders in needed.items() for r in renders if r[1] == generation]
@@ -115,20 +158,20 @@ def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
             texts = _render_all(tokenizer, [list(examples[p]["messages"][:r[0]]) for p, r in wanted], generation)
             for (p, r), text in zip(wanted, texts):
                 rendered[p][r] = text
-    spans: dict[int, list[tuple[int, int]]] = {}
     for p in needed:
         try:
             spans[p] = _spans(examples[p]["messages"], rendered[p], train_on)
+            whole[p] = rendered[p][(len(examples[p]["messages"]), False)]
         except DataError as exc:
             done[p] = exc
-    order = list(spans)
+    order = sorted(spans)
     if order:
-        whole = [rendered[p][(len(examples[p]["messages"]), False)] for p in order]
-        encodings = _encode(tokenizer, whole, False)
+        texts = [whole[p] for p in order]
+        encodings = _encode(tokenizer, texts, False)
         if encodings is not None:
             pairs = [(e.ids, e.offsets) for e in encodings]
         else:
-            encoding = tokenizer(whole, add_special_tokens=False, return_offsets_mapping=True)
+            encoding = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
             pairs = list(zip(encoding["input_ids"], encoding["offset_mapping"]))
         for p, (ids, offsets) in zip(order, pairs):
             ids = list(ids)
