@@ -11,9 +11,10 @@ tokenizers (ftc.compiler.tokens.LightTokenizer, test doubles) take the per-examp
 
 from __future__ import annotations
 
+from itertools import accumulate, chain
 from typing import Any
 
-from ftc.core.data.encode import DataError, Render, _check, _labels, _prompt, _renders, _spans, _text, _truncate, \
+from ftc.core.data.encode import IGNORE, DataError, Render, _check, _labels, _prompt, _renders, _spans, _text, _truncate, \
     encode_example
 from ftc.core.data.settings import DataSettings
 from ftc.core.data.skeleton import Skeletons, opacity
@@ -169,11 +170,44 @@ def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
         texts = [whole[p] for p in order]
         encodings = _encode(tokenizer, texts, False)
         if encodings is not None:
-            pairs = [(e.ids, e.offsets) for e in encodings]
+            ids = [e.ids for e in encodings]
+            labels = _labels_many(ids, [e.offsets for e in encodings], [spans[p] for p in order], texts)
         else:
             encoding = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-            pairs = list(zip(encoding["input_ids"], encoding["offset_mapping"]))
-        for p, (ids, offsets) in zip(order, pairs):
-            ids = list(ids)
-            done[p] = _truncate(ids, _labels(ids, offsets, spans[p]), settings.max_length)
+            ids = [list(i) for i in encoding["input_ids"]]
+            labels = [_labels(i, o, spans[p]) for i, o, p in zip(ids, encoding["offset_mapping"], order)]
+        for p, row_ids, row_labels in zip(order, ids, labels):
+            done[p] = _truncate(row_ids, row_labels, settings.max_length)
     return done
+
+
+def _labels_many(ids: list[list[int]], offsets: list[list[tuple[int, int]]], spans: list[list[tuple[int, int]]],
+                 texts: list[str]) -> list[list[int]]:
+    """[encode._labels(i, o, s) ...] for a chunk at once: one array of every token's offsets, each row's
+    characters and spans shifted past the rows before it (so one sorted search serves all). A row whose
+    token offsets go backwards or whose spans overlap takes `_labels` (its token loop)."""
+    import numpy as np
+
+    counts = [len(row) for row in ids]
+    total = sum(counts)
+    odd = {r for r, row in enumerate(spans) if any(a[1] > b[0] for a, b in zip(row, row[1:]))}  # overlapping
+    where = np.fromiter(chain.from_iterable(chain.from_iterable(offsets)), dtype=np.int64, count=2 * total)
+    begin, end = where[0::2], where[1::2]
+    bases = list(accumulate((len(t) for t in texts), initial=0))
+    rows = np.repeat(np.arange(len(ids)), counts)
+    shifted = begin + np.asarray(bases[:-1], dtype=np.int64)[rows]  # ordered across rows: a token ends in its text
+    odd.update(rows[1:][np.diff(shifted) < 0].tolist())  # offsets going backwards
+    flat = [(base + a, base + b) for r, (base, row) in enumerate(zip(bases, spans)) if r not in odd for a, b in row]
+    if not flat:
+        labels = [IGNORE] * total
+    else:
+        starts, ends = np.asarray(flat, dtype=np.int64).T
+        span = np.searchsorted(starts, shifted, side="right") - 1  # the last span starting at or before the token
+        trained = (span >= 0) & (shifted < ends[np.maximum(span, 0)]) & (end > begin)
+        values = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=total)
+        labels = np.where(trained, values, IGNORE).tolist()
+    out, at = [], 0
+    for row, n in enumerate(counts):
+        out.append(_labels(ids[row], offsets[row], spans[row]) if row in odd else labels[at:at + n])
+        at += n
+    return out
