@@ -23,6 +23,7 @@ from itertools import accumulate
 from typing import Any
 
 from ftc.core.data.encode import DataError, Render, _renders, _spans, _trained_turns
+from ftc.core.sandbox import TemplateLimit
 
 Piece = str | int  # a literal piece of the rendered text, or the index of the message whose content goes there
 Bound = tuple[int, int]  # a character position in the whole text: (pieces before it, characters into the next)
@@ -248,6 +249,8 @@ class Skeletons:
     def _shape(self, messages: Sequence[dict[str, str]]) -> Shape | None:
         try:
             (texts, parsed), (_, again) = (self._rendered(messages, marks) for marks in _SENTINELS)
+        except TemplateLimit:  # the chunk's time bound: the caller encodes it again row by row
+            raise
         except Exception:  # noqa: BLE001 - the template fails for this shape: the exact path names the row
             return None
         if parsed != again:  # the template's own text looked like a sentinel
