@@ -7,6 +7,7 @@ at once)."""
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -57,7 +58,7 @@ class Workers:
 
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the Rust pool must not be forked mid-use
         _WORK["encode"] = self.encode
-        self.pool = multiprocessing.get_context("fork").Pool(self.procs)
+        self.pool = multiprocessing.get_context("fork").Pool(self.procs, initializer=gc.freeze)
 
     def map(self, chunks: Iterable[tuple[Any, Sequence[Any]]]) -> Iterator[tuple[Any, list[Any]]]:
         """(context, encode(items)) for each (context, items), in order. `encode` returns an exception in the
