@@ -1,4 +1,4 @@
-"""The batched encoder (ftc.core.data.batch) and the per-example one give IDENTICAL input_ids and labels to
+"""The batched encoder (ftc.core.data.batch, with its skeleton path: ftc.core.data.skeleton) and the per-example one give IDENTICAL input_ids and labels to
 the encoder they replaced, kept here as the reference (`reference_chat`: a render per prefix, a token loop),
 on every format, template and train_on case: ChatML, templates with a default system prompt, with
 `{% generation %}` and that strip content, the bundled SmolLM2 template when it is converted here."""
@@ -162,3 +162,138 @@ def test_the_direct_paths_are_taken_and_give_way_where_transformers_would_differ
     tokenizer.backend_tokenizer.enable_truncation(8)  # left set on the backend: the tokenizer's own call resets it
     assert batch._encode(tokenizer, ["a b c"], False) is None
     assert encode_many(tokenizer, [{"messages": c} for c in chats], settings) == expected
+
+
+# Templates that use a content other than by copying it out: they must not take the skeleton path
+# (ftc.core.data.skeleton), and still encode exactly as the reference.
+NOT_OPAQUE = {
+    "content_in_if": "{% for m in messages %}{% if m['content'] %}{{ m['role'] + ': ' + m['content'] + '\n' }}"
+                     "{% else %}{{ m['role'] + ': (empty)\n' }}{% endif %}{% endfor %}"
+                     "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
+    "content_split": "{% for m in messages %}{{ m['role'] + ': ' + m['content'].split('\n')[0] + '|' + m['content'] + "
+                     "'\n' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
+    "messages_tojson": "{{ (messages | tojson)[:20] + '\n' }}{% for m in messages %}{{ m['role'] + ': ' + m['content'] + "
+                       "'\n' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
+    "set_content": "{% for m in messages %}{% set content = m['content'] | trim %}{{ m['role'] + ': ' + content + '\n' }}"
+                   "{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
+    "upper_filter": "{% for m in messages %}{{ (m['role'] + ': ' + m['content']) | upper + '\n' }}{% endfor %}"
+                    "{% if add_generation_prompt %}{{ 'ASSISTANT: ' }}{% endif %}",
+    "previous_item": "{% for m in messages %}{{ m['role'] + ': ' }}{% if loop.previtem is defined and "
+                     "loop.previtem['content'] == '' %}{{ '(after an empty turn) ' }}{% endif %}{{ m['content'] + '\n' }}"
+                     "{% endfor %}"
+                 "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
+    # opaque in form, but its own text looks like a sentinel: the shapes are refused, the rows encoded exactly
+    "sentinel_text": "{% for m in messages %}{{ '<\ue0000\ue001\ue0021\ue003>' + m['role'] + ': ' + m['content'] + '\n' }}"
+                     "{% endfor %}{% if add_generation_prompt %}{{ '<\ue0000\ue001\ue0021\ue003>assistant: ' }}{% endif %}",
+}
+OPAQUE = ("chatml", "smollm2", "default_system", "generation", "headers_strip")
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of conversations each exact-path render call gets (batch._render_all)."""
+    from ftc.core.data import batch
+
+    calls: list[int] = []
+    own = batch._render_all
+    monkeypatch.setattr(batch, "_render_all", lambda t, conversations, g: calls.append(len(conversations)) or
+                        own(t, conversations, g))
+    return calls
+
+
+def test_content_opaque_templates_take_the_skeleton_path(tokenizers: dict[str, Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that fails if the optimisation silently stops applying: an opaque template renders no row the
+    exact way (only rows with contents `| trim` would change, for the template that trims)."""
+    from ftc.core.data import batch, skeleton
+
+    calls = _counting(monkeypatch)
+    chats = conversations()
+    padded = sum(any(m["content"] != m["content"].strip() for m in chat) for chat in chats)
+    assert 0 < padded < len(chats)
+    for name in [n for n in OPAQUE if n in tokenizers]:
+        tokenizer = tokenizers[name]
+        assert skeleton.opacity(batch._template(tokenizer)[0].environment, tokenizer.chat_template) == \
+            (name == "headers_strip"), name
+        for train_on in TRAIN_ON:
+            calls.clear()
+            settings = data_settings("chat", 512, train_on=train_on)
+            expected = [reference_chat(tokenizer, chat, 512, train_on) for chat in chats]
+            assert encode_many(tokenizer, [{"messages": chat} for chat in chats], settings) == expected, name
+            shapes = batch._skeletons(tokenizer, train_on).shapes
+            assert shapes and all(shape is not None for shape in shapes.values()), name
+            if name == "headers_strip":  # the rows with padded contents, each prefix they need (train_on)
+                assert 0 < sum(calls) <= padded * 7, (name, calls)
+            else:
+                assert calls == [], (name, train_on)
+
+
+@pytest.mark.parametrize("train_on", ["answers", "inputs_too"])
+def test_templates_that_read_contents_take_the_exact_path_with_identical_results(
+        tiny_tokenizer: Any, monkeypatch: pytest.MonkeyPatch, train_on: str) -> None:
+    from ftc.core.data import batch, skeleton
+
+    calls = _counting(monkeypatch)
+    chats = conversations(seed=3)
+    settings = data_settings("chat", 512, train_on=train_on)
+    for name, template in NOT_OPAQUE.items():
+        tokenizer = copy.deepcopy(tiny_tokenizer)
+        tokenizer.chat_template = template
+        opaque = skeleton.opacity(batch._template(tokenizer)[0].environment, template) is not None
+        assert opaque == (name == "sentinel_text"), name
+        calls.clear()
+        expected = [reference_chat(tokenizer, chat, 512, train_on) for chat in chats]
+        assert encode_many(tokenizer, [{"messages": chat} for chat in chats], settings) == expected, name
+        assert sum(calls) >= len(chats), name  # every row rendered the exact way
+
+
+def test_a_template_that_is_opaque_but_not_incremental_is_refused_as_before(tiny_tokenizer: Any) -> None:
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = ("{% for m in messages %}{% if loop.last %}{{ 'last: ' }}{% endif %}"
+                               "{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}")
+    settings = data_settings("chat", 512)
+    chats = [{"messages": chat} for chat in conversations(count=3)]
+    with pytest.raises(DataError) as reference:
+        encode_example(tokenizer, chats[0], settings)
+    out = encode_many(tokenizer, chats, settings)
+    assert len(out) == 1 and isinstance(out[0], DataError) and str(out[0]) == str(reference.value)
+
+
+def test_an_empty_answer_that_renders_nothing_is_refused_as_before(tiny_tokenizer: Any) -> None:
+    """The skeleton of an empty content has characters; the row's does not: its spans are checked per row."""
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    settings = data_settings("chat", 512)
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yes"}]}
+    empty = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""}]}
+    with pytest.raises(DataError) as reference:
+        encode_example(tokenizer, empty, settings)
+    out = encode_many(tokenizer, [good, empty, good], settings)
+    assert out[0] == encode_example(tokenizer, good, settings)
+    assert len(out) == 2 and str(out[1]) == str(reference.value)
+
+
+def test_chunk_labels_equal_the_per_row_rule_with_its_fallbacks() -> None:
+    """batch._labels_many against encode._labels, rows whose offsets go backwards or whose spans overlap
+    among ordered ones (they must not disturb their neighbours' search)."""
+    from ftc.core.data.batch import _labels_many
+    from ftc.core.data.encode import _labels
+
+    rng = random.Random(5)
+    rows = []
+    for n in range(30):
+        text = "x" * rng.randint(0, 40)
+        offsets, at = [], 0
+        while at < len(text):
+            width = rng.choice([0, 1, 1, 2, 3])  # some empty tokens
+            offsets.append((at, min(len(text), at + width)))
+            at += width or (1 if rng.random() < 0.3 else 0)
+        if n % 7 == 3 and len(offsets) > 2:
+            offsets[1], offsets[2] = offsets[2], offsets[1]  # backwards
+        cuts = sorted(rng.sample(range(len(text) + 1), min(4, len(text) + 1)))
+        spans = [(a, b) for a, b in zip(cuts[::2], cuts[1::2]) if b > a]
+        if n % 9 == 4 and len(text) > 4:
+            spans = [(0, 4), (2, len(text))]  # overlapping
+        rows.append(([rng.randint(0, 999) for _ in offsets], offsets, spans, text))
+    ids, offsets, spans, texts = map(list, zip(*rows))
+    assert _labels_many(ids, offsets, spans, texts) == [_labels(*row[:3]) for row in rows]
+    assert any(label != IGNORE for row in _labels_many(ids, offsets, spans, texts) for label in row)
