@@ -93,6 +93,8 @@ class _Result:
 class _Memory:
     """A sink holding the kept examples in a list (prepare_data)."""
 
+    tokens_as_arrays = False  # the examples' token lists stay lists (the trainer's dataset is built from them)
+
     def __init__(self, index: dict[str, int]) -> None:
         self.items: list[Encoded] = []
         self.columns, self.index = Columns(), index
@@ -104,6 +106,8 @@ class _Memory:
 
 class _Arrow(_Memory):
     """A sink writing the kept examples to an Arrow file as they come (the cache entry being written)."""
+
+    tokens_as_arrays = True  # it writes and counts the token lists, nothing else (flow.run)
 
     def __init__(self, path: Path, index: dict[str, int]) -> None:
         super().__init__(index)
