@@ -1,6 +1,6 @@
-"""The batched encoder (ftc.core.data.batch, with its skeleton path: ftc.core.data.skeleton) and the per-example one give IDENTICAL input_ids and labels to
-the encoder they replaced, kept here as the reference (`reference_chat`: a render per prefix, a token loop),
-on every format, template and train_on case: ChatML, templates with a default system prompt, with
+"""The batched encoder (ftc.core.data.batch, with its skeleton path: ftc.core.data.skeleton) and the per-example
+one give IDENTICAL input_ids and labels to the encoder they replaced, kept here as the reference
+(`reference_chat`: a render per prefix, a token loop), on every format, template and train_on case: ChatML, templates with a default system prompt, with
 `{% generation %}` and that strip content, the bundled SmolLM2 template when it is converted here."""
 
 from __future__ import annotations

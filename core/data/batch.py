@@ -1,12 +1,14 @@
 """Encoding a chunk of examples at once, with the same result as encoding each (ftc.core.data.encode).
 
 The per-example path calls the tokenizer's chat template once per prefix and the tokenizer once per
-text; the Python around each call costs more than the work. Here the prefixes of a whole chunk are
-rendered by one `apply_chat_template` call per kind (with and without the generation prompt) and the
-texts tokenized by one call, then each example's spans and labels are found as before (`encode._spans`,
-`encode._labels`). A chunk whose template fails or runs past its time bound is encoded again example
-by example, so the failing row is named exactly as before. Tokenizers that are not transformers' fast
-tokenizers (ftc.compiler.tokens.LightTokenizer, test doubles) take the per-example path.
+text; the Python around each call costs more than the work. Here a conversation whose template is
+content-opaque is rendered from its shape's skeleton, rendered once per shape (ftc.core.data.skeleton);
+the prefixes of the other conversations of a chunk are rendered by one pass per kind (with and without
+the generation prompt), and the texts tokenized by one call; labels are placed for the whole chunk in one
+numpy pass (`_labels_many`, the rule of `encode._labels`). A chunk whose template fails or runs past its
+time bound is encoded again example by example, so the failing row is named exactly as before.
+Tokenizers that are not transformers' fast tokenizers (ftc.compiler.tokens.LightTokenizer, test doubles)
+take the per-example path.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from __future__ import annotations
 from itertools import accumulate, chain
 from typing import Any
 
-from ftc.core.data.encode import IGNORE, DataError, Render, _check, _labels, _prompt, _renders, _spans, _text, _truncate, \
-    encode_example
+from ftc.core.data.encode import IGNORE, DataError, Render, _check, _labels, _prompt, _renders, _spans, _text, \
+    _truncate, encode_example
 from ftc.core.data.settings import DataSettings
 from ftc.core.data.skeleton import Skeletons, opacity
 from ftc.core.sandbox import MAX_SECONDS, deadline
@@ -93,7 +95,8 @@ def _template(tokenizer: Any) -> tuple[Any, dict[str, Any]] | None:
         from transformers.utils.chat_template_utils import _compile_jinja_template, _plain_template_data
     except ImportError:
         return None
-    return _compile_jinja_template(tokenizer.get_chat_template()), _plain_template_data(dict(tokenizer.special_tokens_map))
+    arguments = _plain_template_data(dict(tokenizer.special_tokens_map))
+    return _compile_jinja_template(tokenizer.get_chat_template()), arguments
 
 
 def _render_all(tokenizer: Any, conversations: list[list[dict[str, str]]], generation: bool) -> list[str]:

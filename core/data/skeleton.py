@@ -182,7 +182,10 @@ def _field(node: Any, scope: frozenset[str]) -> str | None:
 
     if type(node) not in (nodes.Getitem, nodes.Getattr) or not _message(node.node, scope):
         return None
-    key = node.arg.value if type(node) is nodes.Getitem and type(node.arg) is nodes.Const else getattr(node, "attr", None)
+    if type(node) is nodes.Getattr:
+        key = node.attr
+    else:
+        key = node.arg.value if type(node.arg) is nodes.Const else None
     if type(key) is not str or hasattr(dict, key):
         raise _NotOpaque(f"message[{key!r}]")
     return key
