@@ -182,6 +182,8 @@ NOT_OPAQUE = {
                      "loop.previtem['content'] == '' %}{{ '(after an empty turn) ' }}{% endif %}{{ m['content'] + '\n' }}"
                      "{% endfor %}"
                  "{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
+    "clock": "{{ 'Year ' + strftime_now('%Y') + '\n' }}{% for m in messages %}{{ m['role'] + ': ' + m['content'] + "
+             "'\n' }}{% endfor %}{% if add_generation_prompt %}{{ 'assistant: ' }}{% endif %}",
     # opaque in form, but its own text looks like a sentinel: the shapes are refused, the rows encoded exactly
     "sentinel_text": "{% for m in messages %}{{ '<\ue0000\ue001\ue0021\ue003>' + m['role'] + ': ' + m['content'] + '\n' }}"
                      "{% endfor %}{% if add_generation_prompt %}{{ '<\ue0000\ue001\ue0021\ue003>assistant: ' }}{% endif %}",

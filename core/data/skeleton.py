@@ -10,7 +10,8 @@ it); a row then costs a join. `| trim` directly on a content is allowed: rows wh
 their `str.strip()` (what Jinja's trim is) take this path, others the exact one.
 
 Opacity is decided once per template by walking its Jinja syntax tree; anything this walk does not
-recognise makes the template not opaque, and the caller renders every row as before. A shape whose
+recognise makes the template not opaque, and the caller renders every row as before; so does a call
+of `strftime_now` or `lipsum` (a shape's render is kept, their output is of its moment). A shape whose
 skeleton fails to render, renders non-incrementally, or whose sentinels cannot be told apart from the
 template's own text, is encoded the exact way too (which then names the row's error as before).
 """
@@ -30,6 +31,7 @@ Bound = tuple[int, int]  # a character position in the whole text: (pieces befor
 
 SHAPES_MAX = 4096  # shapes kept per template; past it new shapes take the exact path (bounds memory and cost)
 _LOOP_ATTRS = frozenset({"index", "index0", "revindex", "revindex0", "first", "last", "length", "depth", "depth0"})
+_UNSTEADY = frozenset({"strftime_now", "lipsum"})  # globals whose output changes from one render to the next
 _SENTINELS = (("\ue000", "\ue001"), ("\ue002", "\ue003"))  # two sets: a render with each must agree
 _PRIVATE = re.compile("[\ue000-\ue003]")
 
@@ -121,6 +123,8 @@ class _Walk:
         elif kind is nodes.Name:
             if node.name in scope or node.name in ("messages", "loop"):
                 raise _NotOpaque(f"{node.name} used whole")
+            if node.name in _UNSTEADY:
+                raise _NotOpaque(f"{node.name}: a shape's render would be kept past its moment")
         elif kind is nodes.Getattr and type(node.node) is nodes.Name and node.node.name == "loop":
             if node.attr not in _LOOP_ATTRS:
                 raise _NotOpaque(f"loop.{node.attr}")
