@@ -57,7 +57,7 @@ LORAPLUS_RATIO = 16.0                 # spec: method.ratio
 # hardware and precision
 PRECISION = 'fp32'                    # planned: this CPU has no native bf16 matmul (neither amx_bf16 nor avx512_bf16 in FTC_CPU_FLAGS): bf16 would be emulated, slower than fp32; fp16 is not supported on CPU
 LOAD_DTYPE = 'float32'                # derived: precision
-LM_HEAD = 'kept-positions'            # planned: on CPU TRL's fused head projects every position in fp32 tiles (no Triton); the head projects only the positions whose label is kept, in the compute dtype (the yoda job's step 24 % shorter on one CPU core, the same losses: benchmarks/README.md)
+LM_HEAD = 'kept-positions'            # planned: on CPU TRL's fused head projects every position in fp32 tiles (no Triton); the head projects only the positions whose label is kept, in the compute dtype (the yoda job on one CPU core: 175 tokens/s against 124 with TRL's head, the same losses: benchmarks/README.md)
 # optimization
 LEARNING_RATE = 0.0014                # planned: loraplus's 0.0002 at hidden 4096 x 7.11 for hidden 576 (1/width, muP)
 EPOCHS = 2.0                          # spec: train.epochs
