@@ -60,9 +60,10 @@ class RunShape:
     padded: bool = False
     """An attention mask is passed (padded batches): SDPA then repeats K/V for every query head."""
     grad_accum: int = 1
-    loss: Literal["trl", "hf"] = "trl"
+    loss: Literal["trl", "hf", "kept"] = "trl"
     """How the loss is computed: "trl" is SFTTrainer's fused, tiled LM head (what train.py runs);
-    "hf" is the model's own forward with labels (full logits, then cross-entropy)."""
+    "hf" is the model's own forward with labels (full logits, then cross-entropy); "kept" is ftc's head
+    over the kept positions (ftc.runtime.lmhead, chosen on CPU: compiler/plan/lmhead.py)."""
     parallel: Parallel = Parallel()  # the strategy over several devices (estimate_shard); default one device
     reference_copy: bool = False
     """DPO/KTO with train.reference = copy: a frozen second model in the load dtype (no gradients, no states).
@@ -319,8 +320,9 @@ def _activations(shape: RunShape, d: Dims, logits: int) -> tuple[int, str]:
         # Each checkpointed block keeps its input; backward recomputes one block at a time, after
         # the loss's vocab-wide buffers are gone with the fused TRL head (they overlap otherwise).
         kept = d.layers * (e * d.h * tokens + _int8_state(shape, d, tokens))
-        # "hf" keeps the logits themselves (4 B per entry of the 12) through the backward.
-        retained = 0 if shape.loss == "trl" else tokens * d.vocab * 4
+        # "hf" keeps the logits themselves (4 B per entry of the 12) through the backward; "kept" returns
+        # only the kept positions' log-probabilities, so its log-softmax is gone once its backward ran.
+        retained = tokens * d.vocab * 4 if shape.loss == "hf" else 0
         recomputed = max(0, layer + retained - logits)
         return kept + recomputed + embed_out + final_norm, "activations: block inputs kept, one block recomputed"
     return d.layers * layer + embed_out + final_norm, f"activations: {d.layers} blocks x {layer / 2**20:,.1f} MiB"

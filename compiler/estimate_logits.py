@@ -34,6 +34,10 @@ def logits_bytes(shape: RunShape, d: Dims, e: int, tokens: int) -> int:
     "hf": the logits, their fp32 upcast (a copy unless already fp32), the log-softmax that
     cross_entropy keeps and the gradient being formed (transformers loss_utils.ForCausalLMLoss).
 
+    "kept": ftc.runtime.lmhead, the same entries as "hf" for the positions whose label is kept: the
+    head's output in the compute dtype, its fp32 copy, the log-softmax and its gradient (estimated for
+    every position, an upper bound: the kept share is not measured at compile time).
+
     "trl": TRL's fused LM head never builds the whole logits, only tiles (see the TRL_* constants);
     with Triton (CUDA) the fold runs in place (estimated, not yet measured on a GPU: mm_buf plus one
     fp32 tile). The backward also accumulates an fp32 gradient of the hidden states, and of the
@@ -42,6 +46,8 @@ def logits_bytes(shape: RunShape, d: Dims, e: int, tokens: int) -> int:
     if shape.loss == "hf":
         if shape.objective in FULL_LOGITS:
             return full_logits_bytes(shape, d, e)
+        return tokens * d.vocab * LOGITS_BYTES_PER_ENTRY
+    if shape.loss == "kept":  # as "hf" over the kept positions, every position at most (the share is not known)
         return tokens * d.vocab * LOGITS_BYTES_PER_ENTRY
     positions = shape.micro_batch * max(1, shape.seq_len - 1)
     rows = min(positions, TRL_TOKEN_CHUNK)

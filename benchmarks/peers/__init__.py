@@ -78,6 +78,18 @@ def ftc(job: Job, work: Path, data_keys: dict[str, str] | None = None, hardware:
     return [sys.executable, str(out / "train.py"), str(work / "run")], work
 
 
+def ftc_trl_head(job: Job, work: Path) -> tuple[list[str], Path]:
+    """ftc's emitted script with TRL's fused loss head, as emitted before issue 19: the plan's
+    kept-positions head (ftc.runtime.lmhead) is its one call, removed here."""
+    argv, cwd = ftc(job, work)
+    script, call = work / "compiled" / "train.py", "score_kept_positions(model)"
+    text = script.read_text()
+    if call not in text:
+        raise Unavailable("the plan has no kept-positions loss head to remove (LM_HEAD is the trainer's)")
+    script.write_text("".join(line for line in text.splitlines(keepends=True) if call not in line))
+    return argv, cwd
+
+
 def trl_script(job: Job, work: Path, *flags: str) -> tuple[list[str], Path]:
     """The hand-written SFTTrainer script, in ftc's venv (the same TRL, transformers and PEFT)."""
     data = job.pairs or job.messages
@@ -154,6 +166,7 @@ TOOLS = {
     "ftc-padded": lambda job, work: ftc(job, work, {"padding_free": "false"}),  # the unoptimised path
     "ftc-packed": lambda job, work: ftc(job, work, {"packing": "true"}),
     "ftc-fp32": lambda job, work: ftc(job, work, {}, 'precision = "fp32"'),  # the plan on a CPU without native bf16
+    "ftc-trl-head": ftc_trl_head,  # TRL's fused loss head instead of the planned kept-positions one
     "trl": lambda job, work: trl_script(job, work),
     "trl-padding-free": lambda job, work: trl_script(job, work, "--padding-free"),
     "trl-cli": trl_cli,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from ftc.core.errors import BudgetError
 from ftc.compiler.estimate import Memory, RunShape, estimate_memory
@@ -12,6 +13,7 @@ from ftc.compiler.estimate_preference import without_dropout
 from ftc.compiler.estimate_shard import Loading, Parallel
 from ftc.compiler.strategy import AUTO_ORDER, OFFLOAD_LEVEL, candidates, incompatible
 from ftc.compiler.methods import MethodPlan
+from ftc.compiler.plan.lmhead import KEPT, lm_head_choice
 from ftc.compiler.plan.objective import reference_of
 from ftc.compiler.spec import Spec
 
@@ -60,10 +62,14 @@ def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointin
     rows = micro if objective in ("sft", "kto") else 2 * micro
     fused = method.method.trainer == "sft" and objective in ("sft", "dpo", "kto")
     method = method if objective == "sft" else without_dropout(method)
+    loss: Literal["trl", "hf", "kept"] = "trl" if fused else "hf"
+    if fused and lm_head_choice(spec.hardware.device, objective, method.method.trainer, parallel.strategy,
+                                config).value == KEPT:
+        loss = "kept"
     return RunShape(
         config=config, method=method, micro_batch=rows, seq_len=seq_len or spec.data.max_length,
         gradient_checkpointing=checkpointing, dtype=dtype, optimizer=optimizer, device=spec.hardware.device,
-        padded=rows > 1, grad_accum=grad_accum, loss="trl" if fused else "hf", parallel=parallel,
+        padded=rows > 1, grad_accum=grad_accum, loss=loss, parallel=parallel,
         reference_copy=reference_of(spec) == "copy", objective=objective)
 
 

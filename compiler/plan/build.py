@@ -21,6 +21,7 @@ from ftc.compiler.literal import lit
 from ftc.compiler.plan.budget import BatchChoice, by_strategy, choose_batch, gib
 from ftc.compiler.plan.hyper import Hyper, choose
 from ftc.compiler.plan.precision import precision_choice
+from ftc.compiler.plan.lmhead import KEPT, lm_head_choice
 from ftc.compiler.plan.speed import padding_free_choice
 from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodSection, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
 from ftc.compiler.plan.objective import objective_notes, objective_plan
@@ -369,6 +370,11 @@ def build_plan(spec: Spec, facts: Facts, name: str, measured_lr: tuple[float, st
     reasons.append(f"padding-free: {'on' if free.value else 'off'} ({free.why.split(': ', 1)[-1]})")
     notes += objective_notes(spec)
     hardware = _parallel(spec, facts, hardware, choice)
+    head = lm_head_choice(spec.hardware.device, spec.train.objective, spec.method.trainer, hardware.strategy.value,
+                          facts.model.config)
+    hardware = replace(hardware, lm_head=head)
+    if head.value == KEPT:
+        reasons.append(f"loss head: kept positions only ({head.why.removeprefix('planned: ')})")
     reasons += _summary(spec, optim, hardware, choice)
     budget = hardware.budget_gib.value
     table = by_strategy(spec, config, hardware.load_dtype.value, choice, spec.train.batch_size // spec.hardware.world,

@@ -133,6 +133,9 @@ class HardwarePlan:
     quant_storage: Setting[str | None] = meta("QUANT_STORAGE", when=_is_set("quant_storage", None), default=None)
     precision: Setting[str] = meta("PRECISION", key=(6, "precision"))
     load_dtype: Setting[str] = meta("LOAD_DTYPE")
+    lm_head: Setting[str] = meta("LM_HEAD", when=_is_set("lm_head", "trainer"),
+                                 default=Setting("trainer", "default: the trainer's own loss head"))
+    """SFTTrainer's loss head: "trainer" (TRL's fused head) or "kept-positions" (compiler/plan/lmhead.py)."""
     budget_gib: Setting[float | None] = meta(resumable=True)
 
 
