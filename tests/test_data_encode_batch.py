@@ -299,3 +299,48 @@ def test_chunk_labels_equal_the_per_row_rule_with_its_fallbacks() -> None:
     ids, offsets, spans, texts = map(list, zip(*rows))
     assert _labels_many(ids, offsets, spans, texts) == [_labels(*row[:3]) for row in rows]
     assert any(label != IGNORE for row in _labels_many(ids, offsets, spans, texts) for label in row)
+
+
+def _byte_level_variants(tiny_tokenizer: Any) -> dict[str, Any]:
+    """The tiny tokenizer as it is, after a regex split (Llama 3 / Qwen's shape), with a ByteLevel post-processor
+    that keeps offsets, and (not byte-level in `_byte_level`'s sense) one that trims them."""
+    from tokenizers import pre_tokenizers, processors
+
+    variants = {"plain": tiny_tokenizer}
+    split = copy.deepcopy(tiny_tokenizer)
+    split._tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(r"\s+|\p{L}+|\p{N}{1,3}", behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    variants["split"] = split
+    kept = copy.deepcopy(tiny_tokenizer)
+    kept._tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    variants["post_kept"] = kept
+    trimmed = copy.deepcopy(tiny_tokenizer)
+    trimmed._tokenizer.post_processor = processors.ByteLevel(trim_offsets=True)
+    variants["post_trimmed"] = trimmed
+    return variants
+
+
+def test_labels_found_at_span_bounds_equal_the_per_token_rule(tiny_tokenizer: Any) -> None:
+    """batch._labels_at_bounds (byte-level tokenizers: two lookups per span) against encode._labels (every token's
+    offsets) on texts with multi-byte characters split over several tokens, whitespace runs, special tokens and
+    spans that start or end inside a token; a post-processor that trims offsets (empty tokens) is not byte-level."""
+    from ftc.core.data.batch import _byte_level, _labels_at_bounds
+    from ftc.core.data.encode import _labels
+
+    variants = _byte_level_variants(tiny_tokenizer)
+    assert [_byte_level(t) for t in variants.values()] == [True, True, True, False]
+    rng = random.Random(11)
+    pieces = ["red", "  ", " blue", "ünï", "数据", "🙂", "\n\n", "<|im_end|>", "<|im_start|>assistant\n", "tab\t.", "x"]
+    checked = 0
+    for name, tokenizer in variants.items():
+        if not _byte_level(tokenizer):
+            continue
+        for _ in range(300):
+            text = "".join(rng.choices(pieces, k=rng.randint(1, 14)))
+            cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, 2 * rng.randint(1, 3))))
+            spans = [(a, b) for a, b in zip(cuts[::2], cuts[1::2]) if b > a]
+            encoding = tokenizer._tokenizer.encode(text, add_special_tokens=False)
+            expected = _labels(encoding.ids, encoding.offsets, spans)
+            assert _labels_at_bounds(encoding, encoding.ids, spans, len(text)) == expected, (name, text, spans)
+            checked += sum(label != IGNORE for label in expected)
+    assert checked > 1000

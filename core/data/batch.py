@@ -4,8 +4,9 @@ The per-example path calls the tokenizer's chat template once per prefix and the
 text; the Python around each call costs more than the work. Here a conversation whose template is
 content-opaque is rendered from its shape's skeleton, rendered once per shape (ftc.core.data.skeleton);
 the prefixes of the other conversations of a chunk are rendered by one pass per kind (with and without
-the generation prompt), and the texts tokenized by one call; labels are placed for the whole chunk in one
-numpy pass (`_labels_many`, the rule of `encode._labels`). A chunk whose template fails or runs past its
+the generation prompt), and the texts tokenized by one call; labels follow the rule of `encode._labels`: for a
+byte-level BPE tokenizer from two lookups in the encoding per trained span (`_labels_at_bounds`: no token's
+offsets become Python objects), for others in one numpy pass over the chunk's offsets (`_labels_many`). A chunk whose template fails or runs past its
 time bound is encoded again example by example, so the failing row is named exactly as before.
 Tokenizers that are not transformers' fast tokenizers (ftc.compiler.tokens.LightTokenizer, test doubles)
 take the per-example path.
@@ -174,7 +175,10 @@ def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
         encodings = _encode(tokenizer, texts, False)
         if encodings is not None:
             ids = [e.ids for e in encodings]
-            labels = _labels_many(ids, [e.offsets for e in encodings], [spans[p] for p in order], texts)
+            if _byte_level(tokenizer):
+                labels = [_labels_at_bounds(e, i, spans[p], len(whole[p])) for e, i, p in zip(encodings, ids, order)]
+            else:
+                labels = _labels_many(ids, [e.offsets for e in encodings], [spans[p] for p in order], texts)
         else:
             encoding = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
             ids = [list(i) for i in encoding["input_ids"]]
@@ -182,6 +186,51 @@ def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
         for p, row_ids, row_labels in zip(order, ids, labels):
             done[p] = _truncate(row_ids, row_labels, settings.max_length)
     return done
+
+
+def _byte_level(tokenizer: Any) -> bool:
+    """Whether the tokenizer's pipeline is byte-level BPE with offsets as it produced them: no normalizer, a
+    ByteLevel pre-tokenizer (after regex splits), a BPE model without dropout, and a post-processor that does not
+    trim offsets. Its tokens' offsets then begin in order and are never empty (each token holds at least one byte
+    of the text, and its offsets are the characters its bytes come from), so the tokens whose first character
+    is inside a span are the run from the first token beginning at or after its start to the first beginning at
+    or after its end (`_labels_at_bounds`), found by asking the encoding at the bounds only."""
+    import json
+
+    backend = tokenizer._tokenizer
+    if backend.normalizer is not None or backend.pre_tokenizer is None or type(backend.model).__name__ != "BPE" \
+            or backend.model.dropout:
+        return False
+    pre = json.loads(backend.pre_tokenizer.__getstate__())
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    post = json.loads(backend.post_processor.__getstate__()) if backend.post_processor is not None else {}
+    posts = post.get("processors", []) if post.get("type") == "Sequence" else [post] if post else []
+    return bool(steps) and steps[-1].get("type") == "ByteLevel" and all(x.get("type") == "Split" for x in steps[:-1]) \
+        and all(x.get("type") == "TemplateProcessing" or (x.get("type") == "ByteLevel" and not x.get("trim_offsets"))
+                for x in posts)
+
+
+def _labels_at_bounds(encoding: Any, ids: list[int], spans: list[tuple[int, int]], length: int) -> list[int]:
+    """encode._labels for a byte-level encoding (`_byte_level`): each span's tokens found from its bounds."""
+    if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):  # overlapping or unordered: the token loop
+        return _labels(ids, encoding.offsets, spans)
+    labels = [IGNORE] * len(ids)
+    for start, end in spans:
+        first, stop = _first_from(encoding, start, length, len(ids)), _first_from(encoding, end, length, len(ids))
+        labels[first:stop] = ids[first:stop]
+    return labels
+
+
+def _first_from(encoding: Any, char: int, length: int, count: int) -> int:
+    """The first token whose first character is at or after `char` (`count` when none is): the token holding
+    the first character from `char` on that a token holds, or the next one when that token begins before `char`."""
+    for at in range(char, length):
+        token = encoding.char_to_token(at)
+        if token is not None:
+            while token < count and encoding.token_to_chars(token)[0] < char:
+                token += 1
+            return token
+    return count
 
 
 def _labels_many(ids: list[list[int]], offsets: list[list[tuple[int, int]]], spans: list[list[tuple[int, int]]],
