@@ -205,7 +205,7 @@ class Writer:
         if not items:
             return
         columns = {"source": [e.source for e in items], "row": [e.row for e in items], "split": [e.split for e in items],
-                   "example": [json.dumps(e.example, ensure_ascii=False) for e in items]}
+                   "example": [json.dumps(e.example) for e in items]}  # ASCII escapes: twice as fast to write
         columns |= {name: _token_lists([e.encoding[name] for e in items]) for name in ("input_ids", "labels")}
         columns |= {name: [e.encoding[name] for e in items] for name in COLUMNS[6:]}
         self._writer.write_batch(pa.record_batch(columns, schema=self.schema))

@@ -83,13 +83,20 @@ def as_text(value: Any, what: str) -> str:
     raise _Drop("malformed", f"{what} is {kind}, not text")
 
 
+def _first_key(turn: dict[str, Any], keys: tuple[str, ...]) -> str | None:
+    for k in keys:
+        if k in turn:
+            return k
+    return None
+
+
 def chat_turn(turn: Any, number: int, settings: DataSettings, roles: dict[str, str], what: str = "turn") -> dict[str, str]:
     """One turn of a conversation ({"role"/"from": ..., "content"/"value"/"text": ...}, or the keys data.columns
     names) as {"role", "content"}: _Drop when it is malformed or empty, _UnknownRole when its role is not mapped."""
     if not isinstance(turn, dict):
         raise _Drop("malformed", f"{what} {number} is a {type(turn).__name__}, not an object")
-    role_key = settings.columns.get("role") or next((k for k in ROLE_KEYS if k in turn), None)
-    content_key = settings.columns.get("content") or next((k for k in CONTENT_KEYS if k in turn), None)
+    role_key = settings.columns.get("role") or _first_key(turn, ROLE_KEYS)
+    content_key = settings.columns.get("content") or _first_key(turn, CONTENT_KEYS)
     if role_key is None or role_key not in turn or content_key is None or content_key not in turn:
         raise _Drop("malformed", f"{what} {number} has no role or content key (keys: {', '.join(map(str, turn))}); "
                     "set data.columns.role and data.columns.content")
