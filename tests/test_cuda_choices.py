@@ -60,6 +60,13 @@ def test_installed_kernels_are_chosen_with_their_reasons(compile_in) -> None:  #
     compile(script, "train.py", "exec")
 
 
+@pytest.mark.parametrize("method", ['kind = "full"', 'kind = "freeze"\nlayers = 1', 'kind = "qlora"'])
+def test_every_model_loader_passes_the_attention(compile_in, method: str) -> None:  # type: ignore[no-untyped-def]
+    script = compile_in(_spec(A100, method), "flash-attn").emitted.files["train.py"]
+    assert "attn_implementation=ATTENTION," in script
+    compile(script, "train.py", "exec")
+
+
 def test_without_the_packages_sdpa_and_no_liger_say_why(compile_in) -> None:  # type: ignore[no-untyped-def]
     result = compile_in(_spec(A100))
     hw, script, plan_md = result.plan.hardware, result.emitted.files["train.py"], result.emitted.files["plan.md"]
