@@ -372,7 +372,7 @@ def build_plan(spec: Spec, facts: Facts, name: str, measured_lr: tuple[float, st
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"batch_size": hyper.batch_size[0]})})
     optim, choice = _optim(spec, facts, hardware, seq_len, hyper)
     free = padding_free_choice(spec, facts.tokens, facts.model.config, facts.model.params,
-                               optim.micro_batch_size.value, max_length)
+                               optim.micro_batch_size.value, max_length, hardware.attention.value)
     data = replace(data, padding_free=free)
     reasons.append(f"padding-free: {'on' if free.value else 'off'} ({free.why.split(': ', 1)[-1]})")
     notes += objective_notes(spec)
