@@ -35,7 +35,8 @@ FLASH_PACKAGE, LIGER_PACKAGE = "flash-attn", "liger-kernel"
 # model_type -> transformers 5.24 sets `_supports_flash_attn = True` on its PreTrainedModel (models/*/modeling_*.py)
 FLASH_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
                                "phi", "phi3", "gpt2"})
-# model_type -> liger_kernel.transformers.monkey_patch.MODEL_TYPE_TO_APPLY_LIGER_FN has an entry
+# model_type -> liger_kernel.transformers.monkey_patch.MODEL_TYPE_TO_APPLY_LIGER_FN has an entry (checked against
+# linkedin/Liger-Kernel ead96b6, 2026-08-21; the dict there has more types, these are the ones ftc's catalog uses)
 LIGER_MODEL_TYPES = frozenset({"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
                                "phi3"})
 
