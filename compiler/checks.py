@@ -291,7 +291,8 @@ def hardware_budget(spec: Spec, facts: Facts) -> Iterator[Finding]:
         elif hw.precision == "fp32":
             yield "hardware.attention", "flash_attention_2 computes in bf16 or fp16 only; set precision to one, or auto"
         elif gpu is not None and not gpu.bf16:
-            yield "hardware.attention", f"flash_attention_2 needs an Ampere or newer GPU; the {gpu.name} is older: use sdpa"
+            yield "hardware.attention", (f"flash_attention_2 needs an Ampere or newer GPU; the {gpu.name} is older: "
+                                         "use sdpa")
     if hw.liger is True and hw.device == "cpu":
         yield "hardware.liger", "Liger's kernels are Triton kernels for CUDA; set liger = false (or auto) on cpu"
     if hw.liger is True and spec.train.objective != "sft":

@@ -133,7 +133,8 @@ def test_speed_packages_are_read_from_the_installed_distributions(tmp_path: Path
     assert found == before | {"liger-kernel"} and "installed packages" in source
 
 
-def test_the_script_stops_clearly_when_a_planned_kernel_is_missing(compile_in, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_the_script_stops_clearly_when_a_planned_kernel_is_missing(compile_in,  # type: ignore[no-untyped-def]
+                                                                    tmp_path: Path) -> None:
     """flash-attn is not installed here: the emitted script's start check ends the run with a status event that
     says what to do, no traceback, before the model loads."""
     result = compile_in(_spec(A100), "flash-attn")
