@@ -57,6 +57,7 @@ class Case:
     devices: int = 2  # processes under `strategy` (ZeRO-3 + offload is valid on one GPU)
     objective: str = ""  # a preference objective on preference rows ("dpo-precomputed": reference = "precomputed")
     precision: str = ""  # hardware.precision; "": fp32 on CPU (as the CPU cases were measured), the planner's on CUDA
+    attention: str = ""  # hardware.attention (CUDA: "sdpa" or "flash_attention_2"); "": the planner's
 
     @property
     def key(self) -> str:
@@ -64,6 +65,7 @@ class Case:
         key = f"cuda {key}" if self.device == "cuda" else key
         key = f"{key} {self.objective}" if self.objective else key
         key = f"{key} {self.precision}" if self.precision else key
+        key = f"{key} {self.attention}" if self.attention else key
         return f"{key} {self.devices}x{self.strategy}" if self.strategy else key
 
 
@@ -157,7 +159,8 @@ def _objective(case: Case, compare: int) -> tuple[str, str, str]:
 def _hardware(case: Case) -> str:
     """The [hardware] lines of a case: the precision pinned on CPU, where the planner reads the machine's flags."""
     precision = case.precision or ("fp32" if case.device == "cpu" else "")
-    device = f'device = "{case.device}"\n' + (f'precision = "{precision}"\n' if precision else "") + _budget(case)
+    device = (f'device = "{case.device}"\n' + (f'precision = "{precision}"\n' if precision else "")
+              + (f'attention = "{case.attention}"\n' if case.attention else "") + _budget(case))
     if not case.strategy:
         return device
     strategy, _, offload = case.strategy.partition("-")

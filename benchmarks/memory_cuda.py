@@ -29,6 +29,9 @@ def cases(gpus: int) -> list[Case]:
     one = [Case("smollm2", "lora", 4, False, device="cuda"), Case("smollm2", "full", 1, False, device="cuda"),
            Case("smollm2", "qlora", 2, True, device="cuda"),
            Case("smollm2", "full", 1, False, "zero3-offload", device="cuda", devices=1)]
+    # the attention choice's estimate (compiler/plan/kernels.py): a padded LoRA batch under SDPA keeps a mask and
+    # K/V repeated per query head, under FlashAttention-2 neither (the flash case needs flash-attn installed)
+    one += [Case("smollm2", "lora", 8, False, device="cuda", attention=a) for a in ("sdpa", "flash_attention_2")]
     several = [Case("smollm2", k, 2, False, s, device="cuda", devices=2) for k in ("lora", "full")
                for s in ("ddp", "zero2", "fsdp", "zero3", "zero3-offload")]
     return one + (several if gpus >= 2 else [])

@@ -18,7 +18,7 @@ from ftc.core.errors import RunError
 from ftc.core.events import EventLog, read_events
 
 # Error kinds of the script's final status event (ftc.runtime.outcome) whose message says what to fix.
-USER_ERRORS = frozenset({"data", "bundled_model", "method", "run_dir", "nan", "eval_gate"})
+USER_ERRORS = frozenset({"data", "bundled_model", "method", "run_dir", "nan", "eval_gate", "kernel"})
 
 
 def recover(console: Console, result: CompileResult, target: Path, events: EventLog, final: dict[str, Any],

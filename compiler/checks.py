@@ -285,6 +285,19 @@ def hardware_budget(spec: Spec, facts: Facts) -> Iterator[Finding]:
         yield "hardware.precision", "fp16 training needs a GPU; use fp32 (or bf16) on cpu"
     if gpu is not None and not gpu.bf16 and hw.precision == "bf16":
         yield "hardware.precision", f"the {gpu.name} has no bf16 support; use fp16 or auto"
+    if hw.attention == "flash_attention_2":
+        if hw.device == "cpu":
+            yield "hardware.attention", "flash_attention_2 runs on CUDA only; use sdpa or auto on cpu"
+        elif hw.precision == "fp32":
+            yield "hardware.attention", "flash_attention_2 computes in bf16 or fp16 only; set precision to one, or auto"
+        elif gpu is not None and not gpu.bf16:
+            yield "hardware.attention", (f"flash_attention_2 needs an Ampere or newer GPU; the {gpu.name} is older: "
+                                         "use sdpa")
+    if hw.liger is True and hw.device == "cpu":
+        yield "hardware.liger", "Liger's kernels are Triton kernels for CUDA; set liger = false (or auto) on cpu"
+    if hw.liger is True and spec.train.objective != "sft":
+        yield "hardware.liger", (f"Liger's layer kernels are planned for SFT only; {spec.train.objective}'s trainer "
+                                 "reads use_liger_kernel as its own Liger loss: set liger = false (or auto)")
 
 
 @check

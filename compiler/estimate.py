@@ -69,6 +69,14 @@ class RunShape:
     """DPO/KTO with train.reference = copy: a frozen second model in the load dtype (no gradients, no states).
     A preference objective's doubled rows (chosen and rejected) are in micro_batch already (shape_for)."""
     objective: str = "sft"  # train.objective: ORPO and SimPO read the full logits (estimate_preference)
+    attention: str = "sdpa"
+    """attn_implementation (compiler/plan/kernels.py): flash_attention_2 takes no mask and K/V per KV head."""
+
+    @property
+    def masked(self) -> bool:
+        """SDPA gets an explicit mask (padded rows, prefix tuning): it repeats K/V per query head and keeps the mask.
+        FlashAttention-2 unpads rows into its varlen kernel instead (transformers' modeling_flash_attention_utils)."""
+        return self.attention != "flash_attention_2" and (self.padded or bool(self.terms.prefix_tokens))
 
     @cached_property
     def terms(self) -> ActivationTerms:
@@ -227,12 +235,13 @@ def _frozen_block_per_token(shape: RunShape, d: Dims) -> int:
     and logsumexp, the SwiGLU silu's gate and the product's two factors. Measured: within 0.3 % of
     a tied linear_probe's 30 frozen blocks (llama-small 4x128)."""
     e = _activation_bytes(shape)
-    attn_kv = 2 * (d.q_dim if shape.padded else d.kv_dim)
+    attn_kv = 2 * (d.q_dim if shape.masked else d.kv_dim)
     if shape.terms.prefix_tokens:
         # Prefix tuning: keys and values span the virtual tokens too, and the mask PEFT extends over
         # them is explicit (queries and keys differ in length), so transformers repeats K and V per
-        # query head (sdpa_attention.use_gqa_in_sdpa) whether or not the batch is padded.
-        attn_kv = 2 * d.q_dim * (shape.seq_len + shape.terms.prefix_tokens) // max(1, shape.seq_len)
+        # query head (sdpa_attention.use_gqa_in_sdpa) whether or not the batch is padded (not under
+        # FlashAttention-2, which reads K/V per KV head).
+        attn_kv = attn_kv * (shape.seq_len + shape.terms.prefix_tokens) // max(1, shape.seq_len)
     return (2 * 4 * d.h + e * (d.q_dim + attn_kv + d.q_dim) + 4 * d.heads + 3 * e * d.inter
             + _sdpa_mask_per_token(shape))
 
@@ -243,7 +252,7 @@ def _sdpa_mask_per_token(shape: RunShape) -> int:
     layer (aten convert_boolean_attn_mask) and keeps it for backward, one element per key position
     (measured on CPU in fp32, aten::where: padded llama-tiny LoRA 4x512 +24 MiB, llama-small
     4x128 +52 MiB with the repeated K/V; not yet measured on a GPU)."""
-    if not shape.padded and not shape.terms.prefix_tokens:
+    if not shape.masked:
         return 0
     keys = shape.seq_len + shape.terms.prefix_tokens + shape.terms.prompt_tokens
     return _activation_bytes(shape) * keys
@@ -264,7 +273,7 @@ def _layer_activations(shape: RunShape, d: Dims, tokens: int) -> int:
 def _trained_block_per_token(shape: RunShape, d: Dims) -> int:
     """Bytes per token a decoder block keeps when its linear layers' inputs are needed."""
     e = _activation_bytes(shape)
-    attn_kv = 2 * (d.q_dim if shape.padded else d.kv_dim)  # K and V, repeated per query head under a mask
+    attn_kv = 2 * (d.q_dim if shape.masked else d.kv_dim)  # K and V, repeated per query head under a mask
     # RMSNorm computes in fp32: pow() keeps the fp32 input, the weight's multiply keeps the
     # normalized value cast back to the dtype (the same fp32 tensor when e = 4), and the output is
     # kept as the projections' input. fp32: 4 + 4 + 4 bytes; bf16: 4 + 2 + 2.

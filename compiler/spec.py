@@ -269,6 +269,13 @@ class HardwareSpec(_Table):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Compute precision; auto picks bf16 where the GPU supports it, fp16 otherwise; on CPU bf16 where the
     CPU multiplies it natively (AMX, AVX-512 BF16) and the base is frozen, fp32 otherwise."""
+    attention: Literal["auto", "sdpa", "flash_attention_2", "eager"] = "auto"
+    """The attention kernel (transformers' attn_implementation); auto picks `flash_attention_2` on cuda where
+    the flash-attn package is installed, the GPU is Ampere or newer, the precision bf16/fp16 and the model
+    supports it, `sdpa` (PyTorch's scaled dot product attention) otherwise."""
+    liger: bool | Literal["auto"] = "auto"
+    """Liger's Triton kernels for the norms, rotary embeddings and MLP (liger-kernel); auto turns them on for
+    SFT on cuda where the package is installed and supports the model type."""
 
     @model_validator(mode="before")
     @classmethod

@@ -28,7 +28,7 @@ The script's last status (written by ftc.runtime.outcome.RunOutcome when it ends
 why, and `ftc run` decides from it alone:
   state       exiting (an exit ftc run recovers from: 75 out of memory, 76 NaN rollback), failed, stopped
   error       oom | nan | stopped | disk_full | interrupted | data | bundled_model | method | run_dir | eval_gate |
-              crash
+              kernel (a planned CUDA kernel package does not import: ftc.runtime.kernels) | crash
   exit_code   the code the script exits with (75, 76, 77 resumable stop, 130 interrupted, 1 otherwise)
   message     what happened and what to do (for "crash", the exception; its traceback is in the log)
   step        the last completed step; failed_step (oom, nan), micro_batch_size (oom), last_good_step (nan)

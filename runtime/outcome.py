@@ -17,6 +17,7 @@ from ftc.core.data.encode import DataError
 from ftc.core.events import EventLog
 from ftc.runtime import orphan, ranks
 from ftc.runtime.evaluate import RegressionGate
+from ftc.runtime.kernels import KernelMissing
 from ftc.runtime.methods import MethodError
 
 OOM_MARKERS = ("out of memory", "can't allocate memory", "MPS backend out of memory")
@@ -51,7 +52,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 USER_ERRORS = ((DataError, "data"), (BundledModelError, "bundled_model"), (MethodError, "method"),
-               (GuardError, "run_dir"), (RegressionGate, "eval_gate"))
+               (GuardError, "run_dir"), (RegressionGate, "eval_gate"), (KernelMissing, "kernel"))
 """Errors whose message says what to fix: their status event carries it, and no traceback is printed."""
 
 

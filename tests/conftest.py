@@ -32,9 +32,11 @@ def _data_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(autouse=True, scope="session")
 def _cpu_flags() -> None:
     """Plans must not depend on the machine the suite runs on: the CPU is pinned to one without native
-    bf16 (compiler/host.py), inherited by the `ftc` subprocesses too; tests of the bf16 choice set it."""
+    bf16 (compiler/host.py) and without flash-attn / liger-kernel, inherited by the `ftc` subprocesses too;
+    tests of the bf16 and kernel choices set them."""
     import os
 
-    from ftc.compiler.host import CPU_FLAGS_ENV
+    from ftc.compiler.host import CPU_FLAGS_ENV, PACKAGES_ENV
 
     os.environ[CPU_FLAGS_ENV] = ""
+    os.environ[PACKAGES_ENV] = ""  # nor on the CUDA speed packages installed here (tests of the choice set them)

@@ -27,6 +27,9 @@ def test_padding_free_costs_its_attention_square() -> None:
     assert free > padded  # no padding to save, and one row attends over 80 positions instead of 10
     padded, free = step_costs((10,) * 7 + (200,), 8, params=10**8, layers=30, hidden=576)
     assert free < 0.5 * padded
+    # FlashAttention-2's varlen kernel attends within each example: equal lengths then cost what padding does
+    padded, free = step_costs((10,) * 8, 8, params=1000, layers=1, hidden=1, varlen=True)
+    assert free == pytest.approx(padded)
 
 
 def _spec(name: str, data: str, extra: str = "", method: str = 'kind = "lora"\ndropout = 0.0') -> str:

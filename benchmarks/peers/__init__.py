@@ -63,7 +63,8 @@ def ftc_spec(job: Job, work: Path, data_keys: dict[str, str], hardware: str = ""
             f'{extra}{fmt}'
             '[method]\nkind = "lora"\nr = 8\nalpha = 16\ndropout = 0.05\ntarget_modules = "all-linear"\n'
             f'[train]\nmax_steps = {job.steps}\nlearning_rate = 2e-3\nbatch_size = 8\n'
-            f'[hardware]\ndevice = "{job.device}"\n{hardware}\n')
+            f'[hardware]\ndevice = "{job.device}"\n' + ("vram_gb = 16\n" if job.device == "cuda" else "")  # a cuda
+            + f'{hardware}\n')  # spec states a budget; 16 GiB holds every micro-batch of this 135M job
 
 
 def ftc(job: Job, work: Path, data_keys: dict[str, str] | None = None, hardware: str = "") -> tuple[list[str], Path]:
@@ -167,6 +168,11 @@ TOOLS = {
     "ftc-packed": lambda job, work: ftc(job, work, {"packing": "true"}),
     "ftc-fp32": lambda job, work: ftc(job, work, {}, 'precision = "fp32"'),  # the plan on a CPU without native bf16
     "ftc-trl-head": ftc_trl_head,  # TRL's fused loss head instead of the planned kept-positions one
+    # the GPU section's kernel choices (compiler/plan/kernels.py), each pinned against the planner's pick:
+    "ftc-sdpa": lambda job, work: ftc(job, work, {}, 'attention = "sdpa"'),
+    "ftc-flash": lambda job, work: ftc(job, work, {}, 'attention = "flash_attention_2"'),  # needs flash-attn
+    "ftc-liger": lambda job, work: ftc(job, work, {}, "liger = true"),  # needs liger-kernel
+    "ftc-no-liger": lambda job, work: ftc(job, work, {}, "liger = false"),
     "trl": lambda job, work: trl_script(job, work),
     "trl-padding-free": lambda job, work: trl_script(job, work, "--padding-free"),
     "trl-cli": trl_cli,

@@ -49,9 +49,9 @@ def _throughput(device: str, tokens: int, checkpointing: bool) -> float:
 
 def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointing: bool, dtype: str,
               optimizer: str, grad_accum: int, seq_len: int | None = None,
-              method: MethodPlan | None = None, parallel: Parallel = Parallel()) -> RunShape:
+              method: MethodPlan | None = None, parallel: Parallel = Parallel(), attention: str = "sdpa") -> RunShape:
     """The RunShape of the script this spec emits, for one candidate setting (`method`: another
-    method resolved for the model, default the spec's)."""
+    method resolved for the model, default the spec's; `attention`: the planned attn_implementation)."""
     method = method or spec.method.resolve(config)
     objective = spec.train.objective
     # a paired preference step forwards chosen and rejected together: twice the rows (KTO's examples are
@@ -70,7 +70,7 @@ def shape_for(spec: Spec, config: dict[str, object], *, micro: int, checkpointin
         config=config, method=method, micro_batch=rows, seq_len=seq_len or spec.data.max_length,
         gradient_checkpointing=checkpointing, dtype=dtype, optimizer=optimizer, device=spec.hardware.device,
         padded=rows > 1, grad_accum=grad_accum, loss=loss, parallel=parallel,
-        reference_copy=reference_of(spec) == "copy", objective=objective)
+        reference_copy=reference_of(spec) == "copy", objective=objective, attention=attention)
 
 
 def gib(n: float) -> str:
@@ -78,7 +78,7 @@ def gib(n: float) -> str:
 
 
 def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budget_gib: float | None,
-                 per_device: int, seq_len: int | None = None) -> BatchChoice:
+                 per_device: int, seq_len: int | None = None, attention: str = "sdpa") -> BatchChoice:
     """The fastest micro-batch / checkpointing pair whose estimated peak fits the budget. `seq_len`:
     the longest padded row a step sees (default data.max_length; see `sequence_length`)."""
     t, device = spec.train, spec.hardware.device
@@ -117,7 +117,8 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
         for micro in micros:
             for gc in flags:
                 shape = shape_for(spec, config, micro=micro, checkpointing=gc, dtype=dtype, optimizer=optimizer,
-                                  grad_accum=per_device // micro, seq_len=seq_len, parallel=parallel)
+                                  grad_accum=per_device // micro, seq_len=seq_len, parallel=parallel,
+                                  attention=attention)
                 memory = estimate_memory(shape)
                 tokens = micro * (seq_len or int(spec.data.max_length))
                 candidates_.append((_throughput(device, tokens, gc), micro, gc, memory))
@@ -130,9 +131,9 @@ def choose_batch(spec: Spec, config: dict[str, object] | None, dtype: str, budge
         if host_short:
             raise BudgetError(_host_message(spec, host_short, limit, lambda p: shape_for(
                 spec, config, micro=1, checkpointing=flags[-1], dtype=dtype, optimizer=optimizer, grad_accum=per_device,
-                seq_len=seq_len, parallel=p)), "hardware.cpu_ram_gb")
+                seq_len=seq_len, parallel=p, attention=attention)), "hardware.cpu_ram_gb")
         raise BudgetError(_no_fit_message(spec, config, dtype, budget_gib, candidates_, forced or forced_gc,
-                                          tried[-1][0]))
+                                          tried[-1][0], attention))
     _, micro, gc, memory = max(fitting, key=lambda c: (c[0], -c[3].total))
     why_micro, why_gc = _why_batch(per_device, memory, gc, fitting, limit, budget_gib, forced, forced_gc)
     return BatchChoice(micro, gc, optimizer, memory, why_micro, why_gc, _why_optimizer(optimizer), parallel,
@@ -159,7 +160,7 @@ def _why_batch(per_device: int, memory: Memory, gc: bool, fitting: list[tuple[fl
 
 
 def by_strategy(spec: Spec, config: dict[str, object] | None, dtype: str, choice: BatchChoice, per_device: int,
-                seq_len: int | None = None) -> tuple[tuple[str, Memory], ...]:
+                seq_len: int | None = None, attention: str = "sdpa") -> tuple[tuple[str, Memory], ...]:
     """The per-device estimate of every strategy the spec allows, at the chosen micro-batch and checkpointing."""
     if config is None or spec.hardware.world == 1 and spec.hardware.strategy == "auto":
         return ()
@@ -170,7 +171,8 @@ def by_strategy(spec: Spec, config: dict[str, object] | None, dtype: str, choice
         options.insert(0, (choice.parallel, ""))
     return tuple((p.label, estimate_memory(shape_for(spec, config, micro=choice.micro, checkpointing=choice.checkpointing,
                                                      dtype=dtype, optimizer=choice.optimizer, seq_len=seq_len,
-                                                     grad_accum=per_device // choice.micro, parallel=p)))
+                                                     grad_accum=per_device // choice.micro, parallel=p,
+                                                     attention=attention)))
                  for p, _ in options)
 
 
@@ -227,13 +229,14 @@ def _why_optimizer(optimizer: str) -> str:
     if "8bit" in optimizer:
         return "planned: 8-bit AdamW (bitsandbytes), since fp32 AdamW states do not fit"
     if optimizer.endswith("fused"):
-        return "planned: fused AdamW on cuda (no foreach temporaries)"
+        return ("planned: fused AdamW on cuda: one kernel updates every parameter and its two moments, "
+                "no foreach temporaries")
     return "planned: AdamW (fused kernels are for cuda)"
 
 
 def _no_fit_message(spec: Spec, config: dict[str, object], dtype: str, budget_gib: float | None,
                     candidates: list[tuple[float, int, bool, Memory]], forced: str | None,
-                    parallel: Parallel = Parallel()) -> str:
+                    parallel: Parallel = Parallel(), attention: str = "sdpa") -> str:
     smallest = min(candidates, key=lambda c: c[3].total)
     _, micro, gc, memory = smallest
     limit = (budget_gib or 0) * 2**30 * (1 - SAFETY_MARGIN)
@@ -248,7 +251,7 @@ def _no_fit_message(spec: Spec, config: dict[str, object], dtype: str, budget_gi
 
     def smallest_total(**change: object) -> int:
         options = {"micro": 1, "checkpointing": True, "dtype": dtype, "optimizer": "adamw_torch_fused",
-                   "grad_accum": 1, "parallel": parallel, **change}
+                   "grad_accum": 1, "parallel": parallel, "attention": attention, **change}
         return estimate_memory(shape_for(spec, config, **options)).total  # type: ignore[arg-type]
 
     options = []

@@ -21,6 +21,7 @@ from ftc.compiler.literal import lit
 from ftc.compiler.plan.budget import BatchChoice, by_strategy, choose_batch, gib
 from ftc.compiler.plan.hyper import Hyper, choose
 from ftc.compiler.plan.precision import precision_choice
+from ftc.compiler.plan.kernels import attention_choice, liger_choice
 from ftc.compiler.plan.lmhead import KEPT, lm_head_choice
 from ftc.compiler.plan.speed import padding_free_choice
 from ftc.compiler.plan.types import DataPlan, HardwarePlan, MethodSection, ModelPlan, OptimPlan, Plan, RunPolicy, Setting
@@ -184,7 +185,7 @@ def _method(spec: Spec, facts: Facts) -> MethodSection:
                          config_names={key: name for key in knobs if (name := method.config_name(key))})
 
 
-def _hardware(spec: Spec, host: HostFacts) -> HardwarePlan:
+def _hardware(spec: Spec, host: HostFacts, config: dict[str, Any] | None) -> HardwarePlan:
     hw = spec.hardware
     precision, why = precision_choice(spec, host)
     load_dtype = Setting({"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[precision], "derived: precision")
@@ -198,6 +199,7 @@ def _hardware(spec: Spec, host: HostFacts) -> HardwarePlan:
         nodes=Setting(hw.nodes, "spec: hardware.nodes" if "nodes" in hw.model_fields_set else "default"),
         strategy=Setting("single", "derived: one device"), offload=Setting("none", "default: nothing offloaded"),
         precision=Setting(precision, why), load_dtype=load_dtype,
+        attention=attention_choice(spec, host, precision, config), liger=liger_choice(spec, host, config),
         budget_gib=Setting(budget, "spec: hardware.vram_gb" if hw.vram_gb else "derived: hardware.gpu"
                            if gpu else "default: no budget"))
 
@@ -242,7 +244,7 @@ def _optim(spec: Spec, facts: Facts, hardware: HardwarePlan, seq_len: int,
     per_device = t.batch_size // world
     config = facts.model.config if can_estimate(facts.model.config) else None
     choice = choose_batch(spec, config, hardware.load_dtype.value, hardware.budget_gib.value, per_device,
-                          seq_len=seq_len)
+                          seq_len=seq_len, attention=hardware.attention.value)
     return OptimPlan(
         learning_rate=Setting(*hyper.learning_rate), epochs=epochs, max_steps=max_steps,
         batch_size=Setting(*hyper.batch_size),
@@ -298,8 +300,13 @@ def _summary(spec: Spec, optim: OptimPlan, hardware: HardwarePlan, choice: Batch
     lines += [f"{name} {setting.value:g}: {setting.why.removeprefix('planned: ')}" for name, setting in
               (("batch size", optim.batch_size), ("epochs", optim.epochs), ("learning rate", optim.learning_rate),
                ("warmup", optim.warmup)) if setting.why.startswith(("planned", "measured"))]
-    lines += [f"precision: {hardware.precision.value} ({hardware.precision.why.removeprefix('planned: ')})",
-              f"batch: {micro} per step x {accum} accumulated x {world} device(s) = {t.batch_size}",
+    lines.append(f"precision: {hardware.precision.value} ({hardware.precision.why.removeprefix('planned: ')})")
+    if spec.hardware.device == "cuda":  # the speed choices on a GPU (compiler/plan/kernels.py, plan/budget.py)
+        lines += [f"attention: {hardware.attention.value} ({hardware.attention.why.removeprefix('planned: ')})",
+                  f"Liger kernels: {'on' if hardware.liger.value else 'off'} "
+                  f"({hardware.liger.why.removeprefix('planned: ')})",
+                  f"optimizer: {optim.optimizer.value} ({optim.optimizer.why.removeprefix('planned: ')})"]
+    lines += [f"batch: {micro} per step x {accum} accumulated x {world} device(s) = {t.batch_size}",
               f"gradient checkpointing: {'on' if choice.checkpointing else 'off'} "
               f"({optim.gradient_checkpointing.why.removeprefix('planned: ')})"]
     if choice.parallel.strategy != "single":
@@ -359,13 +366,13 @@ def build_plan(spec: Spec, facts: Facts, name: str, measured_lr: tuple[float, st
     model = _model(spec, facts, reasons, notes)
     data = _data(spec, facts, Setting(max_length, why_max_length), notes)
     reasons += _data_reasons(spec, facts, why_seq_len)
-    hardware = _hardware(spec, facts.host)
+    hardware = _hardware(spec, facts.host, facts.model.config)
     config = facts.model.config if can_estimate(facts.model.config) else None
     hyper = choose(spec, _steps(spec, facts)[0], facts.tokens, facts.model.config, measured_lr)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"batch_size": hyper.batch_size[0]})})
     optim, choice = _optim(spec, facts, hardware, seq_len, hyper)
     free = padding_free_choice(spec, facts.tokens, facts.model.config, facts.model.params,
-                               optim.micro_batch_size.value, max_length)
+                               optim.micro_batch_size.value, max_length, hardware.attention.value)
     data = replace(data, padding_free=free)
     reasons.append(f"padding-free: {'on' if free.value else 'off'} ({free.why.split(': ', 1)[-1]})")
     notes += objective_notes(spec)
@@ -378,7 +385,7 @@ def build_plan(spec: Spec, facts: Facts, name: str, measured_lr: tuple[float, st
     reasons += _summary(spec, optim, hardware, choice)
     budget = hardware.budget_gib.value
     table = by_strategy(spec, config, hardware.load_dtype.value, choice, spec.train.batch_size // spec.hardware.world,
-                        seq_len)
+                        seq_len, attention=hardware.attention.value)
     return Plan(name=name, template=spec.method.template, model=model, data=data, method=_method(spec, facts),
                 hardware=hardware, optim=optim, run=_run(spec, optim.total_steps.value), objective=objective_plan(spec),
                 reasons=tuple(reasons), notes=tuple(notes), memory=choice.memory, budget_bytes=int(budget * 2**30) if budget else None,

@@ -3,7 +3,8 @@
 A padded micro-batch of B examples runs B x (its longest example) positions; a padding-free one
 runs one row of the B examples end to end (positions restart per example, so each attends only to
 itself) and the same rows, steps and loss. What it costs instead: without a varlen attention kernel
-the row's attention is one (sum of lengths)^2 block-diagonal product. The planner compares the two
+the row's attention is one (sum of lengths)^2 block-diagonal product (SDPA); FlashAttention-2's varlen
+kernel attends within each example (compiler/plan/kernels.py chooses it). The planner compares the two
 with the usual per-token cost, 6 x parameters for the matrix products plus 12 x layers x hidden x
 context for attention (Kaplan et al. 2020, as nanoGPT's estimate_mfu writes it), over micro-batches
 drawn from the lengths measured at compile time, and turns padding-free on when it saves at least
@@ -29,16 +30,21 @@ def expected_longest(lengths: tuple[int, ...], batch: int) -> float:
     return sum(length * ((i / n) ** batch - ((i - 1) / n) ** batch) for i, length in enumerate(lengths, 1))
 
 
-def step_costs(lengths: tuple[int, ...], batch: int, params: int, layers: int, hidden: int) -> tuple[float, float]:
-    """(padded, padding-free) FLOPs of a micro-batch's forward, as 6N per position + 12 L H T attention."""
+def step_costs(lengths: tuple[int, ...], batch: int, params: int, layers: int, hidden: int,
+               varlen: bool = False) -> tuple[float, float]:
+    """(padded, padding-free) FLOPs of a micro-batch's forward, as 6N per position + 12 L H T attention.
+    `varlen`: FlashAttention-2 runs the padding-free row per example (TRL's cu_seq_lens), each attending over
+    its own length, not the row's; SDPA masks the whole row's square."""
     longest, mean = expected_longest(lengths, batch), sum(lengths) / len(lengths)
     padded = batch * longest * (6 * params + 12 * layers * hidden * longest)
     row = batch * mean
+    if varlen:
+        return padded, row * 6 * params + batch * 12 * layers * hidden * sum(n * n for n in lengths) / len(lengths)
     return padded, row * (6 * params + 12 * layers * hidden * row)
 
 
 def padding_free_choice(spec: Spec, tokens: TokenFacts | None, config: dict[str, Any] | None, params: int | None,
-                        micro_batch: int, max_length: int) -> Setting[bool]:
+                        micro_batch: int, max_length: int, attention: str = "sdpa") -> Setting[bool]:
     """data.padding_free: the spec's value when it sets it (or packs), else planned from the lengths."""
     d = spec.data
     if "padding_free" in d.model_fields_set or d.packing:
@@ -54,13 +60,15 @@ def padding_free_choice(spec: Spec, tokens: TokenFacts | None, config: dict[str,
         return Setting(False, "planned: token lengths or the model's size are not known at compile time")
     lengths = tuple(min(n, max_length) for n in tokens.lengths)
     layers, hidden = int(config.get("num_hidden_layers", 0)), int(config.get("hidden_size", 0))
-    padded, free = step_costs(lengths, micro_batch, params, layers, hidden)
+    varlen = attention == "flash_attention_2"
+    padded, free = step_costs(lengths, micro_batch, params, layers, hidden, varlen)
     saving = 1 - free / padded
     pad_share = 1 - (sum(lengths) / len(lengths)) / expected_longest(lengths, micro_batch)
     measured = (f"measured: micro-batches of {micro_batch} would be {pad_share:.0%} padding "
                 f"(lengths p50 {tokens.p50}, p95 {tokens.p95}, max {tokens.max})")
     if saving >= MIN_SAVING:
+        kernel = " (FlashAttention-2 attends within each example)" if varlen else ""
         return Setting(True, f"planned: {measured}; one padding-free row saves ~{saving:.0%} of a step's "
-                             "compute and trains the same rows")
+                             f"compute{kernel} and trains the same rows")
     return Setting(False, f"planned: {measured}; padding-free would save ~{max(saving, 0):.0%} of a step's "
                           f"compute (turned on from {MIN_SAVING:.0%})")

@@ -136,6 +136,11 @@ class HardwarePlan:
     lm_head: Setting[str] = meta("LM_HEAD", when=_is_set("lm_head", "trainer"),
                                  default=Setting("trainer", "default: the trainer's own loss head"))
     """SFTTrainer's loss head: "trainer" (TRL's fused head) or "kept-positions" (compiler/plan/lmhead.py)."""
+    attention: Setting[str] = meta("ATTENTION", when=_is_set("attention", "sdpa"),
+                                   default=Setting("sdpa", "default: PyTorch's scaled dot product attention"))
+    """transformers' attn_implementation (compiler/plan/kernels.py); CONFIG holds it when it is not the default."""
+    liger: Setting[bool] = meta("LIGER_KERNEL", when=_is_set("liger", False), default=Setting(False, "default: off"))
+    """Liger's layer kernels (TrainingArguments.use_liger_kernel; compiler/plan/kernels.py)."""
     budget_gib: Setting[float | None] = meta(resumable=True)
 
 

@@ -62,7 +62,7 @@ BATCH_SIZE = 64                                   # spec: train.batch_size
 MICRO_BATCH_SIZE = 8                              # planned: the fastest divisor of 8 whose estimated peak 56.14 GiB stays under 71.28 GiB (79.2 GiB less 10% margin)
 GRAD_ACCUM = 1                                    # derived: 64 = 8 x 1 x 8 device(s)
 GRADIENT_CHECKPOINTING = True                     # planned: without it no micro-batch fits the budget
-OPTIMIZER = 'adamw_torch_fused'                   # planned: fused AdamW on cuda (no foreach temporaries)
+OPTIMIZER = 'adamw_torch_fused'                   # planned: fused AdamW on cuda: one kernel updates every parameter and its two moments, no foreach temporaries
 SCHEDULER = 'cosine'                              # planned: cosine decay (the seeds' schedule)
 WARMUP = 0.1                                      # planned: 10.0% of 2 steps (seeds: 5-10 %; 3 steps at least)
 WEIGHT_DECAY = 0.0                                # default

@@ -66,7 +66,7 @@ BATCH_SIZE = 32                                  # spec: train.batch_size
 MICRO_BATCH_SIZE = 8                             # planned: the fastest divisor of 32 whose estimated peak 16.66 GiB stays under 21.24 GiB (23.6 GiB less 10% margin)
 GRAD_ACCUM = 4                                   # derived: 32 = 8 x 4 x 1 device(s)
 GRADIENT_CHECKPOINTING = True                    # planned: without it no micro-batch fits the budget
-OPTIMIZER = 'adamw_torch_fused'                  # planned: fused AdamW on cuda (no foreach temporaries)
+OPTIMIZER = 'adamw_torch_fused'                  # planned: fused AdamW on cuda: one kernel updates every parameter and its two moments, no foreach temporaries
 SCHEDULER = 'cosine'                             # planned: cosine decay (the seeds' schedule)
 WARMUP = 0.1                                     # planned: 10.0% of 2 steps (seeds: 5-10 %; 3 steps at least)
 WEIGHT_DECAY = 0.0                               # default

@@ -52,7 +52,7 @@ BATCH_SIZE = 16                              # spec: train.batch_size
 MICRO_BATCH_SIZE = 8                         # planned: the fastest divisor of 16 whose estimated peak 70.71 GiB stays under 71.19 GiB (79.1 GiB less 10% margin)
 GRAD_ACCUM = 2                               # derived: 16 = 8 x 2 x 1 device(s)
 GRADIENT_CHECKPOINTING = True                # spec: train.gradient_checkpointing
-OPTIMIZER = 'adamw_torch_fused'              # planned: fused AdamW on cuda (no foreach temporaries)
+OPTIMIZER = 'adamw_torch_fused'              # planned: fused AdamW on cuda: one kernel updates every parameter and its two moments, no foreach temporaries
 SCHEDULER = 'cosine'                         # planned: cosine decay (the seeds' schedule)
 WARMUP = 0.1                                 # planned: 10.0% of 1 steps (seeds: 5-10 %; 3 steps at least)
 WEIGHT_DECAY = 0.0                           # default

@@ -59,7 +59,7 @@ BATCH_SIZE = 64                                # spec: train.batch_size
 MICRO_BATCH_SIZE = 64                          # planned: the fastest divisor of 64 whose estimated peak 57.49 GiB stays under 71.28 GiB (79.2 GiB less 10% margin)
 GRAD_ACCUM = 1                                 # derived: 64 = 64 x 1 x 1 device(s)
 GRADIENT_CHECKPOINTING = True                  # planned: a larger micro-batch fits with it (faster overall)
-OPTIMIZER = 'adamw_torch_fused'                # planned: fused AdamW on cuda (no foreach temporaries)
+OPTIMIZER = 'adamw_torch_fused'                # planned: fused AdamW on cuda: one kernel updates every parameter and its two moments, no foreach temporaries
 SCHEDULER = 'cosine'                           # planned: cosine decay (the seeds' schedule)
 WARMUP = 0.1                                   # planned: 10.0% of 3 steps (seeds: 5-10 %; 3 steps at least)
 WEIGHT_DECAY = 0.0                             # default
