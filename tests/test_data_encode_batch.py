@@ -303,44 +303,70 @@ def test_chunk_labels_equal_the_per_row_rule_with_its_fallbacks() -> None:
 
 def _byte_level_variants(tiny_tokenizer: Any) -> dict[str, Any]:
     """The tiny tokenizer as it is, after a regex split (Llama 3 / Qwen's shape), with a ByteLevel post-processor
-    that keeps offsets, and (not byte-level in `_byte_level`'s sense) one that trims them."""
+    that keeps offsets, and (not byte-level in `_byte_level`'s sense) one that trims them, one whose ByteLevel
+    adds a prefix space and one whose split removes what it matches."""
     from tokenizers import pre_tokenizers, processors
 
-    variants = {"plain": tiny_tokenizer}
-    split = copy.deepcopy(tiny_tokenizer)
-    split._tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(r"\s+|\p{L}+|\p{N}{1,3}", behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    variants["split"] = split
-    kept = copy.deepcopy(tiny_tokenizer)
-    kept._tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    variants["post_kept"] = kept
-    trimmed = copy.deepcopy(tiny_tokenizer)
-    trimmed._tokenizer.post_processor = processors.ByteLevel(trim_offsets=True)
-    variants["post_trimmed"] = trimmed
-    return variants
+    def variant(pre: Any = None, post: Any = None) -> Any:
+        tokenizer = copy.deepcopy(tiny_tokenizer)
+        if pre is not None:
+            tokenizer._tokenizer.pre_tokenizer = pre
+        if post is not None:
+            tokenizer._tokenizer.post_processor = post
+        return tokenizer
+
+    def split(behavior: str, prefix: bool = False) -> Any:
+        return pre_tokenizers.Sequence([pre_tokenizers.Split(r"\s+|\p{L}+|\p{N}{1,3}", behavior=behavior),
+                                        pre_tokenizers.ByteLevel(add_prefix_space=prefix)])
+
+    return {"plain": tiny_tokenizer, "split": variant(split("isolated")),
+            "post_kept": variant(post=processors.ByteLevel(trim_offsets=False)),
+            "post_trimmed": variant(post=processors.ByteLevel(trim_offsets=True)),
+            "prefix_space": variant(split("isolated", prefix=True)), "split_removed": variant(split("removed"))}
 
 
-def test_labels_found_at_span_bounds_equal_the_per_token_rule(tiny_tokenizer: Any) -> None:
-    """batch._labels_at_bounds (byte-level tokenizers: two lookups per span) against encode._labels (every token's
-    offsets) on texts with multi-byte characters split over several tokens, whitespace runs, special tokens and
-    spans that start or end inside a token; a post-processor that trims offsets (empty tokens) is not byte-level."""
-    from ftc.core.data.batch import _byte_level, _labels_at_bounds
+def test_labels_from_byte_widths_equal_the_per_token_rule(tiny_tokenizer: Any) -> None:
+    """batch._labels_by_bytes (byte-level tokenizers: each token's offsets from the byte widths of the tokens before
+    it, none computed by the tokenizer) against encode._labels (every token's offsets), a chunk at a time, on texts
+    with multi-byte characters split over several tokens, whitespace runs, special tokens and spans that start or
+    end inside a token; tokenizers whose offsets the widths would not give are not byte-level; a row whose tokens'
+    bytes are not its text's (an added token that strips the space before it) is left to its offsets."""
+    from tokenizers import AddedToken
+
+    from ftc.core.data.batch import _byte_level, _byte_widths, _labels_by_bytes
     from ftc.core.data.encode import _labels
 
     variants = _byte_level_variants(tiny_tokenizer)
-    assert [_byte_level(t) for t in variants.values()] == [True, True, True, False]
+    assert [_byte_level(t) for t in variants.values()] == [True, True, True, False, False, False]
+    stripping = copy.deepcopy(tiny_tokenizer)
+    stripping._tokenizer.add_special_tokens([AddedToken("<|strip|>", lstrip=True)])
+    variants["stripping"] = stripping
     rng = random.Random(11)
-    pieces = ["red", "  ", " blue", "ünï", "数据", "🙂", "\n\n", "<|im_end|>", "<|im_start|>assistant\n", "tab\t.", "x"]
-    checked = 0
+    pieces = ["red", "  ", " blue", "ünï", "数据", "🙂", "\n\n", "<|im_end|>", "<|im_start|>assistant\n", "tab\t.", "x", ""]
+    checked = misfits = 0
     for name, tokenizer in variants.items():
+        widths = _byte_widths(tokenizer)
         if not _byte_level(tokenizer):
+            assert widths is None
             continue
-        for _ in range(300):
-            text = "".join(rng.choices(pieces, k=rng.randint(1, 14)))
-            cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, 2 * rng.randint(1, 3))))
-            spans = [(a, b) for a, b in zip(cuts[::2], cuts[1::2]) if b > a]
-            encoding = tokenizer._tokenizer.encode(text, add_special_tokens=False)
-            expected = _labels(encoding.ids, encoding.offsets, spans)
-            assert _labels_at_bounds(encoding, encoding.ids, spans, len(text)) == expected, (name, text, spans)
-            checked += sum(label != IGNORE for label in expected)
+        for _ in range(30):
+            texts, spans = [], []
+            for _ in range(rng.randint(1, 12)):
+                text = "".join(rng.choices(pieces + ["  <|strip|>"] * (name == "stripping"), k=rng.randint(0, 14)))
+                cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, 2 * rng.randint(1, 3))))
+                texts.append(text)
+                spans.append([(a, b) for a, b in zip(cuts[::2], cuts[1::2]) if b > a])
+            encodings = tokenizer._tokenizer.encode_batch(texts, add_special_tokens=False)
+            fast = tokenizer._tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+            assert [e.ids for e in fast] == [e.ids for e in encodings]
+            found = _labels_by_bytes(widths, [e.ids for e in fast], spans, texts)
+            for text, row, encoding, labels in zip(texts, spans, encodings, found):
+                expected = _labels(encoding.ids, encoding.offsets, row)
+                if labels is None:
+                    misfits += 1
+                    assert "<|strip|>" in text, (name, text, row)
+                    continue
+                assert labels == expected, (name, text, row)
+                checked += sum(label != IGNORE for label in expected)
+    assert misfits > 10
     assert checked > 1000

@@ -5,8 +5,9 @@ text; the Python around each call costs more than the work. Here a conversation 
 content-opaque is rendered from its shape's skeleton, rendered once per shape (ftc.core.data.skeleton);
 the prefixes of the other conversations of a chunk are rendered by one pass per kind (with and without
 the generation prompt), and the texts tokenized by one call; labels follow the rule of `encode._labels`: for a
-byte-level BPE tokenizer from two lookups in the encoding per trained span (`_labels_at_bounds`: no token's
-offsets become Python objects), for others in one numpy pass over the chunk's offsets (`_labels_many`). A chunk whose template fails or runs past its
+byte-level BPE tokenizer from its tokens' widths in bytes (`_labels_by_bytes`: the tokenizer computes no
+offsets, a quarter of its time), for others in one numpy pass over the chunk's offsets (`_labels_many`),
+each one pass over the chunk. A chunk whose template fails or runs past its
 time bound is encoded again example by example, so the failing row is named exactly as before.
 Tokenizers that are not transformers' fast tokenizers (ftc.compiler.tokens.LightTokenizer, test doubles)
 take the per-example path.
@@ -64,21 +65,23 @@ def _batch(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
 
 
 def _ids(tokenizer: Any, texts: list[str], special: bool) -> list[list[int]]:
-    encodings = _encode(tokenizer, texts, special)
+    encodings = _encode(tokenizer, texts, special, offsets=False)
     if encodings is not None:
         return [e.ids for e in encodings]
     return list(tokenizer(texts, add_special_tokens=special)["input_ids"])
 
 
-def _encode(tokenizer: Any, texts: list[str], special: bool) -> list[Any] | None:
+def _encode(tokenizer: Any, texts: list[str], special: bool, offsets: bool = True) -> list[Any] | None:
     """The `tokenizers` Encodings transformers' fast tokenizer computes for `tokenizer(texts)` (its own Rust
     call, without converting each result to Python lists); None when the backend is not in the state that
-    call would put it in (truncation or padding set, special tokens split): then the tokenizer is called."""
+    call would put it in (truncation or padding set, special tokens split): then the tokenizer is called.
+    Without `offsets` the encodings' offsets are not computed (a quarter of the tokenizer's time)."""
     backend = getattr(tokenizer, "_tokenizer", None)
     if backend is None or not hasattr(backend, "encode_batch") or backend.truncation is not None \
             or backend.padding is not None or backend.encode_special_tokens != bool(tokenizer.split_special_tokens):
         return None
-    return list(backend.encode_batch(texts, add_special_tokens=special))
+    encode = backend.encode_batch if offsets or not hasattr(backend, "encode_batch_fast") else backend.encode_batch_fast
+    return list(encode(texts, add_special_tokens=special))
 
 
 def _plain(messages: list[dict[str, str]]) -> bool:
@@ -172,11 +175,18 @@ def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
     order = sorted(spans)
     if order:
         texts = [whole[p] for p in order]
-        encodings = _encode(tokenizer, texts, False)
+        widths = _byte_widths(tokenizer)
+        encodings = _encode(tokenizer, texts, False, offsets=widths is None)
         if encodings is not None:
             ids = [e.ids for e in encodings]
-            if _byte_level(tokenizer):
-                labels = [_labels_at_bounds(e, i, spans[p], len(whole[p])) for e, i, p in zip(encodings, ids, order)]
+            if widths is not None:
+                labels = _labels_by_bytes(widths, ids, [spans[p] for p in order], texts)
+                if misfits := [r for r, row in enumerate(labels) if row is None]:  # its offsets decide
+                    again = _encode(tokenizer, [texts[r] for r in misfits], False)
+                    for r, row in zip(misfits, _labels_many([ids[r] for r in misfits], [e.offsets for e in again],
+                                                            [spans[order[r]] for r in misfits],
+                                                            [texts[r] for r in misfits])):
+                        labels[r] = row
             else:
                 labels = _labels_many(ids, [e.offsets for e in encodings], [spans[p] for p in order], texts)
         else:
@@ -189,12 +199,10 @@ def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
 
 
 def _byte_level(tokenizer: Any) -> bool:
-    """Whether the tokenizer's pipeline is byte-level BPE with offsets as it produced them: no normalizer, a
-    ByteLevel pre-tokenizer (after regex splits), a BPE model without dropout, and a post-processor that does not
-    trim offsets. Its tokens' offsets then begin in order and are never empty (each token holds at least one byte
-    of the text, and its offsets are the characters its bytes come from), so the tokens whose first character
-    is inside a span are the run from the first token beginning at or after its start to the first beginning at
-    or after its end (`_labels_at_bounds`), found by asking the encoding at the bounds only."""
+    """Whether the tokenizer's pipeline is byte-level BPE whose tokens' bytes, concatenated, are the text's: no
+    normalizer, a ByteLevel pre-tokenizer that adds no prefix space (after regex splits that remove nothing), a
+    BPE model without dropout, and a post-processor that does not trim offsets. A token's offsets are then the
+    characters its bytes come from, and follow from the widths of the tokens before it (`_labels_by_bytes`)."""
     import json
 
     backend = tokenizer._tokenizer
@@ -205,32 +213,83 @@ def _byte_level(tokenizer: Any) -> bool:
     steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     post = json.loads(backend.post_processor.__getstate__()) if backend.post_processor is not None else {}
     posts = post.get("processors", []) if post.get("type") == "Sequence" else [post] if post else []
-    return bool(steps) and steps[-1].get("type") == "ByteLevel" and all(x.get("type") == "Split" for x in steps[:-1]) \
+    return bool(steps) and steps[-1].get("type") == "ByteLevel" and not steps[-1].get("add_prefix_space") \
+        and all(x.get("type") == "Split" and x.get("behavior") != "Removed" for x in steps[:-1]) \
         and all(x.get("type") == "TemplateProcessing" or (x.get("type") == "ByteLevel" and not x.get("trim_offsets"))
                 for x in posts)
 
 
-def _labels_at_bounds(encoding: Any, ids: list[int], spans: list[tuple[int, int]], length: int) -> list[int]:
-    """encode._labels for a byte-level encoding (`_byte_level`): each span's tokens found from its bounds."""
-    if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):  # overlapping or unordered: the token loop
-        return _labels(ids, encoding.offsets, spans)
-    labels = [IGNORE] * len(ids)
-    for start, end in spans:
-        first, stop = _first_from(encoding, start, length, len(ids)), _first_from(encoding, end, length, len(ids))
-        labels[first:stop] = ids[first:stop]
-    return labels
+_WIDTHS: dict[tuple[int, int], tuple[Any, Any]] = {}  # (id of a backend, its vocabulary size) -> (it, widths)
 
 
-def _first_from(encoding: Any, char: int, length: int, count: int) -> int:
-    """The first token whose first character is at or after `char` (`count` when none is): the token holding
-    the first character from `char` on that a token holds, or the next one when that token begins before `char`."""
-    for at in range(char, length):
-        token = encoding.char_to_token(at)
-        if token is not None:
-            while token < count and encoding.token_to_chars(token)[0] < char:
-                token += 1
-            return token
-    return count
+def _byte_widths(tokenizer: Any) -> Any:
+    """The number of bytes of the text each token id stands for, for a byte-level tokenizer (`_byte_level`), so
+    that its offsets need not be computed (`_labels_by_bytes`); None for another tokenizer, or one whose
+    vocabulary has a token not written in ByteLevel's alphabet of one character per byte."""
+    import numpy as np
+
+    if not _byte_level(tokenizer) or not hasattr(tokenizer._tokenizer, "encode_batch_fast"):
+        return None
+    backend = tokenizer._tokenizer
+    key = (id(backend), backend.get_vocab_size(with_added_tokens=True))
+    if key not in _WIDTHS:
+        from tokenizers import pre_tokenizers
+
+        if len(_WIDTHS) >= 16:
+            _WIDTHS.clear()
+        alphabet = set(pre_tokenizers.ByteLevel.alphabet())
+        added = backend.get_added_tokens_decoder()
+        widths = np.zeros(key[1], dtype=np.int64)
+        for token, number in backend.get_vocab(with_added_tokens=True).items():
+            if number in added:
+                widths[number] = len(added[number].content.encode("utf-8"))
+            elif set(token) <= alphabet:
+                widths[number] = len(token)
+            else:
+                widths = None
+                break
+        _WIDTHS[key] = (backend, widths)  # the backend held: its id is not reused while the entry lives
+    return _WIDTHS[key][1]
+
+
+def _labels_by_bytes(widths: Any, ids: list[list[int]], spans: list[list[tuple[int, int]]],
+                     texts: list[str]) -> list[list[int] | None]:
+    """encode._labels for a chunk of a byte-level tokenizer's encodings (`_byte_widths`), without their offsets: a
+    token's first byte is the sum of the widths of the tokens before it, and it begins inside a span exactly when
+    its first character does (the span's bounds are characters, so at character boundaries). A row whose tokens'
+    bytes are not as many as its text's (an added token that strips the whitespace beside it), or whose spans
+    overlap, is None: its offsets decide."""
+    import numpy as np
+
+    counts = [len(row) for row in ids]
+    total = sum(counts)
+    values = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=total)
+    width = widths[values]
+    ends = np.cumsum(width)
+    begins = ends - width
+    firsts = list(accumulate(counts, initial=0))
+    bases = np.concatenate(([0], ends))[firsts].tolist()  # the bytes before each row's first token, and all
+    out: list[list[int] | None] = [None] * len(ids)
+    flat: list[tuple[int, int]] = []
+    for r, (text, row) in enumerate(zip(texts, spans)):
+        ascii_ = text.isascii()
+        if bases[r + 1] - bases[r] != (len(text) if ascii_ else len(text.encode("utf-8"))) \
+                or any(a[1] > b[0] for a, b in zip(row, row[1:])):
+            continue
+        out[r] = []
+        base = bases[r]
+        flat += [(base + a, base + b) for a, b in row] if ascii_ else \
+            [(base + len(text[:a].encode("utf-8")), base + len(text[:b].encode("utf-8"))) for a, b in row]
+    if flat:
+        starts, stops = np.asarray(flat, dtype=np.int64).T
+        span = np.searchsorted(starts, begins, side="right") - 1  # the last span starting at or before the token
+        labels = np.where((span >= 0) & (begins < stops[np.maximum(span, 0)]), values, IGNORE).tolist()
+    else:
+        labels = [IGNORE] * total
+    for r, row in enumerate(out):
+        if row is not None:
+            out[r] = labels[firsts[r]:firsts[r + 1]]
+    return out
 
 
 def _labels_many(ids: list[list[int]], offsets: list[list[tuple[int, int]]], spans: list[list[tuple[int, int]]],
