@@ -110,6 +110,8 @@ def test_chat_encodings_are_identical_to_the_reference(tokenizers: dict[str, Any
         examples = [{"messages": chat} for chat in chats]
         assert [encode_example(tokenizer, e, settings) for e in examples] == expected, name
         assert encode_many(tokenizer, examples, settings) == expected, name
+        as_arrays = encode_many(tokenizer, examples, settings, arrays=True)  # the cache writer's form
+        assert [e | {"input_ids": list(e["input_ids"]), "labels": list(e["labels"])} for e in as_arrays] == expected
 
 
 @pytest.mark.parametrize("train_on", ["answers", "inputs_too"])

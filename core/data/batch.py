@@ -25,13 +25,16 @@ from ftc.core.data.skeleton import Skeletons, opacity
 from ftc.core.sandbox import MAX_SECONDS, deadline
 
 
-def encode_many(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings) -> list[Any]:
+def encode_many(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings,
+                arrays: bool = False) -> list[Any]:
     """[encode_example(tokenizer, e, settings) for e in examples], an exception in an example's place
-    (and nothing after it: the caller stops there)."""
+    (and nothing after it: the caller stops there). With `arrays`, an encoding's input_ids and labels may be
+    array('i') rather than lists (the cache writer's form; made without Python ints where labels come from
+    byte widths)."""
     if getattr(tokenizer, "is_fast", False) and len(examples) > 1:
         try:
             with deadline(MAX_SECONDS * 8):  # past it (a slow chunk or a runaway template): one by one
-                return _batch(tokenizer, examples, settings)
+                return _batch(tokenizer, examples, settings, arrays)
         except Exception:  # noqa: BLE001 - encoded again one by one, which names the row and the error
             pass
     out: list[Any] = []
@@ -45,9 +48,9 @@ def encode_many(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSe
     return out
 
 
-def _batch(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings) -> list[Any]:
+def _batch(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings, arrays: bool) -> list[Any]:
     out: list[Any] = [None] * len(examples)
-    chats = _chats(tokenizer, examples, settings)
+    chats = _chats(tokenizer, examples, settings, arrays)
     prompts = [p for p, e in enumerate(examples) if "messages" not in e and "prompt" in e]
     texts = [p for p, e in enumerate(examples) if "messages" not in e and "prompt" not in e]
     if prompts:
@@ -136,7 +139,7 @@ def _skeletons(tokenizer: Any, train_on: str) -> Skeletons | None:
     return _SKELETONS[key]
 
 
-def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings) -> dict[int, Any]:
+def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSettings, arrays: bool) -> dict[int, Any]:
     """The encodings of the chunk's conversations by position (a DataError in the place of one that has none):
     a conversation whose shape the template renders content-opaquely from its skeleton (ftc.core.data.skeleton),
     the others by rendering each prefix `_spans` needs."""
@@ -180,7 +183,9 @@ def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
         if encodings is not None:
             ids = [e.ids for e in encodings]
             if widths is not None:
-                labels = _labels_by_bytes(widths, ids, [spans[p] for p in order], texts)
+                labels = _labels_by_bytes(widths, ids, [spans[p] for p in order], texts, arrays)
+                if arrays:
+                    ids = labels.pop()
                 if misfits := [r for r, row in enumerate(labels) if row is None]:  # its offsets decide
                     again = _encode(tokenizer, [texts[r] for r in misfits], False)
                     for r, row in zip(misfits, _labels_many([ids[r] for r in misfits], [e.offsets for e in again],
@@ -252,13 +257,16 @@ def _byte_widths(tokenizer: Any) -> Any:
     return _WIDTHS[key][1]
 
 
-def _labels_by_bytes(widths: Any, ids: list[list[int]], spans: list[list[tuple[int, int]]],
-                     texts: list[str]) -> list[list[int] | None]:
+def _labels_by_bytes(widths: Any, ids: list[list[int]], spans: list[list[tuple[int, int]]], texts: list[str],
+                     arrays: bool = False) -> list[Any]:
     """encode._labels for a chunk of a byte-level tokenizer's encodings (`_byte_widths`), without their offsets: a
     token's first byte is the sum of the widths of the tokens before it, and it begins inside a span exactly when
     its first character does (the span's bounds are characters, so at character boundaries). A row whose tokens'
     bytes are not as many as its text's (an added token that strips the whitespace beside it), or whose spans
-    overlap, is None: its offsets decide."""
+    overlap, is None: its offsets decide. With `arrays`, the rows are array('i'), and the ids of every row, as
+    array('i') too, are appended as a last element."""
+    from array import array
+
     import numpy as np
 
     counts = [len(row) for row in ids]
@@ -283,12 +291,16 @@ def _labels_by_bytes(widths: Any, ids: list[list[int]], spans: list[list[tuple[i
     if flat:
         starts, stops = np.asarray(flat, dtype=np.int64).T
         span = np.searchsorted(starts, begins, side="right") - 1  # the last span starting at or before the token
-        labels = np.where((span >= 0) & (begins < stops[np.maximum(span, 0)]), values, IGNORE).tolist()
+        labels = np.where((span >= 0) & (begins < stops[np.maximum(span, 0)]), values, IGNORE)
     else:
-        labels = [IGNORE] * total
+        labels = np.full(total, IGNORE, dtype=np.int64)
+    flat = array("i", labels.astype(np.int32).tobytes()) if arrays else labels.tolist()
     for r, row in enumerate(out):
         if row is not None:
-            out[r] = labels[firsts[r]:firsts[r + 1]]
+            out[r] = flat[firsts[r]:firsts[r + 1]]
+    if arrays:
+        every = array("i", values.astype(np.int32).tobytes())
+        out.append([every[firsts[r]:firsts[r + 1]] for r in range(len(ids))])
     return out
 
 

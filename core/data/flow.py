@@ -43,7 +43,7 @@ def run(sources: list[Source], indexes: Sequence[int], tokenizer: Any, settings:
     untrained: dict[str, list[int]] = {}
     position = {source.name: i for i, source in enumerate(sources)}
     arrays = getattr(sink, "tokens_as_arrays", False)
-    with Workers(lambda examples: _as_arrays(encode_many(tokenizer, list(examples), settings)) if arrays
+    with Workers(lambda examples: _as_arrays(encode_many(tokenizer, list(examples), settings, arrays=True)) if arrays
                  else encode_many(tokenizer, list(examples), settings)) as workers:
         for (items, data), encodings in workers.map(chunks):
             kept = length_filter(encoded_items(items, encodings, sources), settings, sources, dropped, data, untrained)
@@ -59,8 +59,8 @@ def _as_arrays(encodings: list[Any]) -> list[Any]:
     the writing (an exception in an example's place stays as it is)."""
     from array import array
 
-    return [e | {"input_ids": array("i", e["input_ids"]), "labels": array("i", e["labels"])} if isinstance(e, dict)
-            else e for e in encodings]
+    return [e | {"input_ids": array("i", e["input_ids"]), "labels": array("i", e["labels"])}
+            if isinstance(e, dict) and type(e["input_ids"]) is not array else e for e in encodings]
 
 
 def _batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
