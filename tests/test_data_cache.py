@@ -211,3 +211,20 @@ def test_streaming_into_the_cache_gives_what_the_stage_gives_in_memory(tmp_path:
         assert streamed.dataset(split).to_dict() == listed.dataset(split).to_dict()
     assert [e.example for e in streamed.validation] == [e.example for e in listed.validation]
     assert {e.split for e in streamed.validation} == {"validation"}
+
+
+def test_examples_are_dumped_by_orjson_and_by_json_where_orjson_refuses() -> None:
+    """The dedup key and the cache's example column (clean.example_json): orjson's JSON, read back as the same
+    example; a lone surrogate or an integer past 64 bits, which orjson refuses, takes json's; the key ignores
+    key order."""
+    import json
+
+    from ftc.core.data.clean import example_json, key
+
+    plain = {"messages": [{"role": "user", "content": "héllo \"x\"\n"}, {"role": "assistant", "content": "数据"}]}
+    odd = {"messages": [{"role": "user", "content": "a\ud800"}, {"role": "assistant", "content": "b"}], "n": 2 ** 70}
+    for example in (plain, odd):
+        assert json.loads(example_json(example)) == example
+        assert key(example) == key(dict(reversed(list(example.items())))) and len(key(example)) == 16
+    assert example_json(plain) == json.dumps(plain, ensure_ascii=False, separators=(",", ":")).encode()
+    assert key(plain) != key(odd)

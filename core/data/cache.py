@@ -202,10 +202,12 @@ class Writer:
     def __call__(self, items: Sequence[Any]) -> None:
         import pyarrow as pa
 
+        from ftc.core.data.clean import example_json
+
         if not items:
             return
         columns = {"source": [e.source for e in items], "row": [e.row for e in items], "split": [e.split for e in items],
-                   "example": [json.dumps(e.example) for e in items]}  # ASCII escapes: twice as fast to write
+                   "example": [example_json(e.example).decode() for e in items]}
         columns |= {name: _token_lists([e.encoding[name] for e in items]) for name in ("input_ids", "labels")}
         columns |= {name: [e.encoding[name] for e in items] for name in COLUMNS[6:]}
         self._writer.write_batch(pa.record_batch(columns, schema=self.schema))

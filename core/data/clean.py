@@ -70,7 +70,19 @@ def near_duplicates(texts: Sequence[str], threshold: float) -> dict[int, tuple[i
 def key(example: dict[str, Any]) -> bytes:
     """An example's identity for exact dedup: 16 bytes of the hash of its mapped form (so column order
     and extra columns do not matter)."""
-    return hashlib.sha256(json.dumps(example, sort_keys=True).encode()).digest()[:16]  # ASCII: the faster encoder
+    return hashlib.sha256(example_json(example, sort_keys=True)).digest()[:16]
+
+
+def example_json(example: dict[str, Any], sort_keys: bool = False) -> bytes:
+    """An example as UTF-8 JSON: orjson's (~6x the json module's speed; these dumps, the dedup key and the data
+    cache's example column, were the stage's largest per-row cost after reading), json's for what orjson
+    refuses (a lone surrogate, an integer past 64 bits), so one example always takes the same path."""
+    import orjson
+
+    try:
+        return orjson.dumps(example, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(example, sort_keys=sort_keys).encode()
 
 
 Data = dict[tuple[int, int], Any]  # (source index, row number) -> the row as read, for the records of dropped rows
