@@ -19,6 +19,7 @@ from itertools import accumulate, chain
 from typing import Any
 
 from ftc.core.data.encode import IGNORE, DataError, Render, _check, _labels, _prompt, _renders, _spans, _text, \
+    inside_spans, overlapping, \
     _truncate, encode_example
 from ftc.core.data.settings import DataSettings
 from ftc.core.data.skeleton import Skeletons, opacity
@@ -183,9 +184,7 @@ def _chats(tokenizer: Any, examples: list[dict[str, Any]], settings: DataSetting
         if encodings is not None:
             ids = [e.ids for e in encodings]
             if widths is not None:
-                labels = _labels_by_bytes(widths, ids, [spans[p] for p in order], texts, arrays)
-                if arrays:
-                    ids = labels.pop()
+                ids, labels = _labels_by_bytes(widths, ids, [spans[p] for p in order], texts, arrays)
                 if misfits := [r for r, row in enumerate(labels) if row is None]:  # its offsets decide
                     again = _encode(tokenizer, [texts[r] for r in misfits], False)
                     for r, row in zip(misfits, _labels_many([ids[r] for r in misfits], [e.offsets for e in again],
@@ -233,7 +232,7 @@ def _byte_widths(tokenizer: Any) -> Any:
     vocabulary has a token not written in ByteLevel's alphabet of one character per byte."""
     import numpy as np
 
-    if not _byte_level(tokenizer) or not hasattr(tokenizer._tokenizer, "encode_batch_fast"):
+    if not _byte_level(tokenizer):
         return None
     backend = tokenizer._tokenizer
     key = (id(backend), backend.get_vocab_size(with_added_tokens=True))
@@ -258,13 +257,13 @@ def _byte_widths(tokenizer: Any) -> Any:
 
 
 def _labels_by_bytes(widths: Any, ids: list[list[int]], spans: list[list[tuple[int, int]]], texts: list[str],
-                     arrays: bool = False) -> list[Any]:
+                     arrays: bool = False) -> tuple[list[Any], list[Any]]:
     """encode._labels for a chunk of a byte-level tokenizer's encodings (`_byte_widths`), without their offsets: a
     token's first byte is the sum of the widths of the tokens before it, and it begins inside a span exactly when
     its first character does (the span's bounds are characters, so at character boundaries). A row whose tokens'
     bytes are not as many as its text's (an added token that strips the whitespace beside it), or whose spans
-    overlap, is None: its offsets decide. With `arrays`, the rows are array('i'), and the ids of every row, as
-    array('i') too, are appended as a last element."""
+    overlap, is None: its offsets decide. Returns (ids, labels): with `arrays` both as array('i') rows, made
+    without a Python int per token; else `ids` as given and lists."""
     from array import array
 
     import numpy as np
@@ -277,31 +276,26 @@ def _labels_by_bytes(widths: Any, ids: list[list[int]], spans: list[list[tuple[i
     begins = ends - width
     firsts = list(accumulate(counts, initial=0))
     bases = np.concatenate(([0], ends))[firsts].tolist()  # the bytes before each row's first token, and all
-    out: list[list[int] | None] = [None] * len(ids)
+    fits: list[int] = []
     flat: list[tuple[int, int]] = []
     for r, (text, row) in enumerate(zip(texts, spans)):
         ascii_ = text.isascii()
         if bases[r + 1] - bases[r] != (len(text) if ascii_ else len(text.encode("utf-8"))) \
-                or any(a[1] > b[0] for a, b in zip(row, row[1:])):
+                or overlapping(row):
             continue
-        out[r] = []
+        fits.append(r)
         base = bases[r]
         flat += [(base + a, base + b) for a, b in row] if ascii_ else \
             [(base + len(text[:a].encode("utf-8")), base + len(text[:b].encode("utf-8"))) for a, b in row]
-    if flat:
-        starts, stops = np.asarray(flat, dtype=np.int64).T
-        span = np.searchsorted(starts, begins, side="right") - 1  # the last span starting at or before the token
-        labels = np.where((span >= 0) & (begins < stops[np.maximum(span, 0)]), values, IGNORE)
-    else:
-        labels = np.full(total, IGNORE, dtype=np.int64)
-    flat = array("i", labels.astype(np.int32).tobytes()) if arrays else labels.tolist()
-    for r, row in enumerate(out):
-        if row is not None:
-            out[r] = flat[firsts[r]:firsts[r + 1]]
+    labels = np.where(inside_spans(begins, flat), values, IGNORE)
+    every = array("i", labels.astype(np.int32).tobytes()) if arrays else labels.tolist()
+    out: list[Any] = [None] * len(ids)
+    for r in fits:
+        out[r] = every[firsts[r]:firsts[r + 1]]
     if arrays:
-        every = array("i", values.astype(np.int32).tobytes())
-        out.append([every[firsts[r]:firsts[r + 1]] for r in range(len(ids))])
-    return out
+        tokens = array("i", values.astype(np.int32).tobytes())
+        ids = [tokens[firsts[r]:firsts[r + 1]] for r in range(len(ids))]
+    return ids, out
 
 
 def _labels_many(ids: list[list[int]], offsets: list[list[tuple[int, int]]], spans: list[list[tuple[int, int]]],
@@ -313,7 +307,7 @@ def _labels_many(ids: list[list[int]], offsets: list[list[tuple[int, int]]], spa
 
     counts = [len(row) for row in ids]
     total = sum(counts)
-    odd = {r for r, row in enumerate(spans) if any(a[1] > b[0] for a, b in zip(row, row[1:]))}  # overlapping
+    odd = {r for r, row in enumerate(spans) if overlapping(row)}
     where = np.fromiter(chain.from_iterable(chain.from_iterable(offsets)), dtype=np.int64, count=2 * total)
     begin, end = where[0::2], where[1::2]
     bases = list(accumulate((len(t) for t in texts), initial=0))
@@ -321,14 +315,8 @@ def _labels_many(ids: list[list[int]], offsets: list[list[tuple[int, int]]], spa
     shifted = begin + np.asarray(bases[:-1], dtype=np.int64)[rows]  # ordered across rows: a token ends in its text
     odd.update(rows[1:][np.diff(shifted) < 0].tolist())  # offsets going backwards
     flat = [(base + a, base + b) for r, (base, row) in enumerate(zip(bases, spans)) if r not in odd for a, b in row]
-    if not flat:
-        labels = [IGNORE] * total
-    else:
-        starts, ends = np.asarray(flat, dtype=np.int64).T
-        span = np.searchsorted(starts, shifted, side="right") - 1  # the last span starting at or before the token
-        trained = (span >= 0) & (shifted < ends[np.maximum(span, 0)]) & (end > begin)
-        values = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=total)
-        labels = np.where(trained, values, IGNORE).tolist()
+    values = np.fromiter(chain.from_iterable(ids), dtype=np.int64, count=total)
+    labels = np.where(inside_spans(shifted, flat) & (end > begin), values, IGNORE).tolist()
     out, at = [], 0
     for row, n in enumerate(counts):
         out.append(_labels(ids[row], offsets[row], spans[row]) if row in odd else labels[at:at + n])

@@ -13,6 +13,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from ftc.core.data.encode import DataError, Encoded
 from ftc.core.data.load import Item, Source, drop_row, where
 from ftc.core.data.mapping import example_text
@@ -77,8 +79,6 @@ def example_json(example: dict[str, Any], sort_keys: bool = False) -> bytes:
     """An example as UTF-8 JSON: orjson's (~6x the json module's speed; these dumps, the dedup key and the data
     cache's example column, were the stage's largest per-row cost after reading), json's for what orjson
     refuses (a lone surrogate, an integer past 64 bits), so one example always takes the same path."""
-    import orjson
-
     try:
         return orjson.dumps(example, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
     except TypeError:  # orjson.JSONEncodeError

@@ -127,13 +127,25 @@ def _labels(input_ids: list[int], offsets: Sequence[tuple[int, int]], spans: lis
     begin, end = where[:, 0], where[:, 1]
     if not spans:
         return [IGNORE] * len(input_ids)
-    overlapping = any(a[1] > b[0] for a, b in zip(spans, spans[1:]))
-    if overlapping or (len(begin) > 1 and bool((np.diff(begin) < 0).any())):  # unordered: token by token
+    if overlapping(spans) or (len(begin) > 1 and bool((np.diff(begin) < 0).any())):  # unordered: token by token
         return _labels_in_order(input_ids, offsets, spans)
+    return np.where(inside_spans(begin, spans) & (end > begin), ids, IGNORE).tolist()
+
+
+def overlapping(spans: Sequence[tuple[int, int]]) -> bool:
+    """Whether spans overlap or go backwards (then the sorted search of `inside_spans` does not apply)."""
+    return any(a[1] > b[0] for a, b in zip(spans, spans[1:]))
+
+
+def inside_spans(positions: Any, spans: Sequence[tuple[int, int]]) -> Any:
+    """For each position (a numpy array), whether it is inside one of the ordered, disjoint spans."""
+    import numpy as np
+
+    if not spans:
+        return np.zeros(len(positions), dtype=bool)
     starts, ends = np.asarray(spans, dtype=np.int64).T
-    span = np.searchsorted(starts, begin, side="right") - 1  # the last span starting at or before the token
-    trained = (span >= 0) & (begin < ends[np.maximum(span, 0)]) & (end > begin)
-    return np.where(trained, ids, IGNORE).tolist()
+    span = np.searchsorted(starts, positions, side="right") - 1  # the last span starting at or before it
+    return (span >= 0) & (positions < ends[np.maximum(span, 0)])
 
 
 def _labels_in_order(input_ids: list[int], offsets: Sequence[tuple[int, int]],

@@ -59,8 +59,8 @@ def _as_arrays(encodings: list[Any]) -> list[Any]:
     the writing (an exception in an example's place stays as it is)."""
     from array import array
 
-    return [e | {"input_ids": array("i", e["input_ids"]), "labels": array("i", e["labels"])}
-            if isinstance(e, dict) and type(e["input_ids"]) is not array else e for e in encodings]
+    return [e | {name: e[name] if type(e[name]) is array else array("i", e[name]) for name in ("input_ids", "labels")}
+            if isinstance(e, dict) else e for e in encodings]
 
 
 def _batched(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
